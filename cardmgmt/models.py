@@ -1,0 +1,217 @@
+"""The card database's tables, declared once; Alembic revisions are written from these.
+
+Money columns are integer fen.  Timestamps are UTC.  A card row holds only
+the keyed hash of its PIN, never the PIN.  Large per-card changes are made
+with set-based ``UPDATE`` statements, so the operation log records them by
+batch, box or serial range rather than one entry per card.
+"""
+
+# test-case-name: tests.cardmgmt.test_models
+
+import datetime as dt
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Date,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+# SQLite only auto-numbers an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Setting(Base):
+    """Installation-wide facts, such as the fingerprint of the master key in use."""
+
+    __tablename__ = "settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class Counter(Base):
+    """Named sequences handed out in blocks (the global card serial sequence)."""
+
+    __tablename__ = "counters"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[int] = mapped_column(BigInteger)
+
+
+class Operator(Base):
+    __tablename__ = "operators"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    password_hash: Mapped[str] = mapped_column(String(256))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Factory(Base):
+    """A card factory and the RSA public key its files are sealed for and signed with."""
+
+    __tablename__ = "factories"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    public_key_pem: Mapped[str] = mapped_column(Text)
+    fingerprint: Mapped[str] = mapped_column(String(32))
+    registered_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Hall(Base):
+    """A business hall (营业厅) that sells cards."""
+
+    __tablename__ = "halls"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    code: Mapped[str] = mapped_column(String(32), unique=True)
+    name: Mapped[str] = mapped_column(String(128))
+
+
+class Batch(Base):
+    """One manufacturing order (制卡批次)."""
+
+    __tablename__ = "batches"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_no: Mapped[str] = mapped_column(String(32), unique=True)
+    face_value: Mapped[int] = mapped_column(BigInteger)
+    quantity: Mapped[int] = mapped_column(Integer)
+    box_size: Mapped[int] = mapped_column(Integer)
+    expiry: Mapped[dt.date] = mapped_column(Date)
+    first_serial: Mapped[str] = mapped_column(String(12), unique=True)
+    last_serial: Mapped[str] = mapped_column(String(12), unique=True)
+    factory_id: Mapped[int] = mapped_column(ForeignKey("factories.id"))
+    new_card_digest: Mapped[str] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Card(Base):
+    __tablename__ = "cards"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    serial: Mapped[str] = mapped_column(String(12), unique=True)
+    box_no: Mapped[int] = mapped_column(Integer)
+    # HMAC-SHA256 of the PIN under the installation's PIN key; unique, so two
+    # cards can never share a PIN.
+    pin_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
+    state: Mapped[str] = mapped_column(String(16))
+    prior_state: Mapped[str | None] = mapped_column(String(16))
+    hall_id: Mapped[int | None] = mapped_column(ForeignKey("halls.id"))
+    issue_request_id: Mapped[int | None] = mapped_column(ForeignKey("issue_requests.id"))
+
+    __table_args__ = (
+        Index("ix_cards_batch_box", "batch_id", "box_no"),
+        Index("ix_cards_state_batch", "state", "batch_id"),
+    )
+
+
+class FactoryFile(Base):
+    """A post-production file that passed verification and was checked against its batch."""
+
+    __tablename__ = "factory_files"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    # The same file can never be imported twice.
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    file_name: Mapped[str] = mapped_column(String(256))
+    summary: Mapped[str] = mapped_column(Text)  # JSON: counts by finding kind
+    checked_by: Mapped[str] = mapped_column(String(64))
+    checked_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class CheckFinding(Base):
+    """One discrepancy found by a file check (matched cards are not listed one by one)."""
+
+    __tablename__ = "check_findings"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    file_id: Mapped[int] = mapped_column(ForeignKey("factory_files.id"), index=True)
+    serial: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(String(256))
+
+
+class Intake(Base):
+    """One stock intake (入库): a run of serials of one batch (and box) taken into stock."""
+
+    __tablename__ = "intakes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
+    box_no: Mapped[int | None] = mapped_column(Integer)
+    first_serial: Mapped[str] = mapped_column(String(12))
+    last_serial: Mapped[str] = mapped_column(String(12))
+    quantity: Mapped[int] = mapped_column(Integer)
+    operator: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StockCount(Base):
+    """One stock count (库存盘点) of a box or serial range."""
+
+    __tablename__ = "stock_counts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    scope: Mapped[str] = mapped_column(String(128))
+    expected: Mapped[int] = mapped_column(Integer)
+    counted: Mapped[int] = mapped_column(Integer)
+    missing: Mapped[int] = mapped_column(Integer)
+    unexpected: Mapped[int] = mapped_column(Integer)
+    operator: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class StockCountFinding(Base):
+    __tablename__ = "stock_count_findings"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    count_id: Mapped[int] = mapped_column(ForeignKey("stock_counts.id"), index=True)
+    serial: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(String(256))
+
+
+class IssueRequest(Base):
+    """A request to take cards out of stock for a hall (领卡申请), and its decision."""
+
+    __tablename__ = "issue_requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_value: Mapped[int] = mapped_column(BigInteger)
+    quantity: Mapped[int] = mapped_column(Integer)
+    hall_id: Mapped[int] = mapped_column(ForeignKey("halls.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(256))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    decision_comment: Mapped[str | None] = mapped_column(String(256))
+    collected_by: Mapped[str | None] = mapped_column(String(64))
+    collected_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class LogEntry(Base):
+    """The operation log: a keyed hash chain, so any edit, insertion or deletion shows."""
+
+    __tablename__ = "operation_log"
+    # Assigned as previous + 1, so two writers can never both extend the same tip.
+    seq: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    at: Mapped[str] = mapped_column(String(32))
+    operator: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(64))
+    object: Mapped[str] = mapped_column(String(256))
+    before: Mapped[str] = mapped_column(Text)
+    after: Mapped[str] = mapped_column(Text)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))

@@ -1,0 +1,34 @@
+"""Money as integer fen (分), and the only place that converts it to and from yuan text.
+
+Floats never touch money: amounts are parsed with ``Decimal`` and stored,
+compared and added as ``int`` fen.
+"""
+
+# test-case-name: tests.cardmgmt.test_money
+
+from decimal import Decimal, InvalidOperation
+
+from cardmgmt.errors import InvalidInput
+
+FEN_PER_YUAN = 100
+
+
+def parse_yuan(text: str) -> int:
+    """``"50"`` or ``"50.00"`` yuan → 5000 fen; more than two decimals is an error."""
+    try:
+        value = Decimal(text.strip())
+    except (InvalidOperation, AttributeError):
+        raise InvalidInput(f"amount {text!r} is not a number of yuan") from None
+    if not value.is_finite() or value <= 0:
+        raise InvalidInput(f"amount {text!r} must be a positive number of yuan")
+    fen = value * FEN_PER_YUAN
+    if fen != fen.to_integral_value():
+        raise InvalidInput(f"amount {text!r} has more than two decimal places")
+    return int(fen)
+
+
+def format_fen(fen: int) -> str:
+    """5000 → ``"50.00"``."""
+    sign = "-" if fen < 0 else ""
+    whole, part = divmod(abs(fen), FEN_PER_YUAN)
+    return f"{sign}{whole}.{part:02d}"

@@ -1,0 +1,110 @@
+"""The card system as a front end sees it: settings in, authenticated units of work out.
+
+``CardSystem.unit(permission)`` is the one doorway every command goes
+through: it checks the schema revision, loads the key directory and checks
+it belongs to this database, opens a transaction, authenticates the operator
+and checks the role's permission, and hands the services a ``Context``.  A
+second front end (a web page, a POS terminal) reuses it as it is.
+"""
+
+# test-case-name: tests.cardmgmt.test_system
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from cardmgmt import audit, operators
+from cardmgmt.config import Settings
+from cardmgmt.db import Database
+from cardmgmt.errors import KeyFileError, PermissionDenied
+from cardmgmt.keys import KeyRing, create_keyring, load_keyring
+from cardmgmt.models import Setting
+from cardmgmt.operators import Actor, Permission, Role
+
+KEY_FINGERPRINT = "master_key_fingerprint"
+
+
+@dataclass
+class Context:
+    """What a service needs for one unit of work: the session, the keys and who is acting."""
+
+    session: Session
+    keys: KeyRing
+    actor: Actor
+
+    def log(
+        self, action: str, obj: str, before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None
+    ) -> None:
+        """Record this unit's change in the operation log (same transaction)."""
+        audit.record(self.session, self.keys.audit_key, self.actor.name, action, obj, before, after)
+
+    def require(self, permission: Permission) -> None:
+        operators.require(self.actor, permission)
+
+
+def check_keyring(session: Session, keys: KeyRing) -> None:
+    """Refuse a key directory that is not the one this database was initialised with."""
+    row = session.get(Setting, KEY_FINGERPRINT)
+    if row is None:
+        raise KeyFileError("this database has no key recorded; run `cli.py init` first")
+    if row.value != keys.fingerprint:
+        raise KeyFileError(
+            f"the key directory (key {keys.fingerprint}) does not belong to this database (key {row.value})"
+        )
+
+
+class CardSystem:
+    """One installation: a card database and its key directory."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self._keys: KeyRing | None = None
+
+    def keys(self) -> KeyRing:
+        if self._keys is None:
+            self._keys = load_keyring(self.settings.key_dir)
+        return self._keys
+
+    def initialise(self, admin_name: str, admin_password: str) -> Actor:
+        """Set up a new installation: keys (created if absent), key binding and the first administrator.
+
+        Refused once any operator exists, so it cannot be used to add a
+        second administrator behind the others' backs.  The schema must
+        already be current (``db upgrade``).
+        """
+        self.db.check_schema()
+        if (self.settings.key_dir / "master.key").exists():
+            keys = self.keys()
+        else:
+            keys = self._keys = create_keyring(self.settings.key_dir)
+        with self.db.transaction() as session:
+            if operators.count(session):
+                raise PermissionDenied("this installation already has operators; use `operator add`")
+            bound = session.get(Setting, KEY_FINGERPRINT)
+            if bound is None:
+                session.add(Setting(name=KEY_FINGERPRINT, value=keys.fingerprint))
+                session.flush()
+            check_keyring(session, keys)
+            op = operators.create(session, admin_name, Role.ADMIN, admin_password)
+            actor = Actor(op.name, Role.ADMIN)
+            ctx = Context(session, keys, actor)
+            ctx.log("install.init", f"installation key {keys.fingerprint}", after={"admin": op.name})
+        return actor
+
+    @contextmanager
+    def unit(self, permission: Permission) -> Iterator[Context]:
+        """An authenticated, authorised unit of work; commits when the block ends without error."""
+        self.db.check_schema()
+        keys = self.keys()
+        with self.db.transaction() as session:
+            check_keyring(session, keys)
+            actor = operators.authenticate(session, self.settings.operator, self.settings.password)
+            operators.require(actor, permission)
+            yield Context(session, keys, actor)
+
+    def close(self) -> None:
+        self.db.dispose()

@@ -1,0 +1,4 @@
+"""The prompt catalogue (Mandarin first, English second) and its rendering for Asterisk.
+
+(Built by the hotline work; empty until then.)
+"""
