@@ -85,103 +85,103 @@ def check_file(ctx: Context, batch_no: str, path: Path, progress: Callable[[int]
     session = ctx.session
     batch = batches.get(session, batch_no)
     factory = session.get_one(factories.Factory, batch.factory_id)
-    sealed = sealed_files.open_sealed(
+    with sealed_files.open_sealed(
         path, kind=POST_PRODUCTION, sender=factories.public_key(factory), recipient=ctx.keys.system_private
-    )
-    earlier = session.execute(select(FactoryFile).where(FactoryFile.digest == sealed.digest)).scalar_one_or_none()
-    if earlier is not None:
-        raise FileRejected(f"{path.name} was already imported on {earlier.checked_at:%Y-%m-%d %H:%M} (file {earlier.id}); nothing changed")
-    header = sealed.header
-    if header.get("batch_no") != batch.batch_no:
-        raise FileRejected(f"{path.name} is for batch {header.get('batch_no')!r}, not {batch.batch_no}; nothing changed")
-    if header.get("source_digest") not in (None, batch.new_card_digest):
-        raise FileRejected(f"{path.name} was produced from another new-card file than batch {batch.batch_no}'s; nothing changed")
+    ) as sealed:
+        earlier = session.execute(select(FactoryFile).where(FactoryFile.digest == sealed.digest)).scalar_one_or_none()
+        if earlier is not None:
+            raise FileRejected(f"{path.name} was already imported on {earlier.checked_at:%Y-%m-%d %H:%M} (file {earlier.id}); nothing changed")
+        header = sealed.header
+        if header.get("batch_no") != batch.batch_no:
+            raise FileRejected(f"{path.name} is for batch {header.get('batch_no')!r}, not {batch.batch_no}; nothing changed")
+        if header.get("source_digest") not in (None, batch.new_card_digest):
+            raise FileRejected(f"{path.name} was produced from another new-card file than batch {batch.batch_no}'s; nothing changed")
 
-    q = batch.quantity
-    first_seq = parse_serial(batch.first_serial)
-    hashes = bytearray(32 * q)
-    for serial, digest in session.execute(select(Card.serial, Card.pin_hash).where(Card.batch_id == batch.id)):
-        i = int(serial[:-1]) - first_seq
-        hashes[32 * i : 32 * i + 32] = digest
-    codes = bytearray(q)
-    details: dict[int, str] = {}
-    extras: list[tuple[str, str]] = []
-    key = ctx.keys.pin_key
-    face = batch.face_value
-    rows = 0
-    for line_no, line in enumerate(sealed.rows(), 1):
-        parts = line.rstrip(b"\n").split(b",")
-        if len(parts) != 5:
-            raise _reject(path, line_no, f"expected 5 fields, found {len(parts)}")
-        try:
-            serial, box_text, face_text, pin, status = (p.decode("ascii") for p in parts)
-            box, face_value = int(box_text), int(face_text)
-        except ValueError:
-            raise _reject(path, line_no, "a field is not ASCII or not a number") from None
-        if len(serial) != SERIAL_DIGITS or not serial.isdigit() or luhn_digit(serial[:-1]) != int(serial[-1]):
-            raise _reject(path, line_no, "the serial is malformed")
-        if not is_well_formed(pin):
-            raise _reject(path, line_no, "the PIN field is malformed")
-        if status not in ("ok", "damaged"):
-            raise _reject(path, line_no, f"unknown status {status[:20]!r}")
-        rows += 1
-        i = int(serial[:-1]) - first_seq
-        if not 0 <= i < q:
-            extras.append((serial, "not part of this batch"))
-            continue
-        if codes[i] != UNSEEN:
-            codes[i] = DUPLICATE
-            details[i] = "appears more than once"
-            continue
-        wrong = []
-        if not hmac.compare_digest(hmac.digest(key, pin.encode(), "sha256"), bytes(hashes[32 * i : 32 * i + 32])):
-            wrong.append("PIN differs")
-        if face_value != face:
-            wrong.append(f"face value {face_value} fen instead of {face}")
-        if box != i // batch.box_size + 1:
-            wrong.append(f"box {box} instead of {i // batch.box_size + 1}")
-        if wrong:
-            codes[i], details[i] = ALTERED, "; ".join(wrong)
-        elif status == "damaged":
-            codes[i], details[i] = DAMAGED, "reported damaged by the factory"
-        else:
-            codes[i] = MATCHED
-        if progress and rows % 10_000 == 0:
-            progress(10_000)
-    if header.get("quantity") != rows:
-        raise FileRejected(f"{path.name} declares {header.get('quantity')} rows but holds {rows}; nothing changed")
-    del hashes
+        q = batch.quantity
+        first_seq = parse_serial(batch.first_serial)
+        hashes = bytearray(32 * q)
+        for serial, digest in session.execute(select(Card.serial, Card.pin_hash).where(Card.batch_id == batch.id)):
+            i = int(serial[:-1]) - first_seq
+            hashes[32 * i : 32 * i + 32] = digest
+        codes = bytearray(q)
+        details: dict[int, str] = {}
+        extras: list[tuple[str, str]] = []
+        key = ctx.keys.pin_key
+        face = batch.face_value
+        rows = 0
+        for line_no, line in enumerate(sealed.rows(), 1):
+            parts = line.rstrip(b"\n").split(b",")
+            if len(parts) != 5:
+                raise _reject(path, line_no, f"expected 5 fields, found {len(parts)}")
+            try:
+                serial, box_text, face_text, pin, status = (p.decode("ascii") for p in parts)
+                box, face_value = int(box_text), int(face_text)
+            except ValueError:
+                raise _reject(path, line_no, "a field is not ASCII or not a number") from None
+            if len(serial) != SERIAL_DIGITS or not serial.isdigit() or luhn_digit(serial[:-1]) != int(serial[-1]):
+                raise _reject(path, line_no, "the serial is malformed")
+            if not is_well_formed(pin):
+                raise _reject(path, line_no, "the PIN field is malformed")
+            if status not in ("ok", "damaged"):
+                raise _reject(path, line_no, f"unknown status {status[:20]!r}")
+            rows += 1
+            i = int(serial[:-1]) - first_seq
+            if not 0 <= i < q:
+                extras.append((serial, "not part of this batch"))
+                continue
+            if codes[i] != UNSEEN:
+                codes[i] = DUPLICATE
+                details[i] = "appears more than once"
+                continue
+            wrong = []
+            if not hmac.compare_digest(hmac.digest(key, pin.encode(), "sha256"), bytes(hashes[32 * i : 32 * i + 32])):
+                wrong.append("PIN differs")
+            if face_value != face:
+                wrong.append(f"face value {face_value} fen instead of {face}")
+            if box != i // batch.box_size + 1:
+                wrong.append(f"box {box} instead of {i // batch.box_size + 1}")
+            if wrong:
+                codes[i], details[i] = ALTERED, "; ".join(wrong)
+            elif status == "damaged":
+                codes[i], details[i] = DAMAGED, "reported damaged by the factory"
+            else:
+                codes[i] = MATCHED
+            if progress and rows % 10_000 == 0:
+                progress(10_000)
+        if header.get("quantity") != rows:
+            raise FileRejected(f"{path.name} declares {header.get('quantity')} rows but holds {rows}; nothing changed")
+        del hashes
 
-    by_code = Counter(codes)
-    counts = {
-        "matched": by_code[MATCHED],
-        "missing": by_code[UNSEEN],
-        "extra": len(extras),
-        "duplicate": by_code[DUPLICATE],
-        "altered": by_code[ALTERED],
-        "damaged": by_code[DAMAGED],
-    }
-    names = {UNSEEN: "missing", ALTERED: "altered", DAMAGED: "damaged", DUPLICATE: "duplicate"}
-    findings = [
-        (make_serial(first_seq + i), names[c], details.get(i, "not in the file"))
-        for i, c in enumerate(codes)
-        if c != MATCHED
-    ] + [(s, "extra", d) for s, d in extras]
+        by_code = Counter(codes)
+        counts = {
+            "matched": by_code[MATCHED],
+            "missing": by_code[UNSEEN],
+            "extra": len(extras),
+            "duplicate": by_code[DUPLICATE],
+            "altered": by_code[ALTERED],
+            "damaged": by_code[DAMAGED],
+        }
+        names = {UNSEEN: "missing", ALTERED: "altered", DAMAGED: "damaged", DUPLICATE: "duplicate"}
+        findings = [
+            (make_serial(first_seq + i), names[c], details.get(i, "not in the file"))
+            for i, c in enumerate(codes)
+            if c != MATCHED
+        ] + [(s, "extra", d) for s, d in extras]
 
-    produced = _move_runs(ctx, batch, codes, MATCHED, Event.CHECK, first_seq)
-    voided = _move_runs(ctx, batch, codes, DAMAGED, Event.VOID, first_seq)
-    record = FactoryFile(
-        batch_id=batch.id, digest=sealed.digest, file_name=path.name[:256], summary=json.dumps(counts), checked_by=ctx.actor.name
-    )
-    session.add(record)
-    session.flush()
-    session.add_all(CheckFinding(file_id=record.id, serial=s, kind=k, detail=d[:256]) for s, k, d in findings)
-    ctx.log(
-        "batch.check",
-        f"batch {batch.batch_no} file {path.name[:100]}",
-        after={"file_id": record.id, "digest": sealed.digest, **counts, "produced": produced, "voided_damaged": voided},
-    )
-    return CheckReport(batch.batch_no, sealed.digest, counts, findings, produced, voided)
+        produced = _move_runs(ctx, batch, codes, MATCHED, Event.CHECK, first_seq)
+        voided = _move_runs(ctx, batch, codes, DAMAGED, Event.VOID, first_seq)
+        record = FactoryFile(
+            batch_id=batch.id, digest=sealed.digest, file_name=path.name[:256], summary=json.dumps(counts), checked_by=ctx.actor.name
+        )
+        session.add(record)
+        session.flush()
+        session.add_all(CheckFinding(file_id=record.id, serial=s, kind=k, detail=d[:256]) for s, k, d in findings)
+        ctx.log(
+            "batch.check",
+            f"batch {batch.batch_no} file {path.name[:100]}",
+            after={"file_id": record.id, "digest": sealed.digest, **counts, "produced": produced, "voided_damaged": voided},
+        )
+        return CheckReport(batch.batch_no, sealed.digest, counts, findings, produced, voided)
 
 
 def _move_runs(ctx: Context, batch: Batch, codes: bytearray, wanted: int, event: Event, first_seq: int) -> int:

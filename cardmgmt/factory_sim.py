@@ -19,7 +19,7 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +85,7 @@ def _random_pin() -> str:
     return f"{secrets.randbelow(10**PIN_DIGITS):0{PIN_DIGITS}d}"
 
 
-def _header_field(header: dict, key: str, kind: type, name: str) -> Any:
+def _header_field(header: dict[str, Any], key: str, kind: type, name: str) -> Any:
     value = header.get(key)
     if not isinstance(value, kind) or isinstance(value, bool):
         raise FileRejected(f"{name} has no valid {key!r} in its header")
@@ -171,7 +171,7 @@ def produce(
                     new_pin = pin
                     while new_pin == pin:
                         new_pin = _random_pin().encode("ascii")
-                    pass
+                    pin = new_pin
                 elif fault == "damaged":
                     status = b"damaged"
                 row = b"%s,%s,%s,%s,%s\n" % (serial, box, face, pin, status)
@@ -200,7 +200,7 @@ def produce(
                 "face_value": face_value,
                 "quantity": planned,
                 "factory": factory_name,
-                "produced_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "produced_at": datetime.now(UTC).isoformat(timespec="seconds"),
                 "source_digest": source.digest,
             },
             rows=rows(),
@@ -208,4 +208,3 @@ def produce(
             signer=factory_key,
         )
     return report
-

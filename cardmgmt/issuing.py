@@ -19,7 +19,14 @@ from sqlalchemy.orm import Session
 
 from cardmgmt import halls
 from cardmgmt.db import is_postgresql
-from cardmgmt.errors import ConflictError, IllegalTransition, InsufficientStock, InvalidInput, NotFound, PermissionDenied
+from cardmgmt.errors import (
+    ConflictError,
+    IllegalTransition,
+    InsufficientStock,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+)
 from cardmgmt.models import Batch, Card, Hall, IssueRequest, utcnow
 from cardmgmt.money import format_fen
 from cardmgmt.operators import Permission

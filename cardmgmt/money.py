@@ -11,6 +11,8 @@ from decimal import Decimal, InvalidOperation
 from cardmgmt.errors import InvalidInput
 
 FEN_PER_YUAN = 100
+# Far above any card or recharge, far below what a 64-bit column holds.
+MAX_FEN = 10**12
 
 
 def parse_yuan(text: str) -> int:
@@ -24,6 +26,8 @@ def parse_yuan(text: str) -> int:
     fen = value * FEN_PER_YUAN
     if fen != fen.to_integral_value():
         raise InvalidInput(f"amount {text!r} has more than two decimal places")
+    if fen > MAX_FEN:
+        raise InvalidInput(f"amount {text!r} is implausibly large")
     return int(fen)
 
 

@@ -67,7 +67,7 @@ READ_CHUNK = 256 * 1024
 FORMAT_FIELDS = frozenset({"kind", "wrapped_key", "nonce", "recipient", "signer", "format"})
 
 
-def _hash_new() -> Any:
+def _hash_new() -> SHA256.SHA256Hash:
     # SHA-256 as pycryptodome wants it for PSS; ``copy()`` lets one pass give
     # both the signed hash and the whole-file digest.
     return SHA256.new()
@@ -82,7 +82,7 @@ def write_sealed(
     path: Path,
     *,
     kind: str,
-    header: dict,
+    header: dict[str, Any],
     rows: Iterable[bytes],
     recipient: RsaKey,
     signer: RsaKey,
@@ -120,9 +120,7 @@ def write_sealed(
         signer=public_key_fingerprint(signer),
         format=FORMAT,
     )
-    header_json = json.dumps(
-        full_header, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-    ).encode("utf-8")
+    header_json = json.dumps(full_header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     if len(header_json) > MAX_HEADER_BYTES:
         raise ValueError(f"header is {len(header_json)} bytes; the limit is {MAX_HEADER_BYTES}")
     head = _HLEN.pack(len(header_json)) + header_json
@@ -196,7 +194,7 @@ class SealedFile:
     context manager.
     """
 
-    header: dict
+    header: dict[str, Any]
     digest: str
     _name: str = field(repr=False)
     _file: BinaryIO = field(repr=False)
@@ -388,9 +386,7 @@ def _verify(f: BinaryIO, name: str, *, kind: str, sender: RsaKey, recipient: Rsa
         if not isinstance(header.get(key), str):
             raise FileRejected(f"{name} has a malformed header (field {key!r})")
     if header["kind"] != kind:
-        raise FileRejected(
-            f"{name} is a {_kind_words(header['kind'])} file, expected a {_kind_words(kind)} file"
-        )
+        raise FileRejected(f"{name} is a {_kind_words(header['kind'])} file, expected a {_kind_words(kind)} file")
     expected_signer = public_key_fingerprint(sender)
     if header["signer"] != expected_signer:
         raise FileRejected(f"{name} names signer {header['signer']}, but is signed by {expected_signer}")
@@ -413,7 +409,7 @@ def _verify(f: BinaryIO, name: str, *, kind: str, sender: RsaKey, recipient: Rsa
 
     # --- (3) The GCM tag over the whole body, before any row is handed out.
     cipher = AES.new(file_key, AES.MODE_GCM, nonce=nonce, mac_len=TAG_BYTES)
-    aad = head[len(MAGIC):]
+    aad = head[len(MAGIC) :]
     cipher.update(aad)
     last = b""
     for chunk in _read_range(f, body_start, body_end, name):

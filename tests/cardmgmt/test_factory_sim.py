@@ -5,7 +5,7 @@ import re
 import secrets
 import tracemalloc
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -69,7 +69,7 @@ def post_production(path: Path, keys: SimpleNamespace) -> tuple[dict, list[tuple
         return f.header, [tuple(row.decode("ascii").rstrip("\n").split(",")) for row in f.rows()]
 
 
-def run(tmp_path: Path, keys: SimpleNamespace, quantity: int, faults: Faults = Faults(), **kw: object):
+def run(tmp_path: Path, keys: SimpleNamespace, quantity: int, faults: Faults | None = None, **kw: object):
     src = tmp_path / "new-cards.seal"
     out = tmp_path / "post-production.seal"
     cards = new_card_file(src, keys, quantity, **kw)
@@ -79,14 +79,14 @@ def run(tmp_path: Path, keys: SimpleNamespace, quantity: int, faults: Faults = F
         factory_name="Shenzhen Card Works",
         factory_key=keys.factory,
         system_key=keys.system.public_key(),
-        faults=faults,
+        faults=faults or Faults(),
     )
     header, rows = post_production(out, keys)
     return cards, report, header, rows
 
 
 def test_no_faults_returns_every_card_unchanged(tmp_path: Path, keys: SimpleNamespace) -> None:
-    before = datetime.now(timezone.utc).replace(microsecond=0)
+    before = datetime.now(UTC).replace(microsecond=0)
     cards, report, header, rows = run(tmp_path, keys, 250)
 
     assert rows == [(s, b, str(FACE_VALUE), p, "ok") for s, b, p in cards]
@@ -99,7 +99,7 @@ def test_no_faults_returns_every_card_unchanged(tmp_path: Path, keys: SimpleName
     assert header["factory"] == "Shenzhen Card Works"
     produced = datetime.fromisoformat(header["produced_at"])
     assert produced.utcoffset() == timedelta(0)
-    assert before <= produced <= datetime.now(timezone.utc)
+    assert before <= produced <= datetime.now(UTC)
     with open_sealed(
         tmp_path / "new-cards.seal", kind="new-card", sender=keys.system, recipient=keys.factory
     ) as source:
@@ -155,9 +155,7 @@ def test_altered(tmp_path: Path, keys: SimpleNamespace) -> None:
 def test_damaged(tmp_path: Path, keys: SimpleNamespace) -> None:
     cards, report, header, rows = run(tmp_path, keys, 200, Faults(damaged=7, seed=1))
     damaged = set(_check_only(report, "damaged", 7))
-    assert rows == [
-        (s, b, str(FACE_VALUE), p, "damaged" if s in damaged else "ok") for s, b, p in cards
-    ]
+    assert rows == [(s, b, str(FACE_VALUE), p, "damaged" if s in damaged else "ok") for s, b, p in cards]
     assert header["quantity"] == 200
 
 
@@ -182,7 +180,11 @@ def test_all_faults_together_hit_distinct_cards(tmp_path: Path, keys: SimpleName
     card_faulted = [s for name in ("missing", "duplicate", "altered", "damaged") for s in report.faults[name]]
     assert len(card_faulted) == len(set(card_faulted)) == 21
     assert {name: len(v) for name, v in report.faults.items()} == {
-        "missing": 3, "extra": 4, "duplicate": 5, "altered": 6, "damaged": 7
+        "missing": 3,
+        "extra": 4,
+        "duplicate": 5,
+        "altered": 6,
+        "damaged": 7,
     }
     assert len(rows) == header["quantity"] == report.rows_written == 40 - 3 + 5 + 4
     by_serial = {s: (b, p) for s, b, p in cards}
@@ -206,9 +208,7 @@ def test_seed_repeats_the_choice_of_cards_but_not_the_pins(tmp_path: Path, keys:
     results = []
     for n in range(2):
         out = tmp_path / f"post-{n}.seal"
-        report = produce(
-            src, out, factory_name="F", factory_key=keys.factory, system_key=keys.system, faults=faults
-        )
+        report = produce(src, out, factory_name="F", factory_key=keys.factory, system_key=keys.system, faults=faults)
         results.append((report, dict((r[0], r[3]) for r in post_production(out, keys)[1])))
     (first, pins_1), (second, pins_2) = results
     assert first.faults == second.faults
@@ -350,10 +350,7 @@ def test_produce_streams(tmp_path: Path, keys: SimpleNamespace) -> None:
             "first_serial": make_serial(FIRST_SEQUENCE),
             "last_serial": make_serial(FIRST_SEQUENCE + n - 1),
         },
-        rows=(
-            b"%s,%d,%018d\n" % (make_serial(FIRST_SEQUENCE + i).encode(), i // 500 + 1, i * 7919)
-            for i in range(n)
-        ),
+        rows=(b"%s,%d,%018d\n" % (make_serial(FIRST_SEQUENCE + i).encode(), i // 500 + 1, i * 7919) for i in range(n)),
         recipient=keys.factory,
         signer=keys.system,
     )

@@ -7,7 +7,6 @@ import os
 import random
 import stat
 import struct
-import time
 import tracemalloc
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,7 +51,9 @@ def card_rows(n: int, seed: int = 1) -> Iterator[bytes]:
         yield f"{make_serial(1000 + i)},{i // 250 + 1},{rng.choice((1000, 5000, 10000))},{pin:018d},{status}\n".encode()
 
 
-def seal(path: Path, keys: SimpleNamespace, rows: list[bytes] | Iterator[bytes], kind: str = "new-card", **header: object) -> str:
+def seal(
+    path: Path, keys: SimpleNamespace, rows: list[bytes] | Iterator[bytes], kind: str = "new-card", **header: object
+) -> str:
     """A new-card file from the system to the factory."""
     return write_sealed(
         path,
@@ -248,22 +249,6 @@ def test_write_and_read_stream_without_holding_the_batch(tmp_path: Path, keys: S
     assert read_peak < 3_000_000, read_peak
 
 
-def test_a_million_rows_is_fast(tmp_path: Path, keys: SimpleNamespace) -> None:
-    rows = [b"%s,%d,10000,%018d,ok\n" % (make_serial(10**9 + i).encode(), i // 500 + 100, i * 7919) for i in range(1_000_000)]
-    assert 44 <= len(rows[0]) <= 46
-    path = tmp_path / "million.seal"
-    start = time.perf_counter()
-    seal(path, keys, iter(rows))
-    written = time.perf_counter()
-    with open_as_factory(path, keys) as sealed:
-        count = sum(1 for _ in sealed.rows())
-    done = time.perf_counter()
-    assert count == len(rows)
-    # The requirement is "well under 3 s" each; this machine does ~0.3 s.
-    assert written - start < 3.0
-    assert done - written < 3.0
-
-
 # --- Writing: programming errors and atomicity -----------------------------------------
 
 
@@ -434,7 +419,9 @@ def test_one_flipped_bit_at_every_position(tmp_path: Path, keys: SimpleNamespace
 
 @settings(max_examples=300, deadline=None)
 @given(where=st.floats(min_value=0, max_value=1, exclude_max=True), mask=st.integers(1, 255))
-def test_one_changed_byte_anywhere(scratch: Path, keys: SimpleNamespace, small_file: bytes, where: float, mask: int) -> None:
+def test_one_changed_byte_anywhere(
+    scratch: Path, keys: SimpleNamespace, small_file: bytes, where: float, mask: int
+) -> None:
     damaged = bytearray(small_file)
     damaged[int(where * len(damaged))] ^= mask
     path = scratch / "changed.seal"

@@ -1,0 +1,140 @@
+"""Checking post-production files: every finding, and every bad file (real databases, real files)."""
+
+import os
+
+import pytest
+from Crypto.PublicKey import RSA
+from sqlalchemy import func, select
+
+from cardmgmt import factory_sim
+from cardmgmt.errors import FileRejected, NotFound
+from cardmgmt.keys import load_public_key
+from cardmgmt.models import CheckFinding, FactoryFile
+from cardmgmt.serials import make_serial
+
+
+@pytest.fixture
+def ordered(bench):
+    bench.register_factory()
+    bench.create_batch("B1", 30)
+    return bench
+
+
+def test_clean_file(ordered):
+    report = ordered.check("B1", ordered.produce("B1"))
+    assert report.clean and report.counts["matched"] == 30 and report.produced == 30
+    assert ordered.states("B1") == {"produced": 30}
+
+
+def test_every_kind_of_finding(ordered):
+    faults = factory_sim.Faults(missing=2, extra=1, duplicate=1, altered=2, damaged=1, seed=3)
+    path = ordered.workdir / "faulty.produced"
+    sim = factory_sim.produce(ordered.workdir / "B1.newcard", path, factory_name="F1",
+                              factory_key=RSA.import_key(ordered.factory_keys[0].read_bytes()),
+                              system_key=load_public_key(ordered.system.settings.key_dir / "system.pub.pem"), faults=faults)
+    report = ordered.check("B1", path)
+    assert report.counts == {"matched": 24, "missing": 2, "extra": 1, "duplicate": 1, "altered": 2, "damaged": 1}
+    found = {(s, k) for s, k, _ in report.findings}
+    for kind in ("missing", "extra", "duplicate", "altered", "damaged"):
+        assert {(s, kind) for s in sim.faults[kind]} <= found, kind
+    assert ordered.states("B1") == {"produced": 24, "voided": 1, "ordered": 5}
+    with ordered.system.db.transaction() as s:
+        assert s.execute(select(func.count()).select_from(CheckFinding)).scalar_one() == 7
+    assert not report.clean
+
+
+def test_altered_face_value_and_box_are_named(ordered):
+    """A factory that prints the wrong box or value: the finding says which field."""
+    new_card = ordered.workdir / "B1.newcard"
+    out = ordered.workdir / "tampered.produced"
+    from cardmgmt import sealed_files
+    from cardmgmt.keys import load_private_key
+
+    factory_key = load_private_key(ordered.factory_keys[0])
+    system_pub = load_public_key(ordered.system.settings.key_dir / "system.pub.pem")
+    with sealed_files.open_sealed(new_card, kind="new-card", sender=system_pub, recipient=factory_key) as f:
+        header, rows = f.header, [r.decode().rstrip("\n").split(",") for r in f.rows()]
+
+    def produced():
+        for i, (serial, box, pin) in enumerate(rows):
+            face = 3000 if i == 0 else 5000
+            box = "9" if i == 1 else box
+            yield f"{serial},{box},{face},{pin},ok\n".encode()
+
+    sealed_files.write_sealed(out, kind="post-production", header={"batch_no": "B1", "face_value": 5000, "quantity": 30,
+                              "factory": "F1", "produced_at": "x", "source_digest": f.digest},
+                              rows=produced(), recipient=system_pub, signer=factory_key)
+    details = {s: d for s, k, d in ordered.check("B1", out).findings}
+    assert details == {make_serial(1): "face value 3000 fen instead of 5000", make_serial(2): "box 9 instead of 1"}
+
+
+def _assert_nothing_changed(bench):
+    assert bench.states("B1") == {"ordered": 30}
+    with bench.system.db.transaction() as s:
+        assert s.execute(select(func.count()).select_from(FactoryFile)).scalar_one() == 0
+
+
+def test_same_file_twice(ordered):
+    path = ordered.produce("B1")
+    ordered.check("B1", path)
+    with pytest.raises(FileRejected, match="already imported"):
+        ordered.check("B1", path)
+
+
+def test_file_for_another_batch(ordered):
+    ordered.create_batch("B2", 5)
+    with pytest.raises(FileRejected, match="is for batch 'B2', not B1"):
+        ordered.check("B1", ordered.produce("B2"))
+    _assert_nothing_changed(ordered)
+
+
+def test_file_signed_by_another_key(ordered, tmp_path):
+    impostor = RSA.generate(2048)
+    path = tmp_path / "forged.produced"
+    factory_sim.produce(ordered.workdir / "B1.newcard", path, factory_name="F1",
+                        factory_key=RSA.import_key(ordered.factory_keys[0].read_bytes()),
+                        system_key=load_public_key(ordered.system.settings.key_dir / "system.pub.pem"))
+    # Re-sign the same content with another key: the signature check must refuse it.
+    from cardmgmt import sealed_files
+    from cardmgmt.keys import load_private_key
+
+    with sealed_files.open_sealed(path, kind="post-production", sender=load_public_key(ordered.factory_keys[1]),
+                                  recipient=load_private_key(ordered.system.settings.key_dir / "system.pem")) as f:
+        header = {k: v for k, v in f.header.items() if k in ("batch_no", "face_value", "quantity", "factory", "produced_at", "source_digest")}
+        rows = list(f.rows())
+    sealed_files.write_sealed(path, kind="post-production", header=header, rows=rows,
+                              recipient=load_public_key(ordered.system.settings.key_dir / "system.pub.pem"), signer=impostor)
+    with pytest.raises(FileRejected, match="not signed by"):
+        ordered.check("B1", path)
+    _assert_nothing_changed(ordered)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "empty", "truncated", "flipped", "missing"])
+def test_broken_files(ordered, damage):
+    path = ordered.produce("B1")
+    data = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(os.urandom(4096))
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "flipped":
+        path.write_bytes(data[:200] + bytes([data[200] ^ 1]) + data[201:])
+    else:
+        path.unlink()
+    with pytest.raises(FileRejected) as e:
+        ordered.check("B1", path)
+    assert "\n" not in str(e.value)
+    _assert_nothing_changed(ordered)
+
+
+def test_new_card_file_is_not_a_post_production_file(ordered):
+    with pytest.raises(FileRejected):
+        ordered.check("B1", ordered.workdir / "B1.newcard")
+    _assert_nothing_changed(ordered)
+
+
+def test_unknown_batch(ordered):
+    with pytest.raises(NotFound):
+        ordered.check("B404", ordered.produce("B1"))

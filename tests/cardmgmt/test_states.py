@@ -1,0 +1,93 @@
+"""The card state machine, by example and by property (hypothesis)."""
+
+import datetime as dt
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cardmgmt.errors import IllegalTransition
+from cardmgmt.states import FINAL, TRANSITIONS, CardState, Event, is_redeemable, next_state, sources
+
+S = CardState
+
+
+def test_the_normal_life():
+    state = S.ORDERED
+    for event in (Event.CHECK, Event.INTAKE, Event.ISSUE, Event.REDEEM):
+        state = next_state(state, event)
+    assert state is S.REDEEMED
+
+
+@pytest.mark.parametrize("final", sorted(FINAL))
+@pytest.mark.parametrize("event", list(Event))
+def test_final_states_never_move(final, event):
+    with pytest.raises(IllegalTransition):
+        next_state(final, event, prior=S.IN_STOCK)
+
+
+def test_unfreeze_returns_to_prior_state():
+    assert next_state(S.FROZEN, Event.UNFREEZE, prior=S.ISSUED) is S.ISSUED
+    with pytest.raises(IllegalTransition):
+        next_state(S.FROZEN, Event.UNFREEZE, prior=None)
+    with pytest.raises(IllegalTransition):
+        next_state(S.FROZEN, Event.UNFREEZE, prior=S.REDEEMED)
+
+
+def test_illegal_transition_message_names_state_and_event():
+    with pytest.raises(IllegalTransition, match="a card that is in stock cannot be redeemed"):
+        next_state(S.IN_STOCK, Event.REDEEM)
+
+
+def test_only_issued_unexpired_cards_are_redeemable():
+    today = dt.date(2027, 1, 1)
+    assert is_redeemable(S.ISSUED, today, today)
+    assert not is_redeemable(S.ISSUED, today - dt.timedelta(days=1), today)
+    for s in set(S) - {S.ISSUED}:
+        assert not is_redeemable(s, today, today)
+
+
+class Card:
+    """A model card that follows the machine, remembering the state it was frozen from."""
+
+    def __init__(self) -> None:
+        self.state, self.prior = S.ORDERED, None
+        self.redeemed_from: list[CardState] = []
+
+    def apply(self, event: Event) -> bool:
+        try:
+            new = next_state(self.state, event, self.prior)
+        except IllegalTransition:
+            return False
+        if event is Event.FREEZE:
+            self.prior = self.state
+        else:
+            self.prior = None
+        if event is Event.REDEEM:
+            self.redeemed_from.append(self.state)
+        self.state = new
+        return True
+
+
+@given(st.lists(st.sampled_from(list(Event)), max_size=40))
+def test_random_event_sequences_keep_the_invariants(events):
+    card = Card()
+    seen_final = None
+    for event in events:
+        before = card.state
+        moved = card.apply(event)
+        assert moved == (before in sources(event))
+        if seen_final is not None:
+            assert card.state == seen_final, "a final state never changes"
+        if card.state in FINAL:
+            seen_final = card.state
+        assert (card.state is S.FROZEN) == (card.prior is not None)
+    assert card.redeemed_from in ([], [S.ISSUED]), "redeemed only once, and only from issued"
+
+
+@given(st.sampled_from(sorted(TRANSITIONS[Event.FREEZE][0])))
+def test_freeze_then_unfreeze_is_identity(state):
+    card = Card()
+    card.state = state
+    assert card.apply(Event.FREEZE) and card.apply(Event.UNFREEZE)
+    assert card.state is state

@@ -1,0 +1,91 @@
+"""A test bench that walks cards through their life with the real services and files."""
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cardmgmt import batches, checks, factories, factory_sim, halls, issuing, operators, stock
+from cardmgmt.keys import load_private_key, load_public_key
+from cardmgmt.operators import Permission, Role
+from cardmgmt.system import CardSystem
+from tests.conftest import PASSWORDS, settings_for
+
+FAR_EXPIRY = dt.date.today() + dt.timedelta(days=730)
+
+
+@dataclass
+class Bench:
+    system: CardSystem
+    workdir: Path
+    factory_keys: tuple[Path, Path]
+    _others: dict[str, CardSystem] = field(default_factory=dict)
+
+    def unit(self, permission: Permission = Permission.MANAGE_CARDS, who: str = "alice"):  # type: ignore[no-untyped-def]
+        return self.as_(who).unit(permission)
+
+    def as_(self, who: str) -> CardSystem:
+        if who == "alice":
+            return self.system
+        if who not in self._others:
+            s = self.system.settings
+            self._others[who] = CardSystem(settings_for(s.database_url, s.key_dir, who))
+        return self._others[who]
+
+    def add_operator(self, name: str, role: Role) -> None:
+        with self.unit(Permission.MANAGE_OPERATORS) as ctx:
+            operators.create(ctx.session, name, role, PASSWORDS[name])
+
+    def register_factory(self, name: str = "F1") -> None:
+        with self.unit() as ctx:
+            factories.register(ctx, name, self.factory_keys[1])
+
+    def create_batch(self, batch_no: str, quantity: int, *, face_value: int = 5000, box_size: int = 10,
+                     expiry: dt.date = FAR_EXPIRY, factory: str = "F1") -> Path:
+        out = self.workdir / f"{batch_no}.newcard"
+        with self.unit() as ctx:
+            batches.create(ctx, batch_no=batch_no, face_value=face_value, quantity=quantity, box_size=box_size,
+                           expiry=expiry, factory_name=factory, out=out)
+        return out
+
+    def produce(self, batch_no: str, faults: factory_sim.Faults = factory_sim.Faults(), name: str = "F1") -> Path:
+        out = self.workdir / f"{batch_no}-{len(list(self.workdir.glob(batch_no + '*.produced')))}.produced"
+        factory_sim.produce(
+            self.workdir / f"{batch_no}.newcard", out, factory_name=name,
+            factory_key=load_private_key(self.factory_keys[0]),
+            system_key=load_public_key(self.system.settings.key_dir / "system.pub.pem"), faults=faults,
+        )
+        return out
+
+    def check(self, batch_no: str, path: Path) -> checks.CheckReport:
+        with self.unit() as ctx:
+            return checks.check_file(ctx, batch_no, path)
+
+    def stocked_batch(self, batch_no: str = "B1", quantity: int = 40, **kw) -> None:  # type: ignore[no-untyped-def]
+        """A batch made, produced without faults, checked and taken into stock."""
+        if not self._factory_registered():
+            self.register_factory()
+        self.create_batch(batch_no, quantity, **kw)
+        self.check(batch_no, self.produce(batch_no))
+        with self.unit() as ctx:
+            stock.intake(ctx, stock.Selection(batch_no=batch_no))
+
+    def _factory_registered(self) -> bool:
+        with self.system.db.transaction() as s:
+            return bool(factories.listing(s))
+
+    def add_hall(self, code: str = "H01") -> None:
+        with self.unit() as ctx:
+            halls.add(ctx, code, f"hall {code}")
+
+    def states(self, batch_no: str) -> dict[str, int]:
+        with self.system.db.transaction() as s:
+            b = batches.get(s, batch_no)
+            return stock.state_counts(s, [stock.Card.batch_id == b.id])
+
+    def approved_request(self, quantity: int, face_value: int = 5000, hall: str = "H01") -> int:
+        with self.unit() as ctx:
+            req = issuing.file_request(ctx, face_value=face_value, quantity=quantity, hall_code=hall, reason="supply")
+        with self.unit(Permission.DECIDE_REQUESTS, who="bob") as ctx:
+            issuing.decide(ctx, req.id, approve=True, comment="ok")
+        return req.id
+
