@@ -53,7 +53,7 @@ def test_altered_face_value_and_box_are_named(ordered):
     factory_key = load_private_key(ordered.factory_keys[0])
     system_pub = load_public_key(ordered.system.settings.key_dir / "system.pub.pem")
     with sealed_files.open_sealed(new_card, kind="new-card", sender=system_pub, recipient=factory_key) as f:
-        header, rows = f.header, [r.decode().rstrip("\n").split(",") for r in f.rows()]
+        rows = [r.decode().rstrip("\n").split(",") for r in f.rows()]
 
     def produced():
         for i, (serial, box, pin) in enumerate(rows):
