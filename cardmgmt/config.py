@@ -11,6 +11,11 @@ Environment variables:
 ``CARDS_KEY_DIR``       key directory; default ``<home>/keys``
 ``CARDS_OPERATOR``      operator name for commands that need one
 ``CARDS_PASSWORD``      that operator's password (for scripts; otherwise prompted)
+``CARDS_MARKETING_URL`` SQLAlchemy URL of the marketing system's database;
+                        default ``sqlite:///<home>/marketing.db`` (the stand-in)
+``CARDS_HOLD_SECONDS``  how long a quote holds a card for its call (default 120)
+``CARDS_MAX_PIN_FAILURES`` wrong PINs before a lockout (default 5)
+``CARDS_LOCKOUT_HOURS`` the window those failures are counted in (default 24)
 """
 
 # test-case-name: tests.cardmgmt.test_config
@@ -19,6 +24,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from cardmgmt.errors import InvalidInput
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,15 @@ class Settings:
     key_dir: Path
     operator: str | None = None
     password: str | None = None
+    marketing_url: str = "sqlite:///var/marketing.db"
+    hold_seconds: int = 120
+    max_pin_failures: int = 5
+    lockout_hours: int = 24
+
+    @property
+    def api_key_file(self) -> Path:
+        """The shared key that signs requests between the AGI client and the recharge servers."""
+        return self.key_dir / "api.key"
 
     @classmethod
     def load(
@@ -38,6 +54,7 @@ class Settings:
         key_dir: str | Path | None = None,
         operator: str | None = None,
         password: str | None = None,
+        marketing_url: str | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> "Settings":
         env = os.environ if environ is None else environ
@@ -49,4 +66,17 @@ class Settings:
             key_dir=keys,
             operator=operator or env.get("CARDS_OPERATOR") or None,
             password=password if password is not None else env.get("CARDS_PASSWORD"),
+            marketing_url=marketing_url or env.get("CARDS_MARKETING_URL") or f"sqlite:///{home / 'marketing.db'}",
+            hold_seconds=_positive_int(env, "CARDS_HOLD_SECONDS", 120),
+            max_pin_failures=_positive_int(env, "CARDS_MAX_PIN_FAILURES", 5),
+            lockout_hours=_positive_int(env, "CARDS_LOCKOUT_HOURS", 24),
         )
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    text = env.get(name)
+    if not text:
+        return default
+    if not text.isdigit() or int(text) < 1:
+        raise InvalidInput(f"{name}={text!r} must be a positive whole number")
+    return int(text)

@@ -6,6 +6,9 @@ An installation has one key directory (owner-only) holding:
     32 random bytes (hex).  The PIN hash key and the operation-log chain key
     are derived from it with HMAC-SHA256 under fixed labels, so one file backs
     both and neither key is ever stored in the database.
+``api.key``
+    32 random bytes (hex) shared with the hotline's AGI hosts: it signs every
+    request between the failover client and the recharge servers.
 ``system.pem`` / ``system.pub.pem``
     The system's RSA key pair.  The private half signs new-card files and
     opens post-production files that the factory encrypts for us; the public
@@ -34,6 +37,7 @@ RSA_BITS = 3072
 MASTER_FILE = "master.key"
 PRIVATE_FILE = "system.pem"
 PUBLIC_FILE = "system.pub.pem"
+API_FILE = "api.key"
 
 
 def public_key_fingerprint(key: RsaKey) -> str:
@@ -96,6 +100,7 @@ def create_keyring(key_dir: Path) -> KeyRing:
             raise KeyFileError(f"{key_dir / name} already exists; refusing to replace a key")
     master = os.urandom(32)
     write_private(key_dir / MASTER_FILE, master.hex().encode() + b"\n")
+    write_private(key_dir / API_FILE, os.urandom(32).hex().encode() + b"\n")
     private = generate_rsa_pair(key_dir / PRIVATE_FILE, key_dir / PUBLIC_FILE)
     return KeyRing(master=master, system_private=private)
 
@@ -135,13 +140,24 @@ def load_public_key(path: Path) -> RsaKey:
         raise KeyFileError(f"{path} is not an RSA public key") from None
 
 
+def read_hex_key(path: Path) -> bytes:
+    """A 32-byte key stored as hex in an owner-only file."""
+    text = read_secret_file(path).strip()
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise KeyFileError(f"{path} is not a key file")
+    return key
+
+
+def load_api_key(key_dir: Path) -> bytes:
+    """The request-signing key shared by the recharge servers and the AGI hosts."""
+    return read_hex_key(key_dir / API_FILE)
+
+
 def load_keyring(key_dir: Path) -> KeyRing:
     """Load the key directory created by ``create_keyring``."""
-    text = read_secret_file(key_dir / MASTER_FILE).strip()
-    try:
-        master = bytes.fromhex(text.decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        master = b""
-    if len(master) != 32:
-        raise KeyFileError(f"{key_dir / MASTER_FILE} is not a master key file")
+    master = read_hex_key(key_dir / MASTER_FILE)
     return KeyRing(master=master, system_private=load_private_key(key_dir / PRIVATE_FILE))

@@ -113,6 +113,11 @@ class Card(Base):
     prior_state: Mapped[str | None] = mapped_column(String(16))
     hall_id: Mapped[int | None] = mapped_column(ForeignKey("halls.id"))
     issue_request_id: Mapped[int | None] = mapped_column(ForeignKey("issue_requests.id"))
+    # A quote holds the card for one call until hold_until; the hold is only
+    # honoured while it is in the future, so an expired hold needs no clean-up
+    # to stop counting.
+    hold_key: Mapped[str | None] = mapped_column(String(80))
+    hold_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_cards_batch_box", "batch_id", "box_no"),
@@ -215,3 +220,91 @@ class LogEntry(Base):
     after: Mapped[str] = mapped_column(Text)
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
+
+
+class Quote(Base):
+    """A recharge in progress: the card a call's PIN named, held for that call (one per recharge key)."""
+
+    __tablename__ = "recharge_quotes"
+    # "<call id>#<n>": the n-th card of one call; the idempotency key of quote and commit
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    call_id: Mapped[str] = mapped_column(String(64), index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    caller: Mapped[str] = mapped_column(String(32))
+    account_no: Mapped[str] = mapped_column(String(10))
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16))  # held | committed | cancelled | expired
+    hold_until: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Recharge(Base):
+    """The recharge business detail (充值业务明细), and the outbox row that posts it to marketing."""
+
+    __tablename__ = "recharges"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    key: Mapped[str] = mapped_column(String(80), unique=True)
+    call_id: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str] = mapped_column(String(16))
+    caller: Mapped[str] = mapped_column(String(32))
+    # unique: a card is redeemed once, whatever happens
+    card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"), unique=True)
+    card_serial: Mapped[str] = mapped_column(String(12))
+    account_no: Mapped[str] = mapped_column(String(10), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    committed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # outbox: pending -> posted, or rejected (needs a person)
+    post_status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    post_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    posted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(256))
+
+    @property
+    def ref(self) -> str:
+        """The reference number the caller hears: business day (yymmdd) and the record's number."""
+        from marketing_iface.days import business_day
+
+        return f"{business_day(self.committed_at):%y%m%d}{self.id:08d}"
+
+
+class PinFailure(Base):
+    """One wrong PIN, counted for lockouts by caller number and by account."""
+
+    __tablename__ = "pin_failures"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    caller: Mapped[str] = mapped_column(String(32), index=True)
+    account_no: Mapped[str] = mapped_column(String(10), index=True)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+    cleared_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class Lease(Base):
+    """Leadership among the recharge servers: one holder at a time, with a fencing token."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(64))
+    token: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class ServerHeartbeat(Base):
+    """Each recharge server's last sign of life, for `ha status`."""
+
+    __tablename__ = "server_heartbeats"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    address: Mapped[str] = mapped_column(String(128))
+    role: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    detail: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class RequestNonce(Base):
+    """Nonces of signed API requests already seen by either server, so none is accepted twice."""
+
+    __tablename__ = "request_nonces"
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

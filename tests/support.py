@@ -89,3 +89,28 @@ class Bench:
             issuing.decide(ctx, req.id, approve=True, comment="ok")
         return req.id
 
+
+
+def read_pins(bench: Bench, batch_no: str) -> dict[str, str]:
+    """Serial → PIN, read back from the new-card file with the factory's key, as the factory would."""
+    from cardmgmt import sealed_files
+
+    with sealed_files.open_sealed(
+        bench.workdir / f"{batch_no}.newcard", kind="new-card",
+        sender=load_public_key(bench.system.settings.key_dir / "system.pub.pem"),
+        recipient=load_private_key(bench.factory_keys[0]),
+    ) as f:
+        return {serial: pin for serial, _box, pin in (r.decode().rstrip("\n").split(",") for r in f.rows())}
+
+
+def issued_batch(bench: Bench, batch_no: str = "B1", quantity: int = 20, **kw) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """A batch whose cards are all issued to hall H01; returns serial → PIN."""
+    bench.stocked_batch(batch_no, quantity, **kw)
+    with bench.system.db.transaction() as s:
+        has_hall = bool(halls.listing(s))
+    if not has_hall:
+        bench.add_hall("H01")
+    rid = bench.approved_request(quantity, face_value=kw.get("face_value", 5000))
+    with bench.unit() as ctx:
+        issuing.collect(ctx, rid)
+    return read_pins(bench, batch_no)

@@ -31,7 +31,7 @@ def test_missing_and_garbage(tmp_path, key_dir):
     with pytest.raises(KeyFileError, match="does not exist"):
         load_keyring(tmp_path / "nowhere")
     (key_dir / "master.key").write_text("not hex")
-    with pytest.raises(KeyFileError, match="not a master key"):
+    with pytest.raises(KeyFileError, match="not a key file"):
         load_keyring(key_dir)
 
 

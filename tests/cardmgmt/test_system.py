@@ -4,7 +4,7 @@ import pytest
 from sqlalchemy import text
 
 from cardmgmt.config import Settings
-from cardmgmt.db import Database, make_engine
+from cardmgmt.db import Database, head_revision, make_engine
 from cardmgmt.errors import AuthenticationFailed, KeyFileError, PermissionDenied, SchemaError
 from cardmgmt.keys import create_keyring
 from cardmgmt.operators import Permission
@@ -47,7 +47,7 @@ def test_schema_behind_is_refused(system, database_url):
             system.db.check_schema()
     finally:
         with system.db.engine.begin() as conn:
-            conn.execute(text("UPDATE alembic_version SET version_num = '0001'"))
+            conn.execute(text(f"UPDATE alembic_version SET version_num = '{head_revision()}'"))
 
 
 def test_settings_precedence():
@@ -69,4 +69,4 @@ def test_migrations_downgrade_and_upgrade(tmp_path):
     command.downgrade(alembic_config(engine), "base")
     assert current_revision(engine) is None
     upgrade(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == head_revision()
