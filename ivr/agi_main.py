@@ -1,0 +1,288 @@
+"""The AGI entry point: read the configuration, build the failover client, run the dialog for one call.
+
+Asterisk runs this once per call (process AGI): ``python3 -m ivr.agi_main
+[--config] [CONFIG]``.  The configuration file (default
+``/etc/recharge/agi.conf``) is INI::
+
+    [agi]
+    servers = 10.0.0.11:8480, 10.0.0.12:8480   ; primary first
+    api_key_file = /etc/recharge/api.key       ; 64 hex digits, owner-only
+    timeout = 0.5                              ; seconds per server
+    total_timeout = 1.0                        ; seconds for one request, failover included
+    digit_timeout_ms = 6000                    ; before the first key and between keys
+    prompt_prefix =                            ; e.g. "recharge/" if the prompts sit in a subdirectory
+    send_text = yes                            ; prompt=/result= lines as SIP MESSAGEs (call scripts read them)
+
+The layout that ``asterisk_conf/sandbox.py`` writes is read as well: a
+``[servers]`` section with one ``host:port`` per key in order of preference
+(``primary``, ``standby``, ...) and the other keys under ``[client]``.
+
+Logging goes to syslog (when ``/dev/log`` exists) and to stderr, each line
+naming the call id.  The PIN is never logged: pyst2 echoes every AGI command
+and answer (the digits a caller keys included) to its stderr, so it is given
+a sink instead, and a failure is logged by its type and stack, never its message.
+
+Whatever goes wrong - a bad configuration, a missing key, a bug - the caller
+hears an apology and a goodbye and the call is hung up; never a traceback.
+
+At import time: standard library, pyst2, ``ivr.dialog``, ``ivr.client``,
+``ivr.protocol`` only (this runs under the Asterisk host's Python, 3.11 to 3.14).
+"""
+
+# test-case-name: tests.ivr.test_dialog (the dialog; this script is exercised by the SIPp call scripts)
+
+import configparser
+import logging
+import logging.handlers
+import os
+import re
+import stat
+import sys
+import traceback
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from asterisk.agi import AGI
+
+from ivr.agi_channel import AGIChannel
+from ivr.client import RechargeClient
+from ivr.dialog import Channel, DialogSettings, apologise, run_call
+
+DEFAULT_CONFIG = "/etc/recharge/agi.conf"
+SECTION = "agi"
+SERVERS_SECTION = "servers"  # the sandbox's layout: one host:port per key, in order
+KEY_SECTIONS = (SECTION, "client", "dialog")  # where the other keys are looked up, in order
+SYSLOG_SOCKET = "/dev/log"
+
+log = logging.getLogger("ivr.agi")
+
+N = TypeVar("N", int, float)
+
+_CALL_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+_CALLER_UNSAFE = re.compile(r"[^0-9+*#]")
+
+
+class ConfigError(Exception):
+    """The AGI configuration or the key file is unusable; the message is one line and names no secret."""
+
+
+@dataclass(frozen=True)
+class AgiConfig:
+    """The AGI script's settings, from one INI file."""
+
+    servers: tuple[tuple[str, int], ...]
+    api_key_file: Path
+    timeout: float = 0.5
+    total_timeout: float = 1.0
+    digit_timeout_ms: int = 6000
+    prompt_prefix: str = ""
+    send_text: bool = True
+
+
+def parse_servers(text: str) -> tuple[tuple[str, int], ...]:
+    """``"a:8480, b:8480"`` (or ``[::1]:8480``) → ``(("a", 8480), ("b", 8480))``, in order of preference."""
+    servers = []
+    for item in (s.strip() for s in text.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"servers: {item!r} is not host:port")
+        servers.append((host, int(port)))
+    if not servers:
+        raise ConfigError("servers: at least one host:port is needed")
+    return tuple(servers)
+
+
+def load_config(path: str | os.PathLike[str]) -> AgiConfig:
+    """Read and check the ``[agi]`` section of the INI file at ``path``."""
+    parser = configparser.ConfigParser(interpolation=None, inline_comment_prefixes=(";", "#"))
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as e:
+        raise ConfigError(f"cannot read the AGI configuration {path}: {e.strerror}") from None
+    except configparser.Error as e:
+        raise ConfigError(f"the AGI configuration {path} is not valid INI: {type(e).__name__}") from None
+    sections = [parser[name] for name in KEY_SECTIONS if parser.has_section(name)]
+    if not sections and not parser.has_section(SERVERS_SECTION):
+        raise ConfigError(f"the AGI configuration {path} has no [{SECTION}] section")
+
+    def get(key: str) -> str | None:
+        for sec in sections:
+            if key in sec:
+                return sec[key].strip()
+        return None
+
+    try:
+        listed = get("servers")
+        if listed is None and parser.has_section(SERVERS_SECTION):
+            listed = ",".join(v for v in parser[SERVERS_SECTION].values() if v.strip())
+        servers = parse_servers(listed or "")
+        key_file = get("api_key_file")
+        if not key_file:
+            raise ConfigError("api_key_file is missing")
+        config = AgiConfig(
+            servers=servers,
+            api_key_file=Path(key_file),
+            timeout=_number(get("timeout"), float, AgiConfig.timeout, "timeout"),
+            total_timeout=_number(get("total_timeout"), float, AgiConfig.total_timeout, "total_timeout"),
+            digit_timeout_ms=_number(get("digit_timeout_ms"), int, AgiConfig.digit_timeout_ms, "digit_timeout_ms"),
+            prompt_prefix=get("prompt_prefix") or "",
+            send_text=_flag(get("send_text"), AgiConfig.send_text),
+        )
+    except ConfigError as e:
+        raise ConfigError(f"the AGI configuration {path}: {e}") from None
+    if not (0 < config.timeout <= 10 and 0 < config.total_timeout <= 30):
+        raise ConfigError("timeout and total_timeout must be a few seconds at most")
+    if not 1000 <= config.digit_timeout_ms <= 30000:
+        raise ConfigError("digit_timeout_ms must be from 1000 to 30000")
+    return config
+
+
+def _number(text: str | None, kind: type[N], default: N, name: str) -> N:
+    if text is None or text == "":
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {text[:20]!r}") from None
+
+
+def _flag(text: str | None, default: bool) -> bool:
+    if text is None or text == "":
+        return default
+    value = configparser.ConfigParser.BOOLEAN_STATES.get(text.lower())
+    if value is None:
+        raise ConfigError(f"send_text must be yes or no, not {text[:20]!r}")
+    return value
+
+
+def read_api_key(path: Path) -> bytes:
+    """The 32-byte request-signing key from an owner-only file of 64 hex digits."""
+    try:
+        st = path.stat()
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"key file {path} is open to other users; chmod 600 it")
+        text = path.read_bytes().strip()
+    except OSError as e:
+        raise ConfigError(f"key file {path} cannot be read: {e.strerror}") from None
+    try:
+        key = bytes.fromhex(text.decode("ascii"))
+    except (UnicodeDecodeError, ValueError):
+        key = b""
+    if len(key) != 32:
+        raise ConfigError(f"{path} is not a key file (64 hex digits)")
+    return key
+
+
+def call_id_of(env: dict[str, str]) -> str:
+    """The call's id for the recharge service: Asterisk's ``uniqueid``, in the characters the service accepts."""
+    call_id = _CALL_ID_UNSAFE.sub("", env.get("agi_uniqueid", ""))[:64]
+    return call_id or "unknown"
+
+
+def caller_number(raw: str) -> str:
+    """The caller's number as the service takes it: digits, ``+``, ``*``, ``#``; "" when withheld."""
+    if raw.strip().lower() in ("", "unknown", "anonymous", "restricted"):
+        return ""
+    return _CALLER_UNSAFE.sub("", raw)[:32]
+
+
+class _Sink:
+    """Where pyst2's command echo goes: nowhere (it would carry the caller's PIN)."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def setup_logging(level: int = logging.INFO) -> None:
+    """Syslog (if the host has one) and stderr, with the process id; the messages name the call."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(logging.Formatter("recharge-agi[%(process)d] %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(stream)
+    if os.path.exists(SYSLOG_SOCKET):
+        try:
+            syslog = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
+        except OSError:
+            return
+        syslog.setFormatter(logging.Formatter("recharge-agi[%(process)d]: %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(syslog)
+
+
+def _log_failure(call_id: str, e: BaseException) -> None:
+    # The type and the stack say where; an exception's message could in principle carry input.
+    stack = "".join(traceback.format_tb(e.__traceback__)).rstrip()
+    log.error("call %s: the dialog failed with %s\n%s", call_id, type(e).__name__, stack)
+
+
+def serve(agi: AGI, config_path: str) -> int:
+    """Run one call on a constructed ``AGI``; 0 when the dialog ran, 1 when it had to apologise."""
+    env = getattr(agi, "env", {}) or {}
+    call_id = call_id_of(env)
+    caller = caller_number(env.get("agi_callerid", ""))
+    channel: Channel = AGIChannel(agi)
+    try:
+        config = load_config(config_path)
+        channel = AGIChannel(agi, prompt_prefix=config.prompt_prefix, send_text=config.send_text)
+        client = RechargeClient(
+            config.servers, read_api_key(config.api_key_file), timeout=config.timeout, total_timeout=config.total_timeout
+        )
+        log.info("call %s: start (servers %s)", call_id, ", ".join(f"{h}:{p}" for h, p in config.servers))
+        result = run_call(
+            channel, client, call_id=call_id, caller=caller,
+            settings=DialogSettings(digit_timeout_ms=config.digit_timeout_ms),
+        )
+    except ConfigError as e:
+        log.error("call %s: %s", call_id, e)
+        apologise(channel)
+        return 1
+    except Exception as e:
+        _log_failure(call_id, e)
+        apologise(channel)
+        return 1
+    log.info("call %s: end (%s)", call_id, result)
+    return 0
+
+
+def config_argument(args: list[str]) -> str:
+    """The configuration path from ``[--config] PATH`` or ``--config=PATH``; the default without one."""
+    if args and args[0].startswith("--config="):
+        return args[0].split("=", 1)[1] or DEFAULT_CONFIG
+    if args and args[0] == "--config":
+        args = args[1:]
+    return args[0] if args else DEFAULT_CONFIG
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python3 -m ivr.agi_main [--config] [CONFIG]``: the process AGI script's body.
+
+    No argparse: a usage error must not print to Asterisk and exit; a
+    missing or wrong configuration is handled like any other (apology, goodbye).
+    """
+    config_path = config_argument(list(sys.argv[1:] if argv is None else argv))
+    setup_logging()
+    # Asterisk talks UTF-8 on the AGI pipe whatever the process locale is.
+    for stream in (sys.stdin, sys.stdout):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(encoding="utf-8", errors="replace")
+    try:
+        agi = AGI(stderr=_Sink())
+    except Exception as e:
+        # Not started by Asterisk, or the pipe broke before the call began: nobody to apologise to.
+        log.error("no AGI session: %s", type(e).__name__)
+        return 1
+    return serve(agi, config_path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
