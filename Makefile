@@ -3,7 +3,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: help venv demo test lint bench clean
+# Debian packages the tests and the demo use: prompt rendering, SIPp, the Asterisk sandbox build.
+SYSTEM_PACKAGES := espeak-ng sox sip-tester debootstrap
+
+.PHONY: help venv system-deps sandbox demo test lint bench clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -16,14 +19,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create the virtualenv with every dependency
 
-demo: $(STAMP) ## run the scripted demo of a card's whole life (SQLite, ./demo-run)
+system-deps: ## install the Debian packages the tests need (as root), when missing
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+sandbox: $(STAMP) system-deps ## build (once) and start the real Asterisk sandbox
+	$(PY) -m asterisk_conf.sandbox build
+
+demo: $(STAMP) system-deps ## run the scripted demo of a card's whole life (SQLite, ./demo-run)
 	PATH=$(abspath $(VENV))/bin:$$PATH bash demo/card-life.sh
 
-test: $(STAMP) ## run the whole test suite (SQLite and the real PostgreSQL on 127.0.0.1:5432)
+test: $(STAMP) system-deps ## run the whole suite: SQLite, the real PostgreSQL on 127.0.0.1:5432, Asterisk and SIPp
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff over the code
-	$(VENV)/bin/ruff check cardmgmt cli.py tests bench
+	$(VENV)/bin/ruff check cardmgmt marketing_iface ivr voice_prompts asterisk_conf cli.py tests bench
 
 bench: $(STAMP) ## run the benchmarks (minutes); results go to bench/RESULTS.md by hand
 	$(PY) bench/bench_batch.py --quantity 1000000

@@ -14,6 +14,7 @@ stock count, operation-log verification).
 # test-case-name: tests.test_cli
 
 import csv
+import dataclasses
 import datetime as dt
 import json
 import sys
@@ -25,15 +26,21 @@ from typing import Any
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from cardmgmt import audit, batches, checks, factories, factory_sim, halls, issuing, operators, reports, stock
+from cardmgmt import audit, batches, checks, factories, factory_sim, halls, issuing, lockouts, operators, reports, stock
 from cardmgmt.config import Settings
 from cardmgmt.db import current_revision, head_revision, make_engine, upgrade
 from cardmgmt.errors import CardError, InvalidInput
 from cardmgmt.keys import create_keyring, generate_rsa_pair, load_private_key, load_public_key
+from cardmgmt.models import utcnow
 from cardmgmt.money import format_fen, parse_yuan
 from cardmgmt.operators import Permission
+from cardmgmt.recharge import Policy
 from cardmgmt.states import PAST, Event
 from cardmgmt.system import CardSystem, Context
+from marketing_iface import outbox, reconcile
+from marketing_iface.interface import MarketingUnavailable
+from marketing_iface.sql import SqlMarketing
+from marketing_iface.standin import create_standin
 
 EXIT_DISCREPANCY = 3
 
@@ -71,7 +78,7 @@ class App:
         if self._system is None:
             s = self.settings
             if s.operator and s.password is None:
-                s = Settings(s.database_url, s.key_dir, s.operator, click.prompt(f"password for {s.operator}", hide_input=True, err=True))
+                s = dataclasses.replace(s, password=click.prompt(f"password for {s.operator}", hide_input=True, err=True))
             self._system = CardSystem(s)
         return self._system
 
@@ -154,9 +161,10 @@ def make_selection(serial: str | None, first: str | None, last: str | None, batc
 @click.group(cls=CardCLI, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", "database_url", metavar="URL", help="SQLAlchemy URL of the card database [env CARDS_DATABASE_URL; default sqlite:///var/cards.db].")
 @click.option("--key-dir", type=click.Path(path_type=Path), help="Key directory [env CARDS_KEY_DIR; default var/keys].")
+@click.option("--marketing-db", "marketing_url", metavar="URL", help="SQLAlchemy URL of the marketing system's database [env CARDS_MARKETING_URL; default the stand-in sqlite:///var/marketing.db].")
 @click.option("--operator", "-u", help="Operator name [env CARDS_OPERATOR]; the password is prompted (or CARDS_PASSWORD).")
 @click.pass_context
-def cli(ctx: click.Context, database_url: str | None, key_dir: Path | None, operator: str | None) -> None:
+def cli(ctx: click.Context, database_url: str | None, key_dir: Path | None, marketing_url: str | None, operator: str | None) -> None:
     """Recharge-card management: batches, factory files, stock, issuing, reports.
 
     \b
@@ -171,7 +179,7 @@ def cli(ctx: click.Context, database_url: str | None, key_dir: Path | None, oper
 
     Exit codes: 0 done, 1 refused, 2 usage error, 3 discrepancies found.
     """
-    ctx.obj = App(Settings.load(database_url=database_url, key_dir=key_dir, operator=operator))
+    ctx.obj = App(Settings.load(database_url=database_url, key_dir=key_dir, marketing_url=marketing_url, operator=operator))
     ctx.call_on_close(lambda: ctx.obj._system and ctx.obj._system.close())
 
 
@@ -410,7 +418,7 @@ def batch_create(app: App, batch_no: str, face_value: int, quantity: int, expiry
     """
     if out.exists():
         raise InvalidInput(f"{out} already exists; refusing to overwrite a new-card file")
-    with click.progressbar(length=quantity, label=f"generating {batch_no}", file=sys.stderr) as bar, app.unit(Permission.MANAGE_CARDS) as ctx:
+    with app.unit(Permission.MANAGE_CARDS) as ctx, click.progressbar(length=quantity, label=f"generating {batch_no}", file=sys.stderr) as bar:
         b = batches.create(
             ctx, batch_no=batch_no, face_value=face_value, quantity=quantity, box_size=box_size,
             expiry=expiry, factory_name=factory_name, out=out, progress=bar.update,
@@ -669,6 +677,148 @@ def report_issues(app: App, as_json: bool) -> None:
     with app.unit(Permission.VIEW) as ctx:
         rows = reports.issue_history(ctx.session)
     emit(rows, as_json)
+
+
+@cli.group()
+def lockout() -> None:
+    """Callers and accounts locked out after too many wrong PINs."""
+
+
+@lockout.command("list")
+@json_option
+@pass_app
+def lockout_list(app: App, as_json: bool) -> None:
+    """List current lockouts.  Example: cli.py -u alice lockout list"""
+    with app.unit(Permission.VIEW) as ctx:
+        rows = lockouts.active(ctx, Policy.from_settings(app.settings))
+    emit(rows, as_json)
+
+
+@lockout.command("clear")
+@click.argument("kind", type=click.Choice(sorted(lockouts.KINDS)))
+@click.argument("value")
+@click.option("--reason", required=True)
+@pass_app
+def lockout_clear(app: App, kind: str, value: str, reason: str) -> None:
+    """Clear a lockout.  Example: cli.py -u alice lockout clear account 3100000001 --reason 'verified at counter'"""
+    with app.unit(Permission.MANAGE_CARDS) as ctx:
+        n = lockouts.clear(ctx, kind, value, reason)
+    click.echo(f"{kind} {value}: {n} wrong PINs cleared")
+
+
+@cli.group()
+def marketing() -> None:
+    """The marketing system: stand-in database, outbox, daily reconciliation (对账)."""
+
+
+@marketing.command("standin")
+@pass_app
+def marketing_standin(app: App) -> None:
+    """Create the stand-in marketing database (sample accounts) at CARDS_MARKETING_URL, for demos and tests."""
+    create_standin(app.settings.marketing_url)
+    click.echo(f"stand-in marketing database ready at {app.settings.marketing_url}")
+
+
+@marketing.command("outbox")
+@click.option("--status", type=click.Choice([outbox.PENDING, outbox.REJECTED]), default=outbox.PENDING, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+@pass_app
+def marketing_outbox(app: App, status: str, limit: int, as_json: bool) -> None:
+    """Recharges not yet posted to the marketing system (or refused by it)."""
+    with app.unit(Permission.VIEW) as ctx:
+        summary = outbox.backlog(ctx.session)
+        rows = [{"recharge_ref": r.ref, "account_no": r.account_no, "amount": r.amount, "committed_at": r.committed_at,
+                 "attempts": r.post_attempts, "next_attempt_at": r.next_attempt_at, "last_error": r.last_error or ""}
+                for r in outbox.pending(ctx.session, limit, status=status)]
+    emit(rows, as_json, None if as_json else ["recharge_ref", "account_no", "amount", "attempts", "next_attempt_at", "last_error"])
+    if not as_json:
+        click.echo(f"{summary['pending']} pending, {summary['rejected']} rejected; oldest pending {summary['oldest_pending'] or '-'}")
+
+
+@marketing.command("drain")
+@pass_app
+def marketing_drain(app: App) -> None:
+    """Post due recharges now (the leading recharge server does this every second)."""
+    with app.unit(Permission.MANAGE_CARDS):
+        pass  # authenticate and authorise only: drain runs its own short transactions
+    mkt = SqlMarketing(app.settings.marketing_url)
+    try:
+        result = outbox.drain(app.system.db, mkt, utcnow())
+    finally:
+        mkt.close()
+    click.echo(f"posted {result.posted}, already there {result.repeated}, failed {result.failed}, rejected {result.rejected}")
+
+
+@marketing.command("reconcile")
+@click.argument("day", callback=parse_date)
+@json_option
+@pass_app
+def marketing_reconcile(app: App, day: dt.date, as_json: bool) -> None:
+    """Reconcile one business day (UTC+8) with the marketing system; exits 3 on any mismatch.
+
+    Example: cli.py -u bob marketing reconcile 2026-11-22
+    """
+    mkt = SqlMarketing(app.settings.marketing_url)
+    try:
+        with app.unit(Permission.VIEW) as ctx:
+            rec = reconcile.reconcile(ctx.session, mkt, day)
+    except MarketingUnavailable as e:
+        raise click.ClickException(f"marketing system unavailable: {e}") from None
+    finally:
+        mkt.close()
+    kinds = ("missing_in_marketing", "missing_in_cards", "amount_differs", "account_differs")
+    rows = [
+        {"finding": kind, "recharge_ref": d.recharge_ref,
+         "cards": f"{d.cards.account_no} {format_fen(d.cards.amount)}" if d.cards else "-",
+         "marketing": f"{d.marketing.account_no} {format_fen(d.marketing.amount)}" if d.marketing else "-",
+         "post_status": d.post_status or "-"}
+        for kind in kinds for d in getattr(rec, kind)
+    ]
+    if as_json:
+        click.echo(json.dumps({"day": day.isoformat(), "ok": rec.ok, "card_count": rec.card_count, "card_total": rec.card_total,
+                               "marketing_count": rec.marketing_count, "marketing_total": rec.marketing_total, "findings": rows}, indent=2))
+    else:
+        click.echo(f"{day}: cards {rec.card_count} recharges {format_fen(rec.card_total)} yuan; "
+                   f"marketing {rec.marketing_count} postings {format_fen(rec.marketing_total)} yuan")
+        if rows:
+            emit(rows, False)
+        click.echo("reconciled: both sides agree" if rec.ok else f"{len(rows)} mismatches")
+    if not rec.ok:
+        sys.exit(EXIT_DISCREPANCY)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port of this server's HTTP API.")
+@click.option("--peer", required=True, help="The other server's base URL, e.g. http://127.0.0.1:8442.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless told otherwise).")
+@pass_app
+def serve(app: App, name: str, port: int, peer: str, host: str) -> None:
+    """Run one recharge server of the hot-standby pair (until stopped).
+
+    Example: cli.py serve A --port 8441 --peer http://127.0.0.1:8442
+    """
+    from ivr.server.service import run  # Twisted is only loaded by the servers
+
+    run(app.settings, name, port, peer, host=host)
+
+
+@cli.group()
+def ha() -> None:
+    """The hot-standby pair of recharge servers."""
+
+
+@ha.command("status")
+@json_option
+@pass_app
+def ha_status(app: App, as_json: bool) -> None:
+    """Each server's role, health and last heartbeat, and who holds the jobs lease."""
+    from ivr.server.service import ha_status as status
+
+    with app.unit(Permission.VIEW):
+        pass  # authenticate and authorise; the status reads its own snapshot
+    emit(status(app.settings), as_json)
 
 
 @cli.group("audit")

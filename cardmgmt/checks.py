@@ -100,7 +100,11 @@ def check_file(ctx: Context, batch_no: str, path: Path, progress: Callable[[int]
         q = batch.quantity
         first_seq = parse_serial(batch.first_serial)
         hashes = bytearray(32 * q)
-        for serial, digest in session.execute(select(Card.serial, Card.pin_hash).where(Card.batch_id == batch.id)):
+        # Streamed (a server-side cursor on PostgreSQL), so only the flat array is held.
+        hash_rows = session.execute(
+            select(Card.serial, Card.pin_hash).where(Card.batch_id == batch.id).execution_options(yield_per=50_000)
+        )
+        for serial, digest in hash_rows:
             i = int(serial[:-1]) - first_seq
             hashes[32 * i : 32 * i + 32] = digest
         codes = bytearray(q)

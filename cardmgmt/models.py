@@ -24,6 +24,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from cardmgmt.days import business_day
+
 # SQLite only auto-numbers an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -254,18 +256,18 @@ class Recharge(Base):
     account_no: Mapped[str] = mapped_column(String(10), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     committed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
-    # outbox: pending -> posted, or rejected (needs a person)
-    post_status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    # outbox: pending -> posted, or rejected (needs a person); ix_recharges_due serves the drain
+    post_status: Mapped[str] = mapped_column(String(16), default="pending")
     post_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     posted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(String(256))
 
+    __table_args__ = (Index("ix_recharges_due", "post_status", "next_attempt_at", "id"),)
+
     @property
     def ref(self) -> str:
         """The reference number the caller hears: business day (yymmdd) and the record's number."""
-        from marketing_iface.days import business_day
-
         return f"{business_day(self.committed_at):%y%m%d}{self.id:08d}"
 
 

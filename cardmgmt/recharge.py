@@ -34,12 +34,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cardmgmt.config import Settings
+from cardmgmt.days import business_day
 from cardmgmt.db import Database
 from cardmgmt.errors import InvalidInput
 from cardmgmt.models import Batch, Card, PinFailure, Quote, Recharge, utcnow
 from cardmgmt.pins import is_well_formed, pin_hash
 from cardmgmt.states import CardState, Event, is_redeemable, sources
-from marketing_iface.days import business_day
 from marketing_iface.interface import MarketingSystem, MarketingUnavailable
 
 ACCOUNT = re.compile(r"^[0-9]{10}$")
@@ -279,13 +279,14 @@ class RechargeService:
             return Answer(Outcome.OK, {"cancelled": True})
 
     def expire_holds(self) -> int:
-        """Mark lapsed holds expired and free their cards (a lapsed hold already stops counting)."""
+        """Mark lapsed quotes expired.
+
+        The cards need nothing: a hold whose ``hold_until`` has passed no
+        longer counts anywhere, so the card table (millions of rows) is never
+        scanned for stale holds.
+        """
         now = self.clock()
         with self.db.transaction() as s:
-            s.execute(
-                update(Card).where(Card.hold_until < now).values(hold_key=None, hold_until=None),
-                execution_options={"synchronize_session": False},
-            )
             return s.execute(
                 update(Quote).where(Quote.state == "held", Quote.hold_until < now).values(state="expired"),
                 execution_options={"synchronize_session": False},

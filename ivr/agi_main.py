@@ -36,6 +36,7 @@ import logging
 import logging.handlers
 import os
 import re
+import secrets
 import stat
 import sys
 import traceback
@@ -180,9 +181,16 @@ def read_api_key(path: Path) -> bytes:
 
 
 def call_id_of(env: dict[str, str]) -> str:
-    """The call's id for the recharge service: Asterisk's ``uniqueid``, in the characters the service accepts."""
-    call_id = _CALL_ID_UNSAFE.sub("", env.get("agi_uniqueid", ""))[:64]
-    return call_id or "unknown"
+    """The call's id for the recharge service: Asterisk's ``uniqueid`` plus a random suffix.
+
+    The id is the idempotency key of every recharge in the call, so it must
+    never repeat: ``uniqueid`` is only unique within one Asterisk host (and is
+    missing when the script is run by hand), and several Asterisk hosts share
+    the recharge servers.  It is drawn once per AGI process, so it stays the
+    same for the whole call, across failovers.
+    """
+    base = _CALL_ID_UNSAFE.sub("", env.get("agi_uniqueid", ""))[:47]
+    return f"{base or 'call'}-{secrets.token_hex(8)}"
 
 
 def caller_number(raw: str) -> str:

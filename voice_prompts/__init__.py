@@ -1,4 +1,1 @@
-"""The prompt catalogue (Mandarin first, English second) and its rendering for Asterisk.
-
-(Built by the hotline work; empty until then.)
-"""
+"""The prompt catalogue (Mandarin first, English second), its rendering for Asterisk, and its completeness check."""

@@ -95,7 +95,7 @@ def upgrade() -> None:
     with op.batch_alter_table('recharges', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_recharges_account_no'), ['account_no'], unique=False)
         batch_op.create_index(batch_op.f('ix_recharges_committed_at'), ['committed_at'], unique=False)
-        batch_op.create_index(batch_op.f('ix_recharges_post_status'), ['post_status'], unique=False)
+        batch_op.create_index('ix_recharges_due', ['post_status', 'next_attempt_at', 'id'], unique=False)
 
     with op.batch_alter_table('cards', schema=None) as batch_op:
         batch_op.add_column(sa.Column('hold_key', sa.String(length=80), nullable=True))
@@ -109,7 +109,7 @@ def downgrade() -> None:
         batch_op.drop_column('hold_key')
 
     with op.batch_alter_table('recharges', schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f('ix_recharges_post_status'))
+        batch_op.drop_index('ix_recharges_due')
         batch_op.drop_index(batch_op.f('ix_recharges_committed_at'))
         batch_op.drop_index(batch_op.f('ix_recharges_account_no'))
 

@@ -174,7 +174,7 @@ def test_the_command_line_names_the_root(tmp_path: Path, capsys: pytest.CaptureF
 def test_the_entry_script_runs_the_project_code_under_the_sandbox_python(sandbox: Sandbox) -> None:
     entry = sandbox.path("/usr/share/asterisk/agi-bin/recharge.agi")
     assert entry.stat().st_mode & 0o111
-    assert "python3 -m ivr.agi --config /etc/recharge/agi.conf" in entry.read_text()
+    assert "python3 -m ivr.agi_main --config /etc/recharge/agi.conf" in entry.read_text()
     app = sandbox.path("/opt/recharge-app")
     assert (app / "ivr/__init__.py").is_file()
     # The AGI code must be valid for the sandbox's Python (3.13+), not only the host's 3.11.

@@ -60,9 +60,9 @@ def test_settings_precedence():
 
 
 def test_migrations_downgrade_and_upgrade(tmp_path):
-    from cardmgmt.db import current_revision, upgrade
     from alembic import command
-    from cardmgmt.db import alembic_config
+
+    from cardmgmt.db import alembic_config, current_revision, upgrade
 
     engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
     upgrade(engine)
@@ -70,3 +70,16 @@ def test_migrations_downgrade_and_upgrade(tmp_path):
     assert current_revision(engine) is None
     upgrade(engine)
     assert current_revision(engine) == head_revision()
+
+
+def test_migrations_match_the_models(database_url):
+    """Alembic's history and the declared models describe the same schema, on each backend."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from cardmgmt.models import Base
+
+    engine = make_engine(database_url)
+    with engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
+    engine.dispose()

@@ -2,19 +2,19 @@
 
 Timestamps are stored and passed around in UTC, but the utility closes its
 books at midnight Beijing time, so a recharge at 23:30 UTC on the 1st belongs
-to the 2nd.  Everything in ``marketing_iface`` that asks "which day" goes
+to the 2nd.  Everything that asks "which day" (recharge expiry, reconciliation) goes
 through ``business_day`` and ``day_bounds`` here, so the card side and the
 marketing side of a reconciliation can never draw the line in different places.
 """
 
-# test-case-name: tests.marketing_iface.test_days
+# test-case-name: tests.cardmgmt.test_days
 
 import datetime as dt
 
 # China has one time zone and no daylight saving, so a fixed offset is exact.
 BUSINESS_TZ = dt.timezone(dt.timedelta(hours=8))
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def as_utc(ts: dt.datetime) -> dt.datetime:

@@ -1,0 +1,403 @@
+"""The recharge server's HTTP API: signed JSON requests in, the recharge core's answers out.
+
+``POST /v1/account|quote|commit|cancel`` each pass the same gate, cheapest
+check first: the body's size (413), the signature and its freshness (401,
+via ``ivr.protocol``), the body as a JSON object with exactly the endpoint's
+fields (400), and last the nonce, recorded in the database so that a captured
+request is refused when replayed on *either* server (409).  Then the
+``RechargeService`` call runs in the server's thread pool, never on the
+reactor, under a time limit (503 ``{"outcome": "service_unavailable"}``).
+A domain answer, good or bad for the caller, is HTTP 200 with the answer.
+
+``GET /v1/health`` (unsigned) says who this server is, its role and whether
+its database answers; ``GET /metrics`` is the Prometheus page.
+
+No request can crash the server: anything unexpected becomes a 500 with a
+one-line body and a log entry that names the call id, never the PIN.
+"""
+
+# test-case-name: tests.ivr.test_api
+
+import datetime as dt
+import io
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy import delete, insert
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from cardmgmt.db import Database
+from cardmgmt.errors import CardError, InvalidInput, SchemaError
+from cardmgmt.models import RequestNonce
+from ivr import protocol
+from ivr.server.metrics import CONTENT_TYPE, Metrics
+
+log = Logger(namespace="ivr.server.api")
+
+UTC = dt.UTC
+
+ENDPOINTS = tuple(protocol.REQUESTS)  # account, quote, commit, cancel
+
+# Every error body is {"error": code, "message": one line}; the code fixes the status.
+ERRORS = {
+    "bad_request": 400,
+    "invalid_input": 400,
+    "missing_headers": 401,
+    "bad_signature": 401,
+    "stale_request": 401,
+    "not_found": 404,
+    "method_not_allowed": 405,
+    "replay": 409,
+    "too_large": 413,
+    "internal_error": 500,
+}
+
+_AUTH_ERRORS: dict[type[protocol.ProtocolError], str] = {
+    protocol.MissingHeaders: "missing_headers",
+    protocol.BadSignature: "bad_signature",
+    protocol.StaleRequest: "stale_request",
+}
+
+# How each endpoint's validated fields become a RechargeService call.
+_CALLS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
+    "account": lambda svc, f: svc.account(f["account_no"]),
+    "quote": lambda svc, f: svc.quote(
+        call_id=f["call_id"], seq=f["seq"], account_no=f["account_no"], pin=f["pin"], caller=f["caller"]
+    ),
+    "commit": lambda svc, f: svc.commit(call_id=f["call_id"], seq=f["seq"]),
+    "cancel": lambda svc, f: svc.cancel(call_id=f["call_id"], seq=f["seq"]),
+}
+
+# A blocking function run off the reactor: deferToThreadPool(reactor, pool, ...) in a server.
+RunBlocking = Callable[..., defer.Deferred[Any]]
+
+
+class Replay(Exception):
+    """This request's nonce was seen before, by this server or the other."""
+
+
+class NonceStore:
+    """The nonces of accepted requests, shared by both servers through the card database."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def record(self, nonce: str, now: dt.datetime) -> bool:
+        """``True`` if the nonce is new (and is now recorded), ``False`` if it was seen before."""
+        try:
+            with self.db.transaction() as s:
+                s.execute(insert(RequestNonce).values(nonce=nonce, seen_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    def prune(self, before: dt.datetime) -> int:
+        """Forget nonces seen before ``before``; their requests are stale by then anyway."""
+        with self.db.transaction() as s:
+            return s.execute(delete(RequestNonce).where(RequestNonce.seen_at < before)).rowcount
+
+
+class LimitedRequest(server.Request):
+    """A request whose body is kept only up to ``MAX_BODY`` bytes; past that it is marked and dropped."""
+
+    max_body = protocol.MAX_BODY
+    too_large = False
+    _body_seen = 0
+
+    def gotLength(self, length: int | None) -> None:
+        # Always memory: the body is small or it is thrown away.
+        self.content = io.BytesIO()
+        if length is not None and length > self.max_body:
+            self.too_large = True
+
+    def handleContentChunk(self, data: bytes) -> None:
+        self._body_seen += len(data)
+        if self._body_seen > self.max_body:
+            self.too_large = True
+        if not self.too_large:
+            self.content.write(data)
+
+
+def _now_utc(clock: IReactorTime) -> dt.datetime:
+    return dt.datetime.fromtimestamp(clock.seconds(), UTC)
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    return " ".join(text.split())[:limit]
+
+
+def _first_line(failure: Failure) -> str:
+    text = str(failure.value).strip()
+    return _one_line(text.splitlines()[0]) if text else type(failure.value).__name__
+
+
+class _Exchange:
+    """One request being answered: its timing, its call id for the log, and whether its client is still there."""
+
+    def __init__(self, api: "RechargeAPI", request: server.Request, endpoint: str) -> None:
+        self.api, self.request, self.endpoint = api, request, endpoint
+        self.started = api.reactor.seconds()
+        self.call_id = "-"
+        self.gone = False
+        self.answered = False
+        request.notifyFinish().addErrback(self._lost)
+
+    def _lost(self, _reason: Failure) -> None:
+        self.gone = True
+
+    def _finish(self, status: int, body: bytes, content_type: str, outcome: str) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        elapsed = self.api.reactor.seconds() - self.started
+        self.api.metrics.observe(self.endpoint, outcome, elapsed)
+        # The peer asks for /v1/health every second: those lines would drown the calls.
+        emit = log.debug if self.endpoint in ("health", "metrics") and status == 200 else log.info
+        emit(
+            "{endpoint} call_id={call_id} status={status} outcome={outcome} ms={ms:.1f}",
+            endpoint=self.endpoint, call_id=self.call_id, status=status, outcome=outcome, ms=elapsed * 1000,
+        )
+        if self.gone:
+            return
+        self.request.setResponseCode(status)
+        self.request.setHeader(b"content-type", content_type.encode("ascii"))
+        self.request.setHeader(b"cache-control", b"no-store")
+        self.request.setHeader(b"content-length", str(len(body)).encode("ascii"))
+        if status == 413:
+            # Twisted decides from the request's headers whether to keep the connection: make it close
+            # it, so a client still sending a large body is dropped after the answer.
+            self.request.requestHeaders.setRawHeaders(b"connection", [b"close"])
+        self.request.write(body)
+        self.request.finish()
+
+    def json(self, status: int, obj: Mapping[str, Any], outcome: str) -> None:
+        body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self._finish(status, body, "application/json; charset=utf-8", outcome)
+
+    def error(self, code: str, message: str) -> None:
+        if code not in ("internal_error",):
+            log.warn(
+                "{endpoint} call_id={call_id} refused: {code}: {message}",
+                endpoint=self.endpoint, call_id=self.call_id, code=code, message=message,
+            )
+        self.json(ERRORS[code], {"error": code, "message": _one_line(message)}, code)
+
+    def unavailable(self, reason: str) -> None:
+        self.json(503, {"outcome": protocol.SERVICE_UNAVAILABLE}, reason)
+
+    def text(self, status: int, text: str, content_type: str, outcome: str) -> None:
+        self._finish(status, text.encode("utf-8"), content_type, outcome)
+
+
+class RechargeAPI(Resource):
+    """Routes every path itself (a leaf), so that every answer, even a 404, is JSON in one line."""
+
+    isLeaf = True
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        api_key: bytes,
+        recharge: Any,
+        nonces: NonceStore,
+        run_blocking: RunBlocking,
+        reactor: IReactorTime,
+        metrics: Metrics | None = None,
+        status: Callable[[], Mapping[str, Any]] | None = None,
+        db_ping: Callable[[], object] | None = None,
+        backlog: Callable[[], Mapping[str, object]] | None = None,
+        request_timeout: float = 2.0,
+        max_skew: float = protocol.DEFAULT_MAX_SKEW,
+    ) -> None:
+        """
+        ``recharge`` is a ``cardmgmt.recharge.RechargeService`` (or a stand-in with
+        its four methods); ``status()`` adds this server's role, lease and peer to
+        the health answer; ``db_ping()`` and ``backlog()`` are blocking and run in
+        the pool.
+        """
+        super().__init__()
+        self.name = name
+        self._key = api_key
+        self.recharge = recharge
+        self.nonces = nonces
+        self.run_blocking = run_blocking
+        self.reactor = reactor
+        self.metrics = metrics or Metrics()
+        self.status = status or (lambda: {"role": "standby"})
+        self.db_ping = db_ping
+        self.backlog = backlog
+        self.request_timeout = request_timeout
+        self.max_skew = max_skew
+
+    def render(self, request: server.Request) -> Any:
+        request.setHeader(b"server", b"recharge")
+        path = request.path
+        method = request.method
+        if path.startswith(b"/v1/") and path[4:].decode("ascii", "replace") in ENDPOINTS:
+            endpoint = path[4:].decode("ascii")
+            expected = b"POST"
+        elif path == b"/v1/health":
+            endpoint, expected = "health", b"GET"
+        elif path == b"/metrics":
+            endpoint, expected = "metrics", b"GET"
+        else:
+            endpoint, expected = "other", b""
+        ex = _Exchange(self, request, endpoint)
+        try:
+            if not expected:
+                ex.error("not_found", "no such path; see ivr/openapi.yaml")
+            elif method != expected:
+                request.setHeader(b"allow", expected)
+                ex.error("method_not_allowed", f"use {expected.decode()} for this path")
+            elif endpoint == "health":
+                self._health(ex)
+            elif endpoint == "metrics":
+                self._metrics(ex)
+            else:
+                self._post(ex, request, endpoint)
+        except Exception:
+            log.failure("{endpoint} call_id={call_id} failed unexpectedly", endpoint=endpoint, call_id=ex.call_id)
+            ex.error("internal_error", "internal error; it has been logged")
+        return server.NOT_DONE_YET
+
+    # --- the signed endpoints ----------------------------------------------------------
+
+    def _post(self, ex: _Exchange, request: server.Request, endpoint: str) -> None:
+        if getattr(request, "too_large", False):
+            ex.error("too_large", f"the body is larger than {protocol.MAX_BODY} bytes")
+            return
+        body = request.content.read()
+        headers = {
+            name: (request.getHeader(name) or "")
+            for name in protocol.SIGNED_HEADERS
+            if request.getHeader(name) is not None
+        }
+        try:
+            nonce = protocol.verify(
+                self._key, request.method.decode("ascii"), request.uri.decode("latin-1"), body, headers,
+                now=self.reactor.seconds(), max_skew=self.max_skew,
+            )
+        except protocol.ProtocolError as e:
+            ex.error(_AUTH_ERRORS.get(type(e), "bad_signature"), str(e))
+            return
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            ex.error("bad_request", "the body is not JSON")
+            return
+        if isinstance(payload, dict) and isinstance(payload.get("call_id"), str):
+            if protocol.CALL_ID.problem(payload["call_id"]) is None:
+                ex.call_id = payload["call_id"]
+        try:
+            fields = protocol.validate_request(endpoint, payload)
+        except protocol.InvalidRequest as e:
+            ex.error("bad_request", str(e))
+            return
+        d = self.run_blocking(self._serve, endpoint, nonce, _now_utc(self.reactor), fields)
+        d.addTimeout(self.request_timeout, self.reactor)
+        d.addCallbacks(lambda answer: ex.json(200, answer, str(answer.get("outcome", "-"))), self._failed, errbackArgs=(ex,))
+        d.addErrback(self._crashed, ex)
+
+    def _serve(self, endpoint: str, nonce: str, now: dt.datetime, fields: dict[str, Any]) -> dict[str, Any]:
+        """In the pool: refuse a replay, then ask the recharge core."""
+        if not self.nonces.record(nonce, now):
+            raise Replay()
+        return dict(_CALLS[endpoint](self.recharge, fields).to_dict())
+
+    def _failed(self, failure: Failure, ex: _Exchange) -> None:
+        if failure.check(Replay):
+            ex.error("replay", "this request was already received; sign every request anew")
+        elif failure.check(defer.TimeoutError):
+            log.warn(
+                "{endpoint} call_id={call_id} timed out after {seconds}s",
+                endpoint=ex.endpoint, call_id=ex.call_id, seconds=self.request_timeout,
+            )
+            ex.unavailable("timeout")
+        elif isinstance(failure.value, InvalidInput):
+            ex.error("invalid_input", failure.value.message)
+        elif failure.check(OperationalError, InterfaceError, SchemaError):
+            # The database is down or not ours: the other server may do better, so 503, not 500.
+            log.error(
+                "{endpoint} call_id={call_id} database unavailable: {reason}",
+                endpoint=ex.endpoint, call_id=ex.call_id, reason=_first_line(failure),
+            )
+            ex.unavailable("database_unavailable")
+        else:
+            self._crashed(failure, ex)
+
+    def _crashed(self, failure: Failure, ex: _Exchange) -> None:
+        code = failure.value.code if isinstance(failure.value, CardError) else "internal_error"
+        log.failure(
+            "{endpoint} call_id={call_id} failed unexpectedly ({code})",
+            failure, endpoint=ex.endpoint, call_id=ex.call_id, code=code,
+        )
+        ex.error("internal_error", "internal error; it has been logged")
+
+    # --- health and metrics ---------------------------------------------------------------
+
+    def _ping(self) -> defer.Deferred[str]:
+        if self.db_ping is None:
+            return defer.succeed("unknown")
+        d = self.run_blocking(self.db_ping)
+        d.addTimeout(1.0, self.reactor)
+        d.addCallbacks(lambda _: "ok", lambda f: "down")
+        return d
+
+    def _health(self, ex: _Exchange) -> None:
+        def answer(db: str) -> None:
+            ex.json(
+                200,
+                {
+                    "name": self.name,
+                    "role": "standby",
+                    **self.status(),
+                    "db": db,
+                    "time": _now_utc(self.reactor).isoformat(timespec="milliseconds"),
+                },
+                "ok",
+            )
+
+        self._ping().addCallback(answer).addErrback(self._crashed, ex)
+
+    def _metrics(self, ex: _Exchange) -> None:
+        if self.backlog is None:
+            d: defer.Deferred[Any] = defer.succeed(None)
+        else:
+            d = self.run_blocking(self.backlog)
+            d.addTimeout(1.0, self.reactor)
+
+            def unknown(f: Failure) -> None:
+                log.warn("metrics: outbox backlog unavailable: {reason}", reason=_one_line(f.getErrorMessage()))
+                return None
+
+            d.addErrback(unknown)
+        d.addCallback(
+            lambda backlog: ex.text(
+                200,
+                self.metrics.render(leader=self.status().get("role") == "leader", backlog=backlog),
+                CONTENT_TYPE,
+                "ok",
+            )
+        )
+        d.addErrback(self._crashed, ex)
+
+
+class RechargeSite(server.Site):
+    def log(self, request: server.Request) -> None:
+        """No access log: ``RechargeAPI`` logs every answer itself, with the call id."""
+
+
+def make_site(api: RechargeAPI, reactor: IReactorTime, idle_timeout: float = 60) -> server.Site:
+    """The HTTP factory for ``api``: bodies capped, idle connections dropped, no tracebacks shown."""
+    site = RechargeSite(api, requestFactory=LimitedRequest, timeout=idle_timeout, reactor=reactor)
+    site.displayTracebacks = False
+    site.noisy = False
+    return site

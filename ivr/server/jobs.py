@@ -1,0 +1,142 @@
+"""The background jobs, run only by the server that holds the jobs lease, each in the thread pool.
+
+Three jobs keep the recharge side tidy: the outbox drain posts committed
+recharges to the marketing system (every second), lapsed holds are expired
+(every five seconds), and request nonces older than ten minutes are
+forgotten (every minute; a request that old fails its timestamp check
+anyway).  Each is idempotent, so the moment of a leadership change, when the
+old leader may finish a run the new one also starts, does no harm.
+
+A job's run never overlaps its previous one, is bounded in time, and a
+failure is logged and counted without stopping the schedule.
+"""
+
+# test-case-name: tests.ivr.test_jobs
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from ivr.server.metrics import Metrics
+
+log = Logger(namespace="ivr.server.jobs")
+
+UTC = dt.UTC
+NONCE_RETENTION = dt.timedelta(minutes=10)
+
+RunBlocking = Callable[..., defer.Deferred[Any]]
+
+
+@dataclass(frozen=True)
+class Job:
+    """A blocking piece of work, given the time it was started, run every ``interval`` seconds by the leader."""
+
+    name: str
+    interval: float
+    work: Callable[[dt.datetime], object]
+    timeout: float = 30.0
+
+
+def standard_jobs(*, db: Any, recharge: Any, marketing: Any, prune_nonces: Callable[[dt.datetime], int]) -> list[Job]:
+    """The recharge server's three jobs: outbox drain, hold expiry and nonce pruning."""
+    from marketing_iface import outbox
+
+    return [
+        Job("outbox", 1.0, lambda now: outbox.drain(db, marketing, now)),
+        Job("expire-holds", 5.0, lambda now: recharge.expire_holds()),
+        Job("prune-nonces", 60.0, lambda now: prune_nonces(now - NONCE_RETENTION)),
+    ]
+
+
+def _worth_noting(result: object) -> bool:
+    """Whether a job's result says it did something (then it is logged)."""
+    if isinstance(result, bool):
+        return result
+    if isinstance(result, int):
+        return result > 0
+    if isinstance(result, Mapping):
+        return any(_worth_noting(v) for v in result.values() if isinstance(v, int))
+    if dataclasses.is_dataclass(result) and not isinstance(result, type):
+        return any(_worth_noting(v) for v in dataclasses.asdict(result).values() if isinstance(v, int))
+    return False
+
+
+class JobRunner(Service):
+    """Runs each job on its own schedule, skipping every run while this server is not the leader."""
+
+    def __init__(
+        self,
+        jobs: Sequence[Job],
+        *,
+        is_leader: Callable[[], bool],
+        run_blocking: RunBlocking,
+        reactor: IReactorTime,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.jobs = list(jobs)
+        self.is_leader = is_leader
+        self.run_blocking = run_blocking
+        self.reactor = reactor
+        self.metrics = metrics or Metrics()
+        self.loops: dict[str, LoopingCall] = {}
+        self._done: list[defer.Deferred[Any]] = []
+        self._in_pool: set[str] = set()
+
+    def startService(self) -> None:
+        super().startService()
+        for job in self.jobs:
+            loop = LoopingCall(self.run_once, job)
+            loop.clock = self.reactor
+            self.loops[job.name] = loop
+            self._done.append(loop.start(job.interval, now=False))
+
+    def stopService(self) -> defer.Deferred[Any]:
+        super().stopService()
+        for loop in self.loops.values():
+            if loop.running:
+                loop.stop()
+        # Wait for runs in progress (each has its own time limit).
+        done, self._done = self._done, []
+        return defer.DeferredList(done)
+
+    def run_once(self, job: Job) -> defer.Deferred[None] | None:
+        """One run of ``job`` if this server leads and the job is not still running; never fails."""
+        if not self.is_leader():
+            return None
+        if job.name in self._in_pool:
+            log.warn("job {job}: the last run is still going; skipping one", job=job.name)
+            return None
+        self._in_pool.add(job.name)
+        now = dt.datetime.fromtimestamp(self.reactor.seconds(), UTC)
+        d = self.run_blocking(self._work, job, now)
+        d.addTimeout(job.timeout, self.reactor)
+        d.addCallbacks(self._ran, self._failed, callbackArgs=(job,), errbackArgs=(job,))
+        return d
+
+    def _work(self, job: Job, now: dt.datetime) -> object:
+        try:
+            return job.work(now)
+        finally:
+            self._in_pool.discard(job.name)
+
+    def _ran(self, result: object, job: Job) -> None:
+        self.metrics.job_ran(job.name, ok=True)
+        # A run that did nothing (most of them) is only counted, not logged.
+        if _worth_noting(result):
+            log.info("job {job}: {result}", job=job.name, result=result)
+
+    def _failed(self, failure: Failure, job: Job) -> None:
+        self.metrics.job_ran(job.name, ok=False)
+        if failure.check(defer.TimeoutError):
+            log.warn("job {job}: timed out after {seconds}s", job=job.name, seconds=job.timeout)
+        else:
+            log.failure("job {job} failed", failure, job=job.name)

@@ -1,0 +1,317 @@
+"""Wiring one recharge server together, running it, and reading both servers' state for ``ha status``.
+
+``makeService`` builds the parts (thread pool, HTTP API on its endpoint,
+lease keeper, background jobs) from a ``Settings`` and a reactor, and returns
+one ``RechargeServer`` service that starts them in order and stops them in
+the reverse order: stop listening, stop the jobs, give the lease up, drain
+the thread pool, close the databases.  ``run`` is what ``cli.py serve`` calls;
+``twistd recharge`` goes through ``twisted/plugins/recharge_plugin.py``.
+"""
+
+# test-case-name: tests.ivr.test_service
+
+import datetime as dt
+import json
+import sys
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from sqlalchemy import select, text
+from twisted.application.service import Service
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.python.threadpool import ThreadPool
+from twisted.web.server import Site
+
+from cardmgmt.config import Settings
+from cardmgmt.days import as_utc
+from cardmgmt.db import Database
+from cardmgmt.errors import CardError
+from cardmgmt.keys import load_api_key, load_keyring
+from cardmgmt.models import ServerHeartbeat
+from cardmgmt.system import check_keyring
+from ivr.server.api import NonceStore, RechargeAPI, make_site
+from ivr.server.jobs import Job, JobRunner, standard_jobs
+from ivr.server.leadership import LEASE_NAME, LeaseKeeper, PeerMonitor, read_lease
+from ivr.server.metrics import Metrics
+
+log = Logger(namespace="ivr.server.service")
+
+UTC = dt.UTC
+STALE_AFTER = 5.0  # seconds without a heartbeat before `ha status` calls a server silent
+
+
+class ServerStartError(CardError):
+    """A recharge server could not start (its port is taken, say)."""
+
+    code = "server_start"
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """The server's own tunables; the defaults are the ones the architecture asks for."""
+
+    lease_ttl: float = 3.0
+    renew_every: float = 1.0
+    request_timeout: float = 2.0
+    threads: int = 16
+    max_skew: float = 30.0
+
+
+class HTTPListener(Service):
+    """Listens with ``factory`` on ``endpoint``; a failure to listen is raised at once, not logged later."""
+
+    def __init__(self, endpoint: IStreamServerEndpoint, factory: Site, description: str) -> None:
+        self.endpoint = endpoint
+        self.factory = factory
+        self.description = description
+        self.port: IListeningPort | None = None
+
+    def listen(self) -> None:
+        if self.port is not None:
+            return
+        outcome: list[Any] = []
+        self.endpoint.listen(self.factory).addBoth(outcome.append)
+        if not outcome:
+            raise ServerStartError(f"listening on {self.description} did not finish at once")
+        if isinstance(outcome[0], Failure):
+            raise ServerStartError(f"cannot listen on {self.description}: {outcome[0].getErrorMessage()}")
+        self.port = outcome[0]
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self.listen()
+
+    def startService(self) -> None:
+        super().startService()
+        self.listen()
+
+    def stopService(self) -> defer.Deferred[Any]:
+        super().stopService()
+        port, self.port = self.port, None
+        return defer.maybeDeferred(port.stopListening) if port is not None else defer.succeed(None)
+
+
+class RechargeServer(Service):
+    """One recharge server: its parts, started in order and stopped in the reverse order."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        host: str,
+        db: Database,
+        marketing: Any,
+        pool: ThreadPool,
+        http: HTTPListener,
+        keeper: LeaseKeeper,
+        jobs: JobRunner,
+        api: RechargeAPI,
+    ) -> None:
+        self.setName(name)
+        self.host = host
+        self.db, self.marketing, self.pool = db, marketing, pool
+        self.http, self.keeper, self.jobs, self.api = http, keeper, jobs, api
+
+    @property
+    def port(self) -> int | None:
+        """The TCP port it listens on (useful when it was asked for port 0)."""
+        return self.http.port.getHost().port if self.http.port is not None else None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self.http.privilegedStartService()
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+        self.http.startService()
+        self.keeper.address = self.url
+        self.keeper.startService()
+        self.jobs.startService()
+        log.info("recharge server {name} listening on {url}", name=self.name, url=self.url)
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        for part in (self.http, self.jobs, self.keeper):
+            if part.running:
+                try:
+                    yield part.stopService()
+                except Exception:
+                    log.failure("stopping {part} failed", part=type(part).__name__)
+        self.pool.stop()
+        _close(self.marketing)
+        self.db.dispose()
+        log.info("recharge server {name} stopped", name=self.name)
+
+
+def _close(thing: Any) -> None:
+    for method in ("dispose", "close"):
+        f = getattr(thing, method, None)
+        if callable(f):
+            f()
+            return
+
+
+def _ping(db: Database) -> None:
+    with db.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def _backlog(db: Database) -> dict[str, object]:
+    from marketing_iface import outbox
+
+    with db.transaction() as s:
+        return dict(outbox.backlog(s))
+
+
+# Twisted's default listen backlog is 50: a burst of callers (every AGI host
+# failing over at once) would see connections reset before the server runs.
+LISTEN_BACKLOG = 1024
+
+
+def _endpoint(reactor: Any, host: str, port: int) -> IStreamServerEndpoint:
+    if ":" in host:
+        return TCP6ServerEndpoint(reactor, port, backlog=LISTEN_BACKLOG, interface=host)
+    return TCP4ServerEndpoint(reactor, port, backlog=LISTEN_BACKLOG, interface=host)
+
+
+def makeService(
+    settings: Settings,
+    name: str,
+    listen_host: str,
+    listen_port: int,
+    peer_url: str | None,
+    reactor: Any,
+    *,
+    options: ServerOptions = ServerOptions(),
+    marketing: Any = None,
+    recharge: Any = None,
+    jobs: list[Job] | None = None,
+) -> RechargeServer:
+    """One recharge server, ready to start: nothing listens or runs until ``startService``.
+
+    Refuses (``CardError``) a database not at the newest schema, or a key
+    directory that is not this database's.  ``marketing``, ``recharge`` and
+    ``jobs`` replace the real ones (tests).
+    """
+    api_key = load_api_key(settings.key_dir)
+    db = Database(settings.database_url)
+    try:
+        db.check_schema()
+        keys = load_keyring(settings.key_dir)
+        with db.transaction() as s:
+            check_keyring(s, keys)
+        if marketing is None:
+            from marketing_iface.sql import SqlMarketing
+
+            marketing = SqlMarketing(settings.marketing_url)
+        if recharge is None:
+            from cardmgmt.recharge import Policy, RechargeService
+
+            recharge = RechargeService(db, marketing, keys.pin_key, Policy.from_settings(settings))
+    except BaseException:
+        db.dispose()
+        raise
+
+    pool = ThreadPool(minthreads=0, maxthreads=options.threads, name=f"recharge-{name}")
+    run_blocking = partial(deferToThreadPool, reactor, pool)
+    metrics = Metrics()
+    nonces = NonceStore(db)
+    peer = PeerMonitor(peer_url, reactor, interval=options.renew_every) if peer_url else None
+    keeper = LeaseKeeper(
+        db=db, name=name, address=f"http://{listen_host}:{listen_port}", reactor=reactor, run_blocking=run_blocking,
+        peer=peer, ttl=options.lease_ttl, renew_every=options.renew_every,
+    )
+    if jobs is None:
+        jobs = standard_jobs(db=db, recharge=recharge, marketing=marketing, prune_nonces=nonces.prune)
+    runner = JobRunner(
+        jobs, is_leader=lambda: keeper.is_leader, run_blocking=run_blocking, reactor=reactor, metrics=metrics
+    )
+    api = RechargeAPI(
+        name=name, api_key=api_key, recharge=recharge, nonces=nonces, run_blocking=run_blocking, reactor=reactor,
+        metrics=metrics, status=keeper.status, db_ping=partial(_ping, db), backlog=partial(_backlog, db),
+        request_timeout=options.request_timeout, max_skew=options.max_skew,
+    )
+    http = HTTPListener(_endpoint(reactor, listen_host, listen_port), make_site(api, reactor), f"{listen_host}:{listen_port}")
+    return RechargeServer(
+        name=name, host=listen_host, db=db, marketing=marketing, pool=pool, http=http, keeper=keeper, jobs=runner,
+        api=api,
+    )
+
+
+def run(settings: Settings, name: str, port: int, peer: str | None, host: str = "127.0.0.1") -> None:
+    """Run one recharge server in this process until it is stopped (SIGINT or SIGTERM)."""
+    from twisted.internet import reactor
+    from twisted.logger import (
+        FilteringLogObserver,
+        LogLevel,
+        LogLevelFilterPredicate,
+        globalLogBeginner,
+        textFileLogObserver,
+    )
+
+    server = makeService(settings, name, host, port, peer, reactor)
+    try:
+        server.privilegedStartService()
+    except BaseException:
+        server.db.dispose()
+        _close(server.marketing)
+        raise
+    observer = FilteringLogObserver(
+        textFileLogObserver(sys.stdout), [LogLevelFilterPredicate(defaultLogLevel=LogLevel.info)]
+    )
+    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    reactor.callWhenRunning(server.startService)
+    reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
+    reactor.run()
+
+
+def ha_status(settings: Settings, now: dt.datetime | None = None) -> list[dict[str, Any]]:
+    """Every recharge server that has ever beaten, with its last heartbeat and the jobs lease."""
+    now = now or dt.datetime.now(UTC)
+    db = Database(settings.database_url)
+    try:
+        with db.transaction() as s:
+            lease = read_lease(s, LEASE_NAME)
+            rows = s.execute(select(ServerHeartbeat).order_by(ServerHeartbeat.name)).scalars().all()
+            out = []
+            for row in rows:
+                last_seen = as_utc(row.last_seen)
+                age = (now - last_seen).total_seconds()
+                try:
+                    detail = json.loads(row.detail or "{}")
+                except ValueError:
+                    detail = {}
+                out.append(
+                    {
+                        "name": row.name,
+                        "address": row.address,
+                        "role": row.role,
+                        "started_at": as_utc(row.started_at).isoformat(timespec="seconds"),
+                        "last_seen": last_seen.isoformat(timespec="seconds"),
+                        "age_seconds": round(age, 1),
+                        "alive": row.role != "stopped" and age <= STALE_AFTER,
+                        "peer": detail.get("peer"),
+                        "lease_holder": lease.holder if lease else None,
+                        "lease_token": lease.token if lease else None,
+                        "lease_expires_at": lease.expires_at.isoformat(timespec="seconds") if lease else None,
+                        "lease_valid": bool(lease and lease.expires_at > now),
+                        "holds_lease": bool(lease and lease.holder == row.name and lease.expires_at > now),
+                    }
+                )
+            return out
+    finally:
+        db.dispose()
+

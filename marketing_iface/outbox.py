@@ -1,0 +1,178 @@
+"""The outbox worker: posts each recharge record to the marketing system exactly once.
+
+A recharge is committed in the card database together with its outbox state
+(``Recharge.post_status = 'pending'``); nothing about the marketing system is
+done in that transaction, so a caller's recharge never waits on, or fails
+with, the marketing system.  ``drain`` then posts pending records one at a
+time, oldest first, and marks each ``posted`` (or ``rejected`` when the
+marketing system refuses it for good, for a person to look at).
+
+Why this is exactly once.  *At least once*: a record stays ``pending`` until
+a posting of it has been acknowledged, so an outage, a crash or a killed
+worker only delays it; a failed attempt pushes ``next_attempt_at`` out by an
+exponential ``backoff`` and is tried again.  *At most once*: the posting is
+idempotent on ``recharge_ref`` (a unique key in the marketing system's
+interface table), so whenever a record is posted again (the worker crashed
+after the marketing system committed the posting but before the card database
+committed ``posted``; or two workers on SQLite raced) the marketing system
+answers "already there" and credits nothing.  On PostgreSQL each record is
+also locked ``FOR UPDATE SKIP LOCKED`` while it is being posted, so two
+workers never post the same record at the same time in the first place.
+"""
+
+# test-case-name: tests.marketing_iface.test_outbox
+
+import datetime as dt
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import TypedDict
+
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
+
+from cardmgmt.days import as_utc
+from cardmgmt.db import Database
+from cardmgmt.models import Recharge
+from marketing_iface.interface import MarketingSystem, MarketingUnavailable, Posting, PostingRejected
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+POSTED = "posted"
+REJECTED = "rejected"
+
+FIRST_RETRY = dt.timedelta(seconds=1)
+MAX_RETRY = dt.timedelta(seconds=300)
+
+_ERROR_LENGTH = Recharge.__table__.c.last_error.type.length  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """What one ``drain`` did: newly written, already there, failed for now, refused for good."""
+
+    posted: int = 0
+    repeated: int = 0
+    failed: int = 0
+    rejected: int = 0
+
+
+class Backlog(TypedDict):
+    """How far behind the outbox is, for ``ha status`` and monitoring."""
+
+    pending: int
+    oldest_pending: dt.datetime | None  # committed_at of the oldest pending record, UTC
+    rejected: int
+
+
+def backoff(attempts: int) -> dt.timedelta:
+    """How long to wait after the ``attempts``-th failed attempt: 1 s, 2 s, 4 s, ... at most 300 s.
+
+    No jitter: only one server runs the outbox at a time (it holds the
+    lease), so there is no herd of workers to spread out.
+    """
+    if attempts <= 0:
+        return dt.timedelta(0)
+    # The exponent is capped before it is used, so a record that failed a
+    # million times costs no more arithmetic than one that failed ten.
+    return min(FIRST_RETRY * int(2 ** min(attempts - 1, 16)), MAX_RETRY)
+
+
+def posting_for(recharge: Recharge) -> Posting:
+    """The posting that carries ``recharge`` into the marketing system's interface table.
+
+    ``Recharge.ref`` (business day and record number) is the idempotency
+    key; it is computed from ``committed_at`` in a fixed zone, so it is the
+    same whatever time zone a worker's database session reads timestamps in.
+    """
+    return Posting(
+        recharge_ref=recharge.ref,
+        account_no=recharge.account_no,
+        amount=recharge.amount,
+        card_serial=recharge.card_serial,
+        channel=recharge.channel,
+        recharged_at=as_utc(recharge.committed_at),
+    )
+
+
+@contextmanager
+def _unit_of_work(cards: Engine | Database) -> Iterator[Session]:
+    if isinstance(cards, Database):
+        with cards.transaction() as session:
+            yield session
+    else:
+        with Session(cards, expire_on_commit=False) as session, session.begin():
+            yield session
+
+
+def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime, limit: int = 200) -> DrainResult:
+    """Post up to ``limit`` pending recharges that are due at ``now``, oldest first.
+
+    Each record is selected, posted and marked in its own card-database
+    transaction, so a crash loses at most the mark of the one record in
+    flight (and re-posting it is harmless).  The drain stops at the first
+    ``MarketingUnavailable``: the system is down, and every further attempt
+    would wait out the same connect timeout.
+    """
+    now = as_utc(now)
+    posted = repeated = failed = rejected = 0
+    last_id = 0
+    for _ in range(limit):
+        with _unit_of_work(cards) as session:
+            recharge = session.scalars(
+                select(Recharge)
+                .where(Recharge.post_status == PENDING, Recharge.next_attempt_at <= now, Recharge.id > last_id)
+                .order_by(Recharge.id)
+                .limit(1)
+                # Rows another worker is posting are skipped, not waited for.
+                # SQLite has no row locks and ignores this; see the module docstring.
+                .with_for_update(skip_locked=True)
+            ).first()
+            if recharge is None:
+                break
+            last_id = recharge.id
+            posting = posting_for(recharge)
+            try:
+                written = marketing.post_recharge(posting)
+            except MarketingUnavailable as e:
+                recharge.post_attempts += 1
+                recharge.next_attempt_at = now + backoff(recharge.post_attempts)
+                recharge.last_error = str(e)[:_ERROR_LENGTH]
+                failed += 1
+                log.warning("outbox: %s not posted (attempt %d): %s", posting.recharge_ref, recharge.post_attempts, e)
+            except PostingRejected as e:
+                recharge.post_status = REJECTED
+                recharge.post_attempts += 1
+                recharge.last_error = str(e)[:_ERROR_LENGTH]
+                rejected += 1
+                log.error("outbox: %s rejected by the marketing system: %s", posting.recharge_ref, e)
+            else:
+                # last_error is kept: with post_attempts it explains a late posted_at.
+                recharge.post_status = POSTED
+                recharge.post_attempts += 1
+                recharge.posted_at = now
+                if written:
+                    posted += 1
+                else:
+                    repeated += 1
+        if failed:
+            break
+    return DrainResult(posted=posted, repeated=repeated, failed=failed, rejected=rejected)
+
+
+def backlog(session: Session) -> Backlog:
+    """Pending records (how many, and since when) and rejected records waiting for a person."""
+    count, oldest = session.execute(
+        select(func.count(), func.min(Recharge.committed_at)).where(Recharge.post_status == PENDING)
+    ).one()
+    rejected = session.scalar(select(func.count()).select_from(Recharge).where(Recharge.post_status == REJECTED))
+    return Backlog(pending=count, oldest_pending=as_utc(oldest) if oldest is not None else None, rejected=rejected or 0)
+
+
+def pending(session: Session, limit: int = 50, *, status: str = PENDING) -> list[Recharge]:
+    """The oldest ``limit`` records in outbox state ``status`` (``pending`` by default, or ``rejected``)."""
+    return list(
+        session.scalars(select(Recharge).where(Recharge.post_status == status).order_by(Recharge.id).limit(limit))
+    )

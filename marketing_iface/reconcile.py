@@ -1,0 +1,92 @@
+"""Daily reconciliation (对账): the card side's recharges of a business day against the marketing system's.
+
+Both sides are matched by ``recharge_ref`` over the same UTC+8 business day
+(the posting's ``recharged_at`` is the record's ``committed_at``, so a
+recharge falls on the same day on both sides).  Every difference is listed
+with what each side holds; a record missing in the marketing system carries
+its outbox state, because "still pending" (the outbox is behind) and
+"marked posted but not there" (someone must look) call for different people.
+"""
+
+# test-case-name: tests.marketing_iface.test_reconcile
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from cardmgmt.days import day_bounds
+from cardmgmt.models import Recharge
+from marketing_iface.interface import MarketingSystem, Posting
+from marketing_iface.outbox import posting_for
+
+
+@dataclass(frozen=True)
+class Discrepancy:
+    """One ``recharge_ref`` on which the two sides disagree, with what each side holds (``None``: nothing)."""
+
+    recharge_ref: str
+    cards: Posting | None  # the posting the card side made, or would make, of its record
+    marketing: Posting | None
+    post_status: str | None  # the card record's outbox state
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """The outcome of reconciling one business day; ``ok`` when the two sides agree exactly."""
+
+    day: dt.date
+    card_count: int
+    card_total: int  # fen
+    marketing_count: int
+    marketing_total: int  # fen
+    missing_in_marketing: tuple[Discrepancy, ...]
+    missing_in_cards: tuple[Discrepancy, ...]
+    amount_differs: tuple[Discrepancy, ...]
+    account_differs: tuple[Discrepancy, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_in_marketing or self.missing_in_cards or self.amount_differs or self.account_differs)
+
+
+def reconcile(card_session: Session, marketing: MarketingSystem, day: dt.date) -> Reconciliation:
+    """Reconcile business day ``day`` (UTC+8); ``MarketingUnavailable`` if the marketing system cannot be read."""
+    start, end = day_bounds(day)
+    records = card_session.scalars(
+        select(Recharge)
+        .where(Recharge.committed_at >= start, Recharge.committed_at < end)
+        .order_by(Recharge.id)
+    ).all()
+    ours: dict[str, tuple[Posting, str]] = {}
+    for r in records:
+        posting = posting_for(r)
+        ours[posting.recharge_ref] = (posting, r.post_status)
+    theirs = {p.recharge_ref: p for p in marketing.postings_for_day(day)}
+
+    missing_in_marketing: list[Discrepancy] = []
+    amount_differs: list[Discrepancy] = []
+    account_differs: list[Discrepancy] = []
+    for ref, (card, status) in ours.items():
+        other = theirs.get(ref)
+        if other is None:
+            missing_in_marketing.append(Discrepancy(ref, card, None, status))
+            continue
+        if other.amount != card.amount:
+            amount_differs.append(Discrepancy(ref, card, other, status))
+        if other.account_no != card.account_no:
+            account_differs.append(Discrepancy(ref, card, other, status))
+    missing_in_cards = [Discrepancy(ref, None, p, None) for ref, p in theirs.items() if ref not in ours]
+
+    return Reconciliation(
+        day=day,
+        card_count=len(ours),
+        card_total=sum(card.amount for card, _ in ours.values()),
+        marketing_count=len(theirs),
+        marketing_total=sum(p.amount for p in theirs.values()),
+        missing_in_marketing=tuple(missing_in_marketing),
+        missing_in_cards=tuple(missing_in_cards),
+        amount_differs=tuple(amount_differs),
+        account_differs=tuple(account_differs),
+    )

@@ -1,0 +1,137 @@
+"""Fixtures for the phone side's server tests: a live reactor in a thread, a shared API key, a test HTTP API.
+
+Tests about timing (leases, heartbeats, job schedules) use ``Clock`` and run
+no reactor at all.  Tests that must go through the real HTTP stack get a
+fresh, uninstalled reactor running in a background thread (``live_reactor``),
+and talk to it over loopback with blocking clients from the test thread;
+every call into the reactor goes through ``blockingCallFromThread``.
+"""
+
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import pytest
+from sqlalchemy import delete
+from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.selectreactor import SelectReactor
+from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from cardmgmt.db import Database
+from cardmgmt.models import RequestNonce
+from cardmgmt.recharge import Answer, Outcome
+
+
+@pytest.fixture
+def live_reactor() -> Iterator[SelectReactor]:
+    """A reactor of its own, running in a daemon thread for the length of one test."""
+    reactor = SelectReactor()
+    thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, name="test-reactor", daemon=True)
+    thread.start()
+    blockingCallFromThread(reactor, lambda: None)  # it is running
+    yield reactor
+    reactor.callFromThread(reactor.stop)
+    thread.join(10)
+    assert not thread.is_alive(), "the test reactor did not stop"
+
+
+@pytest.fixture
+def api_key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """The card database, on SQLite and on PostgreSQL (the test runs once for each)."""
+    d = Database(database_url)
+    yield d
+    d.dispose()
+
+
+@pytest.fixture
+def sqlite_db(sqlite_database: str) -> Iterator[Database]:
+    """The card database on SQLite only, for tests about HTTP that touch nothing but the nonces."""
+    d = Database(sqlite_database)
+    yield d
+    with d.transaction() as s:
+        s.execute(delete(RequestNonce))
+    d.dispose()
+
+
+def run_now(f: Any, *a: Any, **kw: Any) -> defer.Deferred[Any]:
+    """A ``run_blocking`` that runs the work at once, on the caller's thread (tests with ``Clock``)."""
+    return defer.maybeDeferred(f, *a, **kw)
+
+
+@dataclass
+class StubRecharge:
+    """A ``RechargeService`` stand-in for tests about HTTP, recording its calls."""
+
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    raise_: BaseException | None = None
+    gate: threading.Event | None = None  # if set, every call waits for it
+
+    def _call(self, name: str, **kw: Any) -> Answer:
+        self.calls.append((name, kw))
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.raise_ is not None:
+            raise self.raise_
+        if name == "account":
+            return Answer(Outcome.OK, {"account_no": kw["account_no"], "holder": "张*明", "balance": 12850})
+        if name == "commit":
+            return Answer(Outcome.OK, {"recharge_ref": "26112300000001", "amount": 5000, "account_no": "3100000001", "serial_tail": "0001"})
+        return Answer(Outcome.OK, {"seq": kw.get("seq")})
+
+    def account(self, account_no: str) -> Answer:
+        return self._call("account", account_no=account_no)
+
+    def quote(self, **kw: Any) -> Answer:
+        return self._call("quote", **kw)
+
+    def commit(self, **kw: Any) -> Answer:
+        return self._call("commit", **kw)
+
+    def cancel(self, **kw: Any) -> Answer:
+        return self._call("cancel", **kw)
+
+    def expire_holds(self) -> int:
+        return 0
+
+
+@dataclass
+class LiveAPI:
+    port: int
+    api: Any
+    recharge: Any
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+
+@contextmanager
+def serve_api(reactor: Any, db: Database, recharge: Any, api_key: bytes, **kw: Any) -> Iterator[LiveAPI]:
+    """A ``RechargeAPI`` listening on an ephemeral loopback port of ``reactor``, with its own thread pool."""
+    from ivr.server.api import NonceStore, RechargeAPI, make_site
+
+    pool = ThreadPool(minthreads=0, maxthreads=4, name="test-api")
+    pool.start()
+    kw.setdefault("name", "A")
+    api = RechargeAPI(
+        api_key=api_key, recharge=recharge, nonces=NonceStore(db),
+        run_blocking=partial(deferToThreadPool, reactor, pool), reactor=reactor, **kw,
+    )
+    site = make_site(api, reactor)
+    port = blockingCallFromThread(reactor, lambda: TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site))
+    try:
+        yield LiveAPI(port.getHost().port, api, recharge)
+    finally:
+        blockingCallFromThread(reactor, port.stopListening)
+        pool.stop()

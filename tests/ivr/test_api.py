@@ -1,0 +1,285 @@
+"""Tests for ivr.server.api through the real Twisted HTTP stack on an ephemeral loopback port.
+
+The recharge core is a stub here (these tests are about HTTP: the gate every
+request passes, the error bodies, staying up); the nonce store is the real
+one, on SQLite (the replay test also on PostgreSQL).  ``test_service`` runs
+the real core.
+"""
+
+import http.client
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from cardmgmt.db import Database
+from cardmgmt.errors import InvalidInput, SchemaError
+from ivr import protocol
+from ivr.client import RechargeClient
+from tests.ivr.conftest import LiveAPI, StubRecharge, serve_api
+
+COMMIT = {"call_id": "1700000000.42", "seq": 1}
+
+
+def send(
+    port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, body=body or None, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
+
+
+def signed(key: bytes, path: str, obj: Any, now: float | None = None, raw: bytes | None = None) -> tuple[bytes, dict[str, str]]:
+    body = raw if raw is not None else json.dumps(obj).encode()
+    headers = protocol.sign(key, "POST", path, body, time.time() if now is None else now)
+    return body, headers | {"Content-Type": "application/json"}
+
+
+def post(live: LiveAPI, key: bytes, path: str, obj: Any, **kw: Any) -> tuple[int, dict[str, Any]]:
+    body, headers = signed(key, path, obj, **kw)
+    status, raw, _ = send(live.port, "POST", path, body, headers)
+    return status, json.loads(raw)
+
+
+def assert_error(status: int, raw: bytes, expected_status: int, code: str) -> dict[str, Any]:
+    assert status == expected_status, raw
+    assert raw.count(b"\n") == 0
+    body = json.loads(raw)
+    assert body["error"] == code
+    assert body["message"] and "\n" not in body["message"]
+    return body
+
+
+def still_serving(live: LiveAPI, key: bytes) -> None:
+    status, answer = post(live, key, "/v1/commit", COMMIT)
+    assert status == 200 and answer["outcome"] == "ok"
+
+
+@pytest.fixture
+def live(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> Any:
+    with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key) as api:
+        yield api
+
+
+def test_a_good_request_gets_the_answer(live: LiveAPI, api_key: bytes) -> None:
+    status, answer = post(live, api_key, "/v1/commit", COMMIT)
+    assert status == 200
+    assert answer == {"outcome": "ok", "recharge_ref": "26112300000001", "amount": 5000, "account_no": "3100000001", "serial_tail": "0001"}
+    assert live.recharge.calls == [("commit", {"call_id": "1700000000.42", "seq": 1})]
+
+
+def test_each_endpoint_reaches_its_service_call(live: LiveAPI, api_key: bytes) -> None:
+    client = RechargeClient([live.address], api_key)
+    assert client.account(call_id="c1", account_no="3100000001")["holder"] == "张*明"
+    assert client.quote(call_id="c1", seq=1, account_no="3100000001", pin="1" * 18, caller="")["outcome"] == "ok"
+    assert client.cancel(call_id="c1", seq=1)["outcome"] == "ok"
+    assert [name for name, _ in live.recharge.calls] == ["account", "quote", "cancel"]
+    assert live.recharge.calls[1][1] == {"call_id": "c1", "seq": 1, "account_no": "3100000001", "pin": "1" * 18, "caller": ""}
+
+
+def test_bad_json_is_a_400_and_the_server_keeps_serving(live: LiveAPI, api_key: bytes) -> None:
+    for raw in (b"{not json", b"\xff\xfe", b"[" * 3000):
+        body, headers = signed(api_key, "/v1/commit", None, raw=raw)
+        status, answer, _ = send(live.port, "POST", "/v1/commit", body, headers)
+        assert_error(status, answer, 400, "bad_request")
+    still_serving(live, api_key)
+    assert live.recharge.calls == [("commit", COMMIT)]
+
+
+@pytest.mark.parametrize(
+    "payload,words",
+    [
+        (COMMIT | {"extra": 1}, "unknown field 'extra'"),
+        ({"call_id": "1700000000.42"}, "missing field 'seq'"),
+        (COMMIT | {"seq": "1"}, "'seq' must be a whole number"),
+        (COMMIT | {"seq": True}, "'seq' must be a whole number"),
+        (COMMIT | {"call_id": 17}, "'call_id' must be a string"),
+        ([COMMIT], "JSON object"),
+    ],
+)
+def test_malformed_requests_are_refused_in_one_line(live: LiveAPI, api_key: bytes, payload: Any, words: str) -> None:
+    body, headers = signed(api_key, "/v1/commit", payload)
+    status, raw, _ = send(live.port, "POST", "/v1/commit", body, headers)
+    assert words in assert_error(status, raw, 400, "bad_request")["message"]
+    assert live.recharge.calls == []
+    still_serving(live, api_key)
+
+
+def test_a_wrong_key_is_refused(live: LiveAPI, api_key: bytes) -> None:
+    body, headers = signed(b"x" * 32, "/v1/commit", COMMIT)
+    status, raw, _ = send(live.port, "POST", "/v1/commit", body, headers)
+    assert_error(status, raw, 401, "bad_signature")
+    still_serving(live, api_key)
+
+
+def test_a_tampered_body_or_path_is_refused(live: LiveAPI, api_key: bytes) -> None:
+    body, headers = signed(api_key, "/v1/commit", COMMIT)
+    status, raw, _ = send(live.port, "POST", "/v1/commit", body.replace(b"1}", b"2}"), headers)
+    assert_error(status, raw, 401, "bad_signature")
+    status, raw, _ = send(live.port, "POST", "/v1/cancel", body, headers)
+    assert_error(status, raw, 401, "bad_signature")
+    assert live.recharge.calls == []
+
+
+def test_missing_signature_headers_are_refused(live: LiveAPI, api_key: bytes) -> None:
+    status, raw, _ = send(live.port, "POST", "/v1/commit", json.dumps(COMMIT).encode(), {"Content-Type": "application/json"})
+    assert_error(status, raw, 401, "missing_headers")
+
+
+def test_a_stale_request_is_refused(live: LiveAPI, api_key: bytes) -> None:
+    body, headers = signed(api_key, "/v1/commit", COMMIT, now=time.time() - 120)
+    status, raw, _ = send(live.port, "POST", "/v1/commit", body, headers)
+    assert_error(status, raw, 401, "stale_request")
+
+
+def test_a_replayed_request_is_refused_on_either_server(live_reactor: Any, db: Database, api_key: bytes) -> None:
+    with serve_api(live_reactor, db, StubRecharge(), api_key, name="A") as a, serve_api(
+        live_reactor, db, StubRecharge(), api_key, name="B"
+    ) as b:
+        body, headers = signed(api_key, "/v1/commit", COMMIT)
+        assert send(a.port, "POST", "/v1/commit", body, headers)[0] == 200
+        for server in (a, b):
+            status, raw, _ = send(server.port, "POST", "/v1/commit", body, headers)
+            assert_error(status, raw, 409, "replay")
+        assert len(a.recharge.calls) == 1 and b.recharge.calls == []
+        still_serving(b, api_key)
+
+
+def test_an_oversized_body_is_a_413(live: LiveAPI, api_key: bytes) -> None:
+    big = json.dumps(COMMIT | {"pad": "x" * protocol.MAX_BODY}).encode()
+    body, headers = signed(api_key, "/v1/commit", None, raw=big)
+    status, raw, _ = send(live.port, "POST", "/v1/commit", body, headers)
+    assert_error(status, raw, 413, "too_large")
+    still_serving(live, api_key)
+
+
+def test_an_oversized_chunked_body_is_a_413(live: LiveAPI, api_key: bytes) -> None:
+    big = b"x" * (protocol.MAX_BODY + 1)
+    headers = protocol.sign(api_key, "POST", "/v1/commit", big, time.time())
+    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=5)
+    try:
+        conn.request("POST", "/v1/commit", body=iter([big[:1000], big[1000:]]), headers=headers, encode_chunked=True)
+        response = conn.getresponse()
+        assert_error(response.status, response.read(), 413, "too_large")
+    finally:
+        conn.close()
+    still_serving(live, api_key)
+
+
+def test_unknown_paths_and_methods(live: LiveAPI, api_key: bytes) -> None:
+    status, raw, _ = send(live.port, "GET", "/v1/nothing")
+    assert_error(status, raw, 404, "not_found")
+    status, raw, headers = send(live.port, "GET", "/v1/commit")
+    assert_error(status, raw, 405, "method_not_allowed")
+    assert headers["allow"] == "POST"
+    status, raw, _ = send(live.port, "POST", "/v1/health", b"{}")
+    assert_error(status, raw, 405, "method_not_allowed")
+
+
+def test_invalid_input_from_the_core_is_a_400_with_its_code(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
+    stub = StubRecharge(raise_=InvalidInput("seq must be a whole number from 1 to 99"))
+    with serve_api(live_reactor, sqlite_db, stub, api_key) as live:
+        status, answer = post(live, api_key, "/v1/commit", COMMIT)
+    assert status == 400 and answer == {"error": "invalid_input", "message": "seq must be a whole number from 1 to 99"}
+
+
+def test_an_unexpected_exception_is_a_500_in_one_line_and_is_logged(
+    live_reactor: Any, sqlite_db: Database, api_key: bytes
+) -> None:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    stub = StubRecharge(raise_=KeyError("secret detail"))
+    try:
+        with serve_api(live_reactor, sqlite_db, stub, api_key) as live:
+            body, headers = signed(api_key, "/v1/commit", COMMIT)
+            status, raw, _ = send(live.port, "POST", "/v1/commit", body, headers)
+            body_ = assert_error(status, raw, 500, "internal_error")
+            assert "secret" not in body_["message"]
+            stub.raise_ = None
+            still_serving(live, api_key)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    failures = [e for e in events if e.get("log_failure") is not None]
+    assert failures and failures[0]["call_id"] == "1700000000.42"
+
+
+def test_a_database_outage_is_a_503(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
+    stub = StubRecharge(raise_=SchemaError("database schema is at nothing"))
+    with serve_api(live_reactor, sqlite_db, stub, api_key) as live:
+        status, answer = post(live, api_key, "/v1/commit", COMMIT)
+    assert status == 503 and answer == {"outcome": "service_unavailable"}
+
+
+def test_a_request_that_takes_too_long_is_a_503_and_the_server_keeps_serving(
+    live_reactor: Any, sqlite_db: Database, api_key: bytes
+) -> None:
+    stub = StubRecharge(gate=threading.Event())
+    with serve_api(live_reactor, sqlite_db, stub, api_key, request_timeout=0.2) as live:
+        started = time.monotonic()
+        status, answer = post(live, api_key, "/v1/commit", COMMIT)
+        assert status == 503 and answer == {"outcome": "service_unavailable"}
+        assert time.monotonic() - started < 1.0
+        assert stub.gate is not None
+        stub.gate.set()
+        still_serving(live, api_key)
+
+
+def test_a_client_that_hangs_up_early_does_not_upset_the_server(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
+    stub = StubRecharge(gate=threading.Event())
+    with serve_api(live_reactor, sqlite_db, stub, api_key) as live:
+        body, headers = signed(api_key, "/v1/commit", COMMIT)
+        conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=5)
+        conn.request("POST", "/v1/commit", body=body, headers=headers)
+        deadline = time.monotonic() + 5
+        while not stub.calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        conn.close()  # gone before the answer
+        assert stub.gate is not None
+        stub.gate.set()
+        stub.gate = None
+        still_serving(live, api_key)
+
+
+def test_health_says_who_and_what(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
+    from functools import partial
+
+    from ivr.server.service import _ping
+
+    status_ = {"role": "leader", "lease_token": 7}
+    with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, name="A", status=lambda: status_, db_ping=partial(_ping, sqlite_db)) as live:
+        status, raw, headers = send(live.port, "GET", "/v1/health")
+    assert status == 200 and headers["content-type"].startswith("application/json")
+    health = json.loads(raw)
+    assert health["name"] == "A" and health["role"] == "leader" and health["db"] == "ok" and health["lease_token"] == 7
+    assert health["time"].endswith("+00:00")
+
+
+def test_health_reports_a_database_that_does_not_answer(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
+    def down() -> None:
+        raise ConnectionError("no")
+
+    with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, db_ping=down) as live:
+        health = json.loads(send(live.port, "GET", "/v1/health")[1])
+    assert health["db"] == "down" and health["role"] == "standby"
+
+
+def test_metrics_count_requests_by_endpoint_and_outcome(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
+    with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, backlog=lambda: {"pending": 3, "rejected": 0}) as live:
+        post(live, api_key, "/v1/commit", COMMIT)
+        send(live.port, "POST", "/v1/commit", b"{}")
+        status, raw, headers = send(live.port, "GET", "/metrics")
+    assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = raw.decode()
+    assert 'recharge_requests_total{endpoint="commit",outcome="ok"} 1' in text
+    assert 'recharge_requests_total{endpoint="commit",outcome="missing_headers"} 1' in text
+    assert 'recharge_request_duration_seconds_count{endpoint="commit"} 2' in text
+    assert 'recharge_outbox_backlog{kind="pending"} 3' in text
+    assert "recharge_leader 0" in text

@@ -1,0 +1,109 @@
+"""Tests for ivr.server.jobs: schedules with ``Clock``, leadership gating, failures, and the real jobs' work."""
+
+import datetime as dt
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from twisted.internet import defer
+from twisted.internet.task import Clock
+
+from cardmgmt.db import Database
+from cardmgmt.models import RequestNonce
+from ivr.server.api import NonceStore
+from ivr.server.jobs import NONCE_RETENTION, Job, JobRunner, standard_jobs
+from ivr.server.metrics import Metrics
+from tests.ivr.conftest import StubRecharge, run_now
+
+UTC = dt.UTC
+
+
+class Leader:
+    def __init__(self, leading: bool = True) -> None:
+        self.leading = leading
+
+    def __call__(self) -> bool:
+        return self.leading
+
+
+def runner(jobs: list[Job], leader: Leader, clock: Clock, run: Any = run_now) -> JobRunner:
+    return JobRunner(jobs, is_leader=leader, run_blocking=run, reactor=clock, metrics=Metrics())
+
+
+def counting(name: str, interval: float, runs: list[str]) -> Job:
+    return Job(name, interval, lambda now: runs.append(name))
+
+
+def test_each_job_runs_on_its_own_schedule_only_while_leading() -> None:
+    clock, leader, runs = Clock(), Leader(False), []
+    r = runner([counting("outbox", 1, runs), counting("expire", 5, runs), counting("prune", 60, runs)], leader, clock)
+    r.startService()
+    for _ in range(10):
+        clock.advance(1)
+    assert runs == []  # standby: nothing
+    leader.leading = True
+    for _ in range(60):
+        clock.advance(1)
+    assert runs.count("outbox") == 60 and runs.count("expire") == 12 and runs.count("prune") == 1
+    leader.leading = False
+    for _ in range(10):
+        clock.advance(1)
+    assert runs.count("outbox") == 60
+    r.stopService()
+    assert not any(loop.running for loop in r.loops.values())
+
+
+def test_a_failing_job_is_counted_and_keeps_its_schedule() -> None:
+    clock, calls = Clock(), []
+
+    def boom(now: dt.datetime) -> None:
+        calls.append(now)
+        raise RuntimeError("marketing system on fire")
+
+    r = runner([Job("outbox", 1, boom)], Leader(), clock)
+    r.startService()
+    for _ in range(3):
+        clock.advance(1)
+    assert len(calls) == 3
+    assert r.metrics.job_runs[("outbox", "error")] == 3
+    assert calls[0] == dt.datetime.fromtimestamp(1, UTC)
+
+
+def test_a_job_still_running_past_its_time_limit_is_not_started_again() -> None:
+    clock, started = Clock(), []
+
+    def stuck(f: Any, *a: Any, **kw: Any) -> defer.Deferred[Any]:
+        started.append(f)
+        return defer.Deferred()  # the thread never comes back
+
+    r = runner([Job("outbox", 1, lambda now: None, timeout=2)], Leader(), clock, run=stuck)
+    r.startService()
+    for _ in range(6):
+        clock.advance(1)
+    assert len(started) == 1
+    assert r.metrics.job_runs[("outbox", "error")] == 1  # the timeout
+
+
+def test_the_standard_jobs(db: Database) -> None:
+    from marketing_iface.null import NullMarketing
+
+    nonces = NonceStore(db)
+    now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    assert nonces.record("a" * 32, now - NONCE_RETENTION - dt.timedelta(seconds=1))
+    assert nonces.record("b" * 32, now - dt.timedelta(seconds=5))
+    assert not nonces.record("b" * 32, now)  # a replay
+    recharge = StubRecharge()
+    jobs = {j.name: j for j in standard_jobs(db=db, recharge=recharge, marketing=NullMarketing(), prune_nonces=nonces.prune)}
+    assert {n: j.interval for n, j in jobs.items()} == {"outbox": 1.0, "expire-holds": 5.0, "prune-nonces": 60.0}
+    assert jobs["prune-nonces"].work(now) == 1
+    with db.transaction() as s:
+        assert s.scalar(select(func.count()).select_from(RequestNonce)) == 1
+    assert jobs["expire-holds"].work(now) == 0
+    assert jobs["outbox"].work(now).posted == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("result,noted", [(0, False), (3, True), ({"posted": 0}, False), ({"posted": 1}, True), (None, False)])
+def test_only_results_that_did_something_are_logged(result: Any, noted: bool) -> None:
+    from ivr.server.jobs import _worth_noting
+
+    assert _worth_noting(result) is noted

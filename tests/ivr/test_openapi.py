@@ -1,0 +1,70 @@
+"""The OpenAPI document (ivr/openapi.yaml) and the server agree: fields, types, limits, outcomes, errors."""
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from cardmgmt.recharge import Outcome
+from ivr import protocol
+from ivr.server.api import ERRORS
+
+DOC = Path(__file__).resolve().parents[2] / "ivr" / "openapi.yaml"
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict[str, Any]:
+    return yaml.safe_load(DOC.read_text(encoding="utf-8"))
+
+
+def _resolver(spec: dict[str, Any]) -> Any:
+    def resolve(node: dict[str, Any]) -> dict[str, Any]:
+        while "$ref" in node:
+            target: Any = spec
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            node = target
+        return node
+
+    return resolve
+
+
+def test_it_is_openapi_3(spec: dict[str, Any]) -> None:
+    assert spec["openapi"].startswith("3.0")
+    assert set(spec["paths"]) == {f"/v1/{e}" for e in protocol.REQUESTS} | {"/v1/health", "/metrics"}
+
+
+@pytest.mark.parametrize("endpoint", sorted(protocol.REQUESTS))
+def test_request_fields_agree(spec: dict[str, Any], endpoint: str) -> None:
+    resolve = _resolver(spec)
+    op = spec["paths"][f"/v1/{endpoint}"]["post"]
+    schema = resolve(op["requestBody"]["content"]["application/json"]["schema"])
+    fields = protocol.REQUESTS[endpoint]
+    assert schema["additionalProperties"] is False
+    assert list(schema["properties"]) == [f.name for f in fields]
+    assert schema["required"] == [f.name for f in fields]
+    for f in fields:
+        prop = resolve(schema["properties"][f.name])
+        assert prop["type"] == f.kind, f.name
+        if f.kind == "string":
+            assert prop["pattern"] == f"^{f.pattern}$", f.name
+            assert prop["maxLength"] == f.max_length, f.name
+        else:
+            assert (prop["minimum"], prop["maximum"]) == (f.minimum, f.maximum), f.name
+
+
+def test_outcomes_agree(spec: dict[str, Any]) -> None:
+    assert spec["components"]["schemas"]["Outcome"]["enum"] == [o.value for o in Outcome]
+
+
+def test_error_codes_agree(spec: dict[str, Any]) -> None:
+    assert set(spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"]) == set(ERRORS)
+
+
+def test_the_signing_headers_and_the_body_limit_are_documented(spec: dict[str, Any]) -> None:
+    schemes = spec["components"]["securitySchemes"]
+    assert {s["name"] for s in schemes.values()} == set(protocol.SIGNED_HEADERS)
+    assert spec["security"] == [{name: [] for name in schemes}]
+    assert str(protocol.MAX_BODY) in spec["info"]["description"]
+    assert spec["paths"]["/v1/health"]["get"]["security"] == []
