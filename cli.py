@@ -17,6 +17,7 @@ import csv
 import dataclasses
 import datetime as dt
 import json
+import secrets
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -30,7 +31,7 @@ from cardmgmt import audit, batches, checks, factories, factory_sim, halls, issu
 from cardmgmt.config import Settings
 from cardmgmt.db import current_revision, head_revision, make_engine, upgrade
 from cardmgmt.errors import CardError, InvalidInput
-from cardmgmt.keys import create_keyring, generate_rsa_pair, load_private_key, load_public_key
+from cardmgmt.keys import create_keyring, generate_rsa_pair, load_api_key, load_private_key, load_public_key
 from cardmgmt.models import utcnow
 from cardmgmt.money import format_fen, parse_yuan
 from cardmgmt.operators import Permission
@@ -804,6 +805,52 @@ def serve(app: App, name: str, port: int, peer: str, host: str) -> None:
     run(app.settings, name, port, peer, host=host)
 
 
+def parse_server(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> list[tuple[str, int]]:
+    out = []
+    for v in values:
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit():
+            raise click.BadParameter(f"{v!r} is not HOST:PORT")
+        out.append((host, int(port)))
+    return out
+
+
+@cli.command()
+@click.option("--server", "servers", multiple=True, required=True, callback=parse_server, help="HOST:PORT of a recharge server, primary first (repeat).")
+@click.option("--account", required=True, help="The 10-digit electricity account number.")
+@click.option("--caller", default="", help="The caller's number, for lockout counting.")
+@click.option("--yes", is_flag=True, help="Confirm the recharge without asking.")
+@pass_app
+def call(app: App, servers: list[tuple[str, int]], account: str, caller: str, yes: bool) -> None:
+    """Recharge a card through the server pair, the way the phone dialog does (for testers and operations).
+
+    The PIN is read without echo (or from standard input when it is not a terminal) and never printed.
+
+    Example: cli.py call --server 127.0.0.1:8441 --server 127.0.0.1:8442 --account 3100000001
+    """
+    from ivr.client import RechargeClient
+
+    client = RechargeClient(servers, load_api_key(app.settings.key_dir))
+    call_id = f"cli-{secrets.token_hex(8)}"
+    summary = client.account(call_id=call_id, account_no=account)
+    if summary.get("outcome") != "ok":
+        raise click.ClickException(f"account {account}: {summary.get('outcome')}")
+    click.echo(f"account {account}: {summary['holder']}, balance {format_fen(summary['balance'])} yuan")
+    pin = click.prompt("card PIN", hide_input=True, err=True) if sys.stdin.isatty() else sys.stdin.readline().strip()
+    quote = client.quote(call_id=call_id, seq=1, account_no=account, pin=pin, caller=caller)
+    del pin
+    if quote.get("outcome") != "ok":
+        raise click.ClickException(f"card refused: {quote.get('outcome')}")
+    click.echo(f"card ...{quote['serial_tail']}: {format_fen(quote['amount'])} yuan")
+    if not yes and not click.confirm("recharge?", default=True):
+        client.cancel(call_id=call_id, seq=1)
+        raise click.ClickException("recharge declined; the card was not used")
+    done = client.commit(call_id=call_id, seq=1)
+    if done.get("outcome") != "ok":
+        raise click.ClickException(f"recharge not confirmed: {done.get('outcome')}")
+    click.echo(f"recharged {format_fen(done['amount'])} yuan to {account}; reference {done['recharge_ref']}")
+
+
 @cli.group()
 def ha() -> None:
     """The hot-standby pair of recharge servers."""
@@ -818,7 +865,12 @@ def ha_status(app: App, as_json: bool) -> None:
 
     with app.unit(Permission.VIEW):
         pass  # authenticate and authorise; the status reads its own snapshot
-    emit(status(app.settings), as_json)
+    rows = status(app.settings)
+    if not as_json:
+        rows = [{"server": r["name"], "address": r["address"], "alive": r["alive"], "role": r["role"] if r["alive"] else "down",
+                 "last_heartbeat_s": r["age_seconds"], "sees_peer": (r.get("peer") or {}).get("reachable"),
+                 "holds_jobs_lease": r["holds_lease"], "lease_token": r["lease_token"]} for r in rows]
+    emit(rows, as_json)
 
 
 @cli.group("audit")

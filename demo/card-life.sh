@@ -80,3 +80,69 @@ as carol report issues
 step "The operation log, and its verification"
 as carol audit log --limit 8
 as carol audit verify
+
+# ---------------------------------------------------------------------------------------------
+step "The marketing system (a stand-in with sample accounts) and the hot-standby pair of recharge servers"
+run python cli.py marketing standin
+read -r PORT_A PORT_B < <(python3 -c 'import socket
+def f():
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
+print(f(), f())')
+python cli.py serve A --port "$PORT_A" --peer "http://127.0.0.1:$PORT_B" > "$RUN/server-A.log" 2>&1 &
+SERVER_A=$!
+python cli.py serve B --port "$PORT_B" --peer "http://127.0.0.1:$PORT_A" > "$RUN/server-B.log" 2>&1 &
+SERVER_B=$!
+trap 'kill $SERVER_A $SERVER_B 2>/dev/null || true' EXIT
+echo "\$ python cli.py serve A --port $PORT_A --peer http://127.0.0.1:$PORT_B &   (and B the other way round)"
+for _ in $(seq 50); do
+    python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT_B/v1/health', timeout=0.2)" 2>/dev/null && break
+    sleep 0.2
+done
+sleep 2
+as carol ha status
+
+step "A customer recharges an issued card through the pair (the PIN comes off the scratched card; it is never printed)"
+CARD=$(CARDS_PASSWORD=pw-carol-2026 python cli.py -u carol card show 000000000026 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["serial"])')
+scratch() {  # the customer reads the PIN under the scratch panel; here: from the factory's copy
+    python3 - "$RUN/B2026-001.newcard" "$RUN/factory/factory.pem" "$RUN/var/keys/system.pub.pem" "$1" <<'PY'
+import sys
+from pathlib import Path
+from cardmgmt import sealed_files
+from cardmgmt.keys import load_private_key, load_public_key
+newcard, factory_key, system_key, serial = sys.argv[1:]
+with sealed_files.open_sealed(Path(newcard), kind="new-card", sender=load_public_key(Path(system_key)),
+                              recipient=load_private_key(Path(factory_key))) as f:
+    for row in f.rows():
+        s, _box, pin = row.decode().strip().split(",")
+        if s == serial:
+            print(pin)
+PY
+}
+echo "\$ python cli.py call --server 127.0.0.1:$PORT_A --server 127.0.0.1:$PORT_B --account 3100000001 --yes   (PIN typed, not shown)"
+scratch "$CARD" | python cli.py call --server "127.0.0.1:$PORT_A" --server "127.0.0.1:$PORT_B" --account 3100000001 --caller 13800000001 --yes
+echo "\$ (the same card again)"
+scratch "$CARD" | python cli.py call --server "127.0.0.1:$PORT_A" --server "127.0.0.1:$PORT_B" --account 3100000002 --yes || echo "(refused, exit $?)"
+
+step "The leading server posts the recharge to the marketing system (outbox); the account is credited once"
+sleep 2
+as carol marketing outbox
+python3 - "$RUN/var/marketing.db" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+for ref, acct, amount in db.execute("SELECT recharge_ref, account_no, amount FROM recharge_interface"):
+    print(f"marketing interface table: {ref} account {acct} {amount / 100:.2f} yuan")
+print("balance of 3100000001 now: %.2f yuan (was 128.50)" % (db.execute("SELECT balance FROM accounts WHERE account_no='3100000001'").fetchone()[0] / 100))
+PY
+
+step "Server A dies (kill -9); B takes over the jobs and the callers"
+echo "\$ kill -9 <server A>"
+{ kill -9 "$SERVER_A" && wait "$SERVER_A"; } 2>/dev/null || true
+sleep 5
+as carol ha status
+CARD2=000000000034
+echo "\$ python cli.py call ... --account 3100000005 --yes   (A is down: the client moves to B)"
+scratch "$CARD2" | python cli.py call --server "127.0.0.1:$PORT_A" --server "127.0.0.1:$PORT_B" --account 3100000005 --yes
+
+step "Daily reconciliation (对账) with the marketing system"
+sleep 2
+as bob marketing reconcile "$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(hours=8)).date())')"
