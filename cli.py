@@ -115,6 +115,25 @@ def emit(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str] |
         click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip())
 
 
+@contextmanager
+def progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr that appears with the first progress, so a refused command prints only its error."""
+    bar: Any = None
+
+    def update(n: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = click.progressbar(length=length, label=label, file=sys.stderr)
+            bar.__enter__()
+        bar.update(n)
+
+    try:
+        yield update
+    finally:
+        if bar is not None:
+            bar.__exit__(None, None, None)
+
+
 def parse_date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dt.date | None:
     if value is None:
         return None
@@ -223,7 +242,11 @@ def init(app: App, admin: str, admin_password: str) -> None:
 
     Example: cli.py init --admin alice
     """
-    actor = CardSystem(app.settings).initialise(admin, admin_password)
+    system = CardSystem(app.settings)
+    try:
+        actor = system.initialise(admin, admin_password)
+    finally:
+        system.close()
     click.echo(f"installation ready; administrator {actor.name}; keys in {app.settings.key_dir}")
 
 
@@ -419,10 +442,10 @@ def batch_create(app: App, batch_no: str, face_value: int, quantity: int, expiry
     """
     if out.exists():
         raise InvalidInput(f"{out} already exists; refusing to overwrite a new-card file")
-    with app.unit(Permission.MANAGE_CARDS) as ctx, click.progressbar(length=quantity, label=f"generating {batch_no}", file=sys.stderr) as bar:
+    with app.unit(Permission.MANAGE_CARDS) as ctx, progress(quantity, f"generating {batch_no}") as update:
         b = batches.create(
             ctx, batch_no=batch_no, face_value=face_value, quantity=quantity, box_size=box_size,
-            expiry=expiry, factory_name=factory_name, out=out, progress=bar.update,
+            expiry=expiry, factory_name=factory_name, out=out, progress=update,
         )
     click.echo(f"batch {b.batch_no}: {b.quantity} cards of {format_fen(b.face_value)} yuan, serials {b.first_serial}-{b.last_serial}")
     click.echo(f"new-card file {out} (sha256 {b.new_card_digest})")
@@ -455,16 +478,18 @@ def batch_check(app: App, batch_no: str, produced_file: Path, report_json: Path 
     """
     with app.unit(Permission.MANAGE_CARDS) as ctx:
         report = checks.check_file(ctx, batch_no, produced_file)
-    findings = [{"serial": s, "finding": k, "detail": d} for s, k, d in report.findings]
-    doc = {"batch_no": report.batch_no, "file_digest": report.file_digest, "counts": report.counts,
-           "produced": report.produced, "voided": report.voided, "findings": findings}
-    if report_json:
-        report_json.write_text(json.dumps(doc, ensure_ascii=False, indent=2))
-    if report_csv:
-        with report_csv.open("w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["serial", "finding", "detail"])
-            w.writeheader()
-            w.writerows(findings)
+        findings = [{"serial": s, "finding": k, "detail": d} for s, k, d in report.findings]
+        doc = {"batch_no": report.batch_no, "file_digest": report.file_digest, "counts": report.counts,
+               "produced": report.produced, "voided": report.voided, "findings": findings}
+        # Written before the check commits: a report that cannot be written
+        # undoes the check, so it can be run again rather than being lost.
+        if report_json:
+            report_json.write_text(json.dumps(doc, ensure_ascii=False, indent=2))
+        if report_csv:
+            with report_csv.open("w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=["serial", "finding", "detail"])
+                w.writeheader()
+                w.writerows(findings)
     if as_json:
         click.echo(json.dumps(doc, ensure_ascii=False, indent=2))
     else:

@@ -83,6 +83,8 @@ def create(
     """Order a batch: allocate serials, generate PINs, store their hashes, write the new-card file."""
     ctx.require(Permission.MANAGE_CARDS)
     validate_order(batch_no, face_value, quantity, box_size, expiry, today or dt.date.today())
+    if not out.parent.is_dir():
+        raise InvalidInput(f"directory {out.parent} does not exist")
     session = ctx.session
     if session.execute(select(Batch.id).where(Batch.batch_no == batch_no)).first():
         raise AlreadyExists(f"batch {batch_no} already exists")

@@ -6,6 +6,7 @@ compared and added as ``int`` fen.
 
 # test-case-name: tests.cardmgmt.test_money
 
+import re
 from decimal import Decimal, InvalidOperation
 
 from cardmgmt.errors import InvalidInput
@@ -15,11 +16,18 @@ FEN_PER_YUAN = 100
 MAX_FEN = 10**12
 
 
+# Plain ASCII digits with an optional decimal point: no exponents ("5e1"),
+# separators ("1_000") or full-width digits, which Decimal would accept.
+YUAN = re.compile(r"^[0-9]+(\.[0-9]+)?$")
+
+
 def parse_yuan(text: str) -> int:
     """``"50"`` or ``"50.00"`` yuan → 5000 fen; more than two decimals is an error."""
+    if not isinstance(text, str) or not YUAN.match(text.strip()):
+        raise InvalidInput(f"amount {str(text)[:20]!r} is not a number of yuan like 50 or 49.50")
     try:
         value = Decimal(text.strip())
-    except (InvalidOperation, AttributeError):
+    except InvalidOperation:
         raise InvalidInput(f"amount {text!r} is not a number of yuan") from None
     if not value.is_finite() or value <= 0:
         raise InvalidInput(f"amount {text!r} must be a positive number of yuan")

@@ -77,6 +77,10 @@ class CardSystem:
         already be current (``db upgrade``).
         """
         self.db.check_schema()
+        with self.db.transaction() as session:
+            if operators.count(session):
+                raise PermissionDenied("this installation already has operators; use `operator add`")
+        # Only now, so a refused initialisation leaves no key directory behind.
         if (self.settings.key_dir / "master.key").exists():
             keys = self.keys()
         else:

@@ -9,7 +9,7 @@ def test_parse(text, fen):
     assert parse_yuan(text) == fen and isinstance(parse_yuan(text), int)
 
 
-@pytest.mark.parametrize("bad", ["", "abc", "12.345", "-5", "0", "nan", "inf", "1e400"])
+@pytest.mark.parametrize("bad", ["", "abc", "12.345", "-5", "0", "nan", "inf", "1e400", "5e1", "1_000", "１２", "99999999999"])
 def test_reject(bad):
     with pytest.raises(InvalidInput):
         parse_yuan(bad)
