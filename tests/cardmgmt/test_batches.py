@@ -56,10 +56,11 @@ def test_bad_orders_change_nothing(bench):
         (dict(quantity=0), InvalidInput),
         (dict(box_size=0), InvalidInput),
         (dict(batch_no="bad batch!"), InvalidInput),
+        (dict(out="missing-dir/x.newcard"), InvalidInput),
     ]
     for change, error in cases:
         kw = dict(batch_no="B2", quantity=5, face_value=5000, box_size=10, expiry=dt.date.today() + dt.timedelta(days=9), factory="F1") | change
-        out = bench.workdir / "x.newcard"
+        out = bench.workdir / kw.get("out", "x.newcard")
         with pytest.raises(error), bench.unit() as ctx:
             batches.create(ctx, batch_no=kw["batch_no"], face_value=kw["face_value"], quantity=kw["quantity"],
                            box_size=kw["box_size"], expiry=kw["expiry"], factory_name=kw["factory"], out=out)
@@ -78,9 +79,11 @@ def test_finance_cannot_create_batches(bench):
 
 def test_a_failed_file_write_rolls_the_batch_back(bench):
     bench.register_factory()
+    in_the_way = bench.workdir / "B1.newcard"
+    in_the_way.mkdir()  # the file cannot take the place of a directory: the write fails at the very end
     with pytest.raises(OSError), bench.unit() as ctx:
         batches.create(ctx, batch_no="B1", face_value=100, quantity=30, box_size=10,
-                       expiry=dt.date.today() + dt.timedelta(days=1), factory_name="F1", out=bench.workdir / "no" / "dir" / "f")
+                       expiry=dt.date.today() + dt.timedelta(days=1), factory_name="F1", out=in_the_way)
     with bench.system.db.transaction() as s:
         assert s.execute(select(func.count()).select_from(Card)).scalar_one() == 0
 

@@ -34,7 +34,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], Any], seconds: float = 8.0) -> Any:
+def wait_for(check: Callable[[], Any], seconds: float = 20.0) -> Any:
     """Poll ``check`` until it is true; the servers' own timers set the pace, so no fixed sleep."""
     deadline = time.monotonic() + seconds
     while True:
@@ -82,8 +82,10 @@ def on_reactor(reactor: Any, f: Callable[[], Any]) -> Any:
 
 def test_a_recharge_survives_losing_the_primary(pair: dict[str, Any], live_reactor: Any, log_lines: list[str]) -> None:
     a, b = pair["servers"]["A"], pair["servers"]["B"]
+    # Generous per-server time: this test is about losing a server, not about a slow one on a busy machine.
     client = RechargeClient(
-        [("127.0.0.1", pair["ports"]["A"]), ("127.0.0.1", pair["ports"]["B"])], load_api_key(pair["settings"].key_dir)
+        [("127.0.0.1", pair["ports"]["A"]), ("127.0.0.1", pair["ports"]["B"])], load_api_key(pair["settings"].key_dir),
+        timeout=5.0, total_timeout=10.0,
     )
     serial, pin = sorted(pair["pins"].items())[0]
     call = "1790000000.1"
