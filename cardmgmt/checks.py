@@ -35,7 +35,7 @@ from cardmgmt import batches, factories, sealed_files
 from cardmgmt.errors import FileRejected
 from cardmgmt.models import Batch, Card, CheckFinding, FactoryFile
 from cardmgmt.operators import Permission
-from cardmgmt.pins import is_well_formed
+from cardmgmt.pins import PIN_DIGITS
 from cardmgmt.serials import SERIAL_DIGITS, luhn_digit, make_serial, parse_serial
 from cardmgmt.states import Event, sources, target
 from cardmgmt.system import Context
@@ -100,6 +100,7 @@ def check_file(ctx: Context, batch_no: str, path: Path, progress: Callable[[int]
         q = batch.quantity
         first_seq = parse_serial(batch.first_serial)
         hashes = bytearray(32 * q)
+        check_digits = bytearray(q)  # the stored serials' check digits: no Luhn sum per row for our own cards
         # Streamed (a server-side cursor on PostgreSQL), so only the flat array is held.
         hash_rows = session.execute(
             select(Card.serial, Card.pin_hash).where(Card.batch_id == batch.id).execution_options(yield_per=50_000)
@@ -107,30 +108,35 @@ def check_file(ctx: Context, batch_no: str, path: Path, progress: Callable[[int]
         for serial, digest in hash_rows:
             i = int(serial[:-1]) - first_seq
             hashes[32 * i : 32 * i + 32] = digest
+            check_digits[i] = ord(serial[-1])
         codes = bytearray(q)
         details: dict[int, str] = {}
         extras: list[tuple[str, str]] = []
         key = ctx.keys.pin_key
-        face = batch.face_value
+        face, box_size = batch.face_value, batch.box_size
         rows = 0
         for line_no, line in enumerate(sealed.rows(), 1):
             parts = line.rstrip(b"\n").split(b",")
             if len(parts) != 5:
                 raise _reject(path, line_no, f"expected 5 fields, found {len(parts)}")
+            serial_b, box_b, face_b, pin, status_b = parts
             try:
-                serial, box_text, face_text, pin, status = (p.decode("ascii") for p in parts)
-                box, face_value = int(box_text), int(face_text)
+                serial, status = serial_b.decode("ascii"), status_b.decode("ascii")
+                box, face_value = int(box_b), int(face_b)
             except ValueError:
                 raise _reject(path, line_no, "a field is not ASCII or not a number") from None
-            if len(serial) != SERIAL_DIGITS or not serial.isdigit() or luhn_digit(serial[:-1]) != int(serial[-1]):
+            if len(serial) != SERIAL_DIGITS or not serial.isdigit():
                 raise _reject(path, line_no, "the serial is malformed")
-            if not is_well_formed(pin):
+            if len(pin) != PIN_DIGITS or not pin.isdigit():
                 raise _reject(path, line_no, "the PIN field is malformed")
             if status not in ("ok", "damaged"):
                 raise _reject(path, line_no, f"unknown status {status[:20]!r}")
             rows += 1
             i = int(serial[:-1]) - first_seq
-            if not 0 <= i < q:
+            in_batch = 0 <= i < q
+            if (check_digits[i] if in_batch else 48 + luhn_digit(serial[:-1])) != serial_b[-1]:
+                raise _reject(path, line_no, "the serial is malformed")
+            if not in_batch:
                 extras.append((serial, "not part of this batch"))
                 continue
             if codes[i] != UNSEEN:
@@ -138,12 +144,12 @@ def check_file(ctx: Context, batch_no: str, path: Path, progress: Callable[[int]
                 details[i] = "appears more than once"
                 continue
             wrong = []
-            if not hmac.compare_digest(hmac.digest(key, pin.encode(), "sha256"), bytes(hashes[32 * i : 32 * i + 32])):
+            if not hmac.compare_digest(hmac.digest(key, pin, "sha256"), bytes(hashes[32 * i : 32 * i + 32])):
                 wrong.append("PIN differs")
             if face_value != face:
                 wrong.append(f"face value {face_value} fen instead of {face}")
-            if box != i // batch.box_size + 1:
-                wrong.append(f"box {box} instead of {i // batch.box_size + 1}")
+            if box != i // box_size + 1:
+                wrong.append(f"box {box} instead of {i // box_size + 1}")
             if wrong:
                 codes[i], details[i] = ALTERED, "; ".join(wrong)
             elif status == "damaged":
