@@ -33,20 +33,26 @@ ACCOUNTS = [a.account_no for a in SAMPLE_ACCOUNTS]
 @pytest.fixture(scope="module")
 def inst(tmp_path_factory, factory_key_files):
     inst = Installation(tmp_path_factory.mktemp("pair"))
-    inst.setup()
-    system = CardSystem(inst.settings())
-    system.initialise("alice", PASSWORDS["alice"])
-    bench = Bench(system, inst.workdir, factory_key_files)
-    bench.add_operator("bob", Role.FINANCE)
-    inst.cards = list(issued_batch(bench, "P1", 600, box_size=100).items())
-    system.close()
-    inst.card_engine = create_engine(inst.card_url.replace("postgresql://", "postgresql+psycopg://"))
-    inst.marketing_engine = create_engine(inst.marketing_url.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True)
-    inst.start_pair()
-    yield inst
-    inst.card_engine.dispose()
-    inst.marketing_engine.dispose()
-    inst.teardown()
+    inst.card_engine = inst.marketing_engine = None
+    try:
+        inst.setup()
+        system = CardSystem(inst.settings())
+        try:
+            system.initialise("alice", PASSWORDS["alice"])
+            bench = Bench(system, inst.workdir, factory_key_files)
+            bench.add_operator("bob", Role.FINANCE)
+            inst.cards = list(issued_batch(bench, "P1", 600, box_size=100).items())
+        finally:
+            system.close()
+        inst.card_engine = create_engine(inst.card_url.replace("postgresql://", "postgresql+psycopg://"))
+        inst.marketing_engine = create_engine(inst.marketing_url.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True)
+        inst.start_pair()
+        yield inst
+    finally:
+        for engine in (inst.card_engine, inst.marketing_engine):
+            if engine is not None:
+                engine.dispose()
+        inst.teardown()
 
 
 def health(server) -> dict:
