@@ -1,0 +1,624 @@
+"""Replay call scripts against an Asterisk (the test sandbox or a real one) with SIPp, and report every step.
+
+``replay(scripts, host, port, variables, workdir)`` compiles each script
+(``ivr.callscript``), runs it with ``sipp``, reads back what the scenario
+logged (every text the hotline sent, with its CSeq, and each step the
+scenario completed), and judges each step of each call::
+
+    results = replay([Path("tests/calls/recharge-one-card.call")], "127.0.0.1", 5160,
+                     {"ACCOUNT": "3100000001", "PIN": "..."}, Path("/tmp/replay"))
+    for result in results:
+        print(result.report())
+
+The texts are put back in the order the dialog sent them (Asterisk numbers
+a call's MESSAGEs with increasing CSeqs; SIPp may take one late, see
+``ivr.callscript``), and each ``expect`` must match a text that comes after
+the one the expect before it matched.  A failed step says why: not seen
+(and which texts came instead), the hotline hung up, or SIPp gave up
+waiting.  ``concurrent`` runs N copies of each script at once; an
+``Injection`` gives each copy its own values.
+
+``main(argv)`` is the command line (``cli.py replay`` wraps it): it prints
+each step's PASS or FAIL and a summary, and returns 0 only when every step
+of every call passed.
+
+Needs the ``sipp`` program (Debian's ``sip-tester``).
+"""
+
+# test-case-name: tests.e2e.test_hotline
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ivr.callscript import (
+    CallScript,
+    Compiled,
+    Digits,
+    ExpectBye,
+    ExpectText,
+    HangUp,
+    Injection,
+    Pause,
+    ScriptError,
+    compile_script,
+    load,
+)
+
+SIPP = "sipp"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 5160  # the sandbox's (asterisk_conf.sandbox.DEFAULT_SIP_PORT)
+# Unexpected messages are left unanswered rather than fatal: see ivr.callscript.
+# -aa answers a stray INFO, NOTIFY, OPTIONS or UPDATE from Asterisk.
+SIPP_BEHAVIOUR = ("-default_behaviors", "all,-abortunexp", "-aa")
+# A caller's voice: SIPp sends it once the call is answered, so that Asterisk's Answer() need not wait for it.
+CALLER_AUDIO = Path("/usr/share/sip-tester/g711a.pcap")  # 7 s of G.711 alaw RTP that ships with sip-tester
+RECV_TIMEOUT_MS = 30_000  # longest silence between two messages: the longest prompt plus the dialog's digit timeout
+SHOWN_TEXTS = 8  # texts quoted in a failed step's explanation
+
+PASS, FAIL, NOT_REACHED = "PASS", "FAIL", "----"
+
+
+class ReplayError(Exception):
+    """SIPp could not be run at all (not installed, bad arguments); the message is one line."""
+
+
+def free_udp_port(host: str = "127.0.0.1") -> int:
+    """A UDP port on ``host`` that nothing holds right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def local_ip_for(host: str, port: int) -> str:
+    """The address of this machine that packets to ``host`` leave from (no packet is sent)."""
+    if host.startswith("127."):
+        return "127.0.0.1"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect((host, port))
+        except OSError as e:
+            raise ReplayError(f"cannot reach {host}:{port}: {e.strerror}") from None
+        return str(s.getsockname()[0])
+
+
+# --- running SIPp ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SippRun:
+    """What one SIPp run did: its exit code (0 all calls passed, 1 some failed, other: SIPp itself failed) and its files."""
+
+    returncode: int
+    elapsed: float
+    screen: str  # SIPp's final statistics screen
+    errors: str  # -trace_err: why calls failed (and the messages it left unanswered)
+    logs: str  # the scenario's <log> lines: see ivr.callscript
+    messages: str  # -trace_msg: every SIP message sent and received ("" unless asked for)
+    workdir: Path = Path(".")
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+    def explain(self) -> str:
+        """A few lines for an assertion message: exit code, the errors' tail, the screen's counters."""
+        counters = [line for line in self.screen.splitlines() if "call" in line.lower() and "|" in line]
+        failures = [line for line in self.errors.splitlines() if "Continuing call" not in line and line.strip()]
+        errors = "\n".join(failures[-20:])
+        return f"sipp exited {self.returncode} after {self.elapsed:.1f} s (files in {self.workdir})\n{errors}\n" + \
+            "\n".join(counters[-6:])
+
+
+def run_sipp(scenario: str, asterisk_port: int, workdir: Path, *, host: str = DEFAULT_HOST, calls: int = 1,
+             concurrent: int = 1, rate: float | None = None, rate_period_ms: int = 1000, timeout: float = 30.0,
+             recv_timeout_ms: int = RECV_TIMEOUT_MS, name: str = "call", injection_csv: str | None = None,
+             trace_messages: bool = True) -> SippRun:
+    """Run ``scenario`` against Asterisk at ``host``:``asterisk_port`` from a free local port; wait for it to end.
+
+    ``calls`` in all (``-m``), at most ``concurrent`` at once (``-l``),
+    ``rate`` of them started every ``rate_period_ms`` (``-r``, ``-rp``;
+    default: all of ``concurrent`` within the first second).
+    ``injection_csv`` becomes the ``-inf`` file.
+    SIPp gives up after ``timeout`` seconds (and then fails); should it hang
+    even so, it is killed by its own pid, so that no SIPp outlives the run
+    holding its port.
+    """
+    if shutil.which(SIPP) is None:
+        raise ReplayError(f"{SIPP} is not installed (apt-get install sip-tester)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    scenario_file = workdir / f"{name}.xml"
+    scenario_file.write_text(scenario, encoding="utf-8")
+    files = {kind: workdir / f"{name}.{kind}.log" for kind in ("screen", "errors", "logs", "messages")}
+    for f in files.values():
+        f.unlink(missing_ok=True)
+    local_ip = local_ip_for(host, asterisk_port)
+    cps = rate if rate is not None else max(1, concurrent)
+    cmd = [
+        SIPP, "-sf", str(scenario_file), "-i", local_ip, "-p", str(free_udp_port(local_ip)),
+        "-m", str(calls), "-l", str(concurrent), "-r", f"{cps:g}", "-rp", str(rate_period_ms),
+        "-timeout", f"{timeout:g}s", "-timeout_error", "-recv_timeout", str(recv_timeout_ms), "-nostdin",
+        *SIPP_BEHAVIOUR,
+        "-trace_err", "-error_file", str(files["errors"]),
+        "-trace_logs", "-log_file", str(files["logs"]),
+    ]
+    if trace_messages:
+        cmd += ["-trace_msg", "-message_file", str(files["messages"])]
+    if injection_csv is not None:
+        inf = workdir / f"{name}.inject.csv"
+        inf.write_text(injection_csv, encoding="utf-8")
+        cmd += ["-inf", str(inf)]
+    cmd.append(f"{host}:{asterisk_port}")
+    started = time.monotonic()
+    with files["screen"].open("wb") as screen:
+        proc = subprocess.Popen(cmd, cwd=workdir, stdin=subprocess.DEVNULL, stdout=screen, stderr=subprocess.STDOUT)
+        try:
+            returncode = proc.wait(timeout=timeout + 15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            returncode = -9
+    elapsed = time.monotonic() - started
+
+    def read(kind: str) -> str:
+        try:
+            return files[kind].read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    return SippRun(returncode, elapsed, read("screen"), read("errors"), read("logs"), read("messages"), workdir)
+
+
+# --- reading back what the scenario logged --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Text:
+    """One text the hotline sent: its CSeq (the dialog's order), when it first reached the caller (epoch s), its body."""
+
+    cseq: int
+    at: float
+    body: str
+
+
+@dataclass
+class CallLog:
+    """One call's events, as the scenario logged them (see the table in ``ivr.callscript``)."""
+
+    call_id: str
+    answered: float | None = None
+    texts: dict[int, Text] = field(default_factory=dict)  # by CSeq; a copy taken twice counts once
+    done: dict[int, tuple[str, float, int | None]] = field(default_factory=dict)  # step -> (event, time, cseq)
+    hung_up: float | None = None  # when the hotline's BYE arrived
+
+    def ordered_texts(self) -> list[Text]:
+        return [self.texts[c] for c in sorted(self.texts)]
+
+    def add_text(self, text: Text) -> None:
+        known = self.texts.get(text.cseq)
+        if known is None or text.at < known.at:
+            self.texts[text.cseq] = text
+
+
+# "CALLID DATE<TAB>TIME<TAB>EPOCH EVENT": SIPp's [timestamp] is three tab-separated fields.
+_LINE = re.compile(r"^(\S+) \S+\t\S+\t(\d+\.\d+) (.*)$")
+
+
+def read_logs(text: str) -> dict[str, CallLog]:
+    """The scenario's log lines, grouped by Call-ID, in the order the calls were answered."""
+    calls: dict[str, CallLog] = {}
+    for line in text.splitlines():
+        m = _LINE.match(line)
+        if not m:
+            continue
+        call_id, at, event = m.group(1), float(m.group(2)), m.group(3)
+        call = calls.setdefault(call_id, CallLog(call_id))
+        words = event.split(" ", 2)
+        if words[0] == "answer":
+            call.answered = at
+        elif words[0] == "text":
+            body, _, cseq = event[len("text "):].rpartition(" ")
+            if cseq.isdigit():
+                call.add_text(Text(int(cseq), at, body))
+        elif words[0].isdigit() and len(words) >= 2:
+            cseq = int(words[2]) if len(words) > 2 and words[2].isdigit() else None
+            call.done.setdefault(int(words[0]), (words[1], at, cseq))
+    return calls
+
+
+_TRACE_HEAD = re.compile(r"^-{20,} (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+)$", re.M)
+
+
+def read_trace(text: str, calls: dict[str, CallLog]) -> None:
+    """Add to ``calls`` every MESSAGE each caller received, and when the hotline's BYE came, from SIPp's ``-trace_msg``.
+
+    The trace has the texts that arrived while the scenario was busy and
+    were answered only when Asterisk sent them again, and those that never
+    were (the call ended first), so it is the whole transcript.
+    """
+    heads = list(_TRACE_HEAD.finditer(text))
+    for i, head in enumerate(heads):
+        block = text[head.end():heads[i + 1].start() if i + 1 < len(heads) else len(text)]
+        # "\nUDP message received [410] bytes :\n\nMESSAGE sip:... SIP/2.0\n..."
+        lines = block.split("\n", 3)
+        if len(lines) < 4 or "message received" not in lines[1]:
+            continue
+        message = lines[3]
+        method = message.split(" ", 1)[0]
+        if method not in ("MESSAGE", "BYE"):
+            continue
+        headers, _, body = message.partition("\n\n")
+        call_id = re.search(r"^Call-ID:\s*(\S+)", headers, re.M | re.I)
+        cseq = re.search(r"^CSeq:\s*(\d+)", headers, re.M | re.I)
+        if not call_id or not cseq or call_id.group(1) not in calls:
+            continue
+        call, at = calls[call_id.group(1)], _epoch(head.group(1))
+        if method == "BYE":
+            call.hung_up = at if call.hung_up is None else min(call.hung_up, at)
+        else:
+            call.add_text(Text(int(cseq.group(1)), at, body.split("\n", 1)[0].strip()))
+
+
+def _epoch(local: str) -> float:
+    """SIPp's trace time (local time, microseconds) as seconds since the epoch."""
+    day, _, fraction = local.partition(".")
+    return time.mktime(time.strptime(day, "%Y-%m-%d %H:%M:%S")) + float("0." + fraction)
+
+
+def call_errors(errors: str) -> dict[str, list[str]]:
+    """SIPp's reasons for failing calls (``-trace_err``), by Call-ID; messages it merely left unanswered are not reasons."""
+    out: dict[str, list[str]] = {}
+    # Each event starts with a timestamp line "YYYY-MM-DD<TAB>HH:MM:SS.ffffff<TAB>epoch: what".
+    for event in re.split(r"\n(?=\d{4}-\d\d-\d\d\t)", errors):
+        if "Continuing call on" in event or "Dead call" in event:
+            continue
+        m = re.search(r"Call-I[Dd][: ]+'?([^'\s,]+)", event)
+        if m:
+            first = event.split(": ", 1)[-1].splitlines()[0]
+            out.setdefault(m.group(1), []).append(first[:200])
+    return out
+
+
+# --- judging --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """One step of one call: ``PASS``, ``FAIL`` or ``----`` (not reached), when (ms after answer) and why."""
+
+    number: int
+    line: int
+    source: str
+    status: str
+    at_ms: int | None = None
+    detail: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
+
+
+@dataclass(frozen=True)
+class CallResult:
+    """One call: its Call-ID, each step's result, and the texts the hotline sent, in the dialog's order."""
+
+    call_id: str
+    steps: tuple[StepResult, ...]
+    texts: tuple[Text, ...] = ()
+    answered: float | None = None  # epoch seconds
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.steps)
+
+    @property
+    def failed_step(self) -> StepResult | None:
+        return next((s for s in self.steps if s.status == FAIL), None)
+
+    def text_at(self, regexp: str, after_ms: int = -1) -> int | None:
+        """When (ms after answer) the first text matching ``regexp`` arrived, at or after ``after_ms``."""
+        if self.answered is None:
+            return None
+        for t in sorted(self.texts, key=lambda t: t.at):
+            at = round((t.at - self.answered) * 1000)
+            if at >= after_ms and re.fullmatch(regexp, t.body):
+                return at
+        return None
+
+
+def judge(compiled: Compiled, log: CallLog, errors: Sequence[str] = ()) -> CallResult:
+    """Each step of one call, from what its scenario logged; the first failure ends the call's judgement."""
+    steps = compiled.steps
+    texts = log.ordered_texts()
+    results: list[StepResult] = []
+    failed = False
+    cursor = -1  # CSeq of the text the last passed expect matched
+
+    def ms(at: float | None) -> int | None:
+        return None if at is None or log.answered is None else round((at - log.answered) * 1000)
+
+    for n, step in enumerate(steps, start=1):
+        base = dict(number=n, line=step.line, source=step.describe())
+        if failed:
+            results.append(StepResult(**base, status=NOT_REACHED))
+            continue
+        ok, at, detail = False, None, ""
+        if log.answered is None:
+            detail = "the call was not answered" + _because(errors)
+        elif isinstance(step, ExpectText):
+            if n in compiled.sync_steps:
+                event = log.done.get(n)
+                if event and event[0] == "sync" and event[2] is not None and event[2] > cursor:
+                    ok, cursor = True, event[2]
+                    at = ms(log.texts[cursor].at if cursor in log.texts else event[1])
+            else:
+                found = next((t for t in texts if t.cseq > cursor and _matches(step.regexp, t.body)), None)
+                if found is not None:
+                    ok, cursor, at = True, found.cseq, ms(found.at)
+            if not ok:
+                detail = _not_seen(log, texts, cursor, errors)
+        else:
+            want = {Digits: "sent", Pause: "wait", ExpectBye: "bye", HangUp: "hangup"}[type(step)]
+            event = log.done.get(n)
+            if event and event[0] == want:
+                ok, at = True, ms(event[1])
+            elif isinstance(step, ExpectBye):
+                detail = "the hotline did not hang up" + _because(errors)
+            elif log.hung_up is not None:
+                detail = "the hotline hung up before this step was done" + _after(texts, cursor)
+            else:
+                detail = "not done" + _because(errors)
+        if ok:
+            results.append(StepResult(**base, status=PASS, at_ms=at))
+        else:
+            failed = True
+            results.append(StepResult(**base, status=FAIL, detail=detail))
+    return CallResult(log.call_id, tuple(results), tuple(texts), log.answered)
+
+
+def _matches(regexp: str, body: str) -> bool:
+    return re.search(_posix_to_python(regexp), body) is not None
+
+
+_POSIX_CLASSES = {"[:digit:]": "0-9", "[:alpha:]": "A-Za-z", "[:alnum:]": "A-Za-z0-9", "[:upper:]": "A-Z",
+                  "[:lower:]": "a-z", "[:space:]": r"\s", "[:xdigit:]": "0-9A-Fa-f", "[:punct:]": r"!-/:-@\[-`{-~"}
+
+
+def _posix_to_python(regexp: str) -> str:
+    """A POSIX ERE (as SIPp matches it) as a Python pattern: the bracket classes are the only difference scripts meet."""
+    for posix, python in _POSIX_CLASSES.items():
+        regexp = regexp.replace(posix, python)
+    return regexp
+
+
+def _not_seen(log: CallLog, texts: list[Text], after: int, errors: Sequence[str]) -> str:
+    why = "not seen"
+    if log.hung_up is not None:
+        why += "; the hotline hung up"
+    elif errors:
+        why += _because(errors)
+    return why + _after(texts, after)
+
+
+def _after(texts: list[Text], after: int) -> str:
+    later = [t.body for t in texts if t.cseq > after]
+    if not later:
+        return "; no text came after the last step that passed"
+    shown = ", ".join(later[:SHOWN_TEXTS]) + (f", ... ({len(later)} in all)" if len(later) > SHOWN_TEXTS else "")
+    return f"; the hotline sent: {shown}"
+
+
+def _because(errors: Sequence[str]) -> str:
+    return f" (sipp: {errors[0]})" if errors else ""
+
+
+# --- replaying scripts ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    """One script's run: the compiled scenario, SIPp's run, and each call's steps."""
+
+    script: CallScript
+    compiled: Compiled | None
+    run: SippRun | None
+    calls: tuple[CallResult, ...]
+    expected_calls: int
+    error: str = ""  # the script could not be compiled or run
+
+    @property
+    def passed(self) -> bool:
+        return not self.error and len(self.calls) == self.expected_calls and all(c.passed for c in self.calls)
+
+    @property
+    def name(self) -> str:
+        return self.script.path or self.script.name
+
+    def failures(self) -> list[tuple[CallResult, StepResult]]:
+        return [(c, s) for c in self.calls for s in [c.failed_step] if s is not None]
+
+    def report(self) -> str:
+        """Lines for a person: the verdict, then each step's PASS/FAIL (counted over the calls when there are many)."""
+        title = f" - {self.script.title}" if self.script.title else ""
+        elapsed = f", {self.run.elapsed:.1f} s" if self.run else ""
+        head = f"{PASS if self.passed else FAIL} {self.name}{title} ({len(self.calls)}/{self.expected_calls} calls{elapsed})"
+        if self.error:
+            return f"{head}\n  {self.error}"
+        lines = [head]
+        steps = self.compiled.steps if self.compiled else ()
+        for i, step in enumerate(steps):
+            per_call = [c.steps[i] for c in self.calls]
+            passed = sum(s.passed for s in per_call)
+            failed = [s for s in per_call if s.status == FAIL]
+            status = PASS if per_call and passed == len(per_call) else (FAIL if failed else NOT_REACHED)
+            count = f"{passed}/{len(per_call)}" if len(per_call) != 1 else ""
+            times = sorted(s.at_ms for s in per_call if s.at_ms is not None)
+            when = f"{times[len(times) // 2] / 1000:.2f} s" if times else ""
+            label = f"  {status} {i + 1:>3}  line {step.line:<3} {step.describe():<44} {count:>7} {when:>8}".rstrip()
+            lines.append(label)
+            if failed:
+                lines.append(f"         {failed[0].detail}")
+        if len(self.calls) < self.expected_calls:
+            lines.append(f"  only {len(self.calls)} of {self.expected_calls} calls were answered or started; "
+                         + (self.run.explain().splitlines()[0] if self.run else ""))
+        return "\n".join(lines)
+
+
+def replay(scripts: Sequence[Path], host: str, port: int, variables: Mapping[str, str], workdir: Path, *,
+           concurrent: int = 1, calls: int | None = None, injection: Injection | None = None,
+           rate: float | None = None, timeout: float | None = None, recv_timeout_ms: int = RECV_TIMEOUT_MS,
+           trace_messages: bool = True, audio: Path | None = CALLER_AUDIO) -> list[ScriptResult]:
+    """Run each script in turn against the Asterisk at ``host``:``port``; one ``ScriptResult`` each.
+
+    ``variables`` fill ``${NAME}``; ``injection`` gives per-call values
+    (``calls`` defaults to its row count, else to ``concurrent``).
+    ``audio`` is the caller's voice, sent once the call is answered (see
+    ``ivr.callscript.call_scenario``); ``None`` sends none.  Each
+    script's files (scenario, logs, SIPp's traces) go to ``workdir/NAME/``.
+    A script that cannot be read or compiled is reported as failed, and the
+    others still run; only a missing ``sipp`` raises (``ReplayError``).
+    """
+    total = calls if calls is not None else (len(injection.rows) if injection else concurrent)
+    if audio is not None and not Path(audio).is_file():
+        raise ReplayError(f"no such audio file: {audio}")
+    # Every script is compiled before the first call, so that a mistake in the last one is not found an hour late.
+    prepared: list[Compiled | ScriptResult] = []
+    for path in scripts:
+        try:
+            prepared.append(compile_script(load(path), variables, injection, audio=str(audio) if audio else None))
+        except ScriptError as e:
+            stub = CallScript((), name=Path(path).stem, path=str(path))
+            prepared.append(ScriptResult(stub, None, None, (), total, error=str(e)))
+    results = []
+    for item in prepared:
+        if isinstance(item, ScriptResult):
+            results.append(item)
+            continue
+        results.append(run_compiled(item, host, port, workdir / item.script.name, calls=total, concurrent=concurrent,
+                                    rate=rate, timeout=timeout, recv_timeout_ms=recv_timeout_ms,
+                                    trace_messages=trace_messages))
+    return results
+
+
+def run_compiled(compiled: Compiled, host: str, port: int, workdir: Path, *, calls: int = 1, concurrent: int = 1,
+                 rate: float | None = None, rate_period_ms: int = 1000, timeout: float | None = None,
+                 recv_timeout_ms: int = RECV_TIMEOUT_MS, trace_messages: bool = True) -> ScriptResult:
+    """Run one compiled script (``calls`` copies, ``concurrent`` at once; see ``run_sipp``) and judge every call."""
+    budget = timeout if timeout is not None else _time_budget(compiled, calls, concurrent, recv_timeout_ms)
+    if rate is not None:
+        budget += calls / rate * rate_period_ms / 1000  # the time it takes to start them all
+    run = run_sipp(compiled.xml, port, workdir, host=host, calls=calls, concurrent=min(concurrent, calls), rate=rate,
+                   rate_period_ms=rate_period_ms, timeout=budget, recv_timeout_ms=recv_timeout_ms,
+                   name=compiled.script.name,
+                   injection_csv=compiled.injection_csv, trace_messages=trace_messages)
+    logs = read_logs(run.logs)
+    read_trace(run.messages, logs)
+    errors = call_errors(run.errors)
+    judged = tuple(judge(compiled, log, errors.get(cid, ())) for cid, log in logs.items())
+    error = ""
+    if not judged:
+        complaint = sipp_complaint(run)
+        error = (f"no call was answered by {host}:{port}" if run.returncode in (0, 1) or "timed out" in complaint
+                 else "sipp could not run the scenario") + (f" ({complaint})" if complaint else "")
+    return ScriptResult(compiled.script, compiled, run, judged, calls, error=error)
+
+
+def sipp_complaint(run: SippRun) -> str:
+    """SIPp's last word on what went wrong, in one line: its last error that is not a message it left unanswered."""
+    events = [e for e in re.split(r"\n(?=\d{4}-\d\d-\d\d\t)", run.errors)
+              if e.strip() and "Continuing call on" not in e and "Dead call" not in e and "events occurred" not in e]
+    if events:
+        return events[-1].split(": ", 1)[-1].splitlines()[0].strip()[:200]
+    lines = [line.strip() for line in run.screen.splitlines() if line.strip() and not set(line.strip()) <= set("-+| ")]
+    return lines[-1][:200] if lines and run.returncode not in (0, 1) else ""
+
+
+def _time_budget(compiled: Compiled, calls: int, concurrent: int, recv_timeout_ms: int) -> float:
+    """A generous limit for the whole run: every wait and key, plus a receive timeout per expect, per wave of calls."""
+    per_call = 10.0
+    for step in compiled.steps:
+        if isinstance(step, Digits):
+            per_call += len(step.keys) * (step.gap_ms / 1000 + 0.5)
+        elif isinstance(step, Pause):
+            per_call += step.ms / 1000
+        elif isinstance(step, ExpectText | ExpectBye):
+            per_call += 15.0
+    waves = -(-calls // max(1, concurrent))
+    return min(3600.0, waves * per_call + recv_timeout_ms / 1000)
+
+
+# --- command line ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``replay`` command: run call scripts, print each step's PASS/FAIL and a summary; 0 when all passed."""
+    parser = argparse.ArgumentParser(
+        prog="replay",
+        description="Phone the hotline with call scripts (SIPp) and check, step by step, what it said and decided.",
+        epilog="Example: replay tests/calls/*.call --port 5160 --var ACCOUNT=3100000001 --var PIN=123456789012345678",
+    )
+    parser.add_argument("scripts", nargs="+", type=Path, metavar="SCRIPT", help="call scripts (.call files)")
+    parser.add_argument("--host", default=DEFAULT_HOST, help=f"Asterisk's SIP address (default {DEFAULT_HOST})")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Asterisk's SIP UDP port (default {DEFAULT_PORT})")
+    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="a value for ${NAME} (repeat)")
+    parser.add_argument("--inject", type=Path, metavar="CSV",
+                        help="per-call values: a header line of names, then one line per call")
+    parser.add_argument("--concurrent", type=int, default=1, metavar="N", help="calls at once (default 1)")
+    parser.add_argument("--calls", type=int, metavar="M", help="calls in all (default: the injection rows, else N)")
+    parser.add_argument("--workdir", type=Path, help="where scenarios and SIPp's logs go (default: a new temporary folder)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="give up on a script after this long")
+    parser.add_argument("--audio", type=Path, default=CALLER_AUDIO, metavar="PCAP",
+                        help=f"the caller's voice, sent after the answer (default {CALLER_AUDIO})")
+    parser.add_argument("--no-audio", action="store_true", help="send no audio (Asterisk's Answer() then waits 0.5 s)")
+    args = parser.parse_args(argv)
+
+    try:
+        variables = dict(_pair(v) for v in args.var)
+        injection = Injection.from_csv(args.inject) if args.inject else None
+    except (ScriptError, ValueError) as e:
+        print(f"replay: {e}", file=sys.stderr)
+        return 2
+    if args.concurrent < 1 or (args.calls is not None and args.calls < 1):
+        print("replay: --concurrent and --calls must be at least 1", file=sys.stderr)
+        return 2
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="replay-"))
+    try:
+        results = replay(args.scripts, args.host, args.port, variables, workdir, concurrent=args.concurrent,
+                         calls=args.calls, injection=injection, timeout=args.timeout,
+                         audio=None if args.no_audio else args.audio)
+    except ReplayError as e:
+        print(f"replay: {e}", file=sys.stderr)
+        return 2
+    for result in results:
+        print(result.report())
+    passed = [r for r in results if r.passed]
+    print(f"\n{len(passed)} of {len(results)} scripts passed "
+          f"({sum(len(r.calls) for r in results)} calls); SIPp's files are in {workdir}")
+    for r in results:
+        if not r.passed:
+            where = r.failures()[0][1] if r.failures() else None
+            at = f" at step {where.number} (line {where.line}): {where.source}" if where else f": {r.error or 'see above'}"
+            print(f"FAILED {r.name}{at}")
+    return 0 if len(passed) == len(results) else 1
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"--var {text!r}: expected NAME=VALUE")
+    return name, value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
