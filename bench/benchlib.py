@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cardmgmt.serials import luhn_digit  # the same serials are the same work for the bare loop
+
 BENCH_DIR = Path(__file__).resolve().parent
 ROOT = BENCH_DIR.parent
 RESULTS = BENCH_DIR / "RESULTS.md"
@@ -295,19 +297,6 @@ def step_produce(spec: dict[str, Any]) -> dict[str, Any]:
 # The bare loop: the same work with no framework (stdlib, psycopg/sqlite3, pycryptodome)
 
 
-def _luhn_digit(digits: str) -> int:
-    # The same algorithm as cardmgmt.serials.luhn_digit, so the serials are the same work.
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2 == 0:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return (10 - total % 10) % 10
-
-
 def step_bare_create(spec: dict[str, Any]) -> dict[str, Any]:
     """Draw PINs, HMAC them, one bulk insert, one AES-GCM sealed file: straight-line code.
 
@@ -390,7 +379,7 @@ def step_bare_create(spec: dict[str, Any]) -> dict[str, Any]:
             lines = []
             for i, pin in enumerate(pins, start):
                 body = f"{first + i:011d}"
-                serial = body + str(_luhn_digit(body))
+                serial = body + str(luhn_digit(body))
                 box = i // box_size + 1
                 yield (batch_id, serial, box, hmac.digest(pin_key, pin.encode(), "sha256"), ORDERED)
                 lines.append(f"{serial},{box},{pin}\n".encode())
