@@ -241,14 +241,14 @@ def serve(agi: AGI, config_path: str) -> int:
     try:
         config = load_config(config_path)
         channel = AGIChannel(agi, prompt_prefix=config.prompt_prefix, send_text=config.send_text)
-        client = RechargeClient(
-            config.servers, read_api_key(config.api_key_file), timeout=config.timeout, total_timeout=config.total_timeout
-        )
-        log.info("call %s: start (servers %s)", call_id, ", ".join(f"{h}:{p}" for h, p in config.servers))
-        result = run_call(
-            channel, client, call_id=call_id, caller=caller,
-            settings=DialogSettings(digit_timeout_ms=config.digit_timeout_ms),
-        )
+        key = read_api_key(config.api_key_file)
+        # One kept-alive connection per server for the whole call, closed when the call ends.
+        with RechargeClient(config.servers, key, timeout=config.timeout, total_timeout=config.total_timeout) as client:
+            log.info("call %s: start (servers %s)", call_id, ", ".join(f"{h}:{p}" for h, p in config.servers))
+            result = run_call(
+                channel, client, call_id=call_id, caller=caller,
+                settings=DialogSettings(digit_timeout_ms=config.digit_timeout_ms),
+            )
     except ConfigError as e:
         log.error("call %s: %s", call_id, e)
         apologise(channel)

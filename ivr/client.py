@@ -1,4 +1,4 @@
-"""The AGI side's client for the recharge server pair: signed requests, failover, and never an exception.
+"""The AGI side's client for the recharge server pair: signed requests, failover, kept-alive connections, and never an exception.
 
 ``RechargeClient`` talks to the servers in order of preference, starting with
 the one that answered last (the primary, at first).  A refused connection, a
@@ -9,6 +9,22 @@ nothing is spent twice.  The whole round, every server included, is bounded
 by ``total_timeout`` (one second by default), which a caller does not notice.
 When no server answers, the dialog gets ``{"outcome": "service_unavailable"}``.
 
+The client keeps one HTTP/1.1 connection to each server open between
+requests (a call makes three or more), and ``close()`` (or leaving a ``with``
+block) closes them when the call ends.  A connection is dropped after any
+failure and after an answer that does not keep it alive.  A server may close
+an idle connection at any time (its idle timeout, a restart): when a kept
+connection turns out closed before any answer came back, the request, signed
+again, is sent once more on a new connection to the same server, within that
+server's time, before the server counts as failed.  A connection serves one
+request at a time, so threads may share a client.
+
+HTTP is spoken here directly over a socket rather than through
+``http.client``, whose import (``email``, ``ssl``) costs more than everything
+else a call needs before its first prompt.  Only what the recharge servers
+send is understood: ``Content-Length`` or chunked bodies, or a body up to the
+close; anything else is a broken answer.
+
 This module runs inside Asterisk's AGI process under the host's own Python
 (3.11 to 3.14): standard library only.  Log lines carry the call id and
 never a PIN (request bodies are never logged).
@@ -16,22 +32,33 @@ never a PIN (request bodies are never logged).
 
 # test-case-name: tests.ivr.test_client
 
-import http.client
 import json
 import logging
+import socket
 import time
 from collections.abc import Callable, Sequence
+from types import TracebackType
 from typing import Any
-
-from ivr import protocol
 
 log = logging.getLogger("ivr.client")
 
-MAX_RESPONSE = 65536  # bytes; an answer is a few hundred
+# What the dialog gets when no server could answer (``protocol.SERVICE_UNAVAILABLE``;
+# ``ivr.protocol`` is imported at the first request, not with this module: a test keeps them equal).
+SERVICE_UNAVAILABLE = "service_unavailable"
+
+MAX_RESPONSE = 65536  # bytes of body; an answer is a few hundred
+MAX_LINE = 8192  # bytes in the status line, a header line or a chunk-size line
+MAX_HEADERS = 100
+_RECV = 65536
+_HEX = frozenset(b"0123456789abcdefABCDEF")
 
 
 class _TryNext(Exception):
     """This server did not give a usable answer; the reason is the message."""
+
+
+class _Closed(Exception):
+    """The server closed the connection (or reset it) before sending any of the answer."""
 
 
 class RechargeClient:
@@ -50,6 +77,7 @@ class RechargeClient:
         ``clock`` gives the wall-clock time that requests are signed with;
         the time limits are measured on the monotonic clock.
         """
+        self._idle: dict[int, _Connection] = {}  # server index -> its open connection, while no request uses it
         if not servers:
             raise ValueError("RechargeClient needs at least one server")
         self.servers = [(str(h), int(p)) for h, p in servers]
@@ -82,6 +110,30 @@ class RechargeClient:
         """The first answering server's ``/v1/health``, with failover like the others."""
         return self._round("health", "-", "GET", "/v1/health", b"")
 
+    # --- connections ---------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connections kept open; a later request opens new ones.  Never raises."""
+        while self._idle:
+            try:
+                _, conn = self._idle.popitem()
+            except KeyError:  # another thread took the last one
+                break
+            conn.close()
+
+    def __enter__(self) -> "RechargeClient":
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        # A client dropped without close() (a one-off command, a test) must not leave sockets to the collector.
+        if getattr(self, "_idle", None):
+            self.close()
+
     # --- failover ------------------------------------------------------------------
 
     def _post(self, endpoint: str, call_id: str, payload: dict[str, Any]) -> dict[str, Any]:
@@ -101,9 +153,16 @@ class RechargeClient:
                 log.warning("call %s: %s: no time left to try %s:%d", call_id, endpoint, host, port)
                 break
             try:
-                status, answer = self._exchange(host, port, method, path, body, budget)
+                status, answer = self._exchange(index, call_id, method, path, body, time.monotonic() + budget)
             except _TryNext as e:
                 log.warning("call %s: %s via %s:%d failed (%s); trying the next server", call_id, endpoint, host, port, e)
+                continue
+            except Exception as e:
+                # A fault of this client's own must not reach the dialog: the server counts as failed.
+                log.error(
+                    "call %s: %s via %s:%d failed unexpectedly (%s); trying the next server",
+                    call_id, endpoint, host, port, type(e).__name__,
+                )
                 continue
             if index != self.current:
                 log.warning("call %s: now using %s:%d", call_id, host, port)
@@ -116,48 +175,262 @@ class RechargeClient:
                 "call %s: %s refused by %s:%d: HTTP %d %s: %s", call_id, endpoint, host, port, status,
                 answer.get("error", "-"), answer.get("message", "-"),
             )
-            return {"outcome": protocol.SERVICE_UNAVAILABLE, "error": answer.get("error", f"http_{status}")}
+            return {"outcome": SERVICE_UNAVAILABLE, "error": answer.get("error", f"http_{status}")}
         log.error("call %s: %s: no recharge server answered", call_id, endpoint)
-        return {"outcome": protocol.SERVICE_UNAVAILABLE}
+        return {"outcome": SERVICE_UNAVAILABLE}
 
     def _exchange(
-        self, host: str, port: int, method: str, path: str, body: bytes, budget: float
+        self, index: int, call_id: str, method: str, path: str, body: bytes, end: float
     ) -> tuple[int, dict[str, Any]]:
-        """One request to one server within ``budget`` seconds: (status, decoded object), or ``_TryNext``."""
-        end = time.monotonic() + budget
-        headers = {"Accept": "application/json", "Connection": "close"}
-        if method == "POST":
-            headers["Content-Type"] = "application/json"
-            headers.update(protocol.sign(self._key, method, path, body, self.clock()))
-        conn = http.client.HTTPConnection(host, port, timeout=budget)
-        response: http.client.HTTPResponse | None = None
+        """One request to one server by monotonic time ``end``: (status, decoded object), or ``_TryNext``."""
+        host, port = self.servers[index]
+        conn = self._idle.pop(index, None)
         try:
-            conn.request(method, path, body=body if method == "POST" else None, headers=headers)
-            # A socket timeout limits each wait, not the sum: narrow it to what is left before each one.
-            _narrow(conn, end)
-            response = conn.getresponse()
-            _narrow_response(response, end)
-            raw = response.read(MAX_RESPONSE + 1)
-            status = response.status
+            if conn is not None and conn.still_open():
+                try:
+                    return self._attempt(index, conn, method, path, body, end)
+                except _Closed as e:
+                    # Closed as the request went out (the server's idle timeout, a restart).  Every
+                    # request is idempotent on call id and sequence number: send it again, signed again.
+                    log.debug("call %s: the kept connection to %s:%d was lost (%s); opening a new one", call_id, host, port, e)
+            elif conn is not None:
+                conn.close()
+                log.debug("call %s: the kept connection to %s:%d was closed while idle; opening a new one", call_id, host, port)
+            return self._attempt(index, _Connection.open(host, port, end), method, path, body, end)
+        except _Closed as e:
+            raise _TryNext(f"closed the connection without answering ({e})") from None
         except TimeoutError:
             raise _TryNext("timed out") from None
-        except (OSError, http.client.HTTPException) as e:
-            raise _TryNext(type(e).__name__ + (f": {e.strerror}" if isinstance(e, OSError) and e.strerror else "")) from None
-        finally:
-            if response is not None:
-                response.close()
-            conn.close()
-        if status >= 500:
-            raise _TryNext(f"HTTP {status}")
-        if len(raw) > MAX_RESPONSE:
-            raise _TryNext("answer too large")
+        except OSError as e:
+            raise _TryNext(type(e).__name__ + (f": {e.strerror}" if e.strerror else "")) from None
+
+    def _attempt(
+        self, index: int, conn: "_Connection", method: str, path: str, body: bytes, end: float
+    ) -> tuple[int, dict[str, Any]]:
+        """The request on ``conn``, signed now; afterwards the connection is kept for the next request or closed."""
+        host, port = self.servers[index]
         try:
-            answer = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError):
-            raise _TryNext(f"HTTP {status} with a body that is not JSON") from None
-        if not isinstance(answer, dict) or (status == 200 and path != "/v1/health" and not isinstance(answer.get("outcome"), str)):
-            raise _TryNext(f"HTTP {status} with an answer of the wrong shape")
+            status, raw, keep = conn.exchange(self._request(host, port, method, path, body), end)
+            answer = _decode(status, raw, path)
+        except BaseException:
+            conn.close()
+            raise
+        if not keep or self._idle.setdefault(index, conn) is not conn:
+            conn.close()
         return status, answer
+
+    def _request(self, host: str, port: int, method: str, path: str, body: bytes) -> bytes:
+        """The request's bytes, signed now with a fresh nonce (every attempt is signed again)."""
+        from ivr import protocol  # the signing code is needed from the first request on, not at start-up
+
+        host_header = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host_header}", "Accept: application/json", "Accept-Encoding: identity"]
+        if method == "POST":
+            lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+            lines += [f"{k}: {v}" for k, v in protocol.sign(self._key, method, path, body, self.clock()).items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (body if method == "POST" else b"")
+
+
+def _decode(status: int, raw: bytes, path: str) -> dict[str, Any]:
+    """The answer's JSON object, or ``_TryNext`` for a 5xx or an answer that is not one."""
+    if status >= 500:
+        raise _TryNext(f"HTTP {status}")
+    try:
+        answer = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise _TryNext(f"HTTP {status} with a body that is not JSON") from None
+    if not isinstance(answer, dict) or (status == 200 and path != "/v1/health" and not isinstance(answer.get("outcome"), str)):
+        raise _TryNext(f"HTTP {status} with an answer of the wrong shape")
+    return answer
+
+
+class _Connection:
+    """One HTTP/1.1 connection to one server, for one request at a time."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    @classmethod
+    def open(cls, host: str, port: int, end: float) -> "_Connection":
+        sock = socket.create_connection((host, port), timeout=_left(end))
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def still_open(self) -> bool:
+        """False when the server has closed or reset this idle connection, or sent something unasked."""
+        try:
+            self.sock.settimeout(0)  # a look, not a wait
+            self.sock.recv(1, socket.MSG_PEEK)
+        except BlockingIOError:
+            return True  # nothing to read: the connection is open and quiet
+        except OSError:
+            return False
+        return False  # the end of the stream, or bytes no request asked for
+
+    def exchange(self, request: bytes, end: float) -> tuple[int, bytes, bool]:
+        """Send ``request`` and read its answer by ``end``: (status, body, whether this connection may serve another).
+
+        Raises ``_Closed`` when the server closed or reset the connection
+        before sending a byte of the answer, ``TimeoutError``, ``OSError``
+        and ``_TryNext`` (an answer that is not HTTP as the servers speak it).
+        The caller closes the connection after any of them.
+        """
+        try:
+            self.sock.settimeout(_left(end))
+            self.sock.sendall(request)
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as e:
+            raise _Closed(type(e).__name__) from None
+        reader = _Reader(self.sock, end)
+        while True:
+            version, status = _status_line(reader.line())
+            headers = _headers(reader)
+            if not 100 <= status < 200:
+                break
+            # An interim answer (100 Continue): the real one follows.
+        te = headers.get("transfer-encoding")
+        length = headers.get("content-length")
+        framed = True
+        if status in (204, 304):
+            body = b""
+        elif te is not None:
+            if te.lower() != "chunked":
+                raise _TryNext(f"transfer coding {te[:20]!r} not understood")
+            body = _chunked(reader)
+        elif length is not None:
+            body = reader.exact(_content_length(length))
+        else:
+            body, framed = reader.rest(), False
+        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+        alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+        # Bytes after the answer were never asked for: that connection is not to be trusted again.
+        return status, body, framed and alive and not reader.buffer
+
+
+class _Reader:
+    """The answer's bytes from a socket, each wait narrowed to the time left before ``end``."""
+
+    def __init__(self, sock: socket.socket, end: float) -> None:
+        self.sock = sock
+        self.end = end
+        self.buffer = bytearray()
+        self.received = 0
+
+    def _fill(self, eof_ends: bool = False) -> bool:
+        """Read more; False at the end of the stream when ``eof_ends``."""
+        # A socket timeout limits each wait, not the sum: narrow it to what is left before each one.
+        self.sock.settimeout(_left(self.end))
+        try:
+            chunk = self.sock.recv(_RECV)
+        except (ConnectionResetError, ConnectionAbortedError) as e:
+            if not self.received:
+                raise _Closed(type(e).__name__) from None
+            raise
+        if not chunk:
+            if not self.received:
+                raise _Closed("end of stream")
+            if eof_ends:
+                return False
+            raise _TryNext("the connection was closed in the middle of the answer")
+        self.received += len(chunk)
+        self.buffer += chunk
+        return True
+
+    def line(self) -> bytes:
+        """The next line, without its CRLF (or LF)."""
+        while True:
+            i = self.buffer.find(b"\n")
+            if i >= 0:
+                if i > MAX_LINE:
+                    break
+                line = bytes(self.buffer[:i])
+                del self.buffer[: i + 1]
+                return line[:-1] if line.endswith(b"\r") else line
+            if len(self.buffer) > MAX_LINE:
+                break
+            self._fill()
+        raise _TryNext("a line of the answer is too long")
+
+    def exact(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            self._fill()
+        data = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return data
+
+    def rest(self) -> bytes:
+        """Everything up to the end of the stream."""
+        while len(self.buffer) <= MAX_RESPONSE and self._fill(eof_ends=True):
+            pass
+        if len(self.buffer) > MAX_RESPONSE:
+            raise _TryNext("answer too large")
+        data = bytes(self.buffer)
+        self.buffer.clear()
+        return data
+
+
+def _status_line(line: bytes) -> tuple[str, int]:
+    parts = line.split(None, 2)
+    if len(parts) < 2 or parts[0] not in (b"HTTP/1.1", b"HTTP/1.0") or len(parts[1]) != 3 or not parts[1].isdigit():
+        raise _TryNext("an answer that is not HTTP/1.x")
+    return parts[0].decode("ascii"), int(parts[1])
+
+
+def _headers(reader: _Reader) -> dict[str, str]:
+    """The header fields, names in lower case; repeated fields joined with commas."""
+    headers: dict[str, str] = {}
+    for _ in range(MAX_HEADERS + 1):
+        line = reader.line()
+        if not line:
+            return headers
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip() or line[:1] in (b" ", b"\t"):
+            raise _TryNext("a malformed header line in the answer")
+        key = name.decode("latin-1").lower()
+        text = value.strip().decode("latin-1")
+        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+    raise _TryNext("too many header lines in the answer")
+
+
+def _content_length(text: str) -> int:
+    values = {v.strip() for v in text.split(",")}
+    if len(values) != 1:
+        raise _TryNext("conflicting Content-Length headers")
+    value = values.pop()
+    if not value.isdigit() or not value.isascii():
+        raise _TryNext("a malformed Content-Length")
+    if int(value) > MAX_RESPONSE:
+        raise _TryNext("answer too large")
+    return int(value)
+
+
+def _chunked(reader: _Reader) -> bytes:
+    body = bytearray()
+    while True:
+        size = reader.line().split(b";", 1)[0].strip()
+        if not size or len(size) > 8 or not _HEX.issuperset(size):
+            raise _TryNext("a malformed chunk size")
+        n = int(size, 16)
+        if n == 0:
+            break
+        if len(body) + n > MAX_RESPONSE:
+            raise _TryNext("answer too large")
+        body += reader.exact(n)
+        if reader.line():
+            raise _TryNext("a chunk longer than its size")
+    for _ in range(MAX_HEADERS + 1):  # trailer fields, unused
+        if not reader.line():
+            return bytes(body)
+    raise _TryNext("too many trailer lines in the answer")
 
 
 def _left(end: float) -> float:
@@ -165,14 +438,3 @@ def _left(end: float) -> float:
     if left <= 0:
         raise TimeoutError
     return left
-
-
-def _narrow(conn: http.client.HTTPConnection, end: float) -> None:
-    if conn.sock is not None:
-        conn.sock.settimeout(_left(end))
-
-
-def _narrow_response(response: http.client.HTTPResponse, end: float) -> None:
-    sock = getattr(getattr(getattr(response, "fp", None), "raw", None), "_sock", None)
-    if sock is not None:
-        sock.settimeout(_left(end))
