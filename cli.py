@@ -38,6 +38,7 @@ from cardmgmt.operators import Permission
 from cardmgmt.recharge import Policy
 from cardmgmt.states import PAST, Event
 from cardmgmt.system import CardSystem, Context
+from ivr import replay as replay_tool
 from marketing_iface import outbox, reconcile
 from marketing_iface.interface import MarketingUnavailable
 from marketing_iface.sql import SqlMarketing
@@ -110,9 +111,9 @@ def emit(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str] |
     cols = list(columns or rows[0].keys())
     text = [[format_fen(r[c]) if c in MONEY_KEYS else str(r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
-    click.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip())
+    click.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
     for t in text:
-        click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths)).rstrip())
+        click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
 
 
 @contextmanager
@@ -874,6 +875,53 @@ def call(app: App, servers: list[tuple[str, int]], account: str, caller: str, ye
     if done.get("outcome") != "ok":
         raise click.ClickException(f"recharge not confirmed: {done.get('outcome')}")
     click.echo(f"recharged {format_fen(done['amount'])} yuan to {account}; reference {done['recharge_ref']}")
+
+
+def parse_vars(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    try:
+        return dict(replay_tool.parse_var(v) for v in values)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+@cli.command()
+@click.argument("scripts", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--host", default=replay_tool.DEFAULT_HOST, show_default=True, help="Asterisk's SIP address.")
+@click.option("--port", default=replay_tool.DEFAULT_PORT, show_default=True, type=click.IntRange(1, 65535), help="Asterisk's SIP UDP port (the sandbox's by default).")
+@click.option("--var", "variables", multiple=True, callback=parse_vars, metavar="NAME=VALUE", help="A value for ${NAME} in the scripts (repeat).")
+@click.option("--secret", "secrets", multiple=True, metavar="NAME", help="Read ${NAME} from standard input, a line each (hidden prompt at a terminal); for PINs (repeat).")
+@click.option("--inject", type=click.Path(path_type=Path), metavar="CSV", help="Per-call values: a header line of names, then one line per call.")
+@click.option("--concurrent", default=1, show_default=True, type=click.IntRange(1), help="Calls at once.")
+@click.option("--calls", type=click.IntRange(1), help="Calls in all [default: the injection's rows, else --concurrent].")
+@click.option("--workdir", type=click.Path(path_type=Path), help="Where the scenarios and SIPp's files go [default: a new temporary folder].")
+@click.option("--timeout", type=click.FloatRange(0, min_open=True), metavar="SECONDS", help="Give up on a script after this long.")
+@click.option("--audio", type=click.Path(path_type=Path), default=replay_tool.CALLER_AUDIO, show_default=True, metavar="PCAP", help="The caller's voice (G.711 RTP), sent once the call is answered.")
+@click.option("--no-audio", is_flag=True, help="Send no caller audio (Asterisk's Answer() then waits 0.5 s).")
+def replay(scripts: tuple[Path, ...], host: str, port: int, variables: dict[str, str], secrets: tuple[str, ...],
+           inject: Path | None, concurrent: int, calls: int | None, workdir: Path | None, timeout: float | None,
+           audio: Path, no_audio: bool) -> None:
+    """Phone the hotline with call scripts (SIPp) and check each step: what it said and what it decided.
+
+    Works against the Asterisk sandbox (python -m asterisk_conf.sandbox start) or
+    any Asterisk running the hotline.  Prints each step's PASS or FAIL; exits 3
+    when a step failed, 1 (one line, nothing phoned) when a script, a value or
+    the address is wrong.  Values read with --secret are never shown, and the
+    files of the run that held them are deleted.
+
+    \b
+    Example:
+      cli.py replay tests/calls/recharge-one-card.call --port 5160 --var CALLER=13800000001 \\
+             --var ACCOUNT=3100000001 --var AMOUNT=5000 --secret PIN < pin.txt
+    """
+    try:
+        ask = (lambda name: click.prompt(name, hide_input=True, err=True)) if sys.stdin.isatty() else None
+        values = replay_tool.read_secrets(secrets, sys.stdin, ask=ask, given=variables)
+        job = replay_tool.ReplayJob(scripts, host, port, {**variables, **values}, frozenset(values), inject,
+                                    concurrent, calls, workdir, timeout, None if no_audio else audio)
+        code = replay_tool.run_job(job, echo=click.echo)
+    except replay_tool.ReplayError as e:
+        raise click.ClickException(str(e)) from None
+    sys.exit(code)
 
 
 @cli.group()

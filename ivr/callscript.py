@@ -217,6 +217,7 @@ class CallScript:
     title: str = ""
     name: str = "call"
     path: str = ""
+    call_line: int = 0  # the line of ``call``, when the script has one
 
     def variables(self) -> set[str]:
         """The ``${NAME}`` variables the script uses."""
@@ -234,6 +235,7 @@ def parse(text: str, *, name: str = "call", path: str = "") -> CallScript:
     steps: list[Step] = []
     title: list[str] = []
     number, caller = DEFAULT_NUMBER, DEFAULT_CALLER
+    call_line = 0
     seen_command = False
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
@@ -256,6 +258,7 @@ def parse(text: str, *, name: str = "call", path: str = "") -> CallScript:
             if seen_command:
                 raise fail("'call' must be the first command")
             number, caller = _parse_call(rest, fail)
+            call_line = lineno
         elif verb == "expect":
             if not rest:
                 raise fail("'expect' needs a text, e.g. expect prompt=welcome")
@@ -290,7 +293,7 @@ def parse(text: str, *, name: str = "call", path: str = "") -> CallScript:
         raise ScriptError("a call script ends with 'expect bye' (the hotline hangs up) or 'hangup' (the caller does)",
                           path=path, line=steps[-1].line)
     return CallScript(tuple(steps), number=number, caller=caller, title=next((t for t in title if t), ""), name=name,
-                      path=path)
+                      path=path, call_line=call_line)
 
 
 def load(path: str | Path) -> CallScript:
@@ -470,13 +473,14 @@ def bind(script: CallScript, variables: Mapping[str, str] | None = None,
             steps.append(Digits(sub(step.digits, step.line, "keys"), step.gap_ms, step.line, step.source))
         else:
             steps.append(step)
-    first = script.steps[0].line
+    first = script.call_line or script.steps[0].line
     number, caller = sub(script.number, first, "party"), sub(script.caller, first, "party")
     for what, value in (("number", number), ("caller", caller)):
         if not _PARTY.match(_FIELD.sub("x", value)):
-            raise ScriptError(f"the {what} {value!r} may hold only letters, digits and + * # . _ -", path=script.path)
+            raise ScriptError(f"the {what} {value!r} may hold only letters, digits and + * # . _ -", path=script.path,
+                              line=first)
     return CallScript(tuple(steps), number=number, caller=caller, title=script.title, name=script.name,
-                      path=script.path)
+                      path=script.path, call_line=script.call_line)
 
 
 # --- compiling ------------------------------------------------------------------------------

@@ -18,18 +18,25 @@ the one the expect before it matched.  A failed step says why: not seen
 waiting.  ``concurrent`` runs N copies of each script at once; an
 ``Injection`` gives each copy its own values.
 
-``main(argv)`` is the command line (``cli.py replay`` wraps it): it prints
-each step's PASS or FAIL and a summary, and returns 0 only when every step
-of every call passed.
+The ``replay`` command is ``run_job(ReplayJob(...))``, with two front ends
+that only parse options: ``main(argv)`` (``python -m ivr.replay``) and
+``cli.py replay``.  It refuses bad input in one line before the first call
+(``ReplayError``: a script that is missing or malformed, a variable without
+a value, no ``sipp``, nothing answering SIP at the address), prints each
+step's PASS or FAIL and a summary, and exits 0 when every step of every call
+passed, 3 when some step failed (1 refused, 2 usage error, as ``cli.py``).
+Values read with ``--secret NAME`` (PINs) never appear on a command line or
+in the output, and the run's files that held them are deleted afterwards.
 
 Needs the ``sipp`` program (Debian's ``sip-tester``).
 """
 
-# test-case-name: tests.e2e.test_hotline
+# test-case-name: tests.ivr.test_replay, tests.e2e.test_hotline
 
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import socket
@@ -37,11 +44,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 from ivr.callscript import (
+    DEFAULT_NUMBER,
     CallScript,
     Compiled,
     Digits,
@@ -70,7 +80,7 @@ PASS, FAIL, NOT_REACHED = "PASS", "FAIL", "----"
 
 
 class ReplayError(Exception):
-    """SIPp could not be run at all (not installed, bad arguments); the message is one line."""
+    """The replay cannot be done as asked (no SIPp, a bad script or value, nothing answering); one line, no value."""
 
 
 def free_udp_port(host: str = "127.0.0.1") -> int:
@@ -138,7 +148,7 @@ def run_sipp(scenario: str, asterisk_port: int, workdir: Path, *, host: str = DE
         raise ReplayError(f"{SIPP} is not installed (apt-get install sip-tester)")
     workdir.mkdir(parents=True, exist_ok=True)
     scenario_file = workdir / f"{name}.xml"
-    scenario_file.write_text(scenario, encoding="utf-8")
+    _write_private(scenario_file, scenario)  # it holds the keys the calls send: PINs
     files = {kind: workdir / f"{name}.{kind}.log" for kind in ("screen", "errors", "logs", "messages")}
     for f in files.values():
         f.unlink(missing_ok=True)
@@ -156,7 +166,7 @@ def run_sipp(scenario: str, asterisk_port: int, workdir: Path, *, host: str = DE
         cmd += ["-trace_msg", "-message_file", str(files["messages"])]
     if injection_csv is not None:
         inf = workdir / f"{name}.inject.csv"
-        inf.write_text(injection_csv, encoding="utf-8")
+        _write_private(inf, injection_csv)
         cmd += ["-inf", str(inf)]
     cmd.append(f"{host}:{asterisk_port}")
     started = time.monotonic()
@@ -177,6 +187,14 @@ def run_sipp(scenario: str, asterisk_port: int, workdir: Path, *, host: str = DE
             return ""
 
     return SippRun(returncode, elapsed, read("screen"), read("errors"), read("logs"), read("messages"), workdir)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (replacing it)."""
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 # --- reading back what the scenario logged --------------------------------------------------
@@ -474,6 +492,16 @@ class ScriptResult:
         return "\n".join(lines)
 
 
+def compile_scripts(scripts: Sequence[Path], variables: Mapping[str, str], injection: Injection | None = None, *,
+                    audio: Path | None = CALLER_AUDIO) -> list[Compiled]:
+    """Read, bind and compile every script; ``ScriptError`` (one line, naming file and line) on the first bad one.
+
+    Every script is compiled before the first call, so that a mistake in the
+    last one is not found an hour late.
+    """
+    return [compile_script(load(path), variables, injection, audio=str(audio) if audio else None) for path in scripts]
+
+
 def replay(scripts: Sequence[Path], host: str, port: int, variables: Mapping[str, str], workdir: Path, *,
            concurrent: int = 1, calls: int | None = None, injection: Injection | None = None,
            rate: float | None = None, timeout: float | None = None, recv_timeout_ms: int = RECV_TIMEOUT_MS,
@@ -485,29 +513,16 @@ def replay(scripts: Sequence[Path], host: str, port: int, variables: Mapping[str
     ``audio`` is the caller's voice, sent once the call is answered (see
     ``ivr.callscript.call_scenario``); ``None`` sends none.  Each
     script's files (scenario, logs, SIPp's traces) go to ``workdir/NAME/``.
-    A script that cannot be read or compiled is reported as failed, and the
-    others still run; only a missing ``sipp`` raises (``ReplayError``).
+    A script that cannot be read or compiled raises ``ScriptError`` before
+    any call is made; a missing ``sipp`` or audio file raises ``ReplayError``.
     """
-    total = calls if calls is not None else (len(injection.rows) if injection else concurrent)
     if audio is not None and not Path(audio).is_file():
         raise ReplayError(f"no such audio file: {audio}")
-    # Every script is compiled before the first call, so that a mistake in the last one is not found an hour late.
-    prepared: list[Compiled | ScriptResult] = []
-    for path in scripts:
-        try:
-            prepared.append(compile_script(load(path), variables, injection, audio=str(audio) if audio else None))
-        except ScriptError as e:
-            stub = CallScript((), name=Path(path).stem, path=str(path))
-            prepared.append(ScriptResult(stub, None, None, (), total, error=str(e)))
-    results = []
-    for item in prepared:
-        if isinstance(item, ScriptResult):
-            results.append(item)
-            continue
-        results.append(run_compiled(item, host, port, workdir / item.script.name, calls=total, concurrent=concurrent,
-                                    rate=rate, timeout=timeout, recv_timeout_ms=recv_timeout_ms,
-                                    trace_messages=trace_messages))
-    return results
+    compiled = compile_scripts(scripts, variables, injection, audio=audio)
+    total = calls if calls is not None else (len(injection.rows) if injection else concurrent)
+    return [run_compiled(c, host, port, workdir / c.script.name, calls=total, concurrent=concurrent, rate=rate,
+                         timeout=timeout, recv_timeout_ms=recv_timeout_ms, trace_messages=trace_messages)
+            for c in compiled]
 
 
 def run_compiled(compiled: Compiled, host: str, port: int, workdir: Path, *, calls: int = 1, concurrent: int = 1,
@@ -557,25 +572,207 @@ def _time_budget(compiled: Compiled, calls: int, concurrent: int, recv_timeout_m
     return min(3600.0, waves * per_call + recv_timeout_ms / 1000)
 
 
+# --- the replay command ---------------------------------------------------------------------
+
+EXIT_PASSED = 0  # every step of every call passed
+EXIT_REFUSED = 1  # bad input: nothing was phoned (the codes match cli.py's)
+EXIT_USAGE = 2
+EXIT_FAILED = 3  # replayed, and some step failed: the hotline did not do what a script says
+
+PROBE_TIMEOUT = 3.0  # seconds to wait for any SIP answer before the first call
+# The files of a run that hold the keys it sent (the scenario, SIPp's traces of sent messages, the injection file).
+KEYED_FILES = ("{name}.xml", "{name}.messages.log", "{name}.errors.log", "{name}.inject.csv")
+
+
+@dataclass(frozen=True)
+class ReplayJob:
+    """What the ``replay`` command was asked to do (by ``main`` or by ``cli.py replay``).
+
+    ``secrets`` name the variables whose values must not stay on disk (PINs,
+    read from standard input by ``read_secrets``): after the run, the files
+    that held them are deleted.
+    """
+
+    scripts: tuple[Path, ...]
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    variables: Mapping[str, str] = field(default_factory=dict)
+    secrets: frozenset[str] = frozenset()
+    injection: Path | None = None
+    concurrent: int = 1
+    calls: int | None = None
+    workdir: Path | None = None
+    timeout: float | None = None
+    audio: Path | None = CALLER_AUDIO
+
+
+def run_job(job: ReplayJob, echo: Callable[[str], None] = print) -> int:
+    """Check the job, phone, ``echo`` each script's report and a summary; ``EXIT_PASSED`` or ``EXIT_FAILED``.
+
+    Bad input raises ``ReplayError`` (one line) before any call: ``sipp``
+    missing, a script, the injection file or the audio file missing or
+    malformed, a variable without a value, or nothing answering SIP at
+    ``host``:``port``.
+    """
+    if shutil.which(SIPP) is None:
+        raise ReplayError(f"{SIPP} is not installed (apt-get install sip-tester)")
+    if not job.scripts:
+        raise ReplayError("no call script given")
+    if job.concurrent < 1 or (job.calls is not None and job.calls < 1):
+        raise ReplayError("--concurrent and --calls must be at least 1")
+    if job.audio is not None and not job.audio.is_file():
+        raise ReplayError(f"no such audio file: {job.audio} (give another with --audio, or --no-audio)")
+    try:
+        injection = Injection.from_csv(job.injection) if job.injection else None
+        compiled = compile_scripts(job.scripts, job.variables, injection, audio=job.audio)
+    except ScriptError as e:
+        raise ReplayError(str(e)) from None
+    probe(job.host, job.port)
+    workdir = job.workdir or Path(tempfile.mkdtemp(prefix="replay-"))
+    total = job.calls if job.calls is not None else (len(injection.rows) if injection else job.concurrent)
+    results = []
+    for c in compiled:
+        results.append(run_compiled(c, job.host, job.port, workdir / c.script.name, calls=total,
+                                    concurrent=job.concurrent, timeout=job.timeout))
+        if job.secrets:
+            forget_keys(workdir / c.script.name, c.script.name)
+        echo(results[-1].report())
+    passed = [r for r in results if r.passed]
+    forgotten = f" (without the files that held {', '.join(sorted(job.secrets))})" if job.secrets else ""
+    echo(f"\n{len(passed)} of {len(results)} scripts passed ({sum(len(r.calls) for r in results)} calls); "
+         f"SIPp's files are in {workdir}{forgotten}")
+    for r in results:
+        if not r.passed:
+            where = r.failures()[0][1] if r.failures() else None
+            at = f" at step {where.number} (line {where.line}): {where.source}" if where else f": {r.error or 'see above'}"
+            echo(f"FAILED {r.name}{at}")
+    return EXIT_PASSED if len(passed) == len(results) else EXIT_FAILED
+
+
+def forget_keys(directory: Path, name: str) -> None:
+    """Delete the files of one script's run that hold the keys it sent (see ``KEYED_FILES``)."""
+    for pattern in KEYED_FILES:
+        (directory / pattern.format(name=name)).unlink(missing_ok=True)
+
+
+def read_secrets(names: Sequence[str], stream: TextIO, ask: Callable[[str], str] | None = None,
+                 given: Iterable[str] = ()) -> dict[str, str]:
+    """The values of ``names``: from ``ask(name)`` (a hidden prompt at a terminal), else one line each from ``stream``.
+
+    A PIN given as ``--var PIN=...`` would show in ``ps`` and in the shell's
+    history; read this way it is never echoed.  ``given`` are the names that
+    already have a value (``--var``).  ``ReplayError`` for a bad or repeated
+    name, or when the input ends early or a value is empty, before anything
+    is read for a bad name; the message never holds a value.
+    """
+    seen = set(given)
+    for name in names:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+            raise ReplayError(f"--secret {name!r}: expected a variable name")
+        if name in seen:
+            raise ReplayError(f"{name} is given twice (by --var or --secret)")
+        seen.add(name)
+    values: dict[str, str] = {}
+    for name in names:
+        line = ask(name) if ask is not None else stream.readline()
+        if ask is None and not line:
+            raise ReplayError(f"standard input ended before the value of {name}")
+        value = line.strip()
+        if not value:
+            raise ReplayError(f"the value of {name} is empty")
+        values[name] = value
+    return values
+
+
+def parse_var(text: str) -> tuple[str, str]:
+    """``NAME=VALUE`` as a pair, or ``ValueError`` naming what was expected."""
+    name, sep, value = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
+        raise ValueError(f"--var {text!r}: expected NAME=VALUE")
+    return name, value
+
+
+def probe(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> None:
+    """Send SIP ``OPTIONS`` to ``host``:``port`` (UDP); return at the first SIP answer, else ``ReplayError``.
+
+    Any answer will do (200, 404, 401...): it shows that a SIP server listens
+    there, so that a wrong port is reported in a second instead of as every
+    step of every call failing after SIPp's timeouts.
+    """
+    try:
+        local_ip = local_ip_for(host, port)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    except OSError as e:  # socket.gaierror: a host name that does not resolve
+        raise ReplayError(f"cannot reach {host}:{port}: {e.strerror or e}") from None
+    with s:
+        try:
+            s.bind((local_ip, 0))
+            s.connect((host, port))
+        except OSError as e:
+            raise ReplayError(f"cannot reach {host}:{port}: {e.strerror or e}") from None
+        local_port = s.getsockname()[1]
+        tag = uuid.uuid4().hex
+        request = "\r\n".join([
+            f"OPTIONS sip:{DEFAULT_NUMBER}@{host}:{port} SIP/2.0",
+            f"Via: SIP/2.0/UDP {local_ip}:{local_port};branch=z9hG4bK{tag[:16]};rport",
+            "Max-Forwards: 70",
+            f"From: <sip:replay@{local_ip}:{local_port}>;tag={tag[16:24]}",
+            f"To: <sip:{DEFAULT_NUMBER}@{host}:{port}>",
+            f"Call-ID: {tag}@{local_ip}",
+            "CSeq: 1 OPTIONS",
+            f"Contact: <sip:replay@{local_ip}:{local_port}>",
+            "Accept: application/sdp",
+            "Content-Length: 0",
+            "", "",
+        ]).encode("ascii")
+        deadline = time.monotonic() + timeout
+        wait = 0.5  # SIP's T1, doubled at each resend
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                s.send(request)
+                s.settimeout(min(wait, left))
+                while True:
+                    if s.recv(65535).startswith(b"SIP/2.0 "):
+                        return
+            except TimeoutError:
+                wait *= 2
+            except ConnectionRefusedError:
+                raise ReplayError(f"nothing listens for SIP on udp {host}:{port} (is Asterisk running? "
+                                  "python -m asterisk_conf.sandbox start)") from None
+            except OSError as e:
+                raise ReplayError(f"cannot reach {host}:{port}: {e.strerror or e}") from None
+    raise ReplayError(f"no SIP answer from udp {host}:{port} within {timeout:g} s (is Asterisk running there?)")
+
+
 # --- command line ---------------------------------------------------------------------------
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``replay`` command: run call scripts, print each step's PASS/FAIL and a summary; 0 when all passed."""
+    """``python -m ivr.replay``, the same command as ``cli.py replay``; returns its exit code (see ``EXIT_*``)."""
     parser = argparse.ArgumentParser(
-        prog="replay",
-        description="Phone the hotline with call scripts (SIPp) and check, step by step, what it said and decided.",
-        epilog="Example: replay tests/calls/*.call --port 5160 --var ACCOUNT=3100000001 --var PIN=123456789012345678",
+        prog="python -m ivr.replay",
+        description="Phone the hotline with call scripts (SIPp) and check, step by step, what it said and decided. "
+                    "Exit codes: 0 every step passed, 1 refused (bad input; nothing phoned), 2 usage error, "
+                    "3 replayed and some step failed.",
+        epilog="Example: python -m ivr.replay tests/calls/recharge-one-card.call --port 5160 --var CALLER=13800000001 "
+               "--var ACCOUNT=3100000001 --var AMOUNT=5000 --secret PIN < pin.txt",
     )
     parser.add_argument("scripts", nargs="+", type=Path, metavar="SCRIPT", help="call scripts (.call files)")
     parser.add_argument("--host", default=DEFAULT_HOST, help=f"Asterisk's SIP address (default {DEFAULT_HOST})")
-    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"Asterisk's SIP UDP port (default {DEFAULT_PORT})")
-    parser.add_argument("--var", action="append", default=[], metavar="NAME=VALUE", help="a value for ${NAME} (repeat)")
+    parser.add_argument("--port", type=_port, default=DEFAULT_PORT,
+                        help=f"Asterisk's SIP UDP port (default {DEFAULT_PORT})")
+    parser.add_argument("--var", action="append", default=[], type=_var, metavar="NAME=VALUE",
+                        help="a value for ${NAME} (repeat)")
+    parser.add_argument("--secret", action="append", default=[], metavar="NAME",
+                        help="read ${NAME} from standard input, a line each (hidden prompt at a terminal), "
+                             "and delete SIPp's files that held it after the run: for PINs (repeat)")
     parser.add_argument("--inject", type=Path, metavar="CSV",
                         help="per-call values: a header line of names, then one line per call")
-    parser.add_argument("--concurrent", type=int, default=1, metavar="N", help="calls at once (default 1)")
-    parser.add_argument("--calls", type=int, metavar="M", help="calls in all (default: the injection rows, else N)")
-    parser.add_argument("--workdir", type=Path, help="where scenarios and SIPp's logs go (default: a new temporary folder)")
+    parser.add_argument("--concurrent", type=_positive, default=1, metavar="N", help="calls at once (default 1)")
+    parser.add_argument("--calls", type=_positive, metavar="M",
+                        help="calls in all (default: the injection rows, else N)")
+    parser.add_argument("--workdir", type=Path,
+                        help="where scenarios and SIPp's logs go (default: a new temporary folder)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="give up on a script after this long")
     parser.add_argument("--audio", type=Path, default=CALLER_AUDIO, metavar="PCAP",
                         help=f"the caller's voice, sent after the answer (default {CALLER_AUDIO})")
@@ -583,42 +780,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     try:
-        variables = dict(_pair(v) for v in args.var)
-        injection = Injection.from_csv(args.inject) if args.inject else None
-    except (ScriptError, ValueError) as e:
-        print(f"replay: {e}", file=sys.stderr)
-        return 2
-    if args.concurrent < 1 or (args.calls is not None and args.calls < 1):
-        print("replay: --concurrent and --calls must be at least 1", file=sys.stderr)
-        return 2
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="replay-"))
-    try:
-        results = replay(args.scripts, args.host, args.port, variables, workdir, concurrent=args.concurrent,
-                         calls=args.calls, injection=injection, timeout=args.timeout,
-                         audio=None if args.no_audio else args.audio)
+        variables = dict(args.var)
+        secrets = read_secrets(args.secret, sys.stdin, ask=_hidden_prompt if sys.stdin.isatty() else None,
+                               given=variables)
+        job = ReplayJob(tuple(args.scripts), args.host, args.port, {**variables, **secrets},
+                        frozenset(secrets), args.inject, args.concurrent, args.calls, args.workdir, args.timeout,
+                        None if args.no_audio else args.audio)
+        return run_job(job)
     except ReplayError as e:
-        print(f"replay: {e}", file=sys.stderr)
-        return 2
-    for result in results:
-        print(result.report())
-    passed = [r for r in results if r.passed]
-    print(f"\n{len(passed)} of {len(results)} scripts passed "
-          f"({sum(len(r.calls) for r in results)} calls); SIPp's files are in {workdir}")
-    for r in results:
-        if not r.passed:
-            where = r.failures()[0][1] if r.failures() else None
-            at = f" at step {where.number} (line {where.line}): {where.source}" if where else f": {r.error or 'see above'}"
-            print(f"FAILED {r.name}{at}")
-    return 0 if len(passed) == len(results) else 1
+        print(f"replay: error: {e}", file=sys.stderr)
+        return EXIT_REFUSED
 
 
-def _pair(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", name):
-        raise ValueError(f"--var {text!r}: expected NAME=VALUE")
-    return name, value
+def _hidden_prompt(name: str) -> str:
+    import getpass
+
+    return getpass.getpass(f"{name}: ")
+
+
+def _var(text: str) -> tuple[str, str]:
+    try:
+        return parse_var(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port (1-65535)")
+    return int(text)
 
 
 if __name__ == "__main__":
     sys.exit(main())
-

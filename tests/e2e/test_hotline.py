@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner, Result
 
+from cli import cli
 from ivr import replay as replay_module
 from ivr.callscript import (
     SCENARIO_LIMIT,
@@ -110,7 +112,7 @@ def hotline(hotline_factory: Callable[[Callable[[Hotline], None]], Hotline], car
         in_stock = h.stock("S1", 2, face_value=2000)
         h.expire("X1")
         names = ["one-card", "english", "two-a", "two-b", "wrong-then-right", "decline", "failover",
-                 "unavailable-at-pin", "used", "voided", "frozen", "held", "quick"]
+                 "unavailable-at-pin", "used", "voided", "frozen", "held", "quick", "cli-ok", "cli-fail"]
         cards.named = dict(zip(names, main, strict=False))
         cards.named["expired"] = expired[0]
         cards.named["not-issued"] = in_stock[0]
@@ -303,16 +305,19 @@ def test_a_failed_step_says_what_came_instead_and_the_rest_are_not_reached() -> 
     assert result.failed_step.detail == "not seen; the hotline hung up; the hotline sent: result=wrong_pin"
 
 
-def test_the_command_line_refuses_bad_values_and_reports_bad_scripts(tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
-    assert replay_module.main(["x.call", "--var", "no-equals-sign"]) == 2
+def test_the_command_line_refuses_bad_values_and_bad_scripts_before_any_call(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as usage:
+        replay_module.main(["x.call", "--var", "no-equals-sign"])
+    assert usage.value.code == 2
     assert "expected NAME=VALUE" in capsys.readouterr().err
     bad = tmp_path / "bad.call"
     bad.write_text("expect prompt=welcome\nsend 1x\nexpect bye\n", encoding="utf-8")
     assert replay_module.main([str(bad), "--workdir", str(tmp_path / "work")]) == 1
-    out = capsys.readouterr().out
-    assert f"{bad}:2: 'x' is not a phone key" in out
-    assert f"FAILED {bad}" in out
+    captured = capsys.readouterr()
+    assert captured.err == f"replay: error: {bad}:2: 'x' is not a phone key (keys are 0-9, * and #)\n"
+    assert captured.out == ""
+    assert not (tmp_path / "work").exists()
 
 
 # --- the scripts that need nothing of each other, all at once ------------------------------------
@@ -414,6 +419,40 @@ def test_refused_and_declined_cards_are_not_spent(hotline: Hotline, cards: Cards
     assert states == expected
     untouched = [cards.serial(n) for n in ("decline", "voided", "frozen", "expired", "not-issued", "held")]
     assert hotline.recharges(untouched) == []
+
+
+def test_cli_replay_phones_the_hotline_and_exits_3_when_a_step_fails(hotline: Hotline, cards: Cards,
+                                                                     library: Library, tmp_path: Path) -> None:
+    assert hotline.sandbox is not None
+    account = "3100000002"  # no test counts this account's recharges
+    script = CALLS / "recharge-one-card.call"
+
+    def replay(card: str, amount: int, workdir: Path) -> Result:
+        args = [str(script), "--port", str(hotline.sandbox.sip_port), "--var", "CALLER=13900000077",
+                "--var", f"ACCOUNT={account}", "--var", f"AMOUNT={amount}", "--secret", "PIN", "--workdir", str(workdir)]
+        return CliRunner().invoke(cli, ["replay", *args], input=cards.pin(card) + "\n")
+
+    ok = replay("cli-ok", FACE, tmp_path / "ok")
+    assert ok.exit_code == 0, ok.output
+    assert ok.stdout.startswith(f"PASS {script}") and "\n  FAIL" not in ok.stdout
+    assert "1 of 1 scripts passed (1 calls)" in ok.stdout
+    assert hotline.card_state(cards.serial("cli-ok")) == "redeemed"
+
+    wrong = replay("cli-fail", FACE + 1, tmp_path / "fail")  # the script expects another amount than the card's
+    assert wrong.exit_code == 3, wrong.output
+    step = next(n for n, s in enumerate(load(script).steps, start=1) if s.describe() == "expect amount=${AMOUNT}")
+    assert f"FAILED {script} at step {step} (line 21): expect amount=${{AMOUNT}}" in wrong.stdout
+    assert not escaped(wrong) and "Traceback" not in wrong.output
+
+    for result, card, workdir in ((ok, "cli-ok", tmp_path / "ok"), (wrong, "cli-fail", tmp_path / "fail")):
+        pin = cards.pin(card)
+        assert pin not in result.output
+        kept = {f.name: f.read_text(errors="replace") for f in workdir.rglob("*") if f.is_file()}
+        assert kept and not [name for name, text in kept.items() if pin in text], "files that held the PIN are gone"
+
+
+def escaped(result: Result) -> bool:
+    return result.exception is not None and not isinstance(result.exception, SystemExit)
 
 
 # --- the scripts that run alone ----------------------------------------------------------------------
