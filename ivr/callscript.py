@@ -93,7 +93,7 @@ This module only parses and compiles; ``ivr.replay`` runs the result.  It
 is product code for testers and imports nothing beyond the standard library.
 """
 
-# test-case-name: tests.e2e.test_hotline (the format's own tests come first there)
+# test-case-name: tests.ivr.test_callscript, tests.e2e.test_hotline
 
 from __future__ import annotations
 

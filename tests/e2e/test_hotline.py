@@ -10,8 +10,10 @@ real PostgreSQL server at 127.0.0.1:5432.  These tests need root, the
 Asterisk sandbox, SIPp, PostgreSQL, espeak-ng and sox, and they never skip:
 without any of them they fail and say why.
 
-The first tests need none of that: they pin the call-script format
-(``ivr.callscript``) and how ``ivr.replay`` judges what a scenario logged.
+The call-script format and how ``ivr.replay`` judges what a scenario logged
+are tested without any of that in ``tests/ivr/test_callscript.py`` and
+``tests/ivr/test_replay.py``; ``cli.py replay`` is called here once against
+this hotline.
 
 Each script phones with accounts and caller numbers of its own, so that
 wrong PINs counted against one never lock another out, and with cards
@@ -25,8 +27,6 @@ servers run alone.  Timings are the benchmark's business
 from __future__ import annotations
 
 import datetime as dt
-import re
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,18 +36,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli import cli
-from ivr import replay as replay_module
-from ivr.callscript import (
-    SCENARIO_LIMIT,
-    ExpectText,
-    Injection,
-    Pause,
-    ScriptError,
-    compile_script,
-    load,
-    parse,
-)
-from ivr.replay import ScriptResult, judge, read_logs, read_trace
+from ivr.callscript import Injection, load
+from ivr.replay import ScriptResult
 from tests.e2e.conftest import BALANCES, CALLS, Hotline
 
 pytestmark = pytest.mark.slow
@@ -138,186 +128,6 @@ def variables(name: str, **more: str) -> dict[str, str]:
 
 def report(result: ScriptResult) -> str:
     return "\n" + result.report() + ("\n" + result.run.explain() if result.run else "")
-
-
-# --- the format, without Asterisk ------------------------------------------------------------------
-
-EXAMPLE = """\
-# successful recharge
-# (a second comment line is not part of the title)
-call 95598 from 13800000001
-expect prompt=welcome
-send 1
-
-expect prompt=enter-account
-send ${ACCOUNT}#
-expect holder=张*明
-expect /amount=[0-9]+/
-wait 500ms
-expect bye
-"""
-
-
-def test_a_script_is_parsed_into_numbered_steps_with_their_lines() -> None:
-    script = parse(EXAMPLE, name="example", path="example.call")
-    assert (script.title, script.number, script.caller) == ("successful recharge", "95598", "13800000001")
-    assert [(type(s).__name__, s.line) for s in script.steps] == [
-        ("ExpectText", 4), ("Digits", 5), ("ExpectText", 7), ("Digits", 8), ("ExpectText", 9), ("ExpectText", 10),
-        ("Pause", 11), ("ExpectBye", 12)]
-    assert script.steps[0] == ExpectText("^prompt=welcome$", 4, "expect prompt=welcome")
-    assert script.steps[4].regexp == r"^holder=张\*明$", "the whole text, literally"
-    assert script.steps[5].regexp == "^(amount=[0-9]+)$", "a /regex/ must match the whole text too"
-    assert script.steps[6] == Pause(500, 11, "wait 500ms")
-    assert script.variables() == {"ACCOUNT"}
-
-
-@pytest.mark.parametrize(("text", "line", "message"), [
-    ("expect prompt=a\nsned 1\nexpect bye", 2, "unknown command 'sned'"),
-    ("expect prompt=a\nsend 12a\nexpect bye", 2, "'a' is not a phone key"),
-    ("expect prompt=a\nsend\nexpect bye", 2, "'send' needs keys"),
-    ("expect /prompt=a\nexpect bye", 1, "closing slash"),
-    ("expect prompt=a\nwait soon\nexpect bye", 2, "a duration like 500ms or 2s"),
-    ("expect prompt=a\ncall 95598\nexpect bye", 2, "'call' must be the first command"),
-    ("call 95598 to 1\nexpect bye", 1, "call NUMBER [from CALLER]"),
-    ("expect bye\nexpect prompt=a", 2, "nothing can follow 'expect bye' (line 1)"),
-    ("expect prompt=a\nsend 1", 2, "ends with 'expect bye'"),
-    ("send ${PIN\nexpect bye", 1, "a variable is written ${NAME}"),
-    ("hangup now", 1, "'hangup' takes nothing"),
-])
-def test_a_bad_script_gets_one_line_naming_the_line(text: str, line: int, message: str) -> None:
-    with pytest.raises(ScriptError) as caught:
-        parse(text, path="bad.call")
-    assert caught.value.line == line
-    assert str(caught.value).startswith(f"bad.call:{line}: ") and message in str(caught.value)
-    assert "\n" not in str(caught.value)
-
-
-def test_variables_are_bound_at_replay_time_and_each_missing_one_is_named() -> None:
-    script = parse(EXAMPLE, path="example.call")
-    with pytest.raises(ScriptError, match=r"^example.call:8: \$\{ACCOUNT\} has no value \(give it with --var"):
-        compile_script(script, {})
-    with pytest.raises(ScriptError, match=r"example.call:8: \$\{ACCOUNT\} is sent as keys"):
-        compile_script(script, {"ACCOUNT": "31000000O1"})
-    expect_var = parse("expect digits=${ACCOUNT}.\nexpect bye")
-    bound = compile_script(expect_var, {"ACCOUNT": "3100000001"})
-    assert bound.steps[0].regexp == r"^digits=3100000001\.$", "a value is matched literally"
-
-
-def test_the_scenario_waits_only_for_the_last_expect_before_each_action() -> None:
-    compiled = compile_script(parse(EXAMPLE), {"ACCOUNT": "3100000001"})
-    assert compiled.sync_steps == {1, 3}, "welcome before 'send 1', enter-account before the account"
-    xml = compiled.xml
-    assert xml.count("INFO sip:95598@") == 1 + 11, "one INFO per key"
-    assert re.findall(r"Signal=(\S+)", xml) == list("1" + "3100000001#")
-    assert 'regexp="^prompt=welcome$"' in xml and 'regexp="^prompt=enter-account$"' in xml
-    assert xml.count("<pause") == 12, "300 ms before each key; the wait before an expect compiles to nothing"
-    assert xml.count('milliseconds="300"') == 12
-    assert "<recv request=\"BYE\" optional=\"true\" next=\"b8\"/>" in xml, "expect bye answers the hotline's BYE"
-    for var in set(re.findall(r'assign_to="([^"]+)"', xml)):
-        assert len(re.findall(rf"\[\${re.escape(var)}\]|test=\"{re.escape(var)}\"", xml)) >= 1, f"{var} is used"
-
-
-def test_a_wait_holds_back_the_next_send_and_a_hangup_ends_the_call() -> None:
-    xml = compile_script(parse("expect prompt=a\nwait 2s\nsend #\nwait 1.5s\nhangup"), {}).xml
-    assert re.findall(r'<pause milliseconds="(\d+)"/>', xml) == ["2000", "300", "1500"]
-    assert "BYE sip:95598@" in xml and "4 wait" in xml and "5 hangup" in xml
-
-
-def test_per_call_values_come_from_an_injection_file_one_field_per_key() -> None:
-    script = parse("call 95598 from ${CALLER}\nexpect prompt=enter-pin\nsend ${PIN}#\nexpect bye")
-    injection = Injection(("CALLER", "PIN"), (("13800000001", "123"), ("13800000002", "456")))
-    compiled = compile_script(script, {}, injection)
-    # Each value whole, then (when all rows have it the same length) each of its characters.
-    assert compiled.injection_csv == ("SEQUENTIAL\n13800000001;1;3;8;0;0;0;0;0;0;0;1;123;1;2;3;\n"
-                                      "13800000002;1;3;8;0;0;0;0;0;0;0;2;456;4;5;6;\n")
-    assert "From: <sip:[field0]@" in compiled.xml
-    assert re.findall(r"Signal=(\S+)", compiled.xml) == ["[field13]", "[field14]", "[field15]", "#"]
-    with pytest.raises(ScriptError, match=r":2: \$\{PIN\} comes from the injection file and cannot be used in expect"):
-        compile_script(parse("expect prompt=enter-pin\nexpect digits=${PIN}\nexpect bye"), {}, injection)
-    uneven = Injection(("PIN",), (("12",), ("345",)))
-    with pytest.raises(ScriptError, match="every injected value needs the same length"):
-        compile_script(parse("expect a=b\nsend ${PIN}\nexpect bye"), {}, uneven)
-
-
-def test_a_script_too_long_for_sipp_is_refused_before_sipp_sees_it() -> None:
-    keys = "1" * (SCENARIO_LIMIT // 300)
-    with pytest.raises(ScriptError, match="more than SIPp reads"):
-        compile_script(parse(f"expect a=b\nsend {keys}\nexpect bye"), {})
-
-
-def test_every_library_script_compiles() -> None:
-    for path in sorted(CALLS.glob("*.call")):
-        script = load(path)
-        assert script.title, f"{path.name} says what it is for in its first line"
-        compiled = compile_script(script, {name: "1" * 18 for name in script.variables()})
-        assert len(compiled.xml.encode()) < SCENARIO_LIMIT
-
-
-T0 = time.mktime(time.strptime("2026-11-23 12:00:00", "%Y-%m-%d %H:%M:%S"))  # the traces' local clock, as epoch
-
-
-def _log_line(call: str, at: float, event: str) -> str:
-    return f"{call} 2026-11-23\t12:00:00.000000\t{at:.6f} {event}"
-
-
-def _trace_block(at: str, method: str, call: str, cseq: int, body: str = "") -> str:
-    return (f"----------------------------------------------- 2026-11-23 {at}\n"
-            f"UDP message received [400] bytes :\n\n{method} sip:c@127.0.0.1 SIP/2.0\nCall-ID: {call}\n"
-            f"CSeq: {cseq} {method}\nContent-Length: {len(body)}\n\n{body}\n\n")
-
-
-def test_texts_are_judged_in_the_order_the_dialog_sent_them_not_the_order_they_came() -> None:
-    compiled = compile_script(parse("expect a=1\nexpect b=2\nexpect c=3\nsend 1\nexpect d=4\nexpect bye"), {})
-    assert compiled.sync_steps == {3}
-    t0 = T0
-    logs = read_logs("\n".join([
-        _log_line("c1", t0, "answer"),
-        _log_line("c1", t0 + 0.1, "text c=3 12"),  # a=1 and b=2 came late, as Asterisk sent them again
-        _log_line("c1", t0 + 0.1, "3 sync 12"),
-        _log_line("c1", t0 + 0.5, "4 sent"),
-        _log_line("c1", t0 + 0.7, "text d=4 13"),
-        _log_line("c1", t0 + 0.9, "6 bye"),
-    ]))
-    read_trace(_trace_block("12:00:00.600000", "MESSAGE", "c1", 10, "a=1")
-               + _trace_block("12:00:00.600100", "MESSAGE", "c1", 11, "b=2"), logs)
-    result = judge(compiled, logs["c1"])
-    assert result.passed, result
-    assert [t.body for t in result.texts] == ["a=1", "b=2", "c=3", "d=4"]
-    assert [s.at_ms for s in result.steps] == [600, 600, 100, 500, 700, 900], "when each text first arrived"
-
-
-def test_a_failed_step_says_what_came_instead_and_the_rest_are_not_reached() -> None:
-    compiled = compile_script(parse("expect a=1\nsend 1\nexpect result=ok\nsend 2\nexpect bye"), {})
-    t0 = T0
-    logs = read_logs("\n".join([
-        _log_line("c1", t0, "answer"),
-        _log_line("c1", t0 + 0.1, "text a=1 5"),
-        _log_line("c1", t0 + 0.1, "1 sync 5"),
-        _log_line("c1", t0 + 0.4, "2 sent"),
-        _log_line("c1", t0 + 0.5, "text result=wrong_pin 6"),
-        _log_line("c1", t0 + 0.6, "fail hungup"),
-    ]))
-    read_trace(_trace_block("12:00:00.550000", "BYE", "c1", 7), logs)
-    result = judge(compiled, logs["c1"])
-    assert not result.passed
-    assert [s.status for s in result.steps] == ["PASS", "PASS", "FAIL", "----", "----"]
-    assert result.failed_step is not None and result.failed_step.line == 3
-    assert result.failed_step.detail == "not seen; the hotline hung up; the hotline sent: result=wrong_pin"
-
-
-def test_the_command_line_refuses_bad_values_and_bad_scripts_before_any_call(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as usage:
-        replay_module.main(["x.call", "--var", "no-equals-sign"])
-    assert usage.value.code == 2
-    assert "expected NAME=VALUE" in capsys.readouterr().err
-    bad = tmp_path / "bad.call"
-    bad.write_text("expect prompt=welcome\nsend 1x\nexpect bye\n", encoding="utf-8")
-    assert replay_module.main([str(bad), "--workdir", str(tmp_path / "work")]) == 1
-    captured = capsys.readouterr()
-    assert captured.err == f"replay: error: {bad}:2: 'x' is not a phone key (keys are 0-9, * and #)\n"
-    assert captured.out == ""
-    assert not (tmp_path / "work").exists()
 
 
 # --- the scripts that need nothing of each other, all at once ------------------------------------

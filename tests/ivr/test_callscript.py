@@ -1,0 +1,158 @@
+"""Unit tests for ivr.callscript: the call-script format, binding values, and the SIPp scenarios it compiles.
+
+No Asterisk and no SIPp: these read the scripts and the XML.  The scenarios
+are run against the real Asterisk in ``tests/e2e`` and ``tests/asterisk``.
+"""
+
+import re
+from pathlib import Path
+
+import pytest
+
+from ivr.callscript import (
+    SCENARIO_LIMIT,
+    ExpectText,
+    Injection,
+    Pause,
+    ScriptError,
+    compile_script,
+    load,
+    parse,
+)
+
+CALLS = Path(__file__).resolve().parents[1] / "calls"
+
+EXAMPLE = """\
+# successful recharge
+# (a second comment line is not part of the title)
+call 95598 from 13800000001
+expect prompt=welcome
+send 1
+
+expect prompt=enter-account
+send ${ACCOUNT}#
+expect holder=张*明
+expect /amount=[0-9]+/
+wait 500ms
+expect bye
+"""
+
+
+def test_a_script_is_parsed_into_numbered_steps_with_their_lines() -> None:
+    script = parse(EXAMPLE, name="example", path="example.call")
+    assert (script.title, script.number, script.caller) == ("successful recharge", "95598", "13800000001")
+    assert [(type(s).__name__, s.line) for s in script.steps] == [
+        ("ExpectText", 4), ("Digits", 5), ("ExpectText", 7), ("Digits", 8), ("ExpectText", 9), ("ExpectText", 10),
+        ("Pause", 11), ("ExpectBye", 12)]
+    assert script.steps[0] == ExpectText("^prompt=welcome$", 4, "expect prompt=welcome")
+    assert script.steps[4].regexp == r"^holder=张\*明$", "the whole text, literally"
+    assert script.steps[5].regexp == "^(amount=[0-9]+)$", "a /regex/ must match the whole text too"
+    assert script.steps[6] == Pause(500, 11, "wait 500ms")
+    assert script.variables() == {"ACCOUNT"}
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ("expect prompt=a\nsned 1\nexpect bye", 2, "unknown command 'sned'"),
+    ("expect prompt=a\nsend 12a\nexpect bye", 2, "'a' is not a phone key"),
+    ("expect prompt=a\nsend\nexpect bye", 2, "'send' needs keys"),
+    ("expect /prompt=a\nexpect bye", 1, "closing slash"),
+    ("expect prompt=a\nwait soon\nexpect bye", 2, "a duration like 500ms or 2s"),
+    ("expect prompt=a\ncall 95598\nexpect bye", 2, "'call' must be the first command"),
+    ("call 95598 to 1\nexpect bye", 1, "call NUMBER [from CALLER]"),
+    ("expect bye\nexpect prompt=a", 2, "nothing can follow 'expect bye' (line 1)"),
+    ("expect prompt=a\nsend 1", 2, "ends with 'expect bye'"),
+    ("send ${PIN\nexpect bye", 1, "a variable is written ${NAME}"),
+    ("hangup now", 1, "'hangup' takes nothing"),
+])
+def test_a_bad_script_gets_one_line_naming_the_line(text: str, line: int, message: str) -> None:
+    with pytest.raises(ScriptError) as caught:
+        parse(text, path="bad.call")
+    assert caught.value.line == line
+    assert str(caught.value).startswith(f"bad.call:{line}: ") and message in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_variables_are_bound_at_replay_time_and_each_missing_one_is_named() -> None:
+    script = parse(EXAMPLE, path="example.call")
+    with pytest.raises(ScriptError, match=r"^example.call:8: \$\{ACCOUNT\} has no value \(give it with --var"):
+        compile_script(script, {})
+    with pytest.raises(ScriptError, match=r"example.call:8: \$\{ACCOUNT\} is sent as keys"):
+        compile_script(script, {"ACCOUNT": "31000000O1"})
+    expect_var = parse("expect digits=${ACCOUNT}.\nexpect bye")
+    bound = compile_script(expect_var, {"ACCOUNT": "3100000001"})
+    assert bound.steps[0].regexp == r"^digits=3100000001\.$", "a value is matched literally"
+
+
+def test_the_scenario_waits_only_for_the_last_expect_before_each_action() -> None:
+    compiled = compile_script(parse(EXAMPLE), {"ACCOUNT": "3100000001"})
+    assert compiled.sync_steps == {1, 3}, "welcome before 'send 1', enter-account before the account"
+    xml = compiled.xml
+    assert xml.count("INFO sip:95598@") == 1 + 11, "one INFO per key"
+    assert re.findall(r"Signal=(\S+)", xml) == list("1" + "3100000001#")
+    assert 'regexp="^prompt=welcome$"' in xml and 'regexp="^prompt=enter-account$"' in xml
+    assert xml.count("<pause") == 12, "300 ms before each key; the wait before an expect compiles to nothing"
+    assert xml.count('milliseconds="300"') == 12
+    assert "<recv request=\"BYE\" optional=\"true\" next=\"b8\"/>" in xml, "expect bye answers the hotline's BYE"
+    for var in set(re.findall(r'assign_to="([^"]+)"', xml)):
+        assert len(re.findall(rf"\[\${re.escape(var)}\]|test=\"{re.escape(var)}\"", xml)) >= 1, f"{var} is used"
+
+
+def test_a_wait_holds_back_the_next_send_and_a_hangup_ends_the_call() -> None:
+    xml = compile_script(parse("expect prompt=a\nwait 2s\nsend #\nwait 1.5s\nhangup"), {}).xml
+    assert re.findall(r'<pause milliseconds="(\d+)"/>', xml) == ["2000", "300", "1500"]
+    assert "BYE sip:95598@" in xml and "4 wait" in xml and "5 hangup" in xml
+
+
+def test_per_call_values_come_from_an_injection_file_one_field_per_key() -> None:
+    script = parse("call 95598 from ${CALLER}\nexpect prompt=enter-pin\nsend ${PIN}#\nexpect bye")
+    injection = Injection(("CALLER", "PIN"), (("13800000001", "123"), ("13800000002", "456")))
+    compiled = compile_script(script, {}, injection)
+    # Each value whole, then (when all rows have it the same length) each of its characters.
+    assert compiled.injection_csv == ("SEQUENTIAL\n13800000001;1;3;8;0;0;0;0;0;0;0;1;123;1;2;3;\n"
+                                      "13800000002;1;3;8;0;0;0;0;0;0;0;2;456;4;5;6;\n")
+    assert "From: <sip:[field0]@" in compiled.xml
+    assert re.findall(r"Signal=(\S+)", compiled.xml) == ["[field13]", "[field14]", "[field15]", "#"]
+    with pytest.raises(ScriptError, match=r":2: \$\{PIN\} comes from the injection file and cannot be used in expect"):
+        compile_script(parse("expect prompt=enter-pin\nexpect digits=${PIN}\nexpect bye"), {}, injection)
+    uneven = Injection(("PIN",), (("12",), ("345",)))
+    with pytest.raises(ScriptError, match="every injected value needs the same length"):
+        compile_script(parse("expect a=b\nsend ${PIN}\nexpect bye"), {}, uneven)
+
+
+def test_a_script_too_long_for_sipp_is_refused_before_sipp_sees_it() -> None:
+    keys = "1" * (SCENARIO_LIMIT // 300)
+    with pytest.raises(ScriptError, match="more than SIPp reads"):
+        compile_script(parse(f"expect a=b\nsend {keys}\nexpect bye"), {})
+
+
+def test_every_library_script_compiles() -> None:
+    for path in sorted(CALLS.glob("*.call")):
+        script = load(path)
+        assert script.title, f"{path.name} says what it is for in its first line"
+        compiled = compile_script(script, {name: "1" * 18 for name in script.variables()})
+        assert len(compiled.xml.encode()) < SCENARIO_LIMIT
+
+
+
+
+def test_the_call_line_is_named_when_its_values_are_wrong() -> None:
+    script = parse("# a caller\n\ncall 95598 from ${CALLER}\nexpect prompt=welcome\nexpect bye", path="c.call")
+    assert script.call_line == 3
+    with pytest.raises(ScriptError, match=r"^c.call:3: \$\{CALLER\} has no value"):
+        compile_script(script, {})
+    with pytest.raises(ScriptError, match=r"^c.call:3: the caller '1 2' may hold only"):
+        compile_script(script, {"CALLER": "1 2"})
+    assert compile_script(script, {"CALLER": "13800000001"}).script.caller == "13800000001"
+
+
+def test_a_missing_or_unreadable_script_is_one_line() -> None:
+    with pytest.raises(ScriptError, match=r"nowhere.call: cannot read the script: No such file or directory$"):
+        load(CALLS / "nowhere.call")
+    with pytest.raises(ScriptError, match=r"cannot read the script: Is a directory$"):
+        load(CALLS)
+
+
+def test_a_value_with_a_line_break_is_refused_without_showing_it() -> None:
+    with pytest.raises(ScriptError) as caught:
+        compile_script(parse("expect a=b\nsend ${PIN}\nexpect bye"), {"PIN": "12\n34"})
+    assert "holds a line break" in str(caught.value) and "12" not in str(caught.value)
