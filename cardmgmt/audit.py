@@ -62,7 +62,7 @@ def record(
     seq, prev = (tip[0] + 1, tip[1]) if tip else (1, GENESIS)
     entry = LogEntry(
         seq=seq,
-        at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds"),
+        at=dt.datetime.now(dt.UTC).isoformat(timespec="microseconds"),
         operator=operator,
         action=action,
         object=obj[:256],

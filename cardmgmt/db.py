@@ -10,12 +10,14 @@ that is not at the newest revision, with a message saying what to run.
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
@@ -32,8 +34,15 @@ def normalise_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``, with SQLite set up for several processes at once."""
+def make_engine(url: str, *, pool_size: int | None = None, pre_ping: bool = True) -> Engine:
+    """An engine for ``url``, with SQLite set up for several processes at once.
+
+    ``pool_size`` (PostgreSQL) keeps that many connections open, for a server
+    whose thread pool has as many threads; ``pre_ping=False`` saves the
+    round trip that tests each connection as it is taken from the pool: a
+    connection broken meanwhile then fails its one statement, and SQLAlchemy
+    replaces the whole pool's connections.
+    """
     url = normalise_url(url)
     try:
         parsed = make_url(url)
@@ -53,7 +62,9 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    if pool_size is None:
+        return create_engine(url, pool_pre_ping=pre_ping)
+    return create_engine(url, pool_pre_ping=pre_ping, pool_size=pool_size, max_overflow=4)
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -85,8 +96,8 @@ def is_postgresql(session_or_engine: Session | Engine) -> bool:
 class Database:
     """One card database: hands out units of work on a schema known to be current."""
 
-    def __init__(self, url: str) -> None:
-        self.engine = make_engine(url)
+    def __init__(self, url: str, *, pool_size: int | None = None, pre_ping: bool = True) -> None:
+        self.engine = make_engine(url, pool_size=pool_size, pre_ping=pre_ping)
 
     def check_schema(self) -> None:
         """Raise ``SchemaError`` unless the database is at the newest revision."""
@@ -108,6 +119,15 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def dialect_insert(dialect_name: str, table: Table) -> Any:
+    """An ``INSERT`` for ``table`` that understands ``ON CONFLICT``, for PostgreSQL or SQLite."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table)
+    if dialect_name == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"only PostgreSQL and SQLite are supported, not {dialect_name}")
 
 
 def bulk_insert(session: Session, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:

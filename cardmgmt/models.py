@@ -31,7 +31,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class Base(DeclarativeBase):
@@ -271,8 +271,12 @@ class Recharge(Base):
 
     @property
     def ref(self) -> str:
-        """The reference number the caller hears: business day (yymmdd) and the record's number."""
-        return f"{business_day(self.committed_at):%y%m%d}{self.id:08d}"
+        return recharge_ref(self.committed_at, self.id)
+
+
+def recharge_ref(committed_at: dt.datetime, recharge_id: int) -> str:
+    """The reference number a caller hears: business day (yymmdd) and the recharge record's number."""
+    return f"{business_day(committed_at):%y%m%d}{recharge_id:08d}"
 
 
 class PinFailure(Base):

@@ -14,6 +14,16 @@ recharge and returns the same answer, and the database's unique constraints
 (one recharge per key, one recharge per card) make a second spend impossible
 even when two servers race.
 
+Each request is a single short transaction on SQLAlchemy Core statements
+built once at import: the request's nonce (see ``cardmgmt.nonces``), then a
+few single-row statements, each a conditional ``UPDATE ... RETURNING`` that
+both decides and acts, so the usual answer costs four statements and one
+commit.  The rarer answers (wrong PIN, a card in the wrong state, a repeat)
+are worked out on a slower path after the fast statement found nothing.
+The account summary a caller hears is read from the marketing system and
+kept for ``Policy.account_cache_seconds``, so the quote that follows the
+dialog's account step a few seconds later does not ask again.
+
 Nothing here touches a PIN beyond hashing it; wrong PINs are counted by
 caller number and by account, and past the limit further attempts are refused
 without testing the PIN (``LOCKED_OUT``).  No channel-specific code lives
@@ -24,23 +34,25 @@ here: a web page or a POS terminal would call the same service.
 
 import datetime as dt
 import re
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
+from cardmgmt import nonces
 from cardmgmt.config import Settings
 from cardmgmt.days import business_day
-from cardmgmt.db import Database
+from cardmgmt.db import Database, dialect_insert
 from cardmgmt.errors import InvalidInput
-from cardmgmt.models import Batch, Card, PinFailure, Quote, Recharge, utcnow
+from cardmgmt.models import Batch, Card, PinFailure, Quote, Recharge, recharge_ref, utcnow
 from cardmgmt.pins import is_well_formed, pin_hash
 from cardmgmt.states import CardState, Event, is_redeemable, sources
-from marketing_iface.interface import MarketingSystem, MarketingUnavailable
+from marketing_iface.interface import Account, MarketingSystem, MarketingUnavailable
 
 ACCOUNT = re.compile(r"^[0-9]{10}$")
 CALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
@@ -80,6 +92,8 @@ class Policy:
     hold_seconds: int = 120
     max_pin_failures: int = 5
     lockout_hours: int = 24
+    # How long an account summary read from the marketing system is reused.
+    account_cache_seconds: float = 60.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Policy":
@@ -112,8 +126,174 @@ def check_account_no(account_no: str) -> str:
     return account_no
 
 
+# --- the statements, built once -------------------------------------------------------
+#
+# Tables, not ORM classes: no session, no identity map, no flush; SQLAlchemy
+# caches each statement's compiled form.  Parameter names differ from column
+# names where SQLAlchemy reserves those for SET clauses.
+
+_cards, _batches = Card.__table__, Batch.__table__
+_quotes, _recharges, _failures = Quote.__table__, Recharge.__table__, PinFailure.__table__
+
+_REDEEMABLE_FROM = sorted(state.value for state in sources(Event.REDEEM))
+_REDEEMED = CardState.REDEEMED.value
+
+
+def _of_batch(column: Any) -> Any:
+    """A column of the card's batch, as a scalar subquery correlated to ``cards``."""
+    return select(column).where(_batches.c.id == _cards.c.batch_id).correlate(_cards).scalar_subquery()
+
+
+def _failures_since(column: Any, name: str) -> Any:
+    return (
+        select(func.count())
+        .select_from(_failures)
+        .where(column == bindparam(name), _failures.c.at > bindparam("since"), _failures.c.cleared_by.is_(None))
+        .scalar_subquery()
+    )
+
+
+# Wrong PINs within the lockout window, by account and by caller number.
+_FAILURES = select(_failures_since(_failures.c.account_no, "account"), _failures_since(_failures.c.caller, "caller"))
+
+_RECORD_FAILURE = insert(_failures)
+
+# The card a PIN names, if it can be held for this key: hold it and say what it is.
+_HOLD = (
+    update(_cards)
+    .where(
+        _cards.c.pin_hash == bindparam("digest"),
+        _cards.c.state.in_(_REDEEMABLE_FROM),
+        or_(_cards.c.hold_key.is_(None), _cards.c.hold_key == bindparam("key"), _cards.c.hold_until < bindparam("now")),
+    )
+    .values(hold_key=bindparam("key"), hold_until=bindparam("until"))
+    .returning(_cards.c.id, _cards.c.serial, _of_batch(_batches.c.face_value), _of_batch(_batches.c.expiry))
+)
+
+# What a PIN names, whatever its state (the slow path's question).
+_CARD_BY_PIN = select(
+    _cards.c.id, _cards.c.serial, _cards.c.state, _of_batch(_batches.c.expiry)
+).where(_cards.c.pin_hash == bindparam("digest"))
+
+_CARD_BY_ID = select(_cards.c.serial, _cards.c.state, _of_batch(_batches.c.expiry)).where(_cards.c.id == bindparam("card"))
+
+_RELEASE = (
+    update(_cards)
+    .where(_cards.c.id == bindparam("card"), _cards.c.hold_key == bindparam("key"))
+    .values(hold_key=None, hold_until=None)
+)
+
+# The quote of a key moves from held to committed once; the row lock it takes
+# makes a racing commit of the same key (on the other server) wait, then find
+# it committed.
+_TAKE_QUOTE = (
+    update(_quotes)
+    .where(_quotes.c.key == bindparam("qkey"), _quotes.c.state == "held")
+    .values(state="committed")
+    .returning(_quotes.c.call_id, _quotes.c.channel, _quotes.c.caller, _quotes.c.account_no, _quotes.c.card_id,
+               _quotes.c.amount)
+)
+
+_SPEND = (
+    update(_cards)
+    .where(
+        _cards.c.id == bindparam("card"),
+        _cards.c.state.in_(_REDEEMABLE_FROM),
+        _cards.c.hold_key == bindparam("qkey"),
+        _cards.c.hold_until >= bindparam("now"),
+    )
+    .values(state=_REDEEMED, hold_key=None, hold_until=None)
+    .returning(_cards.c.serial)
+)
+
+_RECORD_RECHARGE = insert(_recharges).returning(_recharges.c.id)
+
+_RECHARGE_BY_KEY = select(
+    _recharges.c.id, _recharges.c.committed_at, _recharges.c.amount, _recharges.c.account_no, _recharges.c.card_serial
+).where(_recharges.c.key == bindparam("qkey"))
+
+_QUOTE_BY_KEY = select(_quotes.c.state, _quotes.c.card_id).where(_quotes.c.key == bindparam("qkey"))
+
+_CANCEL_QUOTE = (
+    update(_quotes)
+    .where(_quotes.c.key == bindparam("qkey"), _quotes.c.state == "held")
+    .values(state="cancelled")
+    .returning(_quotes.c.card_id)
+)
+
+_EXPIRE_QUOTES = update(_quotes).where(_quotes.c.state == "held", _quotes.c.hold_until < bindparam("now")).values(
+    state="expired"
+)
+
+
+def _upsert_quote(dialect: str) -> Any:
+    """Write the key's quote: a new one, or over a cancelled or expired one, or the same card again.
+
+    Returns no row when the key's quote is committed or holds another card;
+    the caller sorts that out on the slow path.
+    """
+    stmt = dialect_insert(dialect, _quotes)
+    fresh = {c: stmt.excluded[c] for c in ("account_no", "card_id", "amount", "state", "hold_until", "caller")}
+    return stmt.on_conflict_do_update(
+        index_elements=[_quotes.c.key],
+        set_=fresh,
+        where=or_(
+            _quotes.c.state.in_(("cancelled", "expired")),
+            and_(_quotes.c.state == "held", _quotes.c.card_id == stmt.excluded.card_id),
+        ),
+    ).returning(_quotes.c.key)
+
+
+_UPSERT_QUOTE = {name: _upsert_quote(name) for name in ("postgresql", "sqlite")}
+
+_REWRITE_QUOTE = update(_quotes).where(_quotes.c.key == bindparam("qkey"))
+
+
+class _Decided(Exception):
+    """Ends a transaction with a rollback and this answer (a hold that must not stay, say)."""
+
+    def __init__(self, answer: Answer) -> None:
+        self.answer = answer
+
+
+class _AccountCache:
+    """Account summaries read from the marketing system, kept for ``ttl`` seconds; thread-safe.
+
+    Only accounts that exist are kept: an unknown account or an outage is
+    asked about again next time.
+    """
+
+    MAX_ENTRIES = 50_000
+
+    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl, self.clock = ttl, clock
+        self._entries: dict[str, tuple[float, Account]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, account_no: str) -> Account | None:
+        entry = self._entries.get(account_no)
+        if entry is None or entry[0] < self.clock():
+            return None
+        return entry[1]
+
+    def put(self, account: Account) -> None:
+        now = self.clock()
+        with self._lock:
+            if len(self._entries) >= self.MAX_ENTRIES:
+                self._entries = {k: v for k, v in self._entries.items() if v[0] >= now}
+                if len(self._entries) >= self.MAX_ENTRIES:
+                    self._entries.clear()
+            self._entries[account.account_no] = (now + self.ttl, account)
+
+
 class RechargeService:
-    """Quote, commit and cancel recharges.  Blocking; safe to call from many threads."""
+    """Quote, commit and cancel recharges.  Blocking; safe to call from many threads.
+
+    Every method takes the request's ``nonce`` (``None`` when the caller is
+    not a signed request, e.g. the CLI): it is recorded in the request's own
+    transaction, and a nonce seen before raises ``nonces.Replayed`` with
+    nothing changed.
+    """
 
     def __init__(
         self,
@@ -126,23 +306,35 @@ class RechargeService:
     ) -> None:
         self.db, self.marketing, self.pin_key = db, marketing, pin_key
         self.policy, self.clock, self.channel = policy, clock, channel
+        self._accounts = _AccountCache(policy.account_cache_seconds)
 
     # --- account -------------------------------------------------------------------
 
-    def account(self, account_no: str) -> Answer:
+    def account(self, account_no: str, *, nonce: str | None = None) -> Answer:
         """The account summary a caller hears before entering a PIN."""
         check_account_no(account_no)
-        try:
-            acct = self.marketing.lookup_account(account_no)
-        except MarketingUnavailable:
-            return Answer(Outcome.SERVICE_UNAVAILABLE)
+        if nonce is not None:
+            with self.db.engine.begin() as conn:
+                nonces.record(conn, nonce, self.clock())
+        return self._summary(account_no)
+
+    def _summary(self, account_no: str) -> Answer:
+        acct = self._accounts.get(account_no)
         if acct is None:
-            return Answer(Outcome.UNKNOWN_ACCOUNT, {"account_no": account_no})
+            try:
+                acct = self.marketing.lookup_account(account_no)
+            except MarketingUnavailable:
+                return Answer(Outcome.SERVICE_UNAVAILABLE)
+            if acct is None:
+                return Answer(Outcome.UNKNOWN_ACCOUNT, {"account_no": account_no})
+            self._accounts.put(acct)
         return Answer(Outcome.OK, {"account_no": account_no, "holder": acct.masked_name, "balance": acct.balance})
 
     # --- quote ---------------------------------------------------------------------
 
-    def quote(self, *, call_id: str, seq: int, account_no: str, pin: str, caller: str) -> Answer:
+    def quote(
+        self, *, call_id: str, seq: int, account_no: str, pin: str, caller: str, nonce: str | None = None
+    ) -> Answer:
         """Check account and PIN and hold the card for this call; see the module docstring."""
         key = recharge_key(call_id, seq)
         check_account_no(account_no)
@@ -150,132 +342,146 @@ class RechargeService:
             raise InvalidInput("caller must be up to 32 digits")
         if not isinstance(pin, str) or len(pin) > 64:
             raise InvalidInput("pin must be a string of digits")
-        now = self.clock()
-        with self.db.transaction() as s:
-            done = self._recharge_by_key(s, key)
-            if done is not None:
-                return self._committed_answer(done)
-            if self._locked_out(s, caller, account_no, now):
-                return Answer(Outcome.LOCKED_OUT)
-        summary = self.account(account_no)
+        summary = self._summary(account_no)
         if summary.outcome is not Outcome.OK:
             return summary
         digest = pin_hash(self.pin_key, pin) if is_well_formed(pin) else None
-        with self.db.transaction() as s:
-            row = None
-            if digest is not None:
-                row = s.execute(
-                    select(Card.id, Card.serial, Card.state, Card.hold_key, Card.hold_until, Batch.face_value, Batch.expiry)
-                    .join(Batch, Batch.id == Card.batch_id)
-                    .where(Card.pin_hash == digest)
-                ).first()
-            if row is None:
-                s.add(PinFailure(caller=caller, account_no=account_no, at=now))
-                s.flush()
-                left = self._attempts_left(s, caller, account_no, now)
-                return Answer(Outcome.WRONG_PIN if left else Outcome.LOCKED_OUT, {"attempts_left": left})
-            card_id, serial, state, _hold_key, _hold_until, face_value, expiry = row
-            outcome = self._card_outcome(CardState(state), expiry, now)
-            if outcome is not None:
-                return Answer(outcome, {"serial_tail": serial[-4:]})
-            until = now + dt.timedelta(seconds=self.policy.hold_seconds)
-            held = s.execute(
-                update(Card)
-                .where(
-                    Card.id == card_id,
-                    Card.state.in_([st.value for st in sources(Event.REDEEM)]),
-                    or_(Card.hold_key.is_(None), Card.hold_key == key, Card.hold_until < now),
-                )
-                .values(hold_key=key, hold_until=until),
-                execution_options={"synchronize_session": False},
-            ).rowcount
-            if held != 1:
-                return Answer(Outcome.CARD_HELD, {"serial_tail": serial[-4:]})
-            quote = s.get(Quote, key, with_for_update=True)
-            if quote is not None and quote.card_id != card_id and quote.state == "held":
-                # The caller moved on to another card within the same step: let the first go.
-                self._release(s, quote.card_id, key)
-            if quote is None:
-                quote = Quote(key=key, call_id=call_id, channel=self.channel, caller=caller)
-                s.add(quote)
-            quote.account_no, quote.card_id, quote.amount = account_no, card_id, face_value
-            quote.state, quote.hold_until = "held", until
+        now = self.clock()
+        try:
+            with self.db.engine.begin() as conn:
+                if nonce is not None:
+                    nonces.record(conn, nonce, now)
+                return self._quote(conn, key, call_id, account_no, caller, digest, now, summary)
+        except _Decided as d:
+            return d.answer
+
+    def _quote(
+        self, conn: Connection, key: str, call_id: str, account_no: str, caller: str, digest: bytes | None,
+        now: dt.datetime, summary: Answer,
+    ) -> Answer:
+        since = now - dt.timedelta(hours=self.policy.lockout_hours)
+        if self._attempts_left(conn, caller, account_no, since) == 0:
+            return Answer(Outcome.LOCKED_OUT)
+        until = now + dt.timedelta(seconds=self.policy.hold_seconds)
+        held = None
+        if digest is not None:
+            held = conn.execute(_HOLD, {"digest": digest, "key": key, "now": now, "until": until}).first()
+        if held is None:
+            return self._not_held(conn, key, caller, account_no, digest, now, since)
+        card_id, serial, face_value, expiry = held
+        if not is_redeemable(CardState.ISSUED, expiry, business_day(now)):
+            raise _Decided(Answer(Outcome.CARD_EXPIRED, {"serial_tail": serial[-4:]}))
+        quote = {"key": key, "call_id": call_id, "channel": self.channel, "caller": caller, "account_no": account_no,
+                 "card_id": card_id, "amount": face_value, "state": "held", "hold_until": until, "created_at": now}
+        if conn.execute(_UPSERT_QUOTE[conn.dialect.name], quote).first() is None:
+            self._replace_quote(conn, key, quote)
         return Answer(
             Outcome.OK,
             {**summary.data, "amount": face_value, "serial_tail": serial[-4:], "hold_seconds": self.policy.hold_seconds},
         )
 
+    def _replace_quote(self, conn: Connection, key: str, quote: dict[str, Any]) -> None:
+        """The key's quote is committed, or holds another card (the caller moved on to a second PIN)."""
+        state, old_card = conn.execute(_QUOTE_BY_KEY, {"qkey": key}).one()
+        if state == "committed":
+            raise _Decided(self._committed_answer(conn, key))
+        conn.execute(_RELEASE, {"card": old_card, "key": key})
+        fields = {k: v for k, v in quote.items() if k not in ("key", "call_id", "channel", "created_at")}
+        conn.execute(_REWRITE_QUOTE.values(**fields), {"qkey": key})
+
+    def _not_held(
+        self, conn: Connection, key: str, caller: str, account_no: str, digest: bytes | None, now: dt.datetime,
+        since: dt.datetime,
+    ) -> Answer:
+        """Why the PIN's card could not be held: a wrong PIN (counted), its state, or another call's hold."""
+        card = conn.execute(_CARD_BY_PIN, {"digest": digest}).first() if digest is not None else None
+        if card is None:
+            conn.execute(_RECORD_FAILURE, {"caller": caller, "account_no": account_no, "at": now})
+            left = self._attempts_left(conn, caller, account_no, since)
+            return Answer(Outcome.WRONG_PIN if left else Outcome.LOCKED_OUT, {"attempts_left": left})
+        card_id, serial, state, expiry = card
+        if state == _REDEEMED:
+            done = conn.execute(_RECHARGE_BY_KEY, {"qkey": key}).first()
+            if done is not None:
+                return self._answer_for(done)
+        outcome = self._card_outcome(CardState(state), expiry, now)
+        return Answer(outcome or Outcome.CARD_HELD, {"serial_tail": serial[-4:]})
+
     # --- commit --------------------------------------------------------------------
 
-    def commit(self, *, call_id: str, seq: int) -> Answer:
+    def commit(self, *, call_id: str, seq: int, nonce: str | None = None) -> Answer:
         """Spend the held card and record the recharge, once; repeats return the first answer."""
         key = recharge_key(call_id, seq)
         now = self.clock()
         try:
-            with self.db.transaction() as s:
-                done = self._recharge_by_key(s, key)
-                if done is not None:
-                    return self._committed_answer(done)
-                quote = s.get(Quote, key)
-                if quote is None or quote.state == "cancelled":
-                    return Answer(Outcome.NO_QUOTE)
-                spent = s.execute(
-                    update(Card)
-                    .where(
-                        Card.id == quote.card_id,
-                        Card.state.in_([st.value for st in sources(Event.REDEEM)]),
-                        Card.hold_key == key,
-                        Card.hold_until >= now,
-                    )
-                    .values(state=CardState.REDEEMED.value, hold_key=None, hold_until=None),
-                    execution_options={"synchronize_session": False},
-                ).rowcount
-                if spent != 1:
-                    return self._why_not_spent(s, key, quote, now)
-                serial = s.execute(select(Card.serial).where(Card.id == quote.card_id)).scalar_one()
-                recharge = Recharge(
-                    key=key, call_id=quote.call_id, channel=quote.channel, caller=quote.caller,
-                    card_id=quote.card_id, card_serial=serial, account_no=quote.account_no, amount=quote.amount,
-                    committed_at=now, post_status="pending", post_attempts=0, next_attempt_at=now,
-                )
-                s.add(recharge)
-                quote.state = "committed"
-                s.flush()
-                return self._committed_answer(recharge)
+            with self.db.engine.begin() as conn:
+                if nonce is not None:
+                    nonces.record(conn, nonce, now)
+                return self._commit(conn, key, now)
+        except _Decided as d:
+            return d.answer
         except IntegrityError:
             # Another server committed this key (or this card) at the same moment.
-            with self.db.transaction() as s:
-                done = self._recharge_by_key(s, key)
-                if done is not None:
-                    return self._committed_answer(done)
-            return Answer(Outcome.CARD_USED)
+            with self.db.engine.begin() as conn:
+                done = conn.execute(_RECHARGE_BY_KEY, {"qkey": key}).first()
+            return self._answer_for(done) if done is not None else Answer(Outcome.CARD_USED)
 
-    def _why_not_spent(self, s: Session, key: str, quote: Quote, now: dt.datetime) -> Answer:
-        done = self._recharge_by_key(s, key)
+    def _commit(self, conn: Connection, key: str, now: dt.datetime) -> Answer:
+        quote = conn.execute(_TAKE_QUOTE, {"qkey": key}).first()
+        if quote is None:
+            return self._not_committed(conn, key, now)
+        spent = conn.execute(_SPEND, {"card": quote.card_id, "qkey": key, "now": now}).first()
+        if spent is None:
+            # Undo taking the quote, then say why from what is left.
+            raise _Decided(self._why_not_spent(key, quote.card_id, now))
+        recharge_id = conn.execute(
+            _RECORD_RECHARGE,
+            {"key": key, "call_id": quote.call_id, "channel": quote.channel, "caller": quote.caller,
+             "card_id": quote.card_id, "card_serial": spent.serial, "account_no": quote.account_no,
+             "amount": quote.amount, "committed_at": now, "post_status": "pending", "post_attempts": 0,
+             "next_attempt_at": now},
+        ).scalar_one()
+        return self._answer(recharge_id, now, quote.amount, quote.account_no, spent.serial)
+
+    def _not_committed(self, conn: Connection, key: str, now: dt.datetime) -> Answer:
+        """No held quote for the key: committed before, never quoted, cancelled, or lapsed."""
+        done = conn.execute(_RECHARGE_BY_KEY, {"qkey": key}).first()
         if done is not None:
-            return self._committed_answer(done)
-        card = s.execute(select(Card.state, Card.hold_key, Card.hold_until, Card.serial, Batch.expiry)
-                         .join(Batch, Batch.id == Card.batch_id).where(Card.id == quote.card_id)).one()
-        outcome = self._card_outcome(CardState(card.state), card.expiry, now)
-        if outcome is not None:
-            return Answer(outcome, {"serial_tail": card.serial[-4:]})
-        return Answer(Outcome.HOLD_EXPIRED, {"serial_tail": card.serial[-4:]})
+            return self._answer_for(done)
+        quote = conn.execute(_QUOTE_BY_KEY, {"qkey": key}).first()
+        if quote is None or quote.state == "cancelled":
+            return Answer(Outcome.NO_QUOTE)
+        return self._card_answer(conn, quote.card_id, now)
+
+    def _why_not_spent(self, key: str, card_id: int, now: dt.datetime) -> Answer:
+        with self.db.engine.begin() as conn:
+            done = conn.execute(_RECHARGE_BY_KEY, {"qkey": key}).first()
+            if done is not None:
+                return self._answer_for(done)
+            return self._card_answer(conn, card_id, now)
+
+    def _card_answer(self, conn: Connection, card_id: int, now: dt.datetime) -> Answer:
+        serial, state, expiry = conn.execute(_CARD_BY_ID, {"card": card_id}).one()
+        outcome = self._card_outcome(CardState(state), expiry, now)
+        return Answer(outcome or Outcome.HOLD_EXPIRED, {"serial_tail": serial[-4:]})
 
     # --- cancel and expiry ---------------------------------------------------------
 
-    def cancel(self, *, call_id: str, seq: int) -> Answer:
+    def cancel(self, *, call_id: str, seq: int, nonce: str | None = None) -> Answer:
         """Release a held card (the caller declined or hung up).  A committed recharge stays."""
         key = recharge_key(call_id, seq)
-        with self.db.transaction() as s:
-            done = self._recharge_by_key(s, key)
+        with self.db.engine.begin() as conn:
+            if nonce is not None:
+                nonces.record(conn, nonce, self.clock())
+            held = conn.execute(_CANCEL_QUOTE, {"qkey": key}).first()
+            if held is not None:
+                conn.execute(_RELEASE, {"card": held.card_id, "key": key})
+                return Answer(Outcome.OK, {"cancelled": True})
+            done = conn.execute(_RECHARGE_BY_KEY, {"qkey": key}).first()
             if done is not None:
-                return self._committed_answer(done)
-            quote = s.get(Quote, key)
-            if quote is None:
+                return self._answer_for(done)
+            if conn.execute(_QUOTE_BY_KEY, {"qkey": key}).first() is None:
                 return Answer(Outcome.NO_QUOTE)
-            if quote.state == "held":
-                self._release(s, quote.card_id, key)
-                quote.state = "cancelled"
             return Answer(Outcome.OK, {"cancelled": True})
 
     def expire_holds(self) -> int:
@@ -285,32 +491,24 @@ class RechargeService:
         longer counts anywhere, so the card table (millions of rows) is never
         scanned for stale holds.
         """
-        now = self.clock()
-        with self.db.transaction() as s:
-            return s.execute(
-                update(Quote).where(Quote.state == "held", Quote.hold_until < now).values(state="expired"),
-                execution_options={"synchronize_session": False},
-            ).rowcount
+        with self.db.engine.begin() as conn:
+            return conn.execute(_EXPIRE_QUOTES, {"now": self.clock()}).rowcount
 
     # --- helpers -------------------------------------------------------------------
 
     @staticmethod
-    def _release(s: Session, card_id: int, key: str) -> None:
-        s.execute(
-            update(Card).where(Card.id == card_id, Card.hold_key == key).values(hold_key=None, hold_until=None),
-            execution_options={"synchronize_session": False},
-        )
-
-    @staticmethod
-    def _recharge_by_key(s: Session, key: str) -> Recharge | None:
-        return s.execute(select(Recharge).where(Recharge.key == key)).scalar_one_or_none()
-
-    @staticmethod
-    def _committed_answer(r: Recharge) -> Answer:
+    def _answer(recharge_id: int, committed_at: dt.datetime, amount: int, account_no: str, serial: str) -> Answer:
         return Answer(
             Outcome.OK,
-            {"recharge_ref": r.ref, "amount": r.amount, "account_no": r.account_no, "serial_tail": r.card_serial[-4:]},
+            {"recharge_ref": recharge_ref(committed_at, recharge_id), "amount": amount, "account_no": account_no,
+             "serial_tail": serial[-4:]},
         )
+
+    def _answer_for(self, done: Row[Any]) -> Answer:
+        return self._answer(done.id, done.committed_at, done.amount, done.account_no, done.card_serial)
+
+    def _committed_answer(self, conn: Connection, key: str) -> Answer:
+        return self._answer_for(conn.execute(_RECHARGE_BY_KEY, {"qkey": key}).one())
 
     @staticmethod
     def _card_outcome(state: CardState, expiry: dt.date, now: dt.datetime) -> Outcome | None:
@@ -321,18 +519,8 @@ class RechargeService:
             return Outcome.CARD_EXPIRED
         return None
 
-    def _failures(self, s: Session, column: Any, value: str, now: dt.datetime) -> int:
-        since = now - dt.timedelta(hours=self.policy.lockout_hours)
-        return s.execute(
-            select(func.count()).select_from(PinFailure).where(column == value, PinFailure.at > since, PinFailure.cleared_by.is_(None))
-        ).scalar_one()
-
-    def _attempts_left(self, s: Session, caller: str, account_no: str, now: dt.datetime) -> int:
-        used = self._failures(s, PinFailure.account_no, account_no, now)
+    def _attempts_left(self, conn: Connection, caller: str, account_no: str, since: dt.datetime) -> int:
+        by_account, by_caller = conn.execute(_FAILURES, {"account": account_no, "caller": caller, "since": since}).one()
         # An anonymous caller has no number to count against; the account's count still applies.
-        if caller:
-            used = max(used, self._failures(s, PinFailure.caller, caller, now))
+        used = max(by_account, by_caller) if caller else by_account
         return max(0, self.policy.max_pin_failures - used)
-
-    def _locked_out(self, s: Session, caller: str, account_no: str, now: dt.datetime) -> bool:
-        return self._attempts_left(s, caller, account_no, now) == 0

@@ -13,7 +13,7 @@ the interface table does it, so the card system never writes ``accounts``.
 # test-case-name: tests.marketing_iface.test_standin
 
 import datetime as dt
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -28,9 +28,8 @@ from sqlalchemy import (
     Table,
     func,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 
-from cardmgmt.db import make_engine
+from cardmgmt.db import dialect_insert, make_engine
 from marketing_iface.interface import Account, Posting, PostingRejected
 
 metadata = MetaData()
@@ -125,15 +124,6 @@ SAMPLE_ACCOUNTS: list[SampleAccount] = [
     SampleAccount("3100000011", "孙立伟", "唐山市滦州市响嘡街道兴业路7号", -7_777),
     SampleAccount("3100000012", "欧阳明月", "唐山市迁安市钢城大街301号2单元801", 50_000),
 ]
-
-
-def dialect_insert(dialect_name: str, table: Table) -> Any:
-    """An ``INSERT`` for ``table`` that understands ``ON CONFLICT``, for PostgreSQL or SQLite."""
-    if dialect_name == "postgresql":
-        return postgresql.insert(table)
-    if dialect_name == "sqlite":
-        return sqlite.insert(table)
-    raise ValueError(f"the marketing interface supports PostgreSQL and SQLite, not {dialect_name}")
 
 
 def create_standin(url: str, sample_accounts: bool = True) -> None:

@@ -3,10 +3,11 @@
 ``POST /v1/account|quote|commit|cancel`` each pass the same gate, cheapest
 check first: the body's size (413), the signature and its freshness (401,
 via ``ivr.protocol``), the body as a JSON object with exactly the endpoint's
-fields (400), and last the nonce, recorded in the database so that a captured
-request is refused when replayed on *either* server (409).  Then the
-``RechargeService`` call runs in the server's thread pool, never on the
-reactor, under a time limit (503 ``{"outcome": "service_unavailable"}``).
+fields (400).  Then the ``RechargeService`` call runs in the server's thread
+pool, never on the reactor, under a time limit (503 ``{"outcome":
+"service_unavailable"}``); it records the request's nonce in its own
+transaction, so a captured request is refused when replayed on *either*
+server (409).
 A domain answer, good or bad for the caller, is HTTP 200 with the answer.
 
 ``GET /v1/health`` (unsigned) says who this server is, its role and whether
@@ -25,8 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, insert, text
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
@@ -34,9 +34,8 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from cardmgmt.db import Database, is_postgresql
 from cardmgmt.errors import CardError, InvalidInput, SchemaError
-from cardmgmt.models import RequestNonce
+from cardmgmt.nonces import Replayed
 from ivr import protocol
 from ivr.server.metrics import CONTENT_TYPE, Metrics
 
@@ -66,52 +65,22 @@ _AUTH_ERRORS: dict[type[protocol.ProtocolError], str] = {
     protocol.StaleRequest: "stale_request",
 }
 
-# How each endpoint's validated fields become a RechargeService call.
-_CALLS: dict[str, Callable[[Any, dict[str, Any]], Any]] = {
-    "account": lambda svc, f: svc.account(f["account_no"]),
-    "quote": lambda svc, f: svc.quote(
-        call_id=f["call_id"], seq=f["seq"], account_no=f["account_no"], pin=f["pin"], caller=f["caller"]
+# How each endpoint's validated fields (and the request's nonce) become a RechargeService call.
+_CALLS: dict[str, Callable[[Any, dict[str, Any], str], Any]] = {
+    "account": lambda svc, f, nonce: svc.account(f["account_no"], nonce=nonce),
+    "quote": lambda svc, f, nonce: svc.quote(
+        call_id=f["call_id"], seq=f["seq"], account_no=f["account_no"], pin=f["pin"], caller=f["caller"], nonce=nonce
     ),
-    "commit": lambda svc, f: svc.commit(call_id=f["call_id"], seq=f["seq"]),
-    "cancel": lambda svc, f: svc.cancel(call_id=f["call_id"], seq=f["seq"]),
+    "commit": lambda svc, f, nonce: svc.commit(call_id=f["call_id"], seq=f["seq"], nonce=nonce),
+    "cancel": lambda svc, f, nonce: svc.cancel(call_id=f["call_id"], seq=f["seq"], nonce=nonce),
 }
 
 # A blocking function run off the reactor: deferToThreadPool(reactor, pool, ...) in a server.
 RunBlocking = Callable[..., defer.Deferred[Any]]
 
 
-class Replay(Exception):
-    """This request's nonce was seen before, by this server or the other."""
-
-
 class Overloaded(Exception):
     """The request waited in the queue longer than its caller will wait for it."""
-
-
-class NonceStore:
-    """The nonces of accepted requests, shared by both servers through the card database."""
-
-    def __init__(self, db: Database) -> None:
-        self.db = db
-
-    def record(self, nonce: str, now: dt.datetime) -> bool:
-        """``True`` if the nonce is new (and is now recorded), ``False`` if it was seen before."""
-        try:
-            with self.db.transaction() as s:
-                if is_postgresql(s):
-                    # A nonce lost in a crash only reopens a replay window of
-                    # seconds for a request that is idempotent anyway: not
-                    # worth a WAL flush per request.
-                    s.execute(text("SET LOCAL synchronous_commit TO OFF"))
-                s.execute(insert(RequestNonce).values(nonce=nonce, seen_at=now))
-        except IntegrityError:
-            return False
-        return True
-
-    def prune(self, before: dt.datetime) -> int:
-        """Forget nonces seen before ``before``; their requests are stale by then anyway."""
-        with self.db.transaction() as s:
-            return s.execute(delete(RequestNonce).where(RequestNonce.seen_at < before)).rowcount
 
 
 class LimitedRequest(server.Request):
@@ -120,6 +89,9 @@ class LimitedRequest(server.Request):
     max_body = protocol.MAX_BODY
     too_large = False
     _body_seen = 0
+    # The API speaks JSON only: no HTML-form parsing of POST bodies (it runs
+    # the e-mail header parser over every request's Content-Type).
+    _parsePOSTFormSubmission = False
 
     def gotLength(self, length: int | None) -> None:
         # Always memory: the body is small or it is thrown away.
@@ -217,7 +189,6 @@ class RechargeAPI(Resource):
         name: str,
         api_key: bytes,
         recharge: Any,
-        nonces: NonceStore,
         run_blocking: RunBlocking,
         reactor: IReactorTime,
         metrics: Metrics | None = None,
@@ -230,7 +201,7 @@ class RechargeAPI(Resource):
     ) -> None:
         """
         ``recharge`` is a ``cardmgmt.recharge.RechargeService`` (or a stand-in with
-        its four methods); ``status()`` adds this server's role, lease and peer to
+        its four methods, taking the request's ``nonce``); ``status()`` adds this server's role, lease and peer to
         the health answer; ``db_ping()`` and ``backlog()`` are blocking and run in
         the pool.
         """
@@ -238,7 +209,6 @@ class RechargeAPI(Resource):
         self.name = name
         self._key = api_key
         self.recharge = recharge
-        self.nonces = nonces
         self.run_blocking = run_blocking
         self.reactor = reactor
         self.metrics = metrics or Metrics()
@@ -313,25 +283,23 @@ class RechargeAPI(Resource):
         except protocol.InvalidRequest as e:
             ex.error("bad_request", str(e))
             return
-        d = self.run_blocking(self._serve, endpoint, nonce, _now_utc(self.reactor), fields, time.monotonic())
+        d = self.run_blocking(self._serve, endpoint, nonce, fields, time.monotonic())
         d.addTimeout(self.request_timeout, self.reactor)
         d.addCallbacks(lambda answer: ex.json(200, answer, str(answer.get("outcome", "-"))), self._failed, errbackArgs=(ex,))
         d.addErrback(self._crashed, ex)
 
-    def _serve(self, endpoint: str, nonce: str, now: dt.datetime, fields: dict[str, Any], queued_at: float) -> dict[str, Any]:
-        """In the pool: shed a request that waited too long, refuse a replay, then ask the recharge core."""
+    def _serve(self, endpoint: str, nonce: str, fields: dict[str, Any], queued_at: float) -> dict[str, Any]:
+        """In the pool: shed a request that waited too long, else ask the recharge core."""
         # The client gives up on a server after SHED_AFTER-ish; work started
         # after that is work nobody waits for (and a commit nobody hears), so
         # under overload the queue is drained quickly with 503s instead.
         if time.monotonic() - queued_at > self.shed_after:
             raise Overloaded()
-        if not self.nonces.record(nonce, now):
-            raise Replay()
-        return dict(_CALLS[endpoint](self.recharge, fields).to_dict())
+        return dict(_CALLS[endpoint](self.recharge, fields, nonce).to_dict())
 
     def _failed(self, failure: Failure, ex: _Exchange) -> None:
-        if failure.check(Replay):
-            ex.error("replay", "this request was already received; sign every request anew")
+        if failure.check(Replayed):
+            ex.error("replay", failure.value.message)
         elif failure.check(Overloaded):
             log.warn("{endpoint} call_id={call_id} shed: queued too long", endpoint=ex.endpoint, call_id=ex.call_id)
             ex.unavailable("overloaded")

@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
+from cardmgmt import nonces
 from cardmgmt.config import Settings
 from cardmgmt.days import as_utc
 from cardmgmt.db import Database
@@ -35,7 +36,7 @@ from cardmgmt.errors import CardError
 from cardmgmt.keys import load_api_key, load_keyring
 from cardmgmt.models import ServerHeartbeat
 from cardmgmt.system import check_keyring
-from ivr.server.api import NonceStore, RechargeAPI, make_site
+from ivr.server.api import RechargeAPI, make_site
 from ivr.server.jobs import Job, JobRunner, standard_jobs
 from ivr.server.leadership import LEASE_NAME, LeaseKeeper, PeerMonitor, read_lease
 from ivr.server.metrics import Metrics
@@ -207,7 +208,9 @@ def makeService(
     ``jobs`` replace the real ones (tests).
     """
     api_key = load_api_key(settings.key_dir)
-    db = Database(settings.database_url)
+    # A connection for every pool thread; no liveness test per request (a
+    # request on a connection broken meanwhile is a 503 the client fails over on).
+    db = Database(settings.database_url, pool_size=options.threads, pre_ping=False)
     try:
         db.check_schema()
         keys = load_keyring(settings.key_dir)
@@ -228,19 +231,18 @@ def makeService(
     pool = ThreadPool(minthreads=0, maxthreads=options.threads, name=f"recharge-{name}")
     run_blocking = partial(deferToThreadPool, reactor, pool)
     metrics = Metrics()
-    nonces = NonceStore(db)
     peer = PeerMonitor(peer_url, reactor, interval=options.renew_every) if peer_url else None
     keeper = LeaseKeeper(
         db=db, name=name, address=f"http://{listen_host}:{listen_port}", reactor=reactor, run_blocking=run_blocking,
         peer=peer, ttl=options.lease_ttl, renew_every=options.renew_every,
     )
     if jobs is None:
-        jobs = standard_jobs(db=db, recharge=recharge, marketing=marketing, prune_nonces=nonces.prune)
+        jobs = standard_jobs(db=db, recharge=recharge, marketing=marketing, prune_nonces=partial(nonces.prune, db))
     runner = JobRunner(
         jobs, is_leader=lambda: keeper.is_leader, run_blocking=run_blocking, reactor=reactor, metrics=metrics
     )
     api = RechargeAPI(
-        name=name, api_key=api_key, recharge=recharge, nonces=nonces, run_blocking=run_blocking, reactor=reactor,
+        name=name, api_key=api_key, recharge=recharge, run_blocking=run_blocking, reactor=reactor,
         metrics=metrics, status=keeper.status, db_ping=partial(_ping, db), backlog=partial(_backlog, db),
         request_timeout=options.request_timeout, max_skew=options.max_skew,
     )

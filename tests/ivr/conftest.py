@@ -7,6 +7,7 @@ and talk to it over loopback with blocking clients from the test thread;
 every call into the reactor goes through ``blockingCallFromThread``.
 """
 
+import datetime as dt
 import os
 import threading
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from cardmgmt import nonces
 from cardmgmt.db import Database
 from cardmgmt.models import RequestNonce
 from cardmgmt.recharge import Answer, Outcome
@@ -71,13 +73,21 @@ def run_now(f: Any, *a: Any, **kw: Any) -> defer.Deferred[Any]:
 
 @dataclass
 class StubRecharge:
-    """A ``RechargeService`` stand-in for tests about HTTP, recording its calls."""
+    """A ``RechargeService`` stand-in for tests about HTTP, recording its calls.
+
+    Like the real one it records each request's nonce in the card database
+    (``db``, set by ``serve_api``), so replays are refused the same way.
+    """
 
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     raise_: BaseException | None = None
     gate: threading.Event | None = None  # if set, every call waits for it
+    db: Database | None = None
 
-    def _call(self, name: str, **kw: Any) -> Answer:
+    def _call(self, name: str, nonce: str | None = None, **kw: Any) -> Answer:
+        if nonce is not None and self.db is not None:
+            with self.db.engine.begin() as conn:
+                nonces.record(conn, nonce, dt.datetime.now(dt.UTC))
         self.calls.append((name, kw))
         if self.gate is not None:
             self.gate.wait(5)
@@ -89,8 +99,8 @@ class StubRecharge:
             return Answer(Outcome.OK, {"recharge_ref": "26112300000001", "amount": 5000, "account_no": "3100000001", "serial_tail": "0001"})
         return Answer(Outcome.OK, {"seq": kw.get("seq")})
 
-    def account(self, account_no: str) -> Answer:
-        return self._call("account", account_no=account_no)
+    def account(self, account_no: str, nonce: str | None = None) -> Answer:
+        return self._call("account", nonce, account_no=account_no)
 
     def quote(self, **kw: Any) -> Answer:
         return self._call("quote", **kw)
@@ -119,13 +129,15 @@ class LiveAPI:
 @contextmanager
 def serve_api(reactor: Any, db: Database, recharge: Any, api_key: bytes, **kw: Any) -> Iterator[LiveAPI]:
     """A ``RechargeAPI`` listening on an ephemeral loopback port of ``reactor``, with its own thread pool."""
-    from ivr.server.api import NonceStore, RechargeAPI, make_site
+    from ivr.server.api import RechargeAPI, make_site
 
     pool = ThreadPool(minthreads=0, maxthreads=4, name="test-api")
     pool.start()
     kw.setdefault("name", "A")
+    if isinstance(recharge, StubRecharge) and recharge.db is None:
+        recharge.db = db
     api = RechargeAPI(
-        api_key=api_key, recharge=recharge, nonces=NonceStore(db),
+        api_key=api_key, recharge=recharge,
         run_blocking=partial(deferToThreadPool, reactor, pool), reactor=reactor, **kw,
     )
     site = make_site(api, reactor)

@@ -1,6 +1,7 @@
 """Tests for ivr.server.jobs: schedules with ``Clock``, leadership gating, failures, and the real jobs' work."""
 
 import datetime as dt
+from functools import partial
 from typing import Any
 
 import pytest
@@ -8,9 +9,9 @@ from sqlalchemy import func, select
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
+from cardmgmt import nonces
 from cardmgmt.db import Database
 from cardmgmt.models import RequestNonce
-from ivr.server.api import NonceStore
 from ivr.server.jobs import NONCE_RETENTION, Job, JobRunner, standard_jobs
 from ivr.server.metrics import Metrics
 from tests.ivr.conftest import StubRecharge, run_now
@@ -87,13 +88,17 @@ def test_a_job_still_running_past_its_time_limit_is_not_started_again() -> None:
 def test_the_standard_jobs(db: Database) -> None:
     from marketing_iface.null import NullMarketing
 
-    nonces = NonceStore(db)
     now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
-    assert nonces.record("a" * 32, now - NONCE_RETENTION - dt.timedelta(seconds=1))
-    assert nonces.record("b" * 32, now - dt.timedelta(seconds=5))
-    assert not nonces.record("b" * 32, now)  # a replay
+    with db.engine.begin() as conn:
+        nonces.record(conn, "a" * 32, now - NONCE_RETENTION - dt.timedelta(seconds=1))
+        nonces.record(conn, "b" * 32, now - dt.timedelta(seconds=5))
+    with pytest.raises(nonces.Replayed), db.engine.begin() as conn:
+        nonces.record(conn, "b" * 32, now)
     recharge = StubRecharge()
-    jobs = {j.name: j for j in standard_jobs(db=db, recharge=recharge, marketing=NullMarketing(), prune_nonces=nonces.prune)}
+    jobs = {
+        j.name: j
+        for j in standard_jobs(db=db, recharge=recharge, marketing=NullMarketing(), prune_nonces=partial(nonces.prune, db))
+    }
     assert {n: j.interval for n, j in jobs.items()} == {"outbox": 1.0, "expire-holds": 5.0, "prune-nonces": 60.0}
     assert jobs["prune-nonces"].work(now) == 1
     with db.transaction() as s:
