@@ -22,6 +22,7 @@ workers never post the same record at the same time in the first place.
 
 # test-case-name: tests.marketing_iface.test_outbox
 
+import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Iterator
@@ -107,59 +108,67 @@ def _unit_of_work(cards: Engine | Database) -> Iterator[Session]:
             yield session
 
 
+BATCH = 50  # records selected, posted and marked per card-database transaction
+
+
 def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime, limit: int = 200) -> DrainResult:
     """Post up to ``limit`` pending recharges that are due at ``now``, oldest first.
 
-    Each record is selected, posted and marked in its own card-database
-    transaction, so a crash loses at most the mark of the one record in
-    flight (and re-posting it is harmless).  The drain stops at the first
+    Records are taken ``BATCH`` at a time, each batch selected, posted (one
+    marketing-system call per record) and marked in one card-database
+    transaction, so a crash loses at most the marks of the batch in flight
+    (and re-posting them is harmless).  The drain stops at the first
     ``MarketingUnavailable``: the system is down, and every further attempt
     would wait out the same connect timeout.
     """
     now = as_utc(now)
-    posted = repeated = failed = rejected = 0
+    result = DrainResult()
     last_id = 0
-    for _ in range(limit):
+    taken = 0
+    while taken < limit and not result.failed:
         with _unit_of_work(cards) as session:
-            recharge = session.scalars(
+            batch = session.scalars(
                 select(Recharge)
                 .where(Recharge.post_status == PENDING, Recharge.next_attempt_at <= now, Recharge.id > last_id)
                 .order_by(Recharge.id)
-                .limit(1)
+                .limit(min(BATCH, limit - taken))
                 # Rows another worker is posting are skipped, not waited for.
                 # SQLite has no row locks and ignores this; see the module docstring.
                 .with_for_update(skip_locked=True)
-            ).first()
-            if recharge is None:
+            ).all()
+            if not batch:
                 break
-            last_id = recharge.id
-            posting = posting_for(recharge)
-            try:
-                written = marketing.post_recharge(posting)
-            except MarketingUnavailable as e:
-                recharge.post_attempts += 1
-                recharge.next_attempt_at = now + backoff(recharge.post_attempts)
-                recharge.last_error = str(e)[:_ERROR_LENGTH]
-                failed += 1
-                log.warning("outbox: %s not posted (attempt %d): %s", posting.recharge_ref, recharge.post_attempts, e)
-            except PostingRejected as e:
-                recharge.post_status = REJECTED
-                recharge.post_attempts += 1
-                recharge.last_error = str(e)[:_ERROR_LENGTH]
-                rejected += 1
-                log.error("outbox: %s rejected by the marketing system: %s", posting.recharge_ref, e)
-            else:
-                # last_error is kept: with post_attempts it explains a late posted_at.
-                recharge.post_status = POSTED
-                recharge.post_attempts += 1
-                recharge.posted_at = now
-                if written:
-                    posted += 1
-                else:
-                    repeated += 1
-        if failed:
-            break
-    return DrainResult(posted=posted, repeated=repeated, failed=failed, rejected=rejected)
+            for recharge in batch:
+                last_id = recharge.id
+                taken += 1
+                result = _post(recharge, marketing, now, result)
+                if result.failed:
+                    break
+    return result
+
+
+def _post(recharge: Recharge, marketing: MarketingSystem, now: dt.datetime, so_far: DrainResult) -> DrainResult:
+    """Post one record and mark it; what ``drain`` has done, counting this one."""
+    posting = posting_for(recharge)
+    recharge.post_attempts += 1
+    try:
+        written = marketing.post_recharge(posting)
+    except MarketingUnavailable as e:
+        recharge.next_attempt_at = now + backoff(recharge.post_attempts)
+        recharge.last_error = str(e)[:_ERROR_LENGTH]
+        log.warning("outbox: %s not posted (attempt %d): %s", posting.recharge_ref, recharge.post_attempts, e)
+        return dataclasses.replace(so_far, failed=so_far.failed + 1)
+    except PostingRejected as e:
+        recharge.post_status = REJECTED
+        recharge.last_error = str(e)[:_ERROR_LENGTH]
+        log.error("outbox: %s rejected by the marketing system: %s", posting.recharge_ref, e)
+        return dataclasses.replace(so_far, rejected=so_far.rejected + 1)
+    # last_error is kept: with post_attempts it explains a late posted_at.
+    recharge.post_status = POSTED
+    recharge.posted_at = now
+    if written:
+        return dataclasses.replace(so_far, posted=so_far.posted + 1)
+    return dataclasses.replace(so_far, repeated=so_far.repeated + 1)
 
 
 def backlog(session: Session) -> Backlog:
