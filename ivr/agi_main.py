@@ -25,24 +25,25 @@ a sink instead, and a failure is logged by its type and stack, never its message
 Whatever goes wrong - a bad configuration, a missing key, a bug - the caller
 hears an apology and a goodbye and the call is hung up; never a traceback.
 
-At import time: standard library, pyst2, ``ivr.dialog``, ``ivr.client``,
-``ivr.protocol`` only (this runs under the Asterisk host's Python, 3.11 to 3.14).
+At import time: standard library, pyst2, ``ivr.dialog``, ``ivr.agi_channel`` and
+``ivr.client`` only (this runs under the Asterisk host's Python, 3.11 to 3.14).
+Every call pays for its imports before its first prompt, so what only some
+calls or hosts need is imported when first needed (the request signing, at
+the first request; the syslog handler, where the host has a syslog), and
+``tests.ivr.test_agi_main`` keeps heavy modules out.
 """
 
-# test-case-name: tests.ivr.test_dialog (the dialog; this script is exercised by the SIPp call scripts)
+# test-case-name: tests.ivr.test_agi_main (the dialog: tests.ivr.test_dialog; the whole path: the SIPp call scripts)
 
 import configparser
 import logging
-import logging.handlers
 import os
 import re
-import secrets
 import stat
 import sys
 import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TypeVar
 
 from asterisk.agi import AGI
@@ -74,7 +75,7 @@ class AgiConfig:
     """The AGI script's settings, from one INI file."""
 
     servers: tuple[tuple[str, int], ...]
-    api_key_file: Path
+    api_key_file: str
     timeout: float = 0.5
     total_timeout: float = 1.0
     digit_timeout_ms: int = 6000
@@ -128,7 +129,7 @@ def load_config(path: str | os.PathLike[str]) -> AgiConfig:
             raise ConfigError("api_key_file is missing")
         config = AgiConfig(
             servers=servers,
-            api_key_file=Path(key_file),
+            api_key_file=key_file,
             timeout=_number(get("timeout"), float, AgiConfig.timeout, "timeout"),
             total_timeout=_number(get("total_timeout"), float, AgiConfig.total_timeout, "total_timeout"),
             digit_timeout_ms=_number(get("digit_timeout_ms"), int, AgiConfig.digit_timeout_ms, "digit_timeout_ms"),
@@ -162,13 +163,14 @@ def _flag(text: str | None, default: bool) -> bool:
     return value
 
 
-def read_api_key(path: Path) -> bytes:
+def read_api_key(path: str | os.PathLike[str]) -> bytes:
     """The 32-byte request-signing key from an owner-only file of 64 hex digits."""
     try:
-        st = path.stat()
+        st = os.stat(path)
         if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigError(f"key file {path} is open to other users; chmod 600 it")
-        text = path.read_bytes().strip()
+        with open(path, "rb") as f:
+            text = f.read().strip()
     except OSError as e:
         raise ConfigError(f"key file {path} cannot be read: {e.strerror}") from None
     try:
@@ -190,7 +192,7 @@ def call_id_of(env: dict[str, str]) -> str:
     same for the whole call, across failovers.
     """
     base = _CALL_ID_UNSAFE.sub("", env.get("agi_uniqueid", ""))[:47]
-    return f"{base or 'call'}-{secrets.token_hex(8)}"
+    return f"{base or 'call'}-{os.urandom(8).hex()}"  # what secrets.token_hex(8) gives, without its import
 
 
 def caller_number(raw: str) -> str:
@@ -218,8 +220,11 @@ def setup_logging(level: int = logging.INFO) -> None:
     stream.setFormatter(logging.Formatter("recharge-agi[%(process)d] %(levelname)s %(name)s: %(message)s"))
     root.addHandler(stream)
     if os.path.exists(SYSLOG_SOCKET):
+        # Imported here, not with the module: it pulls in pickle, queue and more, and not every host has a syslog.
+        from logging.handlers import SysLogHandler
+
         try:
-            syslog = logging.handlers.SysLogHandler(address=SYSLOG_SOCKET)
+            syslog = SysLogHandler(address=SYSLOG_SOCKET)
         except OSError:
             return
         syslog.setFormatter(logging.Formatter("recharge-agi[%(process)d]: %(levelname)s %(name)s: %(message)s"))
