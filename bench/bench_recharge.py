@@ -27,8 +27,8 @@ against the same installation, each with its own slice of cards:
 ``paced``    N callers against the pair (half prefer A, half B) who, like
              people on the phone, pause between steps: an exponentially
              distributed think time before the quote and before the commit,
-             so that together they offer ``--paced-rate`` recharges per
-             second; latency is the quote's plus the commit's (the pauses
+             so that together they offer each of the ``--paced-rates`` in
+             turn (recharges per second); latency is the quote's plus the commit's (the pauses
              are not counted).  A closed loop cannot show latency at 200
              callers: with no pause each caller's wait is simply
              200 / throughput;
@@ -587,9 +587,10 @@ def wait_servers_idle(inst: Install, limit: float) -> float:
 
 @dataclass
 class Phase:
-    kind: str  # sql | service | single | pair | failover
+    kind: str  # sql | service | single | pair | paced | failover
     clients: int
     label: str
+    rate: float = 0.0  # paced: recharges per second offered
 
 
 def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list[tuple[str, str]],
@@ -624,7 +625,7 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
         idx = list(range(w, n, procs))
         spec = {
             "mode": "http" if phase.kind in ("single", "pair", "paced", "failover") else phase.kind,
-            "think": n / args.paced_rate / 2 if phase.kind == "paced" else 0.0,
+            "think": n / phase.rate / 2 if phase.kind == "paced" else 0.0,
             "lists": [lists[i] for i in idx],
             "servers": [order[i] for i in idx],
             "api_key": inst.api_key.hex(),
@@ -697,7 +698,7 @@ def summarise_phase(inst: Install, phase: Phase, raw: dict[str, Any], n_cards: i
     per_worker = worker_cpu * 1000 / all_ok if all_ok >= 10 else None
     per = (lambda x: x * 1000 / done_in_meter) if done_in_meter >= 10 else (lambda x: None)
     out = {
-        "backend": inst.backend, "kind": phase.kind, "clients": phase.clients, "procs": raw["procs"], "cards": n_cards,
+        "backend": inst.backend, "kind": phase.kind, "clients": phase.clients, "rate": phase.rate, "procs": raw["procs"], "cards": n_cards,
         "window": window, "committed": len(ok), "rps": len(ok) / window if window > 0 else 0.0,
         "failed": sum(fails.values()), "fail_reasons": dict(fails), "retries": sum(r[4] for r in in_window),
         "p50": pct(total_ms, 50), "p99": pct(total_ms, 99), "max": max(total_ms) if total_ms else None,
@@ -837,7 +838,9 @@ def plan(args: argparse.Namespace) -> list[Phase]:
         elif kind == "failover":
             levels = [c for c in args.clients if c > 1] or args.clients
         elif kind == "paced":
-            levels = [max(args.clients)]
+            for rate in args.paced_rates:
+                phases.append(Phase(kind, max(args.clients), f"paced{max(args.clients)}at{rate:g}", rate))
+            continue
         else:
             levels = args.clients
         for c in levels:
@@ -925,11 +928,12 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
                "retries", "client CPU ms/rec", "server CPU ms/rec", "PG CPU ms/rec", "machine CPU ms/rec",
                "other CPU cores", "load 1m"]
     body = []
-    rows = sorted(rows, key=lambda r: (r["backend"], SHOWN.index(r["kind"]), r["clients"]))
+    rows = sorted(rows, key=lambda r: (r["backend"], SHOWN.index(r["kind"]), r["clients"], r["rate"]))
     for r in rows:
         other = r["other_cpu"] / r["cpu_wall"] if r["cpu_wall"] else None
         body.append([
-            r["backend"], KIND_LABEL[r["kind"]], str(r["clients"]), f(r["rps"], 0), f(r["p50"]), f(r["p99"]),
+            r["backend"], KIND_LABEL[r["kind"]] + (f", {r['rate']:g} rec/s offered" if r["kind"] == "paced" else ""),
+            str(r["clients"]), f(r["rps"], 0), f(r["p50"]), f(r["p99"]),
             f(r["commit_p50"]), f(r["commit_p99"]), str(r["failed"]) + (f" ({_reasons(r)})" if r["failed"] else ""),
             str(r["retries"]), f(r.get("ms_client"), 2), f(r.get("ms_server"), 2),
             f(r.get("ms_pg"), 2) if r["backend"] == "postgresql" else "n/a", f(r.get("ms_machine"), 2),
@@ -975,7 +979,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
                              "PASS" if top["rps"] >= TARGET_RPS else "FAIL"])
         for r in at200:
             verdicts.append([backend, f"p99 < {TARGET_P99_MS:g} ms at {r['clients']} callers "
-                             f"(paced, {r['rps']:.0f} rec/s of {args.paced_rate:g} offered)",
+                             f"(paced, {r['rate']:g} rec/s offered, {r['rps']:.0f} done)",
                              f"{f(r['p99'])} ms", "PASS" if r["p99"] is not None and r["p99"] < TARGET_P99_MS else "FAIL"])
         for r in (x for x in fo if x["backend"] == backend):
             ok = r["fo_wait_max"] is not None and r["fo_wait_max"] <= TARGET_FAILOVER_S and not r["fo_unanswered_callers"]
@@ -1023,8 +1027,8 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per phase (default %(default)s)")
     parser.add_argument("--warmup", type=float, default=1.5, help="seconds not counted at the start (default %(default)s)")
     parser.add_argument("--failover-duration", type=float, default=8.0)
-    parser.add_argument("--paced-rate", type=float, default=300.0,
-                        help="paced phase: recharges per second the callers offer together (default %(default)s)")
+    parser.add_argument("--paced-rates", default="100,200,300",
+                        help="paced phases: recharges per second the callers offer together (default %(default)s)")
     parser.add_argument("--kill-after", type=float, default=3.0, help="failover: SIGKILL A this long into the window")
     parser.add_argument("--client-procs", type=int, default=4, help="caller processes (default %(default)s)")
     parser.add_argument("--client-timeout", type=float, default=0.5, help="RechargeClient timeout (default %(default)s)")
@@ -1043,6 +1047,7 @@ def main() -> None:
     args = parser.parse_args()
     args.clients = [int(x) for x in args.clients.split(",") if x.strip()]
     args.phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    args.paced_rates = [float(x) for x in args.paced_rates.split(",") if x.strip()]
     unknown = set(args.phases) - set(PHASES)
     if unknown:
         parser.error(f"unknown phases {sorted(unknown)}")

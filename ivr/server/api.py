@@ -89,9 +89,6 @@ class LimitedRequest(server.Request):
     max_body = protocol.MAX_BODY
     too_large = False
     _body_seen = 0
-    # The API speaks JSON only: no HTML-form parsing of POST bodies (it runs
-    # the e-mail header parser over every request's Content-Type).
-    _parsePOSTFormSubmission = False
 
     def gotLength(self, length: int | None) -> None:
         # Always memory: the body is small or it is thrown away.
@@ -385,7 +382,11 @@ class RechargeSite(server.Site):
 
 def make_site(api: RechargeAPI, reactor: IReactorTime, idle_timeout: float = 60) -> server.Site:
     """The HTTP factory for ``api``: bodies capped, idle connections dropped, no tracebacks shown."""
-    site = RechargeSite(api, requestFactory=LimitedRequest, timeout=idle_timeout, reactor=reactor)
+    # JSON only: no HTML-form parsing of POST bodies, which would run the
+    # e-mail header parser over every request's Content-Type.
+    site = RechargeSite(
+        api, requestFactory=LimitedRequest, timeout=idle_timeout, reactor=reactor, parsePOSTFormSubmission=False
+    )
     site.displayTracebacks = False
     site.noisy = False
     return site
