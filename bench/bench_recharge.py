@@ -209,16 +209,21 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
         think = spec.get("think", 0.0)
         rng = random.Random(i)
 
-        def pause() -> float:
-            """A caller's pause before a step (paced phase), stopping at the end of the run; returns its length."""
+        def pause() -> float | None:
+            """A caller's pause before a step (paced phase): its length, or ``None`` if the run ends first."""
             if not think:
                 return 0.0
-            d = min(rng.expovariate(1.0 / think), max(0.0, spec["stop_at"] - time.monotonic()))
+            d = rng.expovariate(1.0 / think)
+            if time.monotonic() + d >= spec["stop_at"]:
+                # Not a burst of every caller at the stop time: the step is simply not taken.
+                _sleep_until(spec["stop_at"])
+                return None
             time.sleep(d)
             return d
 
         def step(serial: str, pin: str, call_id: str, account: str, caller: str, _n: int) -> None:
-            pause()
+            if pause() is None:
+                return
             t0 = time.monotonic()
             q, r1 = ask(client.quote, call_id=call_id, seq=1, account_no=account, pin=pin, caller=caller)
             t1 = time.monotonic()
@@ -227,6 +232,9 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
                 return
             # The pause is not the service's time: shift the start so that t2 - t0 is quote + commit.
             waited = pause()
+            if waited is None:
+                client.cancel(call_id=call_id, seq=1)
+                return
             t0, t1 = t0 + waited, t1 + waited
             c, r2 = ask(client.commit, call_id=call_id, seq=1)
             t2 = time.monotonic()
