@@ -121,6 +121,11 @@ class SippRun:
     def ok(self) -> bool:
         return self.returncode == 0
 
+    @property
+    def started(self) -> bool:
+        """Whether SIPp got as far as placing calls (it prints its statistics screen then), not only refusing to."""
+        return "Statistics Screen" in self.screen
+
     def explain(self) -> str:
         """A few lines for an assertion message: exit code, the errors' tail, the screen's counters."""
         counters = [line for line in self.screen.splitlines() if "call" in line.lower() and "|" in line]
@@ -146,6 +151,7 @@ def run_sipp(scenario: str, asterisk_port: int, workdir: Path, *, host: str = DE
     """
     if shutil.which(SIPP) is None:
         raise ReplayError(f"{SIPP} is not installed (apt-get install sip-tester)")
+    workdir = workdir.absolute()  # SIPp runs in it, so a relative path would point elsewhere
     workdir.mkdir(parents=True, exist_ok=True)
     scenario_file = workdir / f"{name}.xml"
     _write_private(scenario_file, scenario)  # it holds the keys the calls send: PINs
@@ -543,8 +549,9 @@ def run_compiled(compiled: Compiled, host: str, port: int, workdir: Path, *, cal
     error = ""
     if not judged:
         complaint = sipp_complaint(run)
-        error = (f"no call was answered by {host}:{port}" if run.returncode in (0, 1) or "timed out" in complaint
-                 else "sipp could not run the scenario") + (f" ({complaint})" if complaint else "")
+        error = (f"no call was answered by {host}:{port}" if (run.started and run.returncode in (0, 1))
+                 or "timed out" in complaint else "sipp could not run the scenario") + \
+            (f" ({complaint})" if complaint else "")
     return ScriptResult(compiled.script, compiled, run, judged, calls, error=error)
 
 
@@ -555,7 +562,10 @@ def sipp_complaint(run: SippRun) -> str:
     if events:
         return events[-1].split(": ", 1)[-1].splitlines()[0].strip()[:200]
     lines = [line.strip() for line in run.screen.splitlines() if line.strip() and not set(line.strip()) <= set("-+| ")]
-    return lines[-1][:200] if lines and run.returncode not in (0, 1) else ""
+    if not lines or (run.started and run.returncode in (0, 1)):
+        return ""
+    # "2026-11-29<TAB>08:41:00.446807<TAB>1795941660.446807: Unable to load or parse 'x.xml' xml scenario file"
+    return re.sub(r"^\d{4}-\d\d-\d\d\t\S+\t\S+: ", "", lines[-1])[:200]
 
 
 def _time_budget(compiled: Compiled, calls: int, concurrent: int, recv_timeout_ms: int) -> float:

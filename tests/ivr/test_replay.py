@@ -30,6 +30,8 @@ from ivr.replay import (
     read_secrets,
     read_trace,
     run_job,
+    run_sipp,
+    sipp_complaint,
 )
 
 CALLS = Path(__file__).resolve().parents[1] / "calls"
@@ -198,3 +200,19 @@ def test_a_silent_port_fails_the_probe_after_its_timeout() -> None:
         with pytest.raises(ReplayError, match=rf"^no SIP answer from udp 127.0.0.1:{port} within 0.6 s"):
             probe("127.0.0.1", port, timeout=0.6)
         assert 0.5 < time.monotonic() - started < 2
+
+
+# --- running SIPp (no Asterisk: nothing answers) -----------------------------------------------------
+
+
+def test_sipp_runs_in_a_relative_workdir_and_a_scenario_it_refuses_is_named(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    xml = compile_script(parse("expect prompt=a\nsend 1\nexpect bye"), {}).xml
+    run = run_sipp(xml, free_udp_port(), Path("work"), timeout=1.0)
+    assert run.started, run.screen
+    assert run.workdir == tmp_path / "work"
+    assert (tmp_path / "work" / "call.xml").stat().st_mode & 0o777 == 0o600, "a scenario holds the keys it sends"
+    broken = run_sipp("<scenario>", free_udp_port(), Path("work"), timeout=1.0, name="broken")
+    assert not broken.started and not broken.ok
+    assert sipp_complaint(broken).startswith("Unable to load or parse"), broken.screen
