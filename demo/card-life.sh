@@ -92,7 +92,11 @@ python cli.py serve A --port "$PORT_A" --peer "http://127.0.0.1:$PORT_B" > "$RUN
 SERVER_A=$!
 python cli.py serve B --port "$PORT_B" --peer "http://127.0.0.1:$PORT_A" > "$RUN/server-B.log" 2>&1 &
 SERVER_B=$!
-trap 'kill $SERVER_A $SERVER_B 2>/dev/null || true' EXIT
+PHONE=
+stop_phone() {  # stop the demo's Asterisk (demo/phone.py stops it on SIGTERM) and wait until it is gone
+    if [ -n "$PHONE" ]; then kill "$PHONE" 2>/dev/null || true; wait "$PHONE" 2>/dev/null || true; PHONE=; fi
+}
+trap 'stop_phone; kill $SERVER_A $SERVER_B 2>/dev/null || true' EXIT
 echo "\$ python cli.py serve A --port $PORT_A --peer http://127.0.0.1:$PORT_B &   (and B the other way round)"
 for _ in $(seq 50); do
     python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT_B/v1/health', timeout=0.2)" 2>/dev/null && break
@@ -133,6 +137,52 @@ for ref, acct, amount in db.execute("SELECT recharge_ref, account_no, amount FRO
     print(f"marketing interface table: {ref} account {acct} {amount / 100:.2f} yuan")
 print("balance of 3100000001 now: %.2f yuan (was 128.50)" % (db.execute("SELECT balance FROM accounts WHERE account_no='3100000001'").fetchone()[0] / 100))
 PY
+
+step "A customer phones the hotline (95598): a real Asterisk runs the phone dialog against the same pair"
+# The Asterisk sandbox (asterisk_conf/sandbox.py) is brought up the way the end-to-end tests do it
+# (tests/e2e/sandbox.py): built on first use, then started with the prompts and the AGI pointed at A and B.
+# A SIPp caller then keys the call script demo/phone-recharge.call; the PIN goes in on standard input.
+if [ "$(id -u)" != 0 ]; then
+    echo "(skipped: the Asterisk sandbox runs under chroot, which needs root; run make demo as root to see it)"
+else
+    echo "\$ python demo/phone.py --server 127.0.0.1:$PORT_A --server 127.0.0.1:$PORT_B --api-key-file $RUN/var/keys/api.key ... &"
+    python demo/phone.py --server "127.0.0.1:$PORT_A" --server "127.0.0.1:$PORT_B" \
+        --api-key-file "$RUN/var/keys/api.key" --prompts "$RUN/prompts" --ready "$RUN/asterisk.port" &
+    PHONE=$!
+    until [ -s "$RUN/asterisk.port" ]; do
+        if ! kill -0 "$PHONE" 2>/dev/null; then
+            wait "$PHONE" || true
+            PHONE=
+            echo "the Asterisk sandbox did not start (see above)" >&2
+            exit 1
+        fi
+        sleep 0.5
+    done
+    SIP_PORT=$(cat "$RUN/asterisk.port")
+    CARD3=000000000042
+    echo "\$ python cli.py replay demo/phone-recharge.call --port $SIP_PORT --secret PIN   (card $CARD3; PIN keyed, not shown)"
+    scratch "$CARD3" | python cli.py replay demo/phone-recharge.call --port "$SIP_PORT" --secret PIN --workdir "$RUN/phone"
+    stop_phone
+
+    step "The phone recharge reaches the marketing system: account 3100000003 is credited 50 yuan"
+    python3 - "$RUN/var/marketing.db" "$CARD3" <<'PY'
+import sqlite3, sys, time
+db_file, serial = sys.argv[1:]
+deadline = time.monotonic() + 30  # the leading server's outbox posts within a second or two
+while True:
+    with sqlite3.connect(db_file) as db:
+        row = db.execute("SELECT recharge_ref, account_no, amount FROM recharge_interface WHERE card_serial = ?",
+                         (serial,)).fetchone()
+        balance = db.execute("SELECT balance FROM accounts WHERE account_no = '3100000003'").fetchone()[0]
+    if row or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+if row is None:
+    sys.exit(f"card {serial}'s recharge has not reached the marketing system")
+print(f"marketing interface table: {row[0]} account {row[1]} {row[2] / 100:.2f} yuan (card {serial}, by phone)")
+print(f"balance of 3100000003 now: {balance / 100:.2f} yuan (was 0.00)")
+PY
+fi
 
 step "Server A dies (kill -9); B takes over the jobs and the callers"
 echo "\$ kill -9 <server A>"

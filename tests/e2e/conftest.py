@@ -10,10 +10,11 @@ the card services (``tests.support``), both recharge servers as processes
 configured for both servers and the installation's API key.  Calls are
 placed with SIPp from the scripts in ``tests/calls`` (``ivr.replay``).
 
-The sandbox used here is a root of its own beside the default one
-(``<root>-e2e``, e.g. ``~/.cache/recharge-asterisk/root-e2e``), so that these
-tests and ``tests/asterisk`` never fight over one Asterisk: each root runs
-one Asterisk at a time.  It is built on first use (about a minute) and
+Asterisk is brought up by ``tests/e2e/sandbox.py``, which ``make demo``
+shares: a root of its own beside the default one (``<root>-e2e``, e.g.
+``~/.cache/recharge-asterisk/root-e2e``), so that these tests and
+``tests/asterisk`` never fight over one Asterisk (each root runs one
+Asterisk at a time).  It is built on first use (about a minute) and
 started once per test module.  When another process is running it, the
 fixture waits for it (up to ``SANDBOX_WAIT`` seconds) instead of failing.
 
@@ -36,7 +37,7 @@ from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from asterisk_conf.sandbox import RTP_PORTS, Sandbox, SandboxError, resolve_root
+from asterisk_conf.sandbox import Sandbox, SandboxError
 from cardmgmt import stock
 from cardmgmt.keys import load_api_key
 from cardmgmt.models import Batch, Card, Recharge
@@ -44,50 +45,17 @@ from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
 from ivr.callscript import Compiled, Injection, compile_script, load
 from ivr.client import RechargeClient
-from ivr.replay import CALLER_AUDIO, ScriptResult, free_udp_port, run_compiled
+from ivr.replay import CALLER_AUDIO, ScriptResult, run_compiled
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from tests.conftest import PASSWORDS
+from tests.e2e.sandbox import build_prompts, e2e_root, start_hotline
 from tests.integration.harness import Installation, Server
 from tests.support import Bench, issued_batch, read_pins
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLS = ROOT / "tests" / "calls"
-SANDBOX_WAIT = 900.0  # seconds to wait for another process's run of the e2e sandbox
 ACCOUNTS = [a.account_no for a in SAMPLE_ACCOUNTS]
 BALANCES = {a.account_no: a.balance for a in SAMPLE_ACCOUNTS}
-
-
-def e2e_root(environ: Mapping[str, str]) -> Path:
-    """The sandbox root these tests use: the default root's sibling ``<name>-e2e``."""
-    base = resolve_root(None, environ)
-    return base.with_name(base.name + "-e2e")
-
-
-def start_sandbox(root: Path, *, wait: float = SANDBOX_WAIT) -> Sandbox:
-    """Build (once) and start an Asterisk in ``root`` on a free port, waiting while another process runs it."""
-    port = free_udp_port()
-    while RTP_PORTS[0] <= port <= RTP_PORTS[1]:  # Asterisk's RTP would fight the SIP transport for it
-        port = free_udp_port()
-    sandbox = Sandbox(root, port)
-    sandbox.build()
-    deadline = time.monotonic() + wait
-    while True:
-        try:
-            sandbox.start()
-            return sandbox
-        except SandboxError as e:
-            if "another process is building or running" not in str(e) or time.monotonic() > deadline:
-                raise
-            time.sleep(2.0)
-
-
-def build_prompts(out: Path) -> Path:
-    """The hotline's prompts and number sounds, rendered once into ``out/<lang>/``."""
-    from voice_prompts.build import build
-
-    if not (out / "zh" / "welcome.wav").is_file():
-        build(out)
-    return out
 
 
 class Hotline:
@@ -199,11 +167,8 @@ class Hotline:
 
     def start_asterisk(self, root: Path, prompts: Path) -> Sandbox:
         """Start the sandbox, install the prompts for both languages, point the AGI at both servers."""
-        self.sandbox = start_sandbox(root)
-        for lang in ("zh", "en"):
-            self.sandbox.install_sounds(prompts / lang, lang)
         api_key = (self.inst.workdir / "keys" / "api.key").read_bytes()
-        self.sandbox.write_agi_config([("127.0.0.1", s.port) for s in self.inst.servers], api_key)
+        self.sandbox = start_hotline(root, prompts, [("127.0.0.1", s.port) for s in self.inst.servers], api_key)
         return self.sandbox
 
     # --- calls ------------------------------------------------------------------------------------

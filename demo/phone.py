@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""The demo's phone side: the real Asterisk sandbox running the hotline for the demo's server pair, until stopped.
+
+``demo/card-life.sh`` (``make demo``) runs it in the background once the
+recharge servers are up::
+
+    python demo/phone.py --server 127.0.0.1:8441 --server 127.0.0.1:8442 \\
+        --api-key-file demo-run/var/keys/api.key --prompts demo-run/prompts --ready demo-run/asterisk.port &
+
+It brings Asterisk up exactly as the end-to-end tests do
+(``tests/e2e/sandbox.py``): it builds the sandbox root on first use (about
+two minutes and 550 MB, once per machine), renders the prompts, starts
+Asterisk on a free port with the prompts installed and the AGI pointed at the
+two servers with the installation's API key, and writes the SIP port into
+the ``--ready`` file.  It stops Asterisk on SIGTERM or SIGINT.  Exit codes: 0
+stopped cleanly, 1 the sandbox could not be built or started (one line on
+stderr).  Needs root, like the sandbox.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+if str(PROJECT) not in sys.path:
+    sys.path.insert(0, str(PROJECT))
+
+from asterisk_conf.sandbox import Sandbox, SandboxError  # noqa: E402
+from tests.e2e.sandbox import build_prompts, e2e_root, start_hotline  # noqa: E402
+from voice_prompts.build import BuildError  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="demo/phone.py", description=__doc__.splitlines()[0])
+    parser.add_argument("--server", action="append", required=True, metavar="HOST:PORT",
+                        help="a recharge server, primary first (repeat)")
+    parser.add_argument("--api-key-file", type=Path, required=True, help="the servers' shared API key")
+    parser.add_argument("--prompts", type=Path, required=True, help="where to render the prompts")
+    parser.add_argument("--ready", type=Path, required=True, help="written with the SIP port once Asterisk takes calls")
+    args = parser.parse_args(argv)
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    root = e2e_root(os.environ)
+    args.ready.unlink(missing_ok=True)
+    try:
+        servers = [_host_port(s) for s in args.server]
+        api_key = args.api_key_file.read_bytes()
+        if not Sandbox(root).is_built():
+            say(f"building the Asterisk sandbox in {root} (first time only: about two minutes)")
+        Sandbox(root).build()
+        say("rendering the prompts (espeak-ng, sox)")
+        prompts = build_prompts(args.prompts)
+        say("starting Asterisk (waits while the end-to-end tests use the sandbox)")
+        sandbox = start_hotline(root, prompts, servers, api_key)
+    except (SandboxError, BuildError, OSError, ValueError) as e:
+        print(f"demo/phone.py: {str(e).strip() or type(e).__name__}", file=sys.stderr)  # a failed build adds its tail
+        return 1
+    try:
+        say(f"Asterisk takes calls to 95598 on udp 127.0.0.1:{sandbox.sip_port}")
+        partial = args.ready.with_name(args.ready.name + ".partial")
+        partial.write_text(f"{sandbox.sip_port}\n", encoding="utf-8")
+        partial.rename(args.ready)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        sandbox.stop()
+        say("Asterisk stopped")
+    return 0
+
+
+def say(text: str) -> None:
+    print(f"  [asterisk] {text}", flush=True)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--server {text!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
