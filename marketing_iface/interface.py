@@ -12,6 +12,7 @@ for tests of code that must not reach the marketing system at all.
 # test-case-name: tests.marketing_iface.test_contract
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -73,6 +74,16 @@ class MarketingSystem(Protocol):
         harmless).  ``PostingRejected`` for a permanent refusal (unknown
         account, or the same reference with different content);
         ``MarketingUnavailable`` when it cannot be reached.
+        """
+        ...
+
+    def post_recharges(self, postings: Sequence[Posting]) -> list["bool | PostingRejected"]:
+        """Write several postings exactly once each, all or none (one transaction).
+
+        Per posting, in order: ``True`` written now, ``False`` already there
+        with the same content, or the ``PostingRejected`` that refuses it for
+        good (returned, not raised, so the others are still written).
+        ``MarketingUnavailable``: none of them was written.
         """
         ...
 

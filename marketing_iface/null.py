@@ -14,7 +14,7 @@ without a server.
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from cardmgmt.days import as_utc, business_day
 from marketing_iface.interface import Account, MarketingUnavailable, Posting, PostingRejected
@@ -41,6 +41,17 @@ class NullMarketing:
         self._check_available()
         with self._lock:
             return self.accounts.get(account_no)
+
+    def post_recharges(self, postings: Sequence[Posting]) -> list[bool | PostingRejected]:
+        """Each of ``post_recharge`` in turn; when switched off, none is written."""
+        self._check_available()
+        results: list[bool | PostingRejected] = []
+        for posting in postings:
+            try:
+                results.append(self.post_recharge(posting))
+            except PostingRejected as e:
+                results.append(e)
+        return results
 
     def post_recharge(self, posting: Posting) -> bool:
         """Record the posting once per ``recharge_ref`` and credit the account; see ``MarketingSystem``."""

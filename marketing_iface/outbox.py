@@ -3,8 +3,8 @@
 A recharge is committed in the card database together with its outbox state
 (``Recharge.post_status = 'pending'``); nothing about the marketing system is
 done in that transaction, so a caller's recharge never waits on, or fails
-with, the marketing system.  ``drain`` then posts pending records one at a
-time, oldest first, and marks each ``posted`` (or ``rejected`` when the
+with, the marketing system.  ``drain`` then posts pending records in
+batches, oldest first, and marks each ``posted`` (or ``rejected`` when the
 marketing system refuses it for good, for a person to look at).
 
 Why this is exactly once.  *At least once*: a record stays ``pending`` until
@@ -25,7 +25,8 @@ workers never post the same record at the same time in the first place.
 import dataclasses
 import datetime as dt
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypedDict
@@ -108,16 +109,16 @@ def _unit_of_work(cards: Engine | Database) -> Iterator[Session]:
             yield session
 
 
-BATCH = 50  # records selected, posted and marked per card-database transaction
+BATCH = 50  # records selected, posted (one marketing transaction) and marked (one card transaction) at a time
 
 
-def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime, limit: int = 200) -> DrainResult:
+def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime, limit: int = 500) -> DrainResult:
     """Post up to ``limit`` pending recharges that are due at ``now``, oldest first.
 
-    Records are taken ``BATCH`` at a time, each batch selected, posted (one
-    marketing-system call per record) and marked in one card-database
-    transaction, so a crash loses at most the marks of the batch in flight
-    (and re-posting them is harmless).  The drain stops at the first
+    Records go ``BATCH`` at a time: selected, posted to the marketing system
+    in one of its transactions, and marked in one card-database transaction,
+    so a crash loses at most the marks of the batch in flight (and
+    re-posting it is harmless).  The drain stops at the first
     ``MarketingUnavailable``: the system is down, and every further attempt
     would wait out the same connect timeout.
     """
@@ -138,37 +139,46 @@ def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime
             ).all()
             if not batch:
                 break
-            for recharge in batch:
-                last_id = recharge.id
-                taken += 1
-                result = _post(recharge, marketing, now, result)
-                if result.failed:
-                    break
+            last_id = batch[-1].id
+            taken += len(batch)
+            result = _post_batch(batch, marketing, now, result)
     return result
 
 
-def _post(recharge: Recharge, marketing: MarketingSystem, now: dt.datetime, so_far: DrainResult) -> DrainResult:
-    """Post one record and mark it; what ``drain`` has done, counting this one."""
-    posting = posting_for(recharge)
-    recharge.post_attempts += 1
+def _post_batch(batch: Sequence[Recharge], marketing: MarketingSystem, now: dt.datetime, so_far: DrainResult) -> DrainResult:
+    """Post ``batch`` and mark each record; what ``drain`` has done, counting these."""
+    postings = [posting_for(r) for r in batch]
     try:
-        written = marketing.post_recharge(posting)
+        results = marketing.post_recharges(postings)
     except MarketingUnavailable as e:
-        recharge.next_attempt_at = now + backoff(recharge.post_attempts)
-        recharge.last_error = str(e)[:_ERROR_LENGTH]
-        log.warning("outbox: %s not posted (attempt %d): %s", posting.recharge_ref, recharge.post_attempts, e)
+        # Nothing was written.  The oldest record is the probe that learned
+        # so: it alone is charged an attempt and backs off, so an outage does
+        # not push a whole backlog's retries out to the longest wait.
+        probe = batch[0]
+        probe.post_attempts += 1
+        probe.next_attempt_at = now + backoff(probe.post_attempts)
+        probe.last_error = str(e)[:_ERROR_LENGTH]
+        log.warning("outbox: %s not posted (attempt %d): %s", postings[0].recharge_ref, probe.post_attempts, e)
         return dataclasses.replace(so_far, failed=so_far.failed + 1)
-    except PostingRejected as e:
-        recharge.post_status = REJECTED
-        recharge.last_error = str(e)[:_ERROR_LENGTH]
-        log.error("outbox: %s rejected by the marketing system: %s", posting.recharge_ref, e)
-        return dataclasses.replace(so_far, rejected=so_far.rejected + 1)
-    # last_error is kept: with post_attempts it explains a late posted_at.
-    recharge.post_status = POSTED
-    recharge.posted_at = now
-    if written:
-        return dataclasses.replace(so_far, posted=so_far.posted + 1)
-    return dataclasses.replace(so_far, repeated=so_far.repeated + 1)
+    counts = Counter[str]()
+    for recharge, posting, outcome in zip(batch, postings, results, strict=True):
+        recharge.post_attempts += 1
+        if isinstance(outcome, PostingRejected):
+            recharge.post_status = REJECTED
+            recharge.last_error = str(outcome)[:_ERROR_LENGTH]
+            log.error("outbox: %s rejected by the marketing system: %s", posting.recharge_ref, outcome)
+            counts["rejected"] += 1
+            continue
+        # last_error is kept: with post_attempts it explains a late posted_at.
+        recharge.post_status = POSTED
+        recharge.posted_at = now
+        counts["posted" if outcome else "repeated"] += 1
+    return DrainResult(
+        posted=so_far.posted + counts["posted"],
+        repeated=so_far.repeated + counts["repeated"],
+        failed=so_far.failed,
+        rejected=so_far.rejected + counts["rejected"],
+    )
 
 
 def backlog(session: Session) -> Backlog:

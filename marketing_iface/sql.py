@@ -13,11 +13,12 @@ timeout.
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from types import TracebackType
+from typing import Any
 
-from sqlalchemy import BigInteger, DateTime, Row, String, exc, literal, select
+from sqlalchemy import BigInteger, Connection, DateTime, Row, String, bindparam, exc, select
 from sqlalchemy.engine import make_url
 
 from cardmgmt.days import as_utc, day_bounds
@@ -63,6 +64,31 @@ def unavailable_on_database_error(what: str) -> Iterator[None]:
         raise MarketingUnavailable(f"marketing system unavailable ({what}): {one_line(e)}") from e
 
 
+def _insert_posting(dialect: str) -> Any:
+    """The one statement that writes a posting: only for an account that exists, only once per reference."""
+    source = select(
+        bindparam("recharge_ref", type_=String),
+        accounts.c.account_no,
+        bindparam("amount", type_=BigInteger),
+        bindparam("card_serial", type_=String),
+        bindparam("channel", type_=String),
+        bindparam("recharged_at", type_=DateTime(timezone=True)),
+    ).where(accounts.c.account_no == bindparam("account_no"))
+    return (
+        dialect_insert(dialect, recharge_interface)
+        .from_select(_POSTING_COLUMNS, source)
+        .on_conflict_do_nothing(index_elements=["recharge_ref"])
+        .returning(recharge_interface.c.id)
+    )
+
+
+_POST = {name: _insert_posting(name) for name in ("postgresql", "sqlite")}
+
+_STORED = select(*(recharge_interface.c[name] for name in _POSTING_COLUMNS)).where(
+    recharge_interface.c.recharge_ref == bindparam("ref")
+)
+
+
 def _posting(row: Row) -> Posting:  # type: ignore[type-arg]
     return Posting(
         recharge_ref=row.recharge_ref,
@@ -94,43 +120,40 @@ class SqlMarketing:
         return Account(account_no=row.account_no, holder_name=row.holder_name, balance=row.balance)
 
     def post_recharge(self, posting: Posting) -> bool:
-        """Insert the posting unless its ``recharge_ref`` is there already; see ``MarketingSystem``.
+        """Insert the posting unless its ``recharge_ref`` is there already; see ``MarketingSystem``."""
+        [result] = self.post_recharges([posting])
+        if isinstance(result, PostingRejected):
+            raise result
+        return result
 
-        One statement, ``INSERT ... SELECT ... FROM accounts WHERE account_no
-        = ... ON CONFLICT (recharge_ref) DO NOTHING``, so the database settles
-        both questions at once: a second posting of the same reference
-        (from a retry, or another worker) inserts nothing, and neither does a
-        posting for an account that does not exist.  If nothing was inserted
-        the stored row, read back, tells which it was.
+    def post_recharges(self, postings: Sequence[Posting]) -> list[bool | PostingRejected]:
+        """Each posting as one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, all in one transaction.
+
+        ``INSERT INTO recharge_interface ... SELECT ... FROM accounts WHERE
+        account_no = ... ON CONFLICT (recharge_ref) DO NOTHING``, so the
+        database settles both questions at once: a second posting of the same
+        reference (from a retry, or another worker) inserts nothing, and
+        neither does a posting for an account that does not exist.  When
+        nothing was inserted, the stored row, read back, tells which it was.
         """
-        check_posting(posting)
-        wanted = dataclasses.replace(posting, recharged_at=as_utc(posting.recharged_at))
-        source = select(
-            literal(wanted.recharge_ref, String),
-            accounts.c.account_no,
-            literal(wanted.amount, BigInteger),
-            literal(wanted.card_serial, String),
-            literal(wanted.channel, String),
-            literal(wanted.recharged_at, DateTime(timezone=True)),
-        ).where(accounts.c.account_no == wanted.account_no)
+        wanted = []
+        for posting in postings:
+            check_posting(posting)
+            wanted.append(dataclasses.replace(posting, recharged_at=as_utc(posting.recharged_at)))
         with unavailable_on_database_error("posting"), self.engine.begin() as conn:
-            insert = dialect_insert(conn.dialect.name, recharge_interface)
-            statement = (
-                insert.from_select(_POSTING_COLUMNS, source)
-                .on_conflict_do_nothing(index_elements=["recharge_ref"])
-                .returning(recharge_interface.c.id)
-            )
-            if conn.execute(statement).first() is not None:
-                return True
-            stored = conn.execute(
-                select(*(recharge_interface.c[name] for name in _POSTING_COLUMNS)).where(
-                    recharge_interface.c.recharge_ref == wanted.recharge_ref
-                )
-            ).first()
+            return [self._post_one(conn, _POST[conn.dialect.name], p) for p in wanted]
+
+    @staticmethod
+    def _post_one(conn: Connection, statement: Any, wanted: Posting) -> bool | PostingRejected:
+        if conn.execute(statement, dataclasses.asdict(wanted)).first() is not None:
+            return True
+        stored = conn.execute(_STORED, {"ref": wanted.recharge_ref}).first()
         if stored is None:
-            raise PostingRejected(f"posting {wanted.recharge_ref}: no account {wanted.account_no} in the marketing system")
+            return PostingRejected(
+                f"posting {wanted.recharge_ref}: no account {wanted.account_no} in the marketing system"
+            )
         if _posting(stored) != wanted:
-            raise PostingRejected(
+            return PostingRejected(
                 f"posting {wanted.recharge_ref}: the marketing system already holds this reference with different content"
             )
         return False

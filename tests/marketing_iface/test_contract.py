@@ -94,6 +94,21 @@ def test_several_postings_each_credit(marketing):
     assert marketing.lookup_account("3100000001").balance == 12_850 + 15_000
 
 
+def test_a_batch_of_postings_answers_each_in_order(marketing):
+    assert marketing.post_recharge(posting(ref="R0")) is True
+    results = marketing.post_recharges([
+        posting(ref="R1", amount=1000),
+        posting(ref="R0"),  # already there: a harmless repeat
+        posting(ref="R2", account_no="3199999999"),  # no such account
+        posting(ref="R3", account_no="3100000002", amount=2000, serial="900000000003"),
+    ])
+    assert results[:2] == [True, False] and results[3] is True
+    assert isinstance(results[2], PostingRejected) and "no account 3199999999" in str(results[2])
+    assert marketing.lookup_account("3100000001").balance == 12_850 + 5000 + 1000
+    assert marketing.lookup_account("3100000002").balance == -4_620 + 2000
+    assert marketing.post_recharges([]) == []
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -202,6 +217,7 @@ def test_an_outage_raises_unavailable_and_changes_nothing(downable):
         for call in (
             lambda: marketing.lookup_account("3100000001"),
             lambda: marketing.post_recharge(posting()),
+            lambda: marketing.post_recharges([posting(ref="B1"), posting(ref="B2")]),
             lambda: marketing.postings_for_day(dt.date(2024, 3, 1)),
         ):
             with pytest.raises(MarketingUnavailable) as e:

@@ -15,11 +15,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy.engine import make_url
 
+from cardmgmt.days import as_utc
 from cardmgmt.db import Database
 from cardmgmt.models import Recharge
 from marketing_iface import outbox
-from cardmgmt.days import as_utc
-from marketing_iface.interface import MarketingUnavailable, Posting
+from marketing_iface.interface import MarketingUnavailable, Posting, PostingRejected
 from marketing_iface.outbox import DrainResult, backoff, drain, posting_for
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import SAMPLE_ACCOUNTS, create_standin
@@ -127,7 +127,7 @@ def test_outage_loses_nothing_counts_attempts_and_backs_off(system, ledger, null
 
 
 class GoesDownAfter:
-    """A marketing system that fails after ``n`` successful postings."""
+    """A marketing system that fails after ``n`` batches of postings."""
 
     def __init__(self, inner, n: int) -> None:  # type: ignore[no-untyped-def]
         self.inner, self.left = inner, n
@@ -135,18 +135,20 @@ class GoesDownAfter:
     def __getattr__(self, name):  # type: ignore[no-untyped-def]
         return getattr(self.inner, name)
 
-    def post_recharge(self, posting: Posting) -> bool:
+    def post_recharges(self, postings: list[Posting]) -> list[bool | PostingRejected]:
         if self.left == 0:
             raise MarketingUnavailable("marketing system unavailable (gone)")
         self.left -= 1
-        return self.inner.post_recharge(posting)
+        return self.inner.post_recharges(postings)
 
 
-def test_an_outage_midway_stops_the_drain(system, ledger, null):
+def test_an_outage_midway_stops_the_drain(system, ledger, null, monkeypatch):
+    monkeypatch.setattr(outbox, "BATCH", 2)
     ids = [ledger.add("3100000001", 100, T0) for _ in range(5)]
-    assert drain(system.db, GoesDownAfter(null, 2), T0) == DrainResult(posted=2, failed=1)
+    assert drain(system.db, GoesDownAfter(null, 1), T0) == DrainResult(posted=2, failed=1)
     assert [ledger.get(i).post_status for i in ids] == ["posted", "posted", "pending", "pending", "pending"]
     assert [ledger.get(i).post_attempts for i in ids] == [1, 1, 1, 0, 0]
+    assert len(null.postings) == 2  # the failed batch wrote nothing
     assert drain(system.db, null, T0 + SECOND) == DrainResult(posted=3)
 
 
@@ -156,21 +158,21 @@ class CrashAfterPosting:
     def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
         self.inner = inner
 
-    def post_recharge(self, posting: Posting) -> bool:
-        self.inner.post_recharge(posting)
+    def post_recharges(self, postings: list[Posting]) -> list[bool | PostingRejected]:
+        self.inner.post_recharges(postings)
         raise KeyboardInterrupt("worker killed")
 
 
 def test_a_crash_between_posting_and_marking_reposts_harmlessly(system, ledger, null):
-    [rid, *_] = add_three(ledger)
+    ids = add_three(ledger)
     before = balances(null)
     with pytest.raises(KeyboardInterrupt):
-        drain(system.db, CrashAfterPosting(null), T0 + SECOND)
-    r = ledger.get(rid)
-    assert (r.post_status, r.post_attempts) == ("pending", 0)  # the mark was rolled back
-    assert list(null.postings) == [r.ref]  # but the posting is there
-    assert drain(system.db, null, T0 + dt.timedelta(minutes=1)) == DrainResult(posted=2, repeated=1)
-    assert ledger.get(rid).post_status == "posted"
+        drain(system.db, CrashAfterPosting(null), T0 + SECOND)  # the first two are due: one batch
+    due = [ledger.get(i) for i in ids[:2]]
+    assert [(r.post_status, r.post_attempts) for r in due] == [("pending", 0)] * 2  # the marks were rolled back
+    assert list(null.postings) == [r.ref for r in due]  # but the postings are there
+    assert drain(system.db, null, T0 + dt.timedelta(minutes=1)) == DrainResult(posted=1, repeated=2)
+    assert all(ledger.get(i).post_status == "posted" for i in ids)
     after = balances(null)
     assert after["3100000001"] == before["3100000001"] + 7000  # credited once, not twice
     assert len(null.postings) == 3
@@ -247,10 +249,10 @@ class Slow:
         self.inner = inner
         self.refs: list[str] = []
 
-    def post_recharge(self, posting: Posting) -> bool:
-        time.sleep(0.002)
-        self.refs.append(posting.recharge_ref)
-        return self.inner.post_recharge(posting)
+    def post_recharges(self, postings: list[Posting]) -> list[bool | PostingRejected]:
+        time.sleep(0.002 * len(postings))
+        self.refs += [p.recharge_ref for p in postings]
+        return self.inner.post_recharges(postings)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
