@@ -856,25 +856,25 @@ def call(app: App, servers: list[tuple[str, int]], account: str, caller: str, ye
     """
     from ivr.client import RechargeClient
 
-    client = RechargeClient(servers, load_api_key(app.settings.key_dir))
-    call_id = f"cli-{secrets.token_hex(8)}"
-    summary = client.account(call_id=call_id, account_no=account)
-    if summary.get("outcome") != "ok":
-        raise click.ClickException(f"account {account}: {summary.get('outcome')}")
-    click.echo(f"account {account}: {summary['holder']}, balance {format_fen(summary['balance'])} yuan")
-    pin = click.prompt("card PIN", hide_input=True, err=True) if sys.stdin.isatty() else sys.stdin.readline().strip()
-    quote = client.quote(call_id=call_id, seq=1, account_no=account, pin=pin, caller=caller)
-    del pin
-    if quote.get("outcome") != "ok":
-        raise click.ClickException(f"card refused: {quote.get('outcome')}")
-    click.echo(f"card ...{quote['serial_tail']}: {format_fen(quote['amount'])} yuan")
-    if not yes and not click.confirm("recharge?", default=True):
-        client.cancel(call_id=call_id, seq=1)
-        raise click.ClickException("recharge declined; the card was not used")
-    done = client.commit(call_id=call_id, seq=1)
-    if done.get("outcome") != "ok":
-        raise click.ClickException(f"recharge not confirmed: {done.get('outcome')}")
-    click.echo(f"recharged {format_fen(done['amount'])} yuan to {account}; reference {done['recharge_ref']}")
+    with RechargeClient(servers, load_api_key(app.settings.key_dir)) as client:
+        call_id = f"cli-{secrets.token_hex(8)}"
+        summary = client.account(call_id=call_id, account_no=account)
+        if summary.get("outcome") != "ok":
+            raise click.ClickException(f"account {account}: {summary.get('outcome')}")
+        click.echo(f"account {account}: {summary['holder']}, balance {format_fen(summary['balance'])} yuan")
+        pin = click.prompt("card PIN", hide_input=True, err=True) if sys.stdin.isatty() else sys.stdin.readline().strip()
+        quote = client.quote(call_id=call_id, seq=1, account_no=account, pin=pin, caller=caller)
+        del pin
+        if quote.get("outcome") != "ok":
+            raise click.ClickException(f"card refused: {quote.get('outcome')}")
+        click.echo(f"card ...{quote['serial_tail']}: {format_fen(quote['amount'])} yuan")
+        if not yes and not click.confirm("recharge?", default=True):
+            client.cancel(call_id=call_id, seq=1)
+            raise click.ClickException("recharge declined; the card was not used")
+        done = client.commit(call_id=call_id, seq=1)
+        if done.get("outcome") != "ok":
+            raise click.ClickException(f"recharge not confirmed: {done.get('outcome')}")
+        click.echo(f"recharged {format_fen(done['amount'])} yuan to {account}; reference {done['recharge_ref']}")
 
 
 def parse_vars(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
