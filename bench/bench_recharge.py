@@ -888,7 +888,7 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
             bl.log(f"{backend}: phase {phase.kind} with {phase.clients} callers, {len(cards):,} cards, load {loadavg()}"
                    + (f", outbox still {pending} pending" if pending else ""))
             prof = None
-            if args.profile and phase.kind in ("single", "pair") and phase.clients == max(args.clients):
+            if args.profile and phase.kind in ("single", "pair", "paced") and phase.clients == max(args.clients):
                 prof = ws.dir / f"profile-{backend}-{phase.label}.txt"
             raw = run_phase(args, inst, phase, cards, meter, prof)
             row = summarise_phase(inst, phase, raw, len(cards))
