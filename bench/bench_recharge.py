@@ -253,9 +253,10 @@ def worker_service(spec: dict[str, Any]) -> dict[str, Any]:
     from cardmgmt.keys import load_keyring
     from cardmgmt.recharge import Policy, RechargeService
     from ivr import protocol
+    from ivr.server.service import ServerOptions
     from marketing_iface.sql import SqlMarketing
 
-    db = Database(spec["card_url"])
+    db = Database(spec["card_url"], pool_size=ServerOptions().threads, pre_ping=False)  # as a server's
     mkt = SqlMarketing(spec["marketing_url"])
     svc = RechargeService(db, mkt, load_keyring(Path(spec["key_dir"])).pin_key, Policy())
     db.check_schema()
@@ -1021,7 +1022,7 @@ def note(args: argparse.Namespace) -> str:
         "people's tests) over the measured window. Other CPU cores = machine CPU not ours / window. "
         "Direct rows run the same work in one process from N threads with no server running: "
         "`service` = `RechargeService.quote` + `commit`, each with a nonce (exactly what a server's "
-        "pool thread runs, pool of 15 connections like the server's); `raw SQL` = the same statements on the bare "
+        "pool thread runs, with a server's pool of database connections); `raw SQL` = the same statements on the bare "
         f"driver, one connection per thread (at most {args.sql_max_conns})."
     )
 
