@@ -1,17 +1,34 @@
-"""A real Asterisk for tests: a Debian sid root built with debootstrap, run under ``chroot``.
+"""A real Asterisk for the tests and the demo: a Debian sid root built with debootstrap, run under ``chroot``.
 
 Debian 12 has no ``asterisk`` package; sid has (22.x).  ``Sandbox.build``
 makes a minimal sid root holding Asterisk and Python once (about a minute and
 550 MB, reused while its stamp matches ``BUILD_RECIPE``), installs pyst2 into
-it, and installs the host tools it needs (``debootstrap``, SIPp) when they are
-missing.  ``Sandbox.start`` writes this folder's configuration files into the
-root (filled in with the SIP port), copies the project's AGI code in (so each
-start runs the latest code), installs the AGI entry script and starts
+it, and installs the host tools it needs (``debootstrap``, SIPp, and
+espeak-ng and sox for the prompts) when they are missing.  ``Sandbox.start``
+writes this folder's configuration files into the root (filled in with the
+SIP port), copies the project's AGI code in (so each start runs the latest
+code), installs the AGI entry script and starts
 ``chroot ROOT /usr/sbin/asterisk -g -f -n`` (``-n``: no colours in its
 console log); it returns once Asterisk answers on its control socket and
-lists the ``tester`` endpoint.  The host shares its
-network with the chroot: SIPp on the host reaches Asterisk on 127.0.0.1, and
-AGI code in the chroot reaches the recharge servers on the host's loopback.
+lists the ``tester`` endpoint.  The host shares its network with the chroot:
+SIPp on the host reaches Asterisk on 127.0.0.1, and AGI code in the chroot
+reaches the recharge servers on the host's loopback.
+
+``start_hotline`` brings up the whole hotline on a sandbox, for the command
+line's ``start``, the end-to-end tests, their benchmark and ``make demo``
+alike: it starts Asterisk (waiting, if asked, while another process runs the
+root), installs the prompts that ``voice_prompts.build`` renders in every
+language and points the AGI at a server pair::
+
+    root = e2e_root(os.environ)                 # ~/.cache/recharge-asterisk/root-e2e
+    sandbox = start_hotline(Sandbox(root, free_sip_port()), build_prompts(workdir / "prompts"),
+                            [("127.0.0.1", 8441), ("127.0.0.1", 8442)], api_key, wait=SANDBOX_WAIT)
+    ...                                         # SIPp or ``cli.py replay`` on sandbox.sip_port
+    sandbox.stop()
+
+The whole-hotline runs use their own root, the default one's sibling
+``<root>-e2e`` (``e2e_root``), so that they and ``tests/asterisk`` never
+fight over one Asterisk: each root runs one Asterisk at a time.
 
 Inside the root::
 
@@ -21,23 +38,25 @@ Inside the root::
     /opt/recharge-py/                     pyst2 and six (``pip install --target``)
     /opt/recharge-app/{ivr,voice_prompts} the project's AGI code, copied at each start
     /usr/share/asterisk/agi-bin/          recharge.agi (the entry script) and test scripts
-    /usr/share/asterisk/sounds/<lang>/    prompts (``install_sounds``)
+    /usr/share/asterisk/sounds/<lang>/    prompts (``install_sounds``, ``install_prompts``)
     /var/log/asterisk/messages.log        what the tests read back (emptied at each start)
 
 Command line (``python -m asterisk_conf.sandbox --help``)::
 
     python -m asterisk_conf.sandbox build          # once; later runs reuse the root
-    python -m asterisk_conf.sandbox start --sip-port 5160
+    python -m asterisk_conf.sandbox start --sip-port 5160 [--server HOST:PORT --server HOST:PORT --api-key-file KEY]
     python -m asterisk_conf.sandbox status
     python -m asterisk_conf.sandbox stop
     python -m asterisk_conf.sandbox path           # the root, for scripts
 
 The root defaults to ``~/.cache/recharge-asterisk/root``; ``--root`` or
 ``ASTERISK_SANDBOX_DIR`` moves it (read by ``resolve_root`` only).
+``start`` renders the prompts afresh (about a second; ``--prompts DIR``
+keeps them in DIR and renders only what is missing there) and installs them.
 Everything here needs root: debootstrap, chroot and apt-get do.
 """
 
-# test-case-name: tests.asterisk.test_sandbox
+# test-case-name: tests.asterisk.test_sandbox, tests.e2e.test_hotline
 
 from __future__ import annotations
 
@@ -51,10 +70,16 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
+
+from ivr.replay import free_udp_port
+from voice_prompts.build import BuildError, sounds
+from voice_prompts.build import build as render_prompts
+from voice_prompts.catalogue import LANGS
 
 CONF_DIR = Path(__file__).resolve().parent
 PROJECT_DIR = CONF_DIR.parent
@@ -66,8 +91,9 @@ PYTHON_PACKAGES = ("pyst2==0.5.1", "six")
 # that goes into the root and the next build() starts again from nothing.
 BUILD_RECIPE = f"recharge-asterisk-sandbox 1; {SUITE}; {','.join(PACKAGES)}; {','.join(PYTHON_PACKAGES)}"
 
-# Host tools: the binary looked for, and the Debian package that brings it.
-HOST_TOOLS = {"debootstrap": "debootstrap", "sipp": "sip-tester"}
+# Host tools: the binary looked for, and the Debian package that brings it.  espeak-ng and
+# sox render the prompts that start installs.
+HOST_TOOLS = {"debootstrap": "debootstrap", "sipp": "sip-tester", "espeak-ng": "espeak-ng", "sox": "sox"}
 
 # The project's packages that the AGI code may import, copied in at each start.
 APP_PACKAGES = ("ivr", "voice_prompts")
@@ -87,6 +113,7 @@ DEFAULT_SIP_PORT = 5160  # not 5060, so that a real PBX on the same machine is l
 RTP_PORTS = (40000, 40399)  # 200 calls' worth of RTP/RTCP pairs
 TEST_ENDPOINT = "tester"
 BUILD_LOCK_WAIT = 900.0  # seconds: long enough for another process's build to finish
+SANDBOX_WAIT = 900.0  # seconds the whole-hotline runs wait while another process runs their root
 
 # Asterisk and its AGI children get this environment, not the caller's: a
 # virtualenv's PATH or PYTHONPATH from the host means nothing inside the root.
@@ -100,6 +127,10 @@ class SandboxError(Exception):
     """The sandbox could not be built, started, stopped or talked to; the message says why in one line or a few."""
 
 
+class SandboxBusy(SandboxError):
+    """Another process is building or running this root (its lock is held)."""
+
+
 def resolve_root(option: str | None, environ: Mapping[str, str]) -> Path:
     """The sandbox root: ``option`` if given, else ``ASTERISK_SANDBOX_DIR``, else ``~/.cache/recharge-asterisk/root``.
 
@@ -108,6 +139,28 @@ def resolve_root(option: str | None, environ: Mapping[str, str]) -> Path:
     """
     chosen = option or environ.get("ASTERISK_SANDBOX_DIR") or str(DEFAULT_ROOT)
     return Path(chosen).expanduser().absolute()
+
+
+def e2e_root(environ: Mapping[str, str]) -> Path:
+    """The root the whole-hotline runs use (e2e tests, benchmark, demo): the default root's sibling ``<name>-e2e``."""
+    base = resolve_root(None, environ)
+    return base.with_name(base.name + "-e2e")
+
+
+def free_sip_port() -> int:
+    """A free UDP port on 127.0.0.1 outside ``RTP_PORTS``, where Asterisk's RTP would fight the SIP transport for it."""
+    port = free_udp_port()
+    while RTP_PORTS[0] <= port <= RTP_PORTS[1]:
+        port = free_udp_port()
+    return port
+
+
+def parse_server(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` as ``(host, port)``; ``SandboxError`` naming the bad value otherwise."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise SandboxError(f"--server {text!r}: expected HOST:PORT")
+    return host, int(port)
 
 
 def resolve_inside(root: Path, inside: str) -> Path:
@@ -346,6 +399,10 @@ class Sandbox:
             written.append(target)
         return written
 
+    def install_prompts(self, prompts: Path, langs: Sequence[str] = LANGS) -> list[Path]:
+        """Install the hotline's rendered prompts (``build_prompts``): ``prompts/<lang>/`` for each of ``langs``."""
+        return [path for lang in langs for path in self.install_sounds(Path(prompts) / lang, lang)]
+
     def write_agi_config(self, servers: Sequence[tuple[str, int]], api_key: bytes | None = None,
                          extra: Mapping[str, Mapping[str, str]] | None = None) -> Path:
         """Write ``/etc/recharge/agi.conf`` (and the API key beside it, owner-only) for the AGI script; its host path.
@@ -575,7 +632,7 @@ class _FileLock:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    raise SandboxError(f"another process is building or running the sandbox ({self.path} is locked)") from None
+                    raise SandboxBusy(f"another process is building or running the sandbox ({self.path} is locked)") from None
                 time.sleep(0.5)
                 continue
             self.fd = fd
@@ -619,6 +676,49 @@ def _remove_tree(path: Path) -> None:
     shutil.rmtree(path)
 
 
+# --- the hotline on a sandbox ---------------------------------------------------------------
+
+
+def build_prompts(out: Path, langs: Sequence[str] = LANGS) -> Path:
+    """The hotline's prompts and number sounds in ``out/<lang>/``, rendered (``voice_prompts.build``) unless all are there.
+
+    ``BuildError`` (one line) when they cannot be rendered, e.g. without espeak-ng or sox.
+    """
+    out = Path(out)
+    if not all((out / lang / f"{name}.wav").is_file() for lang in langs for name in sounds(lang)):
+        render_prompts(out, langs)
+    return out
+
+
+def start_hotline(sandbox: Sandbox, prompts: Path, servers: Sequence[tuple[str, int]] = (),
+                  api_key: bytes | None = None, *, wait: float = 0.0) -> Sandbox:
+    """Build ``sandbox`` if needed, start it, install ``prompts`` (``build_prompts``) and point the AGI at ``servers``.
+
+    While another process runs the root, waits up to ``wait`` seconds for it
+    (``SandboxBusy`` after that).  Without ``servers`` the AGI configuration
+    is left as it is.  If anything after the start fails, Asterisk is
+    stopped again before the error goes on.
+    """
+    sandbox.build()
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            sandbox.start()
+            break
+        except SandboxBusy:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(2.0)
+    try:
+        sandbox.install_prompts(prompts)
+        if servers:
+            sandbox.write_agi_config(servers, api_key)
+    except BaseException:
+        sandbox.stop()
+        raise
+    return sandbox
+
+
 # --- command line ------------------------------------------------------------------------
 
 
@@ -634,11 +734,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     build = commands.add_parser("build", help="build the root unless it is already built (about a minute, ~550 MB)")
     build.add_argument("--force", action="store_true", help="build again from nothing")
-    start = commands.add_parser("start", help="build if needed, then start Asterisk in the background")
+    start = commands.add_parser("start", help="build if needed, then start Asterisk in the background with the prompts installed")
     start.add_argument("--sip-port", type=int, default=DEFAULT_SIP_PORT, help=f"UDP port on 127.0.0.1 (default {DEFAULT_SIP_PORT})")
     start.add_argument("--server", action="append", default=[], metavar="HOST:PORT",
                        help="a recharge server for the AGI, primary first (repeat); writes /etc/recharge/agi.conf")
     start.add_argument("--api-key-file", type=Path, help="the recharge servers' shared API key, copied into the root")
+    start.add_argument("--prompts", type=Path, metavar="DIR",
+                       help="keep the rendered prompts in DIR, rendering only what is missing there "
+                            "(default: rendered afresh for this start)")
     commands.add_parser("stop", help="stop Asterisk")
     commands.add_parser("status", help="say whether the root is built and Asterisk is running")
     commands.add_parser("path", help="print the root")
@@ -654,15 +757,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             built = sandbox.build(force=args.force)
             print(f"{'built' if built else 'already built'}: {root} ({time.monotonic() - started:.0f} s)")
         elif args.command == "start":
+            servers = [parse_server(s) for s in args.server]
+            key = args.api_key_file.read_bytes() if args.api_key_file else None
             sandbox.build()
-            if args.server:
-                servers = [_host_port(s) for s in args.server]
-                key = args.api_key_file.read_bytes() if args.api_key_file else None
-                sandbox.write_agi_config(servers, key)
             started = time.monotonic()
-            sandbox.start()
-            print(f"Asterisk is running in {root}, SIP on udp:127.0.0.1:{args.sip_port} "
-                  f"({time.monotonic() - started:.1f} s); call 95598")
+            with tempfile.TemporaryDirectory(prefix="recharge-prompts-") as scratch:
+                start_hotline(sandbox, build_prompts(args.prompts or Path(scratch)), servers, key)
+            print(f"Asterisk is running in {root}, SIP on udp:127.0.0.1:{args.sip_port}, "
+                  f"prompts in {', '.join(LANGS)} ({time.monotonic() - started:.1f} s); call 95598")
         elif args.command == "stop":
             sandbox.stop()
             print("stopped")
@@ -673,17 +775,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(sandbox.rx("pjsip show transports").strip())
             else:
                 print("Asterisk is not running")
-    except SandboxError as e:
+    except (SandboxError, BuildError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # the API key file cannot be read, a prompt folder cannot be written
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     return 0
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise SandboxError(f"--server {text!r}: expected HOST:PORT")
-    return host, int(port)
 
 
 if __name__ == "__main__":

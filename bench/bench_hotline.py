@@ -74,11 +74,11 @@ ROOT = bl.ROOT
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from asterisk_conf.sandbox import CHROOT_APP_DIR, CHROOT_ENV, CHROOT_PY_DIR  # noqa: E402
+from asterisk_conf.sandbox import CHROOT_APP_DIR, CHROOT_ENV, CHROOT_PY_DIR, build_prompts, e2e_root  # noqa: E402
 from ivr.callscript import Injection  # noqa: E402
 from ivr.replay import CallResult, ScriptResult  # noqa: E402
 from marketing_iface.standin import SAMPLE_ACCOUNTS  # noqa: E402
-from tests.e2e.conftest import Hotline, build_prompts, e2e_root  # noqa: E402
+from tests.e2e.conftest import Hotline  # noqa: E402
 
 SCRIPT = "recharge-quick"
 PROBE = """\

@@ -8,7 +8,8 @@ recharge servers are up::
         --api-key-file demo-run/var/keys/api.key --prompts demo-run/prompts --ready demo-run/asterisk.port &
 
 It brings Asterisk up exactly as the end-to-end tests do
-(``tests/e2e/sandbox.py``): it builds the sandbox root on first use (about
+(``asterisk_conf.sandbox.start_hotline``, in the root they share,
+``<root>-e2e``): it builds the sandbox root on first use (about
 two minutes and 550 MB, once per machine), renders the prompts, starts
 Asterisk on a free port with the prompts installed and the AGI pointed at the
 two servers with the installation's API key, and writes the SIP port into
@@ -30,8 +31,16 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from asterisk_conf.sandbox import Sandbox, SandboxError  # noqa: E402
-from tests.e2e.sandbox import build_prompts, e2e_root, start_hotline  # noqa: E402
+from asterisk_conf.sandbox import (  # noqa: E402
+    SANDBOX_WAIT,
+    Sandbox,
+    SandboxError,
+    build_prompts,
+    e2e_root,
+    free_sip_port,
+    parse_server,
+    start_hotline,
+)
 from voice_prompts.build import BuildError  # noqa: E402
 
 
@@ -50,16 +59,17 @@ def main(argv: list[str] | None = None) -> int:
     root = e2e_root(os.environ)
     args.ready.unlink(missing_ok=True)
     try:
-        servers = [_host_port(s) for s in args.server]
+        servers = [parse_server(s) for s in args.server]
         api_key = args.api_key_file.read_bytes()
-        if not Sandbox(root).is_built():
+        sandbox = Sandbox(root, free_sip_port())
+        if not sandbox.is_built():
             say(f"building the Asterisk sandbox in {root} (first time only: about two minutes)")
-        Sandbox(root).build()
+        sandbox.build()
         say("rendering the prompts (espeak-ng, sox)")
         prompts = build_prompts(args.prompts)
         say("starting Asterisk (waits while the end-to-end tests use the sandbox)")
-        sandbox = start_hotline(root, prompts, servers, api_key)
-    except (SandboxError, BuildError, OSError, ValueError) as e:
+        start_hotline(sandbox, prompts, servers, api_key, wait=SANDBOX_WAIT)
+    except (SandboxError, BuildError, OSError) as e:
         print(f"demo/phone.py: {str(e).strip() or type(e).__name__}", file=sys.stderr)  # a failed build adds its tail
         return 1
     try:
@@ -77,13 +87,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def say(text: str) -> None:
     print(f"  [asterisk] {text}", flush=True)
-
-
-def _host_port(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ValueError(f"--server {text!r}: expected HOST:PORT")
-    return host, int(port)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from asterisk_conf.sandbox import Sandbox, SandboxError, resolve_root
-from tests.asterisk.sipp import free_udp_port
+from asterisk_conf.sandbox import Sandbox, SandboxError, free_sip_port, resolve_root
 
 
 @pytest.fixture(scope="session")
@@ -22,7 +21,7 @@ def sandbox() -> Iterator[Sandbox]:
     """A started Asterisk on a free SIP port of 127.0.0.1; stopped at the end of the run."""
     if os.geteuid() != 0:
         pytest.fail("the Asterisk sandbox needs root (debootstrap, chroot, apt-get); run the tests as root", pytrace=False)
-    sb = Sandbox(resolve_root(None, os.environ), free_udp_port())
+    sb = Sandbox(resolve_root(None, os.environ), free_sip_port())
     try:
         sb.build()
         sb.start()

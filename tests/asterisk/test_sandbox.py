@@ -5,11 +5,14 @@ and SIPp (``sip-tester``, installed by the sandbox when missing); never
 skips.  The proof script stands in for the dialog: it sends a prompt id as
 text, reads digits the caller sends as SIP INFO, and sends back what it read,
 which the SIPp caller checks step by step.  The first tests need no Asterisk:
-they pin the sandbox's own helpers.
+they pin the sandbox's own helpers.  The command line's ``start`` is tested
+on this root too, with the session's Asterisk stopped meanwhile (one root
+runs one Asterisk).
 """
 
 import re
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,15 +21,26 @@ import pytest
 from asterisk_conf import sandbox as sandbox_module
 from asterisk_conf.sandbox import (
     CHROOT_PY_DIR,
+    CHROOT_SOUNDS_DIR,
     CONF_DIR,
+    PROJECT_DIR,
+    RTP_PORTS,
     Sandbox,
+    SandboxBusy,
     SandboxError,
+    build_prompts,
+    e2e_root,
+    free_sip_port,
+    parse_server,
     render_agi_config,
     render_config,
     resolve_inside,
     resolve_root,
+    start_hotline,
 )
 from tests.asterisk.sipp import Digits, ExpectBye, ExpectText, call_scenario, run_sipp
+from voice_prompts.build import sounds
+from voice_prompts.catalogue import LANGS
 
 pytestmark = pytest.mark.slow
 
@@ -49,6 +63,30 @@ agi.hangup()
 '''
 
 PROOF_CALL = [ExpectText("^prompt=hello$"), Digits("12#"), ExpectText("^result=12$"), ExpectBye()]
+
+# A short prompt of the catalogue, played in each language; the text tells how far Asterisk got into the file
+# (STREAM FILE's end position in samples), or that there was no file to play.
+PLAYED_PROMPT = "currency-yuan"
+PLAYBACK_AGI = f'''#!/usr/bin/env python3
+"""The prompts' proof: play {PLAYED_PROMPT} in each language and say played=LANG:SAMPLES or missing=LANG."""
+import sys
+
+sys.path.insert(0, {CHROOT_PY_DIR!r})
+from asterisk.agi import AGI, AGIAppError
+
+agi = AGI()
+agi.answer()
+for lang in {LANGS!r}:
+    agi.set_variable("CHANNEL(language)", lang)
+    try:
+        done = agi.execute("STREAM FILE", {PLAYED_PROMPT!r}, '""')
+        agi.send_text("played=%s:%s" % (lang, done.get("endpos", ("?", ""))[0]))
+    except AGIAppError:
+        agi.send_text("missing=" + lang)
+agi.wait_for_digit(5000)  # the caller's key: it has read both texts
+agi.hangup()
+'''
+PLAYBACK_CALL = [*(ExpectText(f"^played={lang}:[1-9][0-9]*$") for lang in LANGS), Digits("1"), ExpectBye()]
 
 
 def wait_for_log(sb: Sandbox, pattern: str, count: int = 1, since: int = 0, timeout: float = 10.0) -> list[str]:
@@ -118,6 +156,44 @@ def test_sounds_are_installed_inside_the_root_even_through_its_links(tmp_path: P
         sb.install_sounds(src, "../en")
 
 
+def test_the_prompts_are_installed_in_every_language(tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts"
+    for lang in LANGS:
+        (prompts / lang / "digits").mkdir(parents=True)
+        (prompts / lang / "welcome.wav").write_bytes(b"RIFF" + lang.encode())
+        (prompts / lang / "digits/1.wav").write_bytes(b"RIFF")
+    sb = Sandbox(tmp_path / "root", 5999)
+    written = sb.install_prompts(prompts)
+    assert sorted(p.relative_to(sb.path(CHROOT_SOUNDS_DIR)).as_posix() for p in written) == sorted(
+        f"{lang}/{name}" for lang in LANGS for name in ("welcome.wav", "digits/1.wav"))
+    for lang in LANGS:
+        assert sb.path(f"{CHROOT_SOUNDS_DIR}/{lang}/welcome.wav").read_bytes() == b"RIFF" + lang.encode()
+
+
+def test_prompts_are_rendered_once_and_again_when_one_is_missing(tmp_path: Path) -> None:
+    out = build_prompts(tmp_path / "prompts")
+    expected = sorted(f"{lang}/{name}.wav" for lang in LANGS for name in sounds(lang))
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.wav")) == expected
+    welcome = out / "zh/welcome.wav"
+    rendered_at = welcome.stat().st_mtime_ns
+    build_prompts(out)
+    assert welcome.stat().st_mtime_ns == rendered_at  # all there: nothing rendered
+    (out / "en/goodbye.wav").unlink()
+    build_prompts(out)
+    assert (out / "en/goodbye.wav").is_file()
+
+
+def test_sip_ports_and_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    ports = iter([RTP_PORTS[0], RTP_PORTS[1], 5999])
+    monkeypatch.setattr(sandbox_module, "free_udp_port", lambda: next(ports))
+    assert free_sip_port() == 5999  # never one of Asterisk's RTP ports
+    assert parse_server("127.0.0.1:8441") == ("127.0.0.1", 8441)
+    for bad in ("8441", "127.0.0.1:", "127.0.0.1:http", "127.0.0.1:0", "127.0.0.1:70000"):
+        with pytest.raises(SandboxError, match="expected HOST:PORT"):
+            parse_server(bad)
+    assert e2e_root({"ASTERISK_SANDBOX_DIR": "/srv/asterisk"}) == Path("/srv/asterisk-e2e")
+
+
 def test_the_agi_configuration_lists_servers_in_order_of_preference() -> None:
     import configparser
 
@@ -164,11 +240,59 @@ def test_one_root_runs_one_asterisk_at_a_time(sandbox: Sandbox) -> None:
     assert sandbox.rx("core show version").startswith("Asterisk")
 
 
+def test_a_hotline_start_on_a_busy_root_waits_then_gives_up(sandbox: Sandbox, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts"
+    started = time.monotonic()
+    with pytest.raises(SandboxBusy):
+        start_hotline(Sandbox(sandbox.root, free_sip_port()), prompts, wait=2.0)
+    assert time.monotonic() - started >= 2.0
+    assert sandbox.rx("core show version").startswith("Asterisk")
+
+
 def test_the_command_line_names_the_root(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert sandbox_module.main(["--root", str(tmp_path / "r"), "path"]) == 0
     assert capsys.readouterr().out == f"{tmp_path / 'r'}\n"
     assert sandbox_module.main(["--root", str(tmp_path / "r"), "status"]) == 0
     assert "not built" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "error"), [
+    (["--server", "localhost"], "error: --server 'localhost': expected HOST:PORT\n"),
+    (["--server", "127.0.0.1:8441", "--api-key-file", "{tmp}/no.key"], "error: {tmp}/no.key: No such file or directory\n"),
+])
+def test_the_command_line_refuses_a_bad_start_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                         args: list[str], error: str) -> None:
+    argv = ["--root", str(tmp_path / "r"), "start", *(a.format(tmp=tmp_path) for a in args)]
+    assert sandbox_module.main(argv) == 1
+    assert capsys.readouterr().err == error.format(tmp=tmp_path)
+    assert not (tmp_path / "r").exists()  # refused before anything was built or started
+
+
+def test_the_command_line_start_installs_the_prompts_that_calls_play(sandbox: Sandbox, tmp_path: Path) -> None:
+    # Each through the root's own links (sounds/en leads to /etc/alternatives/... inside the root).
+    prompt_files = {f"{lang}/{name}": sandbox.path(f"{CHROOT_SOUNDS_DIR}/{lang}/{name}.wav")
+                    for lang in LANGS for name in sounds(lang)}
+    for old in prompt_files.values():
+        old.unlink(missing_ok=True)  # whatever an earlier start left: this one must bring them
+    port = free_sip_port()
+    command = [sys.executable, "-m", "asterisk_conf.sandbox", "--root", str(sandbox.root)]
+    sandbox.stop()  # one root runs one Asterisk: the command line's for this test, the session's again after it
+    try:
+        done = subprocess.run([*command, "start", "--sip-port", str(port)], cwd=PROJECT_DIR, capture_output=True,
+                              text=True, timeout=300, check=False)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"SIP on udp:127.0.0.1:{port}, prompts in {', '.join(LANGS)}" in done.stdout
+        assert not [name for name, path in prompt_files.items() if not path.is_file()]
+        sandbox.install_agi("sandbox-proof.agi", PLAYBACK_AGI)
+        run = run_sipp(call_scenario(PLAYBACK_CALL, caller="proof", name="prompts"), port, tmp_path, timeout=30)
+        assert run.ok, run.explain()
+        texts = re.findall(r"text (\S+)", run.logs)
+        assert [t.split(":")[0] for t in texts] == [f"played={lang}" for lang in LANGS], texts
+        assert all(int(t.split(":")[1]) > 0 for t in texts), texts  # Asterisk got into each file: it played
+    finally:
+        subprocess.run([*command, "stop"], cwd=PROJECT_DIR, capture_output=True, timeout=60, check=False)
+        sandbox.install_agi("sandbox-proof.agi", PROOF_AGI)
+        sandbox.start()
 
 
 def test_the_entry_script_runs_the_project_code_under_the_sandbox_python(sandbox: Sandbox) -> None:

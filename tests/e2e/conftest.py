@@ -10,11 +10,11 @@ the card services (``tests.support``), both recharge servers as processes
 configured for both servers and the installation's API key.  Calls are
 placed with SIPp from the scripts in ``tests/calls`` (``ivr.replay``).
 
-Asterisk is brought up by ``tests/e2e/sandbox.py``, which ``make demo``
-shares: a root of its own beside the default one (``<root>-e2e``, e.g.
-``~/.cache/recharge-asterisk/root-e2e``), so that these tests and
-``tests/asterisk`` never fight over one Asterisk (each root runs one
-Asterisk at a time).  It is built on first use (about a minute) and
+Asterisk is brought up by ``asterisk_conf.sandbox.start_hotline``, as
+``make demo`` does: in a root of its own beside the default one
+(``<root>-e2e``, e.g. ``~/.cache/recharge-asterisk/root-e2e``), so that
+these tests and ``tests/asterisk`` never fight over one Asterisk (each root
+runs one Asterisk at a time).  It is built on first use (about a minute) and
 started once per test module.  When another process is running it, the
 fixture waits for it (up to ``SANDBOX_WAIT`` seconds) instead of failing.
 
@@ -37,7 +37,15 @@ from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from asterisk_conf.sandbox import Sandbox, SandboxError
+from asterisk_conf.sandbox import (
+    SANDBOX_WAIT,
+    Sandbox,
+    SandboxError,
+    build_prompts,
+    e2e_root,
+    free_sip_port,
+    start_hotline,
+)
 from cardmgmt import stock
 from cardmgmt.keys import load_api_key
 from cardmgmt.models import Batch, Card, Recharge
@@ -48,9 +56,9 @@ from ivr.client import RechargeClient
 from ivr.replay import CALLER_AUDIO, ScriptResult, run_compiled
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from tests.conftest import PASSWORDS
-from tests.e2e.sandbox import build_prompts, e2e_root, start_hotline
 from tests.integration.harness import Installation, Server
 from tests.support import Bench, issued_batch, read_pins
+from voice_prompts.build import BuildError
 
 ROOT = Path(__file__).resolve().parents[2]
 CALLS = ROOT / "tests" / "calls"
@@ -168,7 +176,8 @@ class Hotline:
     def start_asterisk(self, root: Path, prompts: Path) -> Sandbox:
         """Start the sandbox, install the prompts for both languages, point the AGI at both servers."""
         api_key = (self.inst.workdir / "keys" / "api.key").read_bytes()
-        self.sandbox = start_hotline(root, prompts, [("127.0.0.1", s.port) for s in self.inst.servers], api_key)
+        self.sandbox = start_hotline(Sandbox(root, free_sip_port()), prompts,
+                                     [("127.0.0.1", s.port) for s in self.inst.servers], api_key, wait=SANDBOX_WAIT)
         return self.sandbox
 
     # --- calls ------------------------------------------------------------------------------------
@@ -302,8 +311,11 @@ def _psycopg(url: str) -> str:
 
 @pytest.fixture(scope="session")
 def prompt_sounds(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The prompt WAVs (zh and en), rendered once per run."""
-    return build_prompts(tmp_path_factory.mktemp("prompts"))
+    """The prompt WAVs (zh and en), rendered once per run; fails (never skips) without espeak-ng or sox."""
+    try:
+        return build_prompts(tmp_path_factory.mktemp("prompts"))
+    except BuildError as e:
+        pytest.fail(f"the prompts could not be rendered: {e}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
