@@ -8,7 +8,8 @@ stderr and a non-zero exit code; no traceback reaches an operator.
 
 Exit codes: 0 done; 1 refused (bad input, wrong role, illegal change, rejected
 file, ...); 2 usage error; 3 done, but discrepancies were found (file check,
-stock count, operation-log verification, a failed call-script step in ``replay``).
+stock count, operation-log verification, a reconciliation mismatch, a failed
+call-script step in ``replay``).
 """
 
 # test-case-name: tests.test_cli

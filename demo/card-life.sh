@@ -140,7 +140,7 @@ PY
 
 step "A customer phones the hotline (95598): a real Asterisk runs the phone dialog against the same pair"
 # The Asterisk sandbox (asterisk_conf/sandbox.py) is brought up the way the end-to-end tests do it
-# (tests/e2e/sandbox.py): built on first use, then started with the prompts and the AGI pointed at A and B.
+# (asterisk_conf/sandbox.py, start_hotline): built on first use, then started with the prompts and the AGI pointed at A and B.
 # A SIPp caller then keys the call script demo/phone-recharge.call; the PIN goes in on standard input.
 if [ "$(id -u)" != 0 ]; then
     echo "(skipped: the Asterisk sandbox runs under chroot, which needs root; run make demo as root to see it)"
