@@ -656,7 +656,8 @@ def _build(steps: Sequence[Step], *, caller: str, number: str, name: str,
             out.append(f"  <recv response=\"200\">\n    <action>{_log(f'{n} hangup')}</action>\n  </recv>\n")
             out.append('  <nop next="end"/>\n')
     out.append('  <label id="hungup"/>\n')
-    out.append(_answer(' next="end"', "fail hungup[$f]"))
+    # $f is only set where a BYE is watched for; SIPp refuses a variable that is used but never set.
+    out.append(_answer(' next="end"', "fail hungup[$f]" if _HUNG_UP in out else "fail hungup"))
     out.append('  <label id="end"/>\n</scenario>\n')
     xml = "".join(out)
     size = len(xml.encode("utf-8"))

@@ -156,3 +156,21 @@ def test_a_value_with_a_line_break_is_refused_without_showing_it() -> None:
     with pytest.raises(ScriptError) as caught:
         compile_script(parse("expect a=b\nsend ${PIN}\nexpect bye"), {"PIN": "12\n34"})
     assert "holds a line break" in str(caught.value) and "12" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "call 95598 from 13800000001\nexpect prompt=welcome\nexpect bye",  # nothing sent: no BYE is watched for
+        EXAMPLE,
+        *(p.read_text(encoding="utf-8") for p in sorted(CALLS.glob("*.call"))),
+    ],
+)
+def test_every_variable_a_scenario_uses_is_set_in_it(text):
+    """SIPp refuses to load a scenario that uses a ``$variable`` nothing assigns."""
+    script = parse(text)
+    names = {m.group(1) for m in re.finditer(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)", text)}
+    xml = compile_script(script, {name: "1" for name in names}).xml
+    used = set(re.findall(r"\[\$([a-z])\]", xml))
+    assigned = set(re.findall(r'assign_to="([a-z])"', xml))
+    assert used <= assigned, f"used but never set: {sorted(used - assigned)}"
