@@ -256,6 +256,13 @@ class _Decided(Exception):
         self.answer = answer
 
 
+class _NotSpent(Exception):
+    """Ends a commit's transaction with a rollback: the held card could not be spent."""
+
+    def __init__(self, card_id: int) -> None:
+        self.card_id = card_id
+
+
 class _AccountCache:
     """Account summaries read from the marketing system, kept for ``ttl`` seconds; thread-safe.
 
@@ -420,6 +427,8 @@ class RechargeService:
                 return self._commit(conn, key, now)
         except _Decided as d:
             return d.answer
+        except _NotSpent as e:
+            return self._why_not_spent(key, e.card_id, now)
         except IntegrityError:
             # Another server committed this key (or this card) at the same moment.
             with self.db.engine.begin() as conn:
@@ -432,8 +441,8 @@ class RechargeService:
             return self._not_committed(conn, key, now)
         spent = conn.execute(_SPEND, {"card": quote.card_id, "qkey": key, "now": now}).first()
         if spent is None:
-            # Undo taking the quote, then say why from what is left.
-            raise _Decided(self._why_not_spent(key, quote.card_id, now))
+            # Undo taking the quote; ``commit`` then says why from what is left.
+            raise _NotSpent(quote.card_id)
         recharge_id = conn.execute(
             _RECORD_RECHARGE,
             {"key": key, "call_id": quote.call_id, "channel": quote.channel, "caller": quote.caller,
