@@ -35,7 +35,6 @@ here: a web page or a POS terminal would call the same service.
 import datetime as dt
 import re
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -272,9 +271,9 @@ class _AccountCache:
 
     MAX_ENTRIES = 50_000
 
-    def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl, self.clock = ttl, clock
-        self._entries: dict[str, tuple[float, Account]] = {}
+    def __init__(self, ttl: float, clock: Callable[[], dt.datetime]) -> None:
+        self.ttl, self.clock = dt.timedelta(seconds=ttl), clock
+        self._entries: dict[str, tuple[dt.datetime, Account]] = {}
         self._lock = threading.Lock()
 
     def get(self, account_no: str) -> Account | None:
@@ -313,7 +312,7 @@ class RechargeService:
     ) -> None:
         self.db, self.marketing, self.pin_key = db, marketing, pin_key
         self.policy, self.clock, self.channel = policy, clock, channel
-        self._accounts = _AccountCache(policy.account_cache_seconds)
+        self._accounts = _AccountCache(policy.account_cache_seconds, clock)
 
     # --- account -------------------------------------------------------------------
 

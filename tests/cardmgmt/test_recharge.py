@@ -20,7 +20,7 @@ ACCOUNT = "3100000001"  # 张三明 in the stand-in's sample accounts
 
 class Clock:
     def __init__(self) -> None:
-        self.now = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.timezone.utc)
+        self.now = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.UTC)
 
     def __call__(self) -> dt.datetime:
         return self.now
@@ -131,7 +131,7 @@ def test_not_issued_and_expired_cards(bench, marketing):
     in_stock = list(__import__("tests.support", fromlist=["read_pins"]).read_pins(bench, "S1").values())
     soon = issued_batch(bench, "E1", 5, expiry=dt.date.today() + dt.timedelta(days=1))
     clock = Clock()
-    clock.now = dt.datetime.now(dt.timezone.utc)
+    clock.now = dt.datetime.now(dt.UTC)
     service = RechargeService(bench.system.db, marketing, bench.system.keys().pin_key, clock=clock)
     assert quote(service, in_stock[0]).outcome is Outcome.CARD_NOT_ISSUED
     clock.advance(3 * 86400)
@@ -148,6 +148,33 @@ def test_unknown_account_and_marketing_down(world):
     down.close()
     with bench.system.db.transaction() as s:
         assert s.execute(select(func.count()).select_from(Card).where(Card.hold_key.is_not(None))).scalar_one() == 0
+
+
+class CountingMarketing:
+    """Counts the account look-ups that reach the marketing system."""
+
+    def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
+        self.inner, self.lookups = inner, 0
+
+    def lookup_account(self, account_no):  # type: ignore[no-untyped-def]
+        self.lookups += 1
+        return self.inner.lookup_account(account_no)
+
+
+def test_an_account_summary_is_reused_for_the_cache_time(world):
+    bench, service, clock, cards = world
+    counting = CountingMarketing(service.marketing)
+    svc = RechargeService(bench.system.db, counting, service.pin_key, Policy(account_cache_seconds=60), clock)
+    assert svc.account(ACCOUNT).outcome is Outcome.OK
+    assert quote(svc, cards[0][1]).outcome is Outcome.OK  # the dialog's quote a moment later
+    assert counting.lookups == 1
+    clock.advance(61)
+    assert svc.account(ACCOUNT).outcome is Outcome.OK
+    assert counting.lookups == 2
+    # An unknown account is asked about every time.
+    assert svc.account("3199999999").outcome is Outcome.UNKNOWN_ACCOUNT
+    assert svc.account("3199999999").outcome is Outcome.UNKNOWN_ACCOUNT
+    assert counting.lookups == 4
 
 
 def test_commit_works_while_marketing_is_down(world):
