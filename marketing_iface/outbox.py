@@ -22,7 +22,6 @@ workers never post the same record at the same time in the first place.
 
 # test-case-name: tests.marketing_iface.test_outbox
 
-import dataclasses
 import datetime as dt
 import logging
 from collections import Counter
@@ -123,10 +122,10 @@ def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime
     would wait out the same connect timeout.
     """
     now = as_utc(now)
-    result = DrainResult()
+    counts: Counter[str] = Counter()
     last_id = 0
     taken = 0
-    while taken < limit and not result.failed:
+    while taken < limit and not counts["failed"]:
         with _unit_of_work(cards) as session:
             batch = session.scalars(
                 select(Recharge)
@@ -141,12 +140,12 @@ def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime
                 break
             last_id = batch[-1].id
             taken += len(batch)
-            result = _post_batch(batch, marketing, now, result)
-    return result
+            counts.update(_post_batch(batch, marketing, now))
+    return DrainResult(**counts)
 
 
-def _post_batch(batch: Sequence[Recharge], marketing: MarketingSystem, now: dt.datetime, so_far: DrainResult) -> DrainResult:
-    """Post ``batch`` and mark each record; what ``drain`` has done, counting these."""
+def _post_batch(batch: Sequence[Recharge], marketing: MarketingSystem, now: dt.datetime) -> Counter[str]:
+    """Post ``batch`` and mark each record; how many were posted, repeated, rejected or failed."""
     postings = [posting_for(r) for r in batch]
     try:
         results = marketing.post_recharges(postings)
@@ -159,8 +158,8 @@ def _post_batch(batch: Sequence[Recharge], marketing: MarketingSystem, now: dt.d
         probe.next_attempt_at = now + backoff(probe.post_attempts)
         probe.last_error = str(e)[:_ERROR_LENGTH]
         log.warning("outbox: %s not posted (attempt %d): %s", postings[0].recharge_ref, probe.post_attempts, e)
-        return dataclasses.replace(so_far, failed=so_far.failed + 1)
-    counts = Counter[str]()
+        return Counter(failed=1)
+    counts: Counter[str] = Counter()
     for recharge, posting, outcome in zip(batch, postings, results, strict=True):
         recharge.post_attempts += 1
         if isinstance(outcome, PostingRejected):
@@ -173,12 +172,7 @@ def _post_batch(batch: Sequence[Recharge], marketing: MarketingSystem, now: dt.d
         recharge.post_status = POSTED
         recharge.posted_at = now
         counts["posted" if outcome else "repeated"] += 1
-    return DrainResult(
-        posted=so_far.posted + counts["posted"],
-        repeated=so_far.repeated + counts["repeated"],
-        failed=so_far.failed,
-        rejected=so_far.rejected + counts["rejected"],
-    )
+    return counts
 
 
 def backlog(session: Session) -> Backlog:
