@@ -182,15 +182,23 @@ _RELEASE = (
     .values(hold_key=None, hold_until=None)
 )
 
-# The quote of a key moves from held to committed once; the row lock it takes
-# makes a racing commit of the same key (on the other server) wait, then find
-# it committed.
-_TAKE_QUOTE = (
-    update(_quotes)
-    .where(_quotes.c.key == bindparam("qkey"), _quotes.c.state == "held")
-    .values(state="committed")
-    .returning(_quotes.c.call_id, _quotes.c.channel, _quotes.c.caller, _quotes.c.account_no, _quotes.c.card_id,
-               _quotes.c.amount)
+def _leave_held(state: str, *returning: Any) -> Any:
+    """The key's quote moves from held to ``state``, once.
+
+    The row lock this takes makes a racing commit or cancel of the same key
+    (on the other server) wait, then find the quote no longer held.
+    """
+    return (
+        update(_quotes)
+        .where(_quotes.c.key == bindparam("qkey"), _quotes.c.state == "held")
+        .values(state=state)
+        .returning(*returning)
+    )
+
+
+_TAKE_QUOTE = _leave_held(
+    "committed", _quotes.c.call_id, _quotes.c.channel, _quotes.c.caller, _quotes.c.account_no, _quotes.c.card_id,
+    _quotes.c.amount,
 )
 
 _SPEND = (
@@ -213,12 +221,7 @@ _RECHARGE_BY_KEY = select(
 
 _QUOTE_BY_KEY = select(_quotes.c.state, _quotes.c.card_id).where(_quotes.c.key == bindparam("qkey"))
 
-_CANCEL_QUOTE = (
-    update(_quotes)
-    .where(_quotes.c.key == bindparam("qkey"), _quotes.c.state == "held")
-    .values(state="cancelled")
-    .returning(_quotes.c.card_id)
-)
+_CANCEL_QUOTE = _leave_held("cancelled", _quotes.c.card_id)
 
 _EXPIRE_QUOTES = update(_quotes).where(_quotes.c.state == "held", _quotes.c.hold_until < bindparam("now")).values(
     state="expired"
