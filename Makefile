@@ -27,7 +27,7 @@ system-deps: ## install the Debian packages the tests need (as root), when missi
 	fi
 
 sandbox: $(STAMP) system-deps ## build (once) and start the real Asterisk sandbox
-	$(PY) -m asterisk_conf.sandbox build
+	$(PY) -m testkit.sandbox build
 
 demo: $(STAMP) system-deps ## run the scripted demo of a card's whole life (SQLite, ./demo-run)
 	PATH=$(abspath $(VENV))/bin:$$PATH bash demo/card-life.sh

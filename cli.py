@@ -33,17 +33,17 @@ from cardmgmt.config import Settings
 from cardmgmt.db import current_revision, head_revision, make_engine, upgrade
 from cardmgmt.errors import CardError, InvalidInput
 from cardmgmt.keys import create_keyring, generate_rsa_pair, load_api_key, load_private_key, load_public_key
+from cardmgmt.marketing import MarketingUnavailable
 from cardmgmt.models import utcnow
 from cardmgmt.money import format_fen, parse_yuan
 from cardmgmt.operators import Permission
 from cardmgmt.recharge import Policy
 from cardmgmt.states import PAST, Event
 from cardmgmt.system import CardSystem, Context
-from ivr import replay as replay_tool
 from marketing_iface import outbox, reconcile
-from marketing_iface.interface import MarketingUnavailable
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import create_standin
+from testkit import replay as replay_tool
 
 EXIT_DISCREPANCY = 3
 
@@ -827,7 +827,7 @@ def serve(app: App, name: str, port: int, peer: str, host: str) -> None:
 
     Example: cli.py serve A --port 8441 --peer http://127.0.0.1:8442
     """
-    from ivr.server.service import run  # Twisted is only loaded by the servers
+    from recharge_server.service import run  # Twisted is only loaded by the servers
 
     run(app.settings, name, port, peer, host=host)
 
@@ -903,7 +903,7 @@ def replay(scripts: tuple[Path, ...], host: str, port: int, variables: dict[str,
            audio: Path, no_audio: bool) -> None:
     """Phone the hotline with call scripts (SIPp) and check each step: what it said and what it decided.
 
-    Works against the Asterisk sandbox (python -m asterisk_conf.sandbox start) or
+    Works against the Asterisk sandbox (python -m testkit.sandbox start) or
     any Asterisk running the hotline.  Prints each step's PASS or FAIL; exits 3
     when a step failed, 1 (one line, nothing phoned) when a script, a value or
     the address is wrong.  Values read with --secret are never shown, and the
@@ -935,7 +935,7 @@ def ha() -> None:
 @pass_app
 def ha_status(app: App, as_json: bool) -> None:
     """Each server's role, health and last heartbeat, and who holds the jobs lease."""
-    from ivr.server.service import ha_status as status
+    from recharge_server.service import ha_status as status
 
     with app.unit(Permission.VIEW):
         pass  # authenticate and authorise; the status reads its own snapshot

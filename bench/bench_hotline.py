@@ -15,7 +15,7 @@ G.711 sample) after the answer as a phone does.
 
 First one call alone gives the call's length D (about 18 s).  Then for each
 level N (``--levels``, default 10, 25, 50, 100), two runs, every call of
-which is judged step by step (``ivr.replay``); a level counts only if every
+which is judged step by step (``testkit.replay``); a level counts only if every
 call passed:
 
 - *steady*: calls arrive at N per D seconds (``-r N -rp D``), so that N are
@@ -74,10 +74,10 @@ ROOT = bl.ROOT
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from asterisk_conf.sandbox import CHROOT_APP_DIR, CHROOT_ENV, CHROOT_PY_DIR, build_prompts, e2e_root  # noqa: E402
-from ivr.callscript import Injection  # noqa: E402
-from ivr.replay import CallResult, ScriptResult  # noqa: E402
 from marketing_iface.standin import SAMPLE_ACCOUNTS  # noqa: E402
+from testkit.callscript import Injection  # noqa: E402
+from testkit.replay import CallResult, ScriptResult  # noqa: E402
+from testkit.sandbox import CHROOT_APP_DIR, CHROOT_ENV, CHROOT_PY_DIR, build_prompts, e2e_root  # noqa: E402
 from tests.e2e.conftest import Hotline  # noqa: E402
 
 SCRIPT = "recharge-quick"

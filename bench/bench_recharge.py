@@ -253,8 +253,8 @@ def worker_service(spec: dict[str, Any]) -> dict[str, Any]:
     from cardmgmt.keys import load_keyring
     from cardmgmt.recharge import Policy, RechargeService
     from ivr import protocol
-    from ivr.server.service import ServerOptions
     from marketing_iface.sql import SqlMarketing
+    from recharge_server.service import ServerOptions
 
     db = Database(spec["card_url"], pool_size=ServerOptions().threads, pre_ping=False)  # as a server's
     mkt = SqlMarketing(spec["marketing_url"])
@@ -787,10 +787,10 @@ CATEGORIES = [
     ("quote (RechargeService.quote, rest)", re.compile(r"\bquote \(cardmgmt/recharge\.py")),
     ("commit (RechargeService.commit)", re.compile(r"\bcommit \(cardmgmt/recharge\.py")),
     ("outbox drain job", re.compile(r"\bdrain \(marketing_iface/outbox\.py")),
-    ("lease/heartbeat", re.compile(r"ivr/server/leadership\.py")),
+    ("lease/heartbeat", re.compile(r"recharge_server/leadership\.py")),
     ("expire-holds / prune jobs", re.compile(r"\b(expire_holds|prune) \(")),
     ("HTTP parsing & answering (twisted.web, reactor)", re.compile(r"twisted/(web|internet)/")),
-    ("JSON / validation (api._post)", re.compile(r"\b_post \(ivr/server/api\.py")),
+    ("JSON / validation (api._post)", re.compile(r"\b_post \(recharge_server/api\.py")),
     ("thread pool idle (waiting for work)", re.compile(r"twisted/python/threadpool\.py|_threadpool|queue\.py")),
 ]
 

@@ -7,7 +7,7 @@ no transaction of its own.  ``prune`` forgets nonces older than any request
 that could still pass the signature's freshness check.
 """
 
-# test-case-name: tests.ivr.test_jobs
+# test-case-name: tests.recharge_server.test_jobs
 
 import datetime as dt
 

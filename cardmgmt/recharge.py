@@ -48,10 +48,10 @@ from cardmgmt.config import Settings
 from cardmgmt.days import business_day
 from cardmgmt.db import Database, dialect_insert
 from cardmgmt.errors import InvalidInput
+from cardmgmt.marketing import Account, MarketingSystem, MarketingUnavailable
 from cardmgmt.models import Batch, Card, PinFailure, Quote, Recharge, recharge_ref, utcnow
 from cardmgmt.pins import is_well_formed, pin_hash
 from cardmgmt.states import CardState, Event, is_redeemable, sources
-from marketing_iface.interface import Account, MarketingSystem, MarketingUnavailable
 
 ACCOUNT = re.compile(r"^[0-9]{10}$")
 CALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")

@@ -139,8 +139,8 @@ print("balance of 3100000001 now: %.2f yuan (was 128.50)" % (db.execute("SELECT 
 PY
 
 step "A customer phones the hotline (95598): a real Asterisk runs the phone dialog against the same pair"
-# The Asterisk sandbox (asterisk_conf/sandbox.py) is brought up the way the end-to-end tests do it
-# (asterisk_conf/sandbox.py, start_hotline): built on first use, then started with the prompts and the AGI pointed at A and B.
+# The Asterisk sandbox (testkit/sandbox.py) is brought up the way the end-to-end tests do it
+# (testkit/sandbox.py, start_hotline): built on first use, then started with the prompts and the AGI pointed at A and B.
 # A SIPp caller then keys the call script demo/phone-recharge.call; the PIN goes in on standard input.
 if [ "$(id -u)" != 0 ]; then
     echo "(skipped: the Asterisk sandbox runs under chroot, which needs root; run make demo as root to see it)"

@@ -8,7 +8,7 @@ recharge servers are up::
         --api-key-file demo-run/var/keys/api.key --prompts demo-run/prompts --ready demo-run/asterisk.port &
 
 It brings Asterisk up exactly as the end-to-end tests do
-(``asterisk_conf.sandbox.start_hotline``, in the root they share,
+(``testkit.sandbox.start_hotline``, in the root they share,
 ``<root>-e2e``): it builds the sandbox root on first use (about
 two minutes and 550 MB, once per machine), renders the prompts, starts
 Asterisk on a free port with the prompts installed and the AGI pointed at the
@@ -31,7 +31,7 @@ PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
     sys.path.insert(0, str(PROJECT))
 
-from asterisk_conf.sandbox import (  # noqa: E402
+from testkit.sandbox import (  # noqa: E402
     SANDBOX_WAIT,
     Sandbox,
     SandboxError,

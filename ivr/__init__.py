@@ -1,10 +1,10 @@
-"""The phone side.
+"""The per-call code: what one phone call needs, copied into Asterisk's sandbox and run by its Python.
 
 ``dialog`` is the recharge dialog as a state machine over a small channel
 interface; ``agi_channel`` and ``agi_main`` are the thin pyst2 adapter and the
 AGI entry point Asterisk runs per call; ``client`` is the failover client for
-the server pair and ``protocol`` the request signing both share (standard
-library only, as they run inside the AGI process); ``server`` holds the
-Twisted recharge servers; ``callscript`` and ``replay`` are the testers'
-call-script tooling.  Business rules live in ``cardmgmt``, not here.
+the server pair and ``protocol`` the request signing it shares with the
+servers; ``fields`` the formats of what a caller keys in.  Standard library
+only (pyst2 aside), since the sandbox has nothing else; business rules live
+in ``cardmgmt`` and the Twisted servers in ``recharge_server``.
 """

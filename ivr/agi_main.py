@@ -13,7 +13,7 @@ Asterisk runs this once per call (process AGI): ``python3 -m ivr.agi_main
     prompt_prefix =                            ; e.g. "recharge/" if the prompts sit in a subdirectory
     send_text = yes                            ; prompt=/result= lines as SIP MESSAGEs (call scripts read them)
 
-The layout that ``asterisk_conf/sandbox.py`` writes is read as well: a
+The layout that ``testkit/sandbox.py`` writes is read as well: a
 ``[servers]`` section with one ``host:port`` per key in order of preference
 (``primary``, ``standby``, ...) and the other keys under ``[client]``.
 

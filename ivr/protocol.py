@@ -17,7 +17,7 @@ captured request is refused when replayed, on either server.
 
 ``REQUESTS`` describes each endpoint's JSON fields (names, types, limits) as
 plain data; ``validate_request`` applies it strictly, and the OpenAPI document
-(``ivr/openapi.yaml``) is checked against it by a test.
+(``recharge_server/openapi.yaml``) is checked against it by a test.
 """
 
 # test-case-name: tests.ivr.test_protocol

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Iterable, Sequence
 
 from cardmgmt.days import as_utc, business_day
-from marketing_iface.interface import Account, MarketingUnavailable, Posting, PostingRejected
+from cardmgmt.marketing import Account, MarketingUnavailable, Posting, PostingRejected
 from marketing_iface.standin import check_posting
 
 

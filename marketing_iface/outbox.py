@@ -35,8 +35,8 @@ from sqlalchemy.orm import Session
 
 from cardmgmt.days import as_utc
 from cardmgmt.db import Database
+from cardmgmt.marketing import MarketingSystem, MarketingUnavailable, Posting, PostingRejected
 from cardmgmt.models import Recharge
-from marketing_iface.interface import MarketingSystem, MarketingUnavailable, Posting, PostingRejected
 
 log = logging.getLogger(__name__)
 

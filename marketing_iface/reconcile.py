@@ -17,8 +17,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from cardmgmt.days import day_bounds
+from cardmgmt.marketing import MarketingSystem, Posting
 from cardmgmt.models import Recharge
-from marketing_iface.interface import MarketingSystem, Posting
 from marketing_iface.outbox import posting_for
 
 

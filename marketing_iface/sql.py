@@ -23,7 +23,7 @@ from sqlalchemy.engine import make_url
 
 from cardmgmt.days import as_utc, day_bounds
 from cardmgmt.db import dialect_insert, make_engine, normalise_url
-from marketing_iface.interface import Account, MarketingUnavailable, Posting, PostingRejected
+from cardmgmt.marketing import Account, MarketingUnavailable, Posting, PostingRejected
 from marketing_iface.standin import accounts, check_posting, recharge_interface
 
 CONNECT_TIMEOUT = 3  # seconds; a caller is waiting while we look an account up

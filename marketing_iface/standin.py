@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 
 from cardmgmt.db import dialect_insert, make_engine
-from marketing_iface.interface import Account, Posting, PostingRejected
+from cardmgmt.marketing import Account, Posting, PostingRejected
 
 metadata = MetaData()
 

@@ -17,13 +17,15 @@ from pathlib import Path
 import psycopg
 import pytest
 from Crypto.PublicKey import RSA
-from sqlalchemy import text
+from sqlalchemy import delete, text
+from twisted.internet.selectreactor import SelectReactor
 
 from cardmgmt.config import Settings
-from cardmgmt.db import make_engine, upgrade
+from cardmgmt.db import Database, make_engine, upgrade
 from cardmgmt.keys import create_keyring
-from cardmgmt.models import Base
+from cardmgmt.models import Base, RequestNonce
 from cardmgmt.system import CardSystem
+from testkit.live_api import running_reactor
 
 PG_ADMIN_URL = os.environ.get("CARDS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-1", "carol": "carol-secret-1", "dave": "dave-secret-1"}
@@ -129,3 +131,33 @@ def bench(system: CardSystem, tmp_path: Path, factory_key_files: tuple[Path, Pat
     yield b
     for other in b._others.values():
         other.close()
+
+
+@pytest.fixture
+def live_reactor() -> Iterator[SelectReactor]:
+    """A reactor of its own, running in a daemon thread for the length of one test."""
+    with running_reactor() as reactor:
+        yield reactor
+
+
+@pytest.fixture
+def api_key() -> bytes:
+    return os.urandom(32)
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """The card database, on SQLite and on PostgreSQL (the test runs once for each)."""
+    d = Database(database_url)
+    yield d
+    d.dispose()
+
+
+@pytest.fixture
+def sqlite_db(sqlite_database: str) -> Iterator[Database]:
+    """The card database on SQLite only, for tests about HTTP that touch nothing but the nonces."""
+    d = Database(sqlite_database)
+    yield d
+    with d.transaction() as s:
+        s.execute(delete(RequestNonce))
+    d.dispose()

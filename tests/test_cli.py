@@ -36,8 +36,8 @@ from cardmgmt.db import make_engine
 from cardmgmt.keys import load_private_key, load_public_key
 from cardmgmt.serials import make_serial, parse_serial
 from cli import cli
-from ivr import replay as replay_tool
-from ivr.replay import free_udp_port
+from testkit import replay as replay_tool
+from testkit.replay import free_udp_port
 from tests.conftest import PASSWORDS
 
 FAR_EXPIRY = (dt.date.today() + dt.timedelta(days=730)).isoformat()

@@ -1,6 +1,6 @@
 """The real Asterisk for every test in this folder: one sandbox, built once per machine and started once per run.
 
-The first run on a machine builds the sandbox (``asterisk_conf/sandbox.py``:
+The first run on a machine builds the sandbox (``testkit/sandbox.py``:
 a Debian sid root with Asterisk, about a minute and 550 MB, under
 ``~/.cache/recharge-asterisk/root`` or ``ASTERISK_SANDBOX_DIR``) and installs
 SIPp; later runs reuse it.  It needs root (debootstrap, chroot, apt-get).
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from asterisk_conf.sandbox import Sandbox, SandboxError, free_sip_port, resolve_root
+from testkit.sandbox import Sandbox, SandboxError, free_sip_port, resolve_root
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from asterisk_conf import sandbox as sandbox_module
-from asterisk_conf.sandbox import (
+from testkit.sandbox import (
     CHROOT_PY_DIR,
     CHROOT_SOUNDS_DIR,
     CONF_DIR,
@@ -275,7 +275,7 @@ def test_the_command_line_start_installs_the_prompts_that_calls_play(sandbox: Sa
     for old in prompt_files.values():
         old.unlink(missing_ok=True)  # whatever an earlier start left: this one must bring them
     port = free_sip_port()
-    command = [sys.executable, "-m", "asterisk_conf.sandbox", "--root", str(sandbox.root)]
+    command = [sys.executable, "-m", "testkit.sandbox", "--root", str(sandbox.root)]
     sandbox.stop()  # one root runs one Asterisk: the command line's for this test, the session's again after it
     try:
         done = subprocess.run([*command, "start", "--sip-port", str(port)], cwd=PROJECT_DIR, capture_output=True,

@@ -5,12 +5,12 @@ database and a stand-in marketing database of their own on the PostgreSQL
 server (``tests.integration.harness.Installation``), cards issued through
 the card services (``tests.support``), both recharge servers as processes
 (``cli.py serve A/B``), and a real Asterisk in its sandbox
-(``asterisk_conf.sandbox``) playing the prompt WAVs that
+(``testkit.sandbox``) playing the prompt WAVs that
 ``voice_prompts.build`` renders, in Mandarin and English, with its AGI
 configured for both servers and the installation's API key.  Calls are
-placed with SIPp from the scripts in ``tests/calls`` (``ivr.replay``).
+placed with SIPp from the scripts in ``tests/calls`` (``testkit.replay``).
 
-Asterisk is brought up by ``asterisk_conf.sandbox.start_hotline``, as
+Asterisk is brought up by ``testkit.sandbox.start_hotline``, as
 ``make demo`` does: in a root of its own beside the default one
 (``<root>-e2e``, e.g. ``~/.cache/recharge-asterisk/root-e2e``), so that
 these tests and ``tests/asterisk`` never fight over one Asterisk (each root
@@ -37,7 +37,16 @@ from sqlalchemy import create_engine, func, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from asterisk_conf.sandbox import (
+from cardmgmt import stock
+from cardmgmt.keys import load_api_key
+from cardmgmt.models import Batch, Card, Recharge
+from cardmgmt.operators import Role
+from cardmgmt.system import CardSystem
+from ivr.client import RechargeClient
+from marketing_iface.standin import SAMPLE_ACCOUNTS
+from testkit.callscript import Compiled, Injection, compile_script, load
+from testkit.replay import CALLER_AUDIO, ScriptResult, run_compiled
+from testkit.sandbox import (
     SANDBOX_WAIT,
     Sandbox,
     SandboxError,
@@ -46,15 +55,6 @@ from asterisk_conf.sandbox import (
     free_sip_port,
     start_hotline,
 )
-from cardmgmt import stock
-from cardmgmt.keys import load_api_key
-from cardmgmt.models import Batch, Card, Recharge
-from cardmgmt.operators import Role
-from cardmgmt.system import CardSystem
-from ivr.callscript import Compiled, Injection, compile_script, load
-from ivr.client import RechargeClient
-from ivr.replay import CALLER_AUDIO, ScriptResult, run_compiled
-from marketing_iface.standin import SAMPLE_ACCOUNTS
 from tests.conftest import PASSWORDS
 from tests.integration.harness import Installation, Server
 from tests.support import Bench, issued_batch, read_pins

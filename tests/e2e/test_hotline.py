@@ -1,6 +1,6 @@
 """End-to-end phone tests: SIPp callers through a real Asterisk 22, the AGI dialog, both recharge servers, PostgreSQL.
 
-Every call here is a script from ``tests/calls`` replayed by ``ivr.replay``
+Every call here is a script from ``tests/calls`` replayed by ``testkit.replay``
 against the real Asterisk sandbox (a Debian sid root under chroot, built on
 first use, about a minute), which plays the real prompt WAVs and runs the
 dialog's AGI under its own Python; the AGI reaches the two recharge
@@ -10,9 +10,9 @@ real PostgreSQL server at 127.0.0.1:5432.  These tests need root, the
 Asterisk sandbox, SIPp, PostgreSQL, espeak-ng and sox, and they never skip:
 without any of them they fail and say why.
 
-The call-script format and how ``ivr.replay`` judges what a scenario logged
-are tested without any of that in ``tests/ivr/test_callscript.py`` and
-``tests/ivr/test_replay.py``; ``cli.py replay`` is called here once against
+The call-script format and how ``testkit.replay`` judges what a scenario logged
+are tested without any of that in ``tests/testkit/test_callscript.py`` and
+``tests/testkit/test_replay.py``; ``cli.py replay`` is called here once against
 this hotline.
 
 Each script phones with accounts and caller numbers of its own, so that
@@ -36,8 +36,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli import cli
-from ivr.callscript import Injection, load
-from ivr.replay import ScriptResult
+from testkit.callscript import Injection, load
+from testkit.replay import ScriptResult
 from tests.e2e.conftest import BALANCES, CALLS, Hotline
 
 pytestmark = pytest.mark.slow

@@ -183,7 +183,7 @@ def test_kill_the_leader_at_random_moments(inst):
 def test_marketing_outage_loses_and_doubles_nothing(inst):
     cards = inst.cards[300:340]
     client = inst.client()
-    for i, (serial, pin) in enumerate(cards):
+    for i, (_serial, pin) in enumerate(cards):
         assert client.quote(call_id=f"out-{i}", seq=1, account_no=ACCOUNTS[0], pin=pin, caller="13700000000")["outcome"] == "ok"
     with inst.marketing_engine.connect() as m:
         before = m.execute(text("SELECT balance FROM accounts WHERE account_no = :a"), {"a": ACCOUNTS[0]}).scalar_one()

@@ -30,7 +30,7 @@ from twisted.internet.threads import blockingCallFromThread
 from ivr import client as client_module
 from ivr import protocol
 from ivr.client import RechargeClient
-from tests.ivr.conftest import StubRecharge, serve_api
+from testkit.live_api import StubRecharge, serve_api
 
 KEY = b"k" * 32
 PIN = "918273645546372819"
@@ -311,7 +311,7 @@ class TwistedAPIs:
         self.gates: list[threading.Event] = []
 
     def start(self, idle_timeout: float = 60.0) -> tuple[Any, Accepted]:
-        from ivr.server import api as server_api
+        from recharge_server import api as server_api
 
         real_make_site = server_api.make_site
         accepted = Accepted(self.reactor)

@@ -17,8 +17,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
 from cardmgmt.db import Database, make_engine
+from cardmgmt.marketing import Account
 from cardmgmt.models import Batch, Card, Factory, Recharge
-from marketing_iface.interface import Account
 from marketing_iface.null import NullMarketing
 from marketing_iface.standin import SAMPLE_ACCOUNTS, accounts, create_standin, load_accounts, recharge_interface
 from tests.conftest import PG_ADMIN_URL, _pg_admin

@@ -15,7 +15,7 @@ from contextlib import AbstractContextManager, contextmanager
 import pytest
 
 from cardmgmt.days import BUSINESS_TZ
-from marketing_iface.interface import Account, MarketingSystem, MarketingUnavailable, Posting, PostingRejected
+from cardmgmt.marketing import Account, MarketingSystem, MarketingUnavailable, Posting, PostingRejected
 from marketing_iface.null import NullMarketing
 from marketing_iface.sql import SqlMarketing, one_line, with_connect_timeout
 from marketing_iface.standin import create_standin

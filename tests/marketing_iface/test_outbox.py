@@ -17,9 +17,9 @@ from sqlalchemy.engine import make_url
 
 from cardmgmt.days import as_utc
 from cardmgmt.db import Database
+from cardmgmt.marketing import MarketingUnavailable, Posting, PostingRejected
 from cardmgmt.models import Recharge
 from marketing_iface import outbox
-from marketing_iface.interface import MarketingUnavailable, Posting, PostingRejected
 from marketing_iface.outbox import DrainResult, backoff, drain, posting_for
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import SAMPLE_ACCOUNTS, create_standin

@@ -9,7 +9,7 @@ import datetime as dt
 
 import pytest
 
-from marketing_iface.interface import MarketingUnavailable, Posting
+from cardmgmt.marketing import MarketingUnavailable, Posting
 from marketing_iface.outbox import DrainResult, drain, posting_for
 from marketing_iface.reconcile import Discrepancy, reconcile
 from marketing_iface.sql import SqlMarketing

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import Engine, exc, func, insert, select, update
 
 from cardmgmt.db import make_engine
-from marketing_iface.interface import Posting, PostingRejected
+from cardmgmt.marketing import Posting, PostingRejected
 from marketing_iface.standin import SAMPLE_ACCOUNTS, accounts, check_posting, create_standin, recharge_interface
 from tests.marketing_iface.conftest import pg_database
 

@@ -10,7 +10,7 @@ package, which is how twistd finds plugins.  Everything heavy is imported only
 when the service is made, so listing plugins stays cheap.
 """
 
-# test-case-name: tests.ivr.test_service
+# test-case-name: tests.recharge_server.test_service
 
 from typing import Any
 
@@ -51,7 +51,7 @@ class RechargeServiceMaker:
         from twisted.internet import reactor
 
         from cardmgmt.config import Settings
-        from ivr.server.service import ServerOptions, makeService
+        from recharge_server.service import ServerOptions, makeService
 
         settings = Settings.load(
             database_url=options["database-url"], key_dir=options["key-dir"], marketing_url=options["marketing-url"]

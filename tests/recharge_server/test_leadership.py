@@ -1,4 +1,4 @@
-"""Tests for ivr.server.leadership: the jobs lease, heartbeats and the peer watch, on SQLite and PostgreSQL.
+"""Tests for recharge_server.leadership: the jobs lease, heartbeats and the peer watch, on SQLite and PostgreSQL.
 
 Time is a ``Clock``; the database is real (the ``database_url`` fixture), and
 the blocking work runs at once on the test's thread instead of in a pool.
@@ -16,9 +16,9 @@ from twisted.internet.task import Clock
 from cardmgmt.config import Settings
 from cardmgmt.db import Database
 from cardmgmt.models import Lease, ServerHeartbeat
-from ivr.server.leadership import LeaseKeeper, PeerMonitor, release, try_acquire, utc_at
-from ivr.server.service import ha_status
-from tests.ivr.conftest import run_now
+from recharge_server.leadership import LeaseKeeper, PeerMonitor, release, try_acquire, utc_at
+from recharge_server.service import ha_status
+from testkit.live_api import run_now
 
 START = 1_780_000_000.0
 TTL, RENEW = 3.0, 1.0

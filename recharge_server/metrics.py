@@ -7,7 +7,7 @@ from the database when the page is scraped) and whether this server holds
 the jobs lease.  Everything is touched only from the reactor thread.
 """
 
-# test-case-name: tests.ivr.test_metrics
+# test-case-name: tests.recharge_server.test_metrics
 
 from collections import Counter, defaultdict
 from collections.abc import Mapping

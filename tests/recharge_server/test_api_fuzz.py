@@ -4,7 +4,7 @@ One real server, built by ``makeService`` with the real recharge core over the
 card database (SQLite and PostgreSQL) and issued cards, listens on a loopback
 port of a live reactor (as in ``test_service``).  Hypothesis sends it signed
 ``POST`` requests whose bodies come from the request schemas of
-``ivr/openapi.yaml``: the documented shape with conforming or random values,
+``recharge_server/openapi.yaml``: the documented shape with conforming or random values,
 with fields missing, extra or of the wrong type, huge strings, JSON that is
 not an object, bytes that are not JSON, and bytes that are not UTF-8.  Every
 answer must be a 200 with an outcome the contract knows, or a 4xx whose body
@@ -26,16 +26,16 @@ from hypothesis import strategies as st
 from twisted.internet.threads import blockingCallFromThread
 
 from cardmgmt.keys import load_api_key
+from cardmgmt.marketing import Account
 from cardmgmt.recharge import Outcome
 from ivr import protocol
 from ivr.client import RechargeClient
-from ivr.server.api import ERRORS
-from ivr.server.service import makeService
-from marketing_iface.interface import Account
 from marketing_iface.null import NullMarketing
+from recharge_server.api import ERRORS
+from recharge_server.service import makeService
 from tests.support import issued_batch
 
-DOC = Path(__file__).resolve().parents[2] / "ivr" / "openapi.yaml"
+DOC = Path(__file__).resolve().parents[2] / "recharge_server" / "openapi.yaml"
 SPEC = yaml.safe_load(DOC.read_text(encoding="utf-8"))
 ACCOUNT = Account("3100000001", "张三明", 12_850)  # the fuzzing hits it, wrong PINs and lockouts included
 SPARE = Account("3100000002", "李四", -4_620)  # for the recharge made after the fuzzing

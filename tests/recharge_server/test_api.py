@@ -1,4 +1,4 @@
-"""Tests for ivr.server.api through the real Twisted HTTP stack on an ephemeral loopback port.
+"""Tests for recharge_server.api through the real Twisted HTTP stack on an ephemeral loopback port.
 
 The recharge core is a stub here (these tests are about HTTP: the gate every
 request passes, the error bodies, staying up); the nonce store is the real
@@ -18,7 +18,7 @@ from cardmgmt.db import Database
 from cardmgmt.errors import InvalidInput, SchemaError
 from ivr import protocol
 from ivr.client import RechargeClient
-from tests.ivr.conftest import LiveAPI, StubRecharge, serve_api
+from testkit.live_api import LiveAPI, StubRecharge, serve_api
 
 COMMIT = {"call_id": "1700000000.42", "seq": 1}
 
@@ -251,7 +251,7 @@ def test_a_client_that_hangs_up_early_does_not_upset_the_server(live_reactor: An
 def test_health_says_who_and_what(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
     from functools import partial
 
-    from ivr.server.service import _ping
+    from recharge_server.service import _ping
 
     status_ = {"role": "leader", "lease_token": 7}
     with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, name="A", status=lambda: status_, db_ping=partial(_ping, sqlite_db)) as live:

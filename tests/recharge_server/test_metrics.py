@@ -1,8 +1,8 @@
-"""Tests for ivr.server.metrics: the Prometheus text exposition, written by hand."""
+"""Tests for recharge_server.metrics: the Prometheus text exposition, written by hand."""
 
 import re
 
-from ivr.server.metrics import BUCKETS, Metrics
+from recharge_server.metrics import BUCKETS, Metrics
 
 LINE = re.compile(r'^[a-z_]+(\{[a-z_]+="[^"\n]*"(,[a-z_]+="[^"\n]*")*\})? -?[0-9.e+Inf-]+$')
 

@@ -1,4 +1,4 @@
-"""Tests for ivr.server.jobs: schedules with ``Clock``, leadership gating, failures, and the real jobs' work."""
+"""Tests for recharge_server.jobs: schedules with ``Clock``, leadership gating, failures, and the real jobs' work."""
 
 import datetime as dt
 from functools import partial
@@ -12,9 +12,9 @@ from twisted.internet.task import Clock
 from cardmgmt import nonces
 from cardmgmt.db import Database
 from cardmgmt.models import RequestNonce
-from ivr.server.jobs import NONCE_RETENTION, Job, JobRunner, standard_jobs
-from ivr.server.metrics import Metrics
-from tests.ivr.conftest import StubRecharge, run_now
+from recharge_server.jobs import NONCE_RETENTION, Job, JobRunner, standard_jobs
+from recharge_server.metrics import Metrics
+from testkit.live_api import StubRecharge, run_now
 
 UTC = dt.UTC
 
@@ -109,6 +109,6 @@ def test_the_standard_jobs(db: Database) -> None:
 
 @pytest.mark.parametrize("result,noted", [(0, False), (3, True), ({"posted": 0}, False), ({"posted": 1}, True), (None, False)])
 def test_only_results_that_did_something_are_logged(result: Any, noted: bool) -> None:
-    from ivr.server.jobs import _worth_noting
+    from recharge_server.jobs import _worth_noting
 
     assert _worth_noting(result) is noted

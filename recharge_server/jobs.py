@@ -11,7 +11,7 @@ A job's run never overlaps its previous one, is bounded in time, and a
 failure is logged and counted without stopping the schedule.
 """
 
-# test-case-name: tests.ivr.test_jobs
+# test-case-name: tests.recharge_server.test_jobs
 
 import dataclasses
 import datetime as dt
@@ -26,9 +26,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ivr.server.metrics import Metrics
+from recharge_server.metrics import Metrics
 
-log = Logger(namespace="ivr.server.jobs")
+log = Logger(namespace="recharge_server.jobs")
 
 UTC = dt.UTC
 NONCE_RETENTION = dt.timedelta(minutes=10)

@@ -17,7 +17,7 @@ No request can crash the server: anything unexpected becomes a 500 with a
 one-line body and a log entry that names the call id, never the PIN.
 """
 
-# test-case-name: tests.ivr.test_api
+# test-case-name: tests.recharge_server.test_api
 
 import datetime as dt
 import io
@@ -37,9 +37,9 @@ from twisted.web.resource import Resource
 from cardmgmt.errors import CardError, InvalidInput, SchemaError
 from cardmgmt.nonces import Replayed
 from ivr import protocol
-from ivr.server.metrics import CONTENT_TYPE, Metrics
+from recharge_server.metrics import CONTENT_TYPE, Metrics
 
-log = Logger(namespace="ivr.server.api")
+log = Logger(namespace="recharge_server.api")
 
 UTC = dt.UTC
 
@@ -232,7 +232,7 @@ class RechargeAPI(Resource):
         ex = _Exchange(self, request, endpoint)
         try:
             if not expected:
-                ex.error("not_found", "no such path; see ivr/openapi.yaml")
+                ex.error("not_found", "no such path; see recharge_server/openapi.yaml")
             elif method != expected:
                 request.setHeader(b"allow", expected)
                 ex.error("method_not_allowed", f"use {expected.decode()} for this path")

@@ -1,14 +1,16 @@
-"""Fixtures for the phone side's server tests: a live reactor in a thread, a shared API key, a test HTTP API.
+"""A recharge API on a live reactor, for tests that must go through the real HTTP stack.
 
-Tests about timing (leases, heartbeats, job schedules) use ``Clock`` and run
-no reactor at all.  Tests that must go through the real HTTP stack get a
-fresh, uninstalled reactor running in a background thread (``live_reactor``),
-and talk to it over loopback with blocking clients from the test thread;
-every call into the reactor goes through ``blockingCallFromThread``.
+``running_reactor`` runs a fresh, uninstalled reactor in a background thread;
+``serve_api`` puts a ``RechargeAPI`` on an ephemeral loopback port of it; a
+``StubRecharge`` stands in for the recharge core in tests about HTTP alone.
+Every call into the reactor goes through ``blockingCallFromThread``.  Tests
+about timing (leases, heartbeats, job schedules) use ``Clock`` and ``run_now``
+and run no reactor at all.
 """
 
+# test-case-name: tests.recharge_server.test_api, tests.ivr.test_client
+
 import datetime as dt
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,8 +18,6 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import pytest
-from sqlalchemy import delete
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.selectreactor import SelectReactor
@@ -26,44 +26,23 @@ from twisted.python.threadpool import ThreadPool
 
 from cardmgmt import nonces
 from cardmgmt.db import Database
-from cardmgmt.models import RequestNonce
 from cardmgmt.recharge import Answer, Outcome
 
 
-@pytest.fixture
-def live_reactor() -> Iterator[SelectReactor]:
-    """A reactor of its own, running in a daemon thread for the length of one test."""
+@contextmanager
+def running_reactor() -> Iterator[SelectReactor]:
+    """A reactor of its own, running in a daemon thread while the block runs."""
     reactor = SelectReactor()
     thread = threading.Thread(target=reactor.run, kwargs={"installSignalHandlers": False}, name="test-reactor", daemon=True)
     thread.start()
     blockingCallFromThread(reactor, lambda: None)  # it is running
-    yield reactor
-    reactor.callFromThread(reactor.stop)
-    thread.join(10)
-    assert not thread.is_alive(), "the test reactor did not stop"
-
-
-@pytest.fixture
-def api_key() -> bytes:
-    return os.urandom(32)
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    """The card database, on SQLite and on PostgreSQL (the test runs once for each)."""
-    d = Database(database_url)
-    yield d
-    d.dispose()
-
-
-@pytest.fixture
-def sqlite_db(sqlite_database: str) -> Iterator[Database]:
-    """The card database on SQLite only, for tests about HTTP that touch nothing but the nonces."""
-    d = Database(sqlite_database)
-    yield d
-    with d.transaction() as s:
-        s.execute(delete(RequestNonce))
-    d.dispose()
+    try:
+        yield reactor
+    finally:
+        reactor.callFromThread(reactor.stop)
+        thread.join(10)
+        if thread.is_alive():
+            raise RuntimeError("the test reactor did not stop")
 
 
 def run_now(f: Any, *a: Any, **kw: Any) -> defer.Deferred[Any]:
@@ -129,7 +108,7 @@ class LiveAPI:
 @contextmanager
 def serve_api(reactor: Any, db: Database, recharge: Any, api_key: bytes, **kw: Any) -> Iterator[LiveAPI]:
     """A ``RechargeAPI`` listening on an ephemeral loopback port of ``reactor``, with its own thread pool."""
-    from ivr.server.api import RechargeAPI, make_site
+    from recharge_server.api import RechargeAPI, make_site
 
     pool = ThreadPool(minthreads=0, maxthreads=4, name="test-api")
     pool.start()

@@ -17,7 +17,7 @@ second (what ``cli.py ha status`` shows) and asks its peer's ``/v1/health``
 what the peer thinks it is.
 """
 
-# test-case-name: tests.ivr.test_leadership
+# test-case-name: tests.recharge_server.test_leadership
 
 import datetime as dt
 import functools
@@ -43,7 +43,7 @@ from cardmgmt.days import as_utc
 from cardmgmt.db import Database
 from cardmgmt.models import Lease, ServerHeartbeat
 
-log = Logger(namespace="ivr.server.leadership")
+log = Logger(namespace="recharge_server.leadership")
 
 UTC = dt.UTC
 LEASE_NAME = "recharge-jobs"

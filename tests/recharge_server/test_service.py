@@ -18,11 +18,11 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from cardmgmt.errors import KeyFileError
 from cardmgmt.keys import load_api_key, write_private
+from cardmgmt.marketing import Account
 from cardmgmt.recharge import Outcome
 from ivr.client import RechargeClient
-from ivr.server.service import RechargeServer, ServerStartError, ha_status, makeService
-from marketing_iface.interface import Account
 from marketing_iface.null import NullMarketing
+from recharge_server.service import RechargeServer, ServerStartError, ha_status, makeService
 from tests.support import issued_batch
 
 ACCOUNT = Account("3100000001", "张三明", 12_850)

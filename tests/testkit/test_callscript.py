@@ -1,4 +1,4 @@
-"""Unit tests for ivr.callscript: the call-script format, binding values, and the SIPp scenarios it compiles.
+"""Unit tests for testkit.callscript: the call-script format, binding values, and the SIPp scenarios it compiles.
 
 No Asterisk and no SIPp: these read the scripts and the XML.  The scenarios
 are run against the real Asterisk in ``tests/e2e`` and ``tests/asterisk``.
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ivr.callscript import (
+from testkit.callscript import (
     SCENARIO_LIMIT,
     ExpectText,
     Injection,

@@ -41,13 +41,13 @@ Inside the root::
     /usr/share/asterisk/sounds/<lang>/    prompts (``install_sounds``, ``install_prompts``)
     /var/log/asterisk/messages.log        what the tests read back (emptied at each start)
 
-Command line (``python -m asterisk_conf.sandbox --help``)::
+Command line (``python -m testkit.sandbox --help``)::
 
-    python -m asterisk_conf.sandbox build          # once; later runs reuse the root
-    python -m asterisk_conf.sandbox start --sip-port 5160 [--server HOST:PORT --server HOST:PORT --api-key-file KEY]
-    python -m asterisk_conf.sandbox status
-    python -m asterisk_conf.sandbox stop
-    python -m asterisk_conf.sandbox path           # the root, for scripts
+    python -m testkit.sandbox build          # once; later runs reuse the root
+    python -m testkit.sandbox start --sip-port 5160 [--server HOST:PORT --server HOST:PORT --api-key-file KEY]
+    python -m testkit.sandbox status
+    python -m testkit.sandbox stop
+    python -m testkit.sandbox path           # the root, for scripts
 
 The root defaults to ``~/.cache/recharge-asterisk/root``; ``--root`` or
 ``ASTERISK_SANDBOX_DIR`` moves it (read by ``resolve_root`` only).
@@ -76,13 +76,13 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from ivr.replay import free_udp_port
+from testkit.replay import free_udp_port
 from voice_prompts.build import BuildError, sounds
 from voice_prompts.build import build as render_prompts
 from voice_prompts.catalogue import LANGS
 
-CONF_DIR = Path(__file__).resolve().parent
-PROJECT_DIR = CONF_DIR.parent
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+CONF_DIR = PROJECT_DIR / "asterisk_conf"
 
 SUITE = "sid"
 PACKAGES = ("asterisk", "asterisk-modules", "python3")
@@ -95,8 +95,8 @@ BUILD_RECIPE = f"recharge-asterisk-sandbox 1; {SUITE}; {','.join(PACKAGES)}; {',
 # sox render the prompts that start installs.
 HOST_TOOLS = {"debootstrap": "debootstrap", "sipp": "sip-tester", "espeak-ng": "espeak-ng", "sox": "sox"}
 
-# The project's packages that the AGI code may import, copied in at each start.
-APP_PACKAGES = ("ivr", "voice_prompts")
+# The per-call package the AGI runs (standard library only), copied in at each start.
+APP_PACKAGES = ("ivr",)
 
 # Paths inside the chroot.
 CHROOT_PY_DIR = "/opt/recharge-py"
@@ -211,7 +211,7 @@ def entry_script(module: str = ENTRY_MODULE, config: str = CHROOT_AGI_CONFIG) ->
     """
     return (
         "#!/bin/sh\n"
-        "# Written by asterisk_conf/sandbox.py: the hotline's AGI entry.  Asterisk runs it once per call,\n"
+        "# Written by testkit/sandbox.py: the hotline's AGI entry.  Asterisk runs it once per call,\n"
         "# with the AGI session on stdin/stdout; the code and pyst2 live under /opt in this root.\n"
         f"PYTHONPATH={CHROOT_APP_DIR}:{CHROOT_PY_DIR}\n"
         "export PYTHONPATH\n"
@@ -237,7 +237,7 @@ def render_agi_config(servers: Sequence[tuple[str, int]], api_key_file: str | No
         for key, value in values.items():
             parser.set(section, key, value)
     out = io.StringIO()
-    out.write("# Written by asterisk_conf/sandbox.py for the hotline's AGI script.\n")
+    out.write("# Written by testkit/sandbox.py for the hotline's AGI script.\n")
     parser.write(out)
     return out.getvalue()
 
@@ -723,11 +723,11 @@ def start_hotline(sandbox: Sandbox, prompts: Path, servers: Sequence[tuple[str, 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m asterisk_conf.sandbox build|start|stop|status|path``; see the module docstring."""
+    """``python -m testkit.sandbox build|start|stop|status|path``; see the module docstring."""
     parser = argparse.ArgumentParser(
-        prog="python -m asterisk_conf.sandbox",
+        prog="python -m testkit.sandbox",
         description="Build and run the real-Asterisk test sandbox (a Debian sid root under chroot; needs root).",
-        epilog="Example: python -m asterisk_conf.sandbox start --sip-port 5160 && "
+        epilog="Example: python -m testkit.sandbox start --sip-port 5160 && "
                "sipp -sf call.xml -m 1 127.0.0.1:5160",
     )
     parser.add_argument("--root", help="the sandbox root (default: $ASTERISK_SANDBOX_DIR or ~/.cache/recharge-asterisk/root)")

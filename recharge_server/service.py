@@ -8,7 +8,7 @@ the thread pool, close the databases.  ``run`` is what ``cli.py serve`` calls;
 ``twistd recharge`` goes through ``twisted/plugins/recharge_plugin.py``.
 """
 
-# test-case-name: tests.ivr.test_service
+# test-case-name: tests.recharge_server.test_service
 
 import datetime as dt
 import gc
@@ -37,12 +37,12 @@ from cardmgmt.errors import CardError
 from cardmgmt.keys import load_api_key, load_keyring
 from cardmgmt.models import ServerHeartbeat
 from cardmgmt.system import check_keyring
-from ivr.server.api import RechargeAPI, make_site
-from ivr.server.jobs import Job, JobRunner, standard_jobs
-from ivr.server.leadership import LEASE_NAME, LeaseKeeper, PeerMonitor, read_lease
-from ivr.server.metrics import Metrics
+from recharge_server.api import RechargeAPI, make_site
+from recharge_server.jobs import Job, JobRunner, standard_jobs
+from recharge_server.leadership import LEASE_NAME, LeaseKeeper, PeerMonitor, read_lease
+from recharge_server.metrics import Metrics
 
-log = Logger(namespace="ivr.server.service")
+log = Logger(namespace="recharge_server.service")
 
 UTC = dt.UTC
 STALE_AFTER = 5.0  # seconds without a heartbeat before `ha status` calls a server silent

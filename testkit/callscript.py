@@ -71,7 +71,7 @@ So the scenario itself waits only where it must act: before each ``send``,
 the text of the *last* ``expect`` before that action arrives (a
 synchronisation point; any other texts are answered and passed over), and
 after the last action it takes texts until the hotline's BYE.
-``ivr.replay`` then puts the call's texts in the dialog's order (Asterisk
+``testkit.replay`` then puts the call's texts in the dialog's order (Asterisk
 numbers a call's MESSAGEs with increasing CSeqs; SIPp's message trace has
 every one, answered or not) and checks every ``expect`` against them.  A
 BYE from the hotline while the scenario waits for a text or sends keys
@@ -89,11 +89,11 @@ Limits: SIPp reads a scenario of at most 64 KiB (``SCENARIO_LIMIT``), about
 90 keys with the expects around them; longer calls are refused with that
 reason.  A per-call (injected) value cannot be used in ``expect``.
 
-This module only parses and compiles; ``ivr.replay`` runs the result.  It
+This module only parses and compiles; ``testkit.replay`` runs the result.  It
 is product code for testers and imports nothing beyond the standard library.
 """
 
-# test-case-name: tests.ivr.test_callscript, tests.e2e.test_hotline
+# test-case-name: tests.testkit.test_callscript, tests.e2e.test_hotline
 
 from __future__ import annotations
 
@@ -518,7 +518,7 @@ def call_scenario(steps: Sequence[Step], *, caller: str = DEFAULT_CALLER, number
     sends once the call is answered, as a phone sends its microphone's
     sound: Asterisk's ``Answer()`` waits up to 500 ms for the caller's first
     audio frame, so without it every call starts half a second late.
-    Run it with SIPp's ``abortunexp`` behaviour off (``ivr.replay.run_sipp``
+    Run it with SIPp's ``abortunexp`` behaviour off (``testkit.replay.run_sipp``
     does): see the module docstring.  Steps without an ending get one: a
     scenario must finish with the BYE.
     """
@@ -546,7 +546,7 @@ def _holds_back(steps: Sequence[Step], i: int) -> bool:
     return isinstance(following, Digits | HangUp)
 
 
-# Log lines the scenario writes (``-trace_logs``), one event each; ``ivr.replay`` reads them back.
+# Log lines the scenario writes (``-trace_logs``), one event each; ``testkit.replay`` reads them back.
 #   CALLID TIME answer                   the 200 to the INVITE arrived
 #   CALLID TIME text BODY CSEQ           a text arrived (every text the scenario takes is logged)
 #   CALLID TIME N sync CSEQ              step N (an expect) was seen by the scenario, which goes on
@@ -627,7 +627,7 @@ def _build(steps: Sequence[Step], *, caller: str, number: str, name: str,
     dialog = _Dialog(caller, number)
     out = [
         '<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE scenario SYSTEM "sipp.dtd">\n',
-        "<!-- Compiled by ivr/callscript.py; run with -default_behaviors all,-abortunexp (see its docstring). -->\n",
+        "<!-- Compiled by testkit/callscript.py; run with -default_behaviors all,-abortunexp (see its docstring). -->\n",
         f"<scenario name={quoteattr(name)}>\n",
         _invite(caller, number, audio),
     ]

@@ -1,7 +1,7 @@
-"""Unit tests for ivr.replay: judging what a scenario logged, and the replay command's refusals, without Asterisk.
+"""Unit tests for testkit.replay: judging what a scenario logged, and the replay command's refusals, without Asterisk.
 
 The judging tests feed ``read_logs``/``read_trace`` the lines a SIPp run
-writes; the command tests call ``main`` (``python -m ivr.replay``) and
+writes; the command tests call ``main`` (``python -m testkit.replay``) and
 ``run_job`` with inputs that are refused before any call, and probe a fake
 SIP server on a loopback UDP socket.  A replay through the real Asterisk is
 in ``tests/e2e/test_hotline.py``; ``cli.py replay`` is in ``tests/test_cli.py``.
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from ivr import replay as replay_module
-from ivr.callscript import compile_script, parse
-from ivr.replay import (
+from testkit import replay as replay_module
+from testkit.callscript import compile_script, parse
+from testkit.replay import (
     KEYED_FILES,
     ReplayError,
     ReplayJob,
@@ -118,7 +118,7 @@ def test_nothing_listening_is_refused_in_a_second(tmp_path: Path, capsys: pytest
     code = replay_module.main([str(CALLS / "silence.call"), "--var", "CALLER=1", "--port", str(port)])
     assert code == 1 and time.monotonic() - started < 2
     assert capsys.readouterr().err == (f"replay: error: nothing listens for SIP on udp 127.0.0.1:{port} "
-                                       "(is Asterisk running? python -m asterisk_conf.sandbox start)\n")
+                                       "(is Asterisk running? python -m testkit.sandbox start)\n")
 
 
 def test_a_missing_sipp_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

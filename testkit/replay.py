@@ -1,7 +1,7 @@
 """Replay call scripts against an Asterisk (the test sandbox or a real one) with SIPp, and report every step.
 
 ``replay(scripts, host, port, variables, workdir)`` compiles each script
-(``ivr.callscript``), runs it with ``sipp``, reads back what the scenario
+(``testkit.callscript``), runs it with ``sipp``, reads back what the scenario
 logged (every text the hotline sent, with its CSeq, and each step the
 scenario completed), and judges each step of each call::
 
@@ -12,14 +12,14 @@ scenario completed), and judges each step of each call::
 
 The texts are put back in the order the dialog sent them (Asterisk numbers
 a call's MESSAGEs with increasing CSeqs; SIPp may take one late, see
-``ivr.callscript``), and each ``expect`` must match a text that comes after
+``testkit.callscript``), and each ``expect`` must match a text that comes after
 the one the expect before it matched.  A failed step says why: not seen
 (and which texts came instead), the hotline hung up, or SIPp gave up
 waiting.  ``concurrent`` runs N copies of each script at once; an
 ``Injection`` gives each copy its own values.
 
 The ``replay`` command is ``run_job(ReplayJob(...))``, with two front ends
-that only parse options: ``main(argv)`` (``python -m ivr.replay``) and
+that only parse options: ``main(argv)`` (``python -m testkit.replay``) and
 ``cli.py replay``.  It refuses bad input in one line before the first call
 (``ReplayError``: a script that is missing or malformed, a variable without
 a value, no ``sipp``, nothing answering SIP at the address), prints each
@@ -31,7 +31,7 @@ in the output, and the run's files that held them are deleted afterwards.
 Needs the ``sipp`` program (Debian's ``sip-tester``).
 """
 
-# test-case-name: tests.ivr.test_replay, tests.e2e.test_hotline
+# test-case-name: tests.testkit.test_replay, tests.e2e.test_hotline
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from ivr.callscript import (
+from testkit.callscript import (
     DEFAULT_NUMBER,
     CallScript,
     Compiled,
@@ -67,8 +67,8 @@ from ivr.callscript import (
 
 SIPP = "sipp"
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5160  # the sandbox's (asterisk_conf.sandbox.DEFAULT_SIP_PORT)
-# Unexpected messages are left unanswered rather than fatal: see ivr.callscript.
+DEFAULT_PORT = 5160  # the sandbox's (testkit.sandbox.DEFAULT_SIP_PORT)
+# Unexpected messages are left unanswered rather than fatal: see testkit.callscript.
 # -aa answers a stray INFO, NOTIFY, OPTIONS or UPDATE from Asterisk.
 SIPP_BEHAVIOUR = ("-default_behaviors", "all,-abortunexp", "-aa")
 # A caller's voice: SIPp sends it once the call is answered, so that Asterisk's Answer() need not wait for it.
@@ -113,7 +113,7 @@ class SippRun:
     elapsed: float
     screen: str  # SIPp's final statistics screen
     errors: str  # -trace_err: why calls failed (and the messages it left unanswered)
-    logs: str  # the scenario's <log> lines: see ivr.callscript
+    logs: str  # the scenario's <log> lines: see testkit.callscript
     messages: str  # -trace_msg: every SIP message sent and received ("" unless asked for)
     workdir: Path = Path(".")
 
@@ -217,7 +217,7 @@ class Text:
 
 @dataclass
 class CallLog:
-    """One call's events, as the scenario logged them (see the table in ``ivr.callscript``)."""
+    """One call's events, as the scenario logged them (see the table in ``testkit.callscript``)."""
 
     call_id: str
     answered: float | None = None
@@ -517,7 +517,7 @@ def replay(scripts: Sequence[Path], host: str, port: int, variables: Mapping[str
     ``variables`` fill ``${NAME}``; ``injection`` gives per-call values
     (``calls`` defaults to its row count, else to ``concurrent``).
     ``audio`` is the caller's voice, sent once the call is answered (see
-    ``ivr.callscript.call_scenario``); ``None`` sends none.  Each
+    ``testkit.callscript.call_scenario``); ``None`` sends none.  Each
     script's files (scenario, logs, SIPp's traces) go to ``workdir/NAME/``.
     A script that cannot be read or compiled raises ``ScriptError`` before
     any call is made; a missing ``sipp`` or audio file raises ``ReplayError``.
@@ -748,7 +748,7 @@ def probe(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> None:
                 wait *= 2
             except ConnectionRefusedError:
                 raise ReplayError(f"nothing listens for SIP on udp {host}:{port} (is Asterisk running? "
-                                  "python -m asterisk_conf.sandbox start)") from None
+                                  "python -m testkit.sandbox start)") from None
             except OSError as e:
                 raise ReplayError(f"cannot reach {host}:{port}: {e.strerror or e}") from None
     raise ReplayError(f"no SIP answer from udp {host}:{port} within {timeout:g} s (is Asterisk running there?)")
@@ -758,13 +758,13 @@ def probe(host: str, port: int, timeout: float = PROBE_TIMEOUT) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m ivr.replay``, the same command as ``cli.py replay``; returns its exit code (see ``EXIT_*``)."""
+    """``python -m testkit.replay``, the same command as ``cli.py replay``; returns its exit code (see ``EXIT_*``)."""
     parser = argparse.ArgumentParser(
-        prog="python -m ivr.replay",
+        prog="python -m testkit.replay",
         description="Phone the hotline with call scripts (SIPp) and check, step by step, what it said and decided. "
                     "Exit codes: 0 every step passed, 1 refused (bad input; nothing phoned), 2 usage error, "
                     "3 replayed and some step failed.",
-        epilog="Example: python -m ivr.replay tests/calls/recharge-one-card.call --port 5160 --var CALLER=13800000001 "
+        epilog="Example: python -m testkit.replay tests/calls/recharge-one-card.call --port 5160 --var CALLER=13800000001 "
                "--var ACCOUNT=3100000001 --var AMOUNT=5000 --secret PIN < pin.txt",
     )
     parser.add_argument("scripts", nargs="+", type=Path, metavar="SCRIPT", help="call scripts (.call files)")

@@ -1,4 +1,4 @@
-"""The OpenAPI document (ivr/openapi.yaml) and the server agree: fields, types, limits, outcomes, errors."""
+"""The OpenAPI document (recharge_server/openapi.yaml) and the server agree: fields, types, limits, outcomes, errors."""
 
 from pathlib import Path
 from typing import Any
@@ -8,9 +8,9 @@ import yaml
 
 from cardmgmt.recharge import Outcome
 from ivr import protocol
-from ivr.server.api import ERRORS
+from recharge_server.api import ERRORS
 
-DOC = Path(__file__).resolve().parents[2] / "ivr" / "openapi.yaml"
+DOC = Path(__file__).resolve().parents[2] / "recharge_server" / "openapi.yaml"
 
 
 @pytest.fixture(scope="module")
