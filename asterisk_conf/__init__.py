@@ -1,7 +1,6 @@
-"""Asterisk configuration for the hotline, and the real-Asterisk sandbox that tests run calls against.
+"""Asterisk configuration for the hotline: dialplan, PJSIP, modules.
 
 The ``*.conf`` files beside this module are the deployment's configuration,
-with ``@NAME@`` placeholders that ``sandbox.render_config`` fills in;
-``sandbox.py`` builds a Debian sid root holding Asterisk and runs it under
-``chroot`` (see ``README.md``).
+with ``@NAME@`` placeholders that ``testkit.sandbox.render_config`` fills in
+for the test sandbox (a deployment puts its own values; see ``README.md``).
 """

@@ -5,12 +5,15 @@ revisions in ``migrations/``, and ``Database`` refuses to work on a database
 that is not at the newest revision, with a message saying what to run.
 """
 
-# test-case-name: tests.cardmgmt.test_db
+# test-case-name: tests.cardmgmt.test_db_files, tests.cardmgmt.test_system
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import os
+import stat
 
 from alembic import command
 from alembic.config import Config
@@ -22,7 +25,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import Session
 
-from cardmgmt.errors import SchemaError
+from cardmgmt.errors import FileTooOpen, SchemaError
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -50,7 +53,7 @@ def make_engine(url: str, *, pool_size: int | None = None, pre_ping: bool = True
         raise SchemaError(f"{url!r} is not a database URL") from None
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            owner_only_file(Path(parsed.database))
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")
@@ -65,6 +68,25 @@ def make_engine(url: str, *, pool_size: int | None = None, pre_ping: bool = True
     if pool_size is None:
         return create_engine(url, pool_pre_ping=pre_ping)
     return create_engine(url, pool_pre_ping=pre_ping, pool_size=pool_size, max_overflow=4)
+
+
+def owner_only_file(path: Path) -> None:
+    """Make sure an SQLite database file exists and only its owner can open it.
+
+    The card database holds operator password hashes and the stand-in
+    marketing database customers' names; SQLite would create either with the
+    process's umask (usually 0644).  A new file is created 0600 here first
+    (SQLite gives its -wal and -shm files the database file's mode), and an
+    existing file open to others is refused rather than silently tightened, so
+    whoever opened it up hears about it.
+    """
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True, mode=0o700)
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise FileTooOpen(f"database file {path} is open to other users; chmod 600 it") from None
 
 
 def alembic_config(engine: Engine) -> Config:

@@ -83,6 +83,12 @@ class KeyFileError(CardError):
     code = "key_error"
 
 
+class FileTooOpen(CardError):
+    """A file holding secrets or personal data (an SQLite database) can be read by other users."""
+
+    code = "file_too_open"
+
+
 class SchemaError(CardError):
     """The database is not at the schema revision this code expects."""
 

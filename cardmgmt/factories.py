@@ -27,6 +27,11 @@ def register(ctx: Context, name: str, public_key_file: Path) -> Factory:
     key = load_public_key(public_key_file)
     if key.size_in_bits() < MIN_RSA_BITS:
         raise InvalidInput(f"the factory's key has {key.size_in_bits()} bits; at least {MIN_RSA_BITS} are needed")
+    # With the system's own key as a factory's, a file "signed by the factory"
+    # could be made by anyone holding the system key, and new-card files
+    # sealed "for the factory" would open with it: the two sides must differ.
+    if public_key_fingerprint(key) == public_key_fingerprint(ctx.keys.system_public):
+        raise InvalidInput("that is the system's own public key, not a factory's")
     if ctx.session.execute(select(Factory.id).where(Factory.name == name)).first():
         raise AlreadyExists(f"factory {name!r} is already registered")
     factory = Factory(name=name, public_key_pem=key.export_key(format="PEM").decode(), fingerprint=public_key_fingerprint(key))

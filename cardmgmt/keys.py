@@ -154,10 +154,26 @@ def read_hex_key(path: Path) -> bytes:
 
 def load_api_key(key_dir: Path) -> bytes:
     """The request-signing key shared by the recharge servers and the AGI hosts."""
+    check_key_dir(key_dir)
     return read_hex_key(key_dir / API_FILE)
+
+
+def check_key_dir(key_dir: Path) -> None:
+    """Refuse a key directory that other users can list or enter.
+
+    The files in it are owner-only too, but a directory open to others lets
+    them see which keys exist and, if writable, swap a public key file.
+    """
+    try:
+        st = key_dir.stat()
+    except FileNotFoundError:
+        raise KeyFileError(f"key directory {key_dir} does not exist (run `cli.py keys init`)") from None
+    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"key directory {key_dir} is open to other users; chmod 700 it")
 
 
 def load_keyring(key_dir: Path) -> KeyRing:
     """Load the key directory created by ``create_keyring``."""
+    check_key_dir(key_dir)
     master = read_hex_key(key_dir / MASTER_FILE)
     return KeyRing(master=master, system_private=load_private_key(key_dir / PRIVATE_FILE))
