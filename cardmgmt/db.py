@@ -7,13 +7,12 @@ that is not at the newest revision, with a message saying what to run.
 
 # test-case-name: tests.cardmgmt.test_db_files, tests.cardmgmt.test_system
 
+import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import os
-import stat
 
 from alembic import command
 from alembic.config import Config
