@@ -957,7 +957,7 @@ def audit_group() -> None:
 def audit_verify(app: App) -> None:
     """Check the whole operation log; exits 3 and lists problems if it was tampered with."""
     with app.unit(Permission.VERIFY_LOG) as ctx:
-        result = audit.verify(ctx.session, ctx.keys.audit_key)
+        result = audit.verify_installation(ctx.session, ctx.keys, app.settings.audit_anchor_file)
     if result.ok:
         click.echo(f"operation log intact: {result.entries} entries, head {result.head_seq}:{result.head_hash[:16]}")
         return

@@ -10,25 +10,46 @@ in the key directory nobody can rebuild a consistent chain after tampering.
 Appends are serialised by the database: ``seq`` is the primary key and is
 always the previous ``seq`` plus one, and on PostgreSQL an advisory lock makes
 concurrent writers queue rather than fail.
+
+Everything above lives in the card database, so whoever can write that
+database could still wipe the log or put back an older copy of it, head
+record and all.  So the head is also *anchored outside it*: after each unit of
+work that logged something commits, a line naming the newest entry (its
+number and hash) is signed with the system's RSA key and appended to an
+anchor file on the host that did the work (``Settings.audit_anchor_file``,
+owner-only, append-only; ``chattr +a`` makes it so for root too).  ``verify``
+then refuses an empty log, and a log that ends before, or differs at, any
+anchored entry: truncation and rollback show.  The anchor is written after
+the commit, so a crash in between leaves the anchor one entry behind (never
+ahead), which only weakens the check for that entry.
 """
 
 # test-case-name: tests.cardmgmt.test_audit
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from Crypto.Hash import SHA256
+from Crypto.PublicKey.RSA import RsaKey
+from Crypto.Signature import pss
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from cardmgmt.db import is_postgresql
+from cardmgmt.keys import KeyRing
 from cardmgmt.models import LogEntry, Setting
 
 GENESIS = "0" * 64
+ANCHOR_LABEL = "recharge-card/operation-log-anchor/v1"
 HEAD_SETTING = "operation_log_head"
 ADVISORY_LOCK_ID = 0x52434C4F47  # "RCLOG"
 
@@ -82,6 +103,56 @@ def record(
     return entry
 
 
+@dataclass(frozen=True)
+class Anchor:
+    """A signed statement, kept outside the database, that the log reached entry ``seq`` with ``hash``."""
+
+    seq: int
+    hash: str
+    at: str
+
+
+def _anchor_message(fingerprint: str, seq: int, entry_hash: str, at: str) -> SHA256.SHA256Hash:
+    # The installation's key fingerprint is signed too, so an anchor file of
+    # another installation with the same system key cannot stand in.
+    return SHA256.new(f"{ANCHOR_LABEL}:{fingerprint}:{seq}:{entry_hash}:{at}".encode())
+
+
+def anchor(path: Path, system_key: RsaKey, fingerprint: str, seq: int, entry_hash: str) -> None:
+    """Append a signed line saying the log reached entry ``seq`` with ``entry_hash``.
+
+    One ``write`` on a file opened for appending, so lines from several
+    processes on one host never interleave.
+    """
+    at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    sig = pss.new(system_key).sign(_anchor_message(fingerprint, seq, entry_hash, at))
+    line = f"{seq} {entry_hash} {at} {base64.b64encode(sig).decode()}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, line)
+    finally:
+        os.close(fd)
+
+
+def read_anchors(path: Path, public_key: RsaKey, fingerprint: str) -> tuple[list[Anchor], list[str]]:
+    """The anchors in ``path`` whose signatures hold, and a problem for each line that does not."""
+    anchors: list[Anchor] = []
+    problems: list[str] = []
+    verifier = pss.new(public_key)
+    with open(path, "rb") as f:
+        for n, raw in enumerate(f, 1):
+            parts = raw.decode("ascii", "replace").split()
+            try:
+                seq_text, entry_hash, at, sig = parts
+                seq = int(seq_text)
+                verifier.verify(_anchor_message(fingerprint, seq, entry_hash, at), base64.b64decode(sig, validate=True))
+            except (ValueError, binascii.Error):
+                problems.append(f"line {n} of the anchor file {path} is not a valid signed anchor")
+                continue
+            anchors.append(Anchor(seq, entry_hash, at))
+    return anchors, problems
+
+
 @dataclass
 class Verification:
     """What ``verify`` found: ``ok`` only when ``problems`` is empty."""
@@ -96,9 +167,18 @@ class Verification:
         return not self.problems
 
 
-def verify(session: Session, key: bytes, max_problems: int = 50) -> Verification:
-    """Walk the whole chain and report every edited, inserted or deleted entry."""
+def verify(
+    session: Session, key: bytes, anchors: Sequence[Anchor] = (), max_problems: int = 50
+) -> Verification:
+    """Walk the whole chain and report every edited, inserted or deleted entry.
+
+    ``anchors`` are the heads vouched for outside the database
+    (``read_anchors``): the chain must reach each of them, with the same hash.
+    An empty log is never intact: an installation's log starts when it is
+    initialised.
+    """
     result = Verification()
+    anchored = {a.seq: a for a in anchors}
     expected_seq, prev = 1, GENESIS
     rows = session.execute(select(LogEntry).order_by(LogEntry.seq).execution_options(yield_per=5000)).scalars()
     for e in rows:
@@ -111,9 +191,21 @@ def verify(session: Session, key: bytes, max_problems: int = 50) -> Verification
             result.problems.append(f"entry {e.seq} ({e.action}) has been altered")
         expected_seq, prev = e.seq + 1, e.hash
         result.head_seq, result.head_hash = e.seq, e.hash
+        a = anchored.get(e.seq)
+        if a is not None and not hmac.compare_digest(a.hash, e.hash):
+            result.problems.append(f"entry {e.seq} is not the one anchored at {a.at} (the log was replaced or rolled back)")
         if len(result.problems) >= max_problems:
             result.problems.append("too many problems; stopped")
             return result
+    if result.entries == 0:
+        result.problems.append("the log is empty, yet every installation logs its initialisation (wiped)")
+    if anchored:
+        newest = anchored[max(anchored)]
+        if newest.seq > result.head_seq:
+            result.problems.append(
+                f"the log ends at entry {result.head_seq}, but entry {newest.seq} was anchored at {newest.at} "
+                "(entries cut off or the log rolled back)"
+            )
     head = session.get(Setting, HEAD_SETTING)
     if head is None:
         if result.entries:
@@ -124,6 +216,23 @@ def verify(session: Session, key: bytes, max_problems: int = 50) -> Verification
             result.problems.append(f"the log should end at entry {seq_text}, but ends at {result.head_seq} (entries deleted)")
         elif not hmac.compare_digest(mac, _head_mac(key, result.head_seq, result.head_hash)):
             result.problems.append("the log's head record has been altered")
+    return result
+
+
+def verify_installation(session: Session, keys: KeyRing, anchor_file: Path) -> Verification:
+    """``verify`` against this host's anchor file: what ``audit verify`` runs.
+
+    A missing anchor file fails the check too, since without it a log cut
+    back together with its head record would look intact.
+    """
+    problems: list[str] = []
+    anchors: list[Anchor] = []
+    try:
+        anchors, problems = read_anchors(anchor_file, keys.system_public, keys.fingerprint)
+    except FileNotFoundError:
+        problems = [f"the anchor file {anchor_file} is missing, so truncation or rollback cannot be ruled out"]
+    result = verify(session, keys.audit_key, anchors)
+    result.problems.extend(problems)
     return result
 
 

@@ -9,6 +9,8 @@ Environment variables:
 ``CARDS_DATABASE_URL``  any SQLAlchemy URL; default ``sqlite:///<home>/cards.db``
 ``CARDS_HOME``          data directory; default ``./var``
 ``CARDS_KEY_DIR``       key directory; default ``<home>/keys``
+``CARDS_AUDIT_ANCHOR``  this host's append-only file anchoring the operation log's head;
+                        default ``operation-log.anchor`` beside the key directory
 ``CARDS_OPERATOR``      operator name for commands that need one
 ``CARDS_PASSWORD``      that operator's password (for scripts; otherwise prompted)
 ``CARDS_MARKETING_URL`` SQLAlchemy URL of the marketing system's database;
@@ -40,6 +42,12 @@ class Settings:
     hold_seconds: int = 120
     max_pin_failures: int = 5
     lockout_hours: int = 24
+    audit_anchor: Path | None = None
+
+    @property
+    def audit_anchor_file(self) -> Path:
+        """Where this host anchors the operation log's head (see ``cardmgmt.audit``)."""
+        return self.audit_anchor or self.key_dir.parent / "operation-log.anchor"
 
     @property
     def api_key_file(self) -> Path:
@@ -70,6 +78,7 @@ class Settings:
             hold_seconds=_positive_int(env, "CARDS_HOLD_SECONDS", 120),
             max_pin_failures=_positive_int(env, "CARDS_MAX_PIN_FAILURES", 5),
             lockout_hours=_positive_int(env, "CARDS_LOCKOUT_HOURS", 24),
+            audit_anchor=Path(env["CARDS_AUDIT_ANCHOR"]) if env.get("CARDS_AUDIT_ANCHOR") else None,
         )
 
 

@@ -34,12 +34,15 @@ class Context:
     session: Session
     keys: KeyRing
     actor: Actor
+    # The newest log entry this unit wrote, anchored outside the database once the unit commits.
+    head: tuple[int, str] | None = None
 
     def log(
         self, action: str, obj: str, before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None
     ) -> None:
         """Record this unit's change in the operation log (same transaction)."""
-        audit.record(self.session, self.keys.audit_key, self.actor.name, action, obj, before, after)
+        entry = audit.record(self.session, self.keys.audit_key, self.actor.name, action, obj, before, after)
+        self.head = (entry.seq, entry.hash)
 
     def require(self, permission: Permission) -> None:
         operators.require(self.actor, permission)
@@ -80,6 +83,11 @@ class CardSystem:
         with self.db.transaction() as session:
             if operators.count(session):
                 raise PermissionDenied("this installation already has operators; use `operator add`")
+        anchors = self.settings.audit_anchor_file
+        if anchors.exists() and anchors.stat().st_size:
+            # Starting over beside another log's anchors would make verify fail
+            # forever; moving them away is a decision for a person to make.
+            raise PermissionDenied(f"{anchors} anchors another installation's operation log; move it away first")
         # Only now, so a refused initialisation leaves no key directory behind.
         if (self.settings.key_dir / "master.key").exists():
             keys = self.keys()
@@ -97,6 +105,7 @@ class CardSystem:
             actor = Actor(op.name, Role.ADMIN)
             ctx = Context(session, keys, actor)
             ctx.log("install.init", f"installation key {keys.fingerprint}", after={"admin": op.name})
+        self._anchor(ctx)
         return actor
 
     @contextmanager
@@ -108,7 +117,14 @@ class CardSystem:
             check_keyring(session, keys)
             actor = operators.authenticate(session, self.settings.operator, self.settings.password)
             operators.require(actor, permission)
-            yield Context(session, keys, actor)
+            ctx = Context(session, keys, actor)
+            yield ctx
+        self._anchor(ctx)
+
+    def _anchor(self, ctx: Context) -> None:
+        """After a commit that logged something, anchor the log's new head outside the database."""
+        if ctx.head is not None:
+            audit.anchor(self.settings.audit_anchor_file, ctx.keys.system_private, ctx.keys.fingerprint, *ctx.head)
 
     def close(self) -> None:
         self.db.dispose()
