@@ -18,6 +18,8 @@ Environment variables:
 ``CARDS_HOLD_SECONDS``  how long a quote holds a card for its call (default 120)
 ``CARDS_MAX_PIN_FAILURES`` wrong PINs before a lockout (default 5)
 ``CARDS_LOCKOUT_HOURS`` the window those failures are counted in (default 24)
+``CARDS_PIN_GUARD_FAILURES`` wrong PINs the whole service takes per guard window (default 100)
+``CARDS_PIN_GUARD_MINUTES``  the guard window (default 10)
 """
 
 # test-case-name: tests.cardmgmt.test_config
@@ -42,6 +44,8 @@ class Settings:
     hold_seconds: int = 120
     max_pin_failures: int = 5
     lockout_hours: int = 24
+    pin_guard_failures: int = 100
+    pin_guard_minutes: int = 10
     audit_anchor: Path | None = None
 
     @property
@@ -78,6 +82,8 @@ class Settings:
             hold_seconds=_positive_int(env, "CARDS_HOLD_SECONDS", 120),
             max_pin_failures=_positive_int(env, "CARDS_MAX_PIN_FAILURES", 5),
             lockout_hours=_positive_int(env, "CARDS_LOCKOUT_HOURS", 24),
+            pin_guard_failures=_positive_int(env, "CARDS_PIN_GUARD_FAILURES", 100),
+            pin_guard_minutes=_positive_int(env, "CARDS_PIN_GUARD_MINUTES", 10),
             audit_anchor=Path(env["CARDS_AUDIT_ANCHOR"]) if env.get("CARDS_AUDIT_ANCHOR") else None,
         )
 

@@ -1,9 +1,9 @@
 """Lockouts after wrong PINs, as administrators see and clear them.
 
-The recharge core counts wrong PINs per caller number and per account (see
-``recharge.RechargeService``); this module lists who is locked out now and
-clears a lockout by marking its failures cleared, with the operator's name,
-so the counting rule stays in one place and the history stays visible.
+The recharge core counts wrong PINs per presented caller number, and per
+account for withheld numbers only (see ``recharge``); this module lists who is
+locked out now and clears a lockout by marking its failures cleared, with the
+operator's name, so the history stays visible.
 """
 
 # test-case-name: tests.cardmgmt.test_lockouts
@@ -20,6 +20,9 @@ from cardmgmt.recharge import Policy
 from cardmgmt.system import Context
 
 KINDS = {"caller": PinFailure.caller, "account": PinFailure.account_no}
+# Which failures count towards each kind of lockout: an account is only ever
+# locked against callers who withhold their number.
+COUNTED = {"caller": PinFailure.caller != "", "account": PinFailure.caller == ""}
 
 
 def active(ctx: Context, policy: Policy, now: dt.datetime | None = None) -> list[dict[str, Any]]:
@@ -31,7 +34,7 @@ def active(ctx: Context, policy: Policy, now: dt.datetime | None = None) -> list
     for kind, column in KINDS.items():
         q = (
             select(column, func.count(), func.max(PinFailure.at), func.min(PinFailure.at))
-            .where(PinFailure.at > since, PinFailure.cleared_by.is_(None), column != "")
+            .where(PinFailure.at > since, PinFailure.cleared_by.is_(None), COUNTED[kind])
             .group_by(column)
             .having(func.count() >= policy.max_pin_failures)
             .order_by(column)
@@ -50,7 +53,9 @@ def clear(ctx: Context, kind: str, value: str, reason: str) -> int:
     if not reason.strip():
         raise InvalidInput("a reason is required")
     n = ctx.session.execute(
-        update(PinFailure).where(KINDS[kind] == value, PinFailure.cleared_by.is_(None)).values(cleared_by=ctx.actor.name),
+        update(PinFailure)
+        .where(KINDS[kind] == value, COUNTED[kind], PinFailure.cleared_by.is_(None))
+        .values(cleared_by=ctx.actor.name),
         execution_options={"synchronize_session": False},
     ).rowcount
     if n == 0:

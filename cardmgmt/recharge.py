@@ -24,10 +24,26 @@ The account summary a caller hears is read from the marketing system and
 kept for ``Policy.account_cache_seconds``, so the quote that follows the
 dialog's account step a few seconds later does not ask again.
 
-Nothing here touches a PIN beyond hashing it; wrong PINs are counted by
-caller number and by account, and past the limit further attempts are refused
-without testing the PIN (``LOCKED_OUT``).  No channel-specific code lives
-here: a web page or a POS terminal would call the same service.
+Nothing here touches a PIN beyond hashing it.  Wrong PINs are budgeted so
+that guessing stays hopeless while a stranger cannot lock an owner out:
+
+- a presented caller number (normalised, ``cardmgmt.callers``) has
+  ``max_pin_failures`` wrong PINs per ``lockout_hours``, for all accounts;
+- withheld numbers share, per account, the same budget; a caller who presents
+  a number is never refused because of an account's anonymous failures;
+- the whole service has ``guard_failures`` wrong PINs per ``guard_minutes``;
+  past that no PIN is tested for anyone (``SERVICE_UNAVAILABLE``) until the
+  window moves on, and the leader's pin guard job raises an alert.
+
+Past a budget further attempts are refused without testing the PIN
+(``LOCKED_OUT``).  The check and the count are atomic: on PostgreSQL the
+request takes a transaction-scoped advisory lock on what it is counted
+against (the caller number, or the account for a withheld number) before it
+reads the count, so parallel wrong PINs queue and at most the budget is ever
+tested; SQLite serialises writers anyway.  A correct PIN of a card that is not
+yet issued counts as a wrong one, so such cards are no softer targets.  No
+channel-specific code lives here: a web page or a POS terminal would call the
+same service.
 """
 
 # test-case-name: tests.cardmgmt.test_recharge
@@ -40,10 +56,10 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import Connection, Row, and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cardmgmt import nonces
+from cardmgmt import callers, nonces
 from cardmgmt.config import Settings
 from cardmgmt.days import business_day
 from cardmgmt.db import Database, dialect_insert
@@ -55,7 +71,6 @@ from cardmgmt.states import CardState, Event, is_redeemable, sources
 
 ACCOUNT = re.compile(r"^[0-9]{10}$")
 CALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-CALLER = re.compile(r"^[0-9+*#]{0,32}$")
 MAX_SEQ = 99
 
 
@@ -93,10 +108,16 @@ class Policy:
     lockout_hours: int = 24
     # How long an account summary read from the marketing system is reused.
     account_cache_seconds: float = 60.0
+    # The whole service's wrong-PIN budget (see the module docstring and the README's arithmetic).
+    guard_failures: int = 100
+    guard_minutes: int = 10
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Policy":
-        return cls(settings.hold_seconds, settings.max_pin_failures, settings.lockout_hours)
+        return cls(
+            settings.hold_seconds, settings.max_pin_failures, settings.lockout_hours,
+            guard_failures=settings.pin_guard_failures, guard_minutes=settings.pin_guard_minutes,
+        )
 
 
 # What a card that cannot be quoted tells the caller, by state.
@@ -135,6 +156,9 @@ _cards, _batches = Card.__table__, Batch.__table__
 _quotes, _recharges, _failures = Quote.__table__, Recharge.__table__, PinFailure.__table__
 
 _REDEEMABLE_FROM = sorted(state.value for state in sources(Event.REDEEM))
+_NOT_YET_ISSUED = frozenset(
+    state.value for state, outcome in STATE_OUTCOME.items() if outcome is Outcome.CARD_NOT_ISSUED
+)
 _REDEEMED = CardState.REDEEMED.value
 
 
@@ -143,17 +167,27 @@ def _of_batch(column: Any) -> Any:
     return select(column).where(_batches.c.id == _cards.c.batch_id).correlate(_cards).scalar_subquery()
 
 
-def _failures_since(column: Any, name: str) -> Any:
-    return (
-        select(func.count())
-        .select_from(_failures)
-        .where(column == bindparam(name), _failures.c.at > bindparam("since"), _failures.c.cleared_by.is_(None))
-        .scalar_subquery()
-    )
+def _count_failures(*where: Any) -> Any:
+    return select(func.count()).select_from(_failures).where(*where).scalar_subquery()
 
 
-# Wrong PINs within the lockout window, by account and by caller number.
-_FAILURES = select(_failures_since(_failures.c.account_no, "account"), _failures_since(_failures.c.caller, "caller"))
+_UNCLEARED_SINCE = (_failures.c.at > bindparam("since"), _failures.c.cleared_by.is_(None))
+
+# Wrong PINs that count now: the presented number's, the account's from
+# withheld numbers, and the whole service's in the guard window (cleared or not:
+# the guard is about the rate of guessing, not about one customer).
+_FAILURES = select(
+    _count_failures(_failures.c.caller == bindparam("caller"), *_UNCLEARED_SINCE),
+    _count_failures(_failures.c.account_no == bindparam("account"), _failures.c.caller == "", *_UNCLEARED_SINCE),
+    _count_failures(_failures.c.at > bindparam("guard_since")),
+)
+
+# Serialises the requests counted against one caller number (or one account,
+# for withheld numbers) until each one's transaction ends, so the count read
+# before a PIN is tested already includes every wrong PIN tested before it.
+# The two-key form keeps these locks apart from the operation log's.
+_LOCKOUT_LOCK_SPACE = 0x50494E  # "PIN"
+_LOCK_BUDGET = select(func.pg_advisory_xact_lock(literal(_LOCKOUT_LOCK_SPACE), func.hashtext(bindparam("subject"))))
 
 _RECORD_FAILURE = insert(_failures)
 
@@ -347,8 +381,7 @@ class RechargeService:
         """Check account and PIN and hold the card for this call; see the module docstring."""
         key = recharge_key(call_id, seq)
         check_account_no(account_no)
-        if not isinstance(caller, str) or not CALLER.match(caller):
-            raise InvalidInput("caller must be up to 32 digits")
+        caller = callers.normalise(caller)
         if not isinstance(pin, str) or len(pin) > 64:
             raise InvalidInput("pin must be a string of digits")
         summary = self._summary(account_no)
@@ -369,7 +402,12 @@ class RechargeService:
         now: dt.datetime, summary: Answer,
     ) -> Answer:
         since = now - dt.timedelta(hours=self.policy.lockout_hours)
-        if self._attempts_left(conn, caller, account_no, since) == 0:
+        if conn.dialect.name == "postgresql":
+            conn.execute(_LOCK_BUDGET, {"subject": f"caller:{caller}" if caller else f"account:{account_no}"})
+        left, guarded = self._attempts_left(conn, caller, account_no, since, now)
+        if guarded:
+            return Answer(Outcome.SERVICE_UNAVAILABLE)
+        if left == 0:
             return Answer(Outcome.LOCKED_OUT)
         until = now + dt.timedelta(seconds=self.policy.hold_seconds)
         held = None
@@ -405,10 +443,14 @@ class RechargeService:
         """Why the PIN's card could not be held: a wrong PIN (counted), its state, or another call's hold."""
         card = conn.execute(_CARD_BY_PIN, {"digest": digest}).first() if digest is not None else None
         if card is None:
-            conn.execute(_RECORD_FAILURE, {"caller": caller, "account_no": account_no, "at": now})
-            left = self._attempts_left(conn, caller, account_no, since)
+            left = self._record_failure(conn, caller, account_no, now, since)
             return Answer(Outcome.WRONG_PIN if left else Outcome.LOCKED_OUT, {"attempts_left": left})
         card_id, serial, state, expiry = card
+        if state in _NOT_YET_ISSUED:
+            # A PIN that names a card still in the warehouse is a guess that hit
+            # something: it costs an attempt like any other wrong PIN.
+            left = self._record_failure(conn, caller, account_no, now, since)
+            return Answer(Outcome.CARD_NOT_ISSUED, {"serial_tail": serial[-4:], "attempts_left": left})
         if state == _REDEEMED:
             done = conn.execute(_RECHARGE_BY_KEY, {"qkey": key}).first()
             if done is not None:
@@ -530,8 +572,21 @@ class RechargeService:
             return Outcome.CARD_EXPIRED
         return None
 
-    def _attempts_left(self, conn: Connection, caller: str, account_no: str, since: dt.datetime) -> int:
-        by_account, by_caller = conn.execute(_FAILURES, {"account": account_no, "caller": caller, "since": since}).one()
-        # An anonymous caller has no number to count against; the account's count still applies.
-        used = max(by_account, by_caller) if caller else by_account
-        return max(0, self.policy.max_pin_failures - used)
+    def _attempts_left(
+        self, conn: Connection, caller: str, account_no: str, since: dt.datetime, now: dt.datetime
+    ) -> tuple[int, bool]:
+        """Wrong PINs this caller may still try, and whether the whole service's guard is tripped."""
+        guard_since = now - dt.timedelta(minutes=self.policy.guard_minutes)
+        by_caller, anonymous, recent = conn.execute(
+            _FAILURES, {"account": account_no, "caller": caller, "since": since, "guard_since": guard_since}
+        ).one()
+        # A presented number is counted by itself, so strangers cannot spend an
+        # owner's attempts; withheld numbers have nothing but the account.
+        used = by_caller if caller else anonymous
+        return max(0, self.policy.max_pin_failures - used), recent >= self.policy.guard_failures
+
+    def _record_failure(
+        self, conn: Connection, caller: str, account_no: str, now: dt.datetime, since: dt.datetime
+    ) -> int:
+        conn.execute(_RECORD_FAILURE, {"caller": caller, "account_no": account_no, "at": now})
+        return self._attempts_left(conn, caller, account_no, since, now)[0]

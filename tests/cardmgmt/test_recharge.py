@@ -13,7 +13,7 @@ from cardmgmt.operators import Permission
 from cardmgmt.recharge import Outcome, Policy, RechargeService
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import create_standin
-from tests.support import issued_batch
+from tests.support import issued_batch, read_pins
 
 ACCOUNT = "3100000001"  # 张三明 in the stand-in's sample accounts
 
@@ -186,7 +186,7 @@ def test_commit_works_while_marketing_is_down(world):
     service.marketing.close()
 
 
-def test_lockout_by_caller_and_by_account(world):
+def test_a_presented_number_is_locked_out_and_the_owner_is_not(world):
     bench, service, clock, cards = world
     good = cards[0][1]
     for left in (4, 3, 2, 1):
@@ -194,12 +194,49 @@ def test_lockout_by_caller_and_by_account(world):
         assert (a.outcome, a.data["attempts_left"]) == (Outcome.WRONG_PIN, left)
     assert quote(service, "12", call="w0").outcome is Outcome.LOCKED_OUT, "the fifth wrong PIN locks out"
     assert quote(service, good, call="g1").outcome is Outcome.LOCKED_OUT, "the right PIN is not even tested"
-    other_caller = quote(service, good, call="g2", caller="13900000000")
-    assert other_caller.outcome is Outcome.LOCKED_OUT, "the account is locked too"
-    other_account = quote(service, good, call="g3", caller="13900000000", account="3100000002")
-    assert other_account.outcome is Outcome.OK
+    same_number = quote(service, good, call="g1b", caller="+8613800000001")
+    assert same_number.outcome is Outcome.LOCKED_OUT, "another spelling of the number is the same number"
+    owner = quote(service, good, call="g2", caller="13900000000")
+    assert owner.outcome is Outcome.OK, "a stranger's wrong PINs do not lock the account's owner out"
+    service.cancel(call_id="g2", seq=1)
     clock.advance(24 * 3600 + 1)
     assert quote(service, cards[1][1], call="g4").outcome is Outcome.OK, "the window passes"
+
+
+def test_withheld_numbers_share_the_accounts_budget(world):
+    _bench, service, _clock, cards = world
+    for i in range(4):
+        assert quote(service, "1" * 18, call=f"w{i}", caller="").outcome is Outcome.WRONG_PIN
+    assert quote(service, "1" * 18, call="w4", caller="").outcome is Outcome.LOCKED_OUT, "the fifth locks out"
+    assert quote(service, cards[0][1], call="a1", caller="").outcome is Outcome.LOCKED_OUT
+    assert quote(service, cards[0][1], call="a2", caller="", account="3100000002").outcome is Outcome.OK
+    assert quote(service, cards[1][1], call="a3", caller="13900000000").outcome is Outcome.OK, "a presented number still gets through"
+
+
+def test_the_service_wide_guard_stops_testing_pins(bench, marketing):
+    cards = list(issued_batch(bench, "B1", 3).items())
+    clock = Clock()
+    service = RechargeService(bench.system.db, marketing, bench.system.keys().pin_key,
+                              Policy(guard_failures=6, guard_minutes=10), clock)
+    for i in range(6):  # six strangers, one wrong PIN each: no caller's own budget is spent
+        assert quote(service, "1" * 18, call=f"w{i}", caller=f"1390000000{i}").outcome is Outcome.WRONG_PIN
+    blocked = quote(service, cards[0][1], call="ok1", caller="13800000009")
+    assert blocked.outcome is Outcome.SERVICE_UNAVAILABLE, "past the guard no PIN is tested"
+    with bench.system.db.transaction() as s:
+        assert s.execute(select(func.count()).select_from(PinFailure)).scalar_one() == 6
+    clock.advance(10 * 60 + 1)
+    assert quote(service, cards[0][1], call="ok2", caller="13800000009").outcome is Outcome.OK, "the window moves on"
+
+
+def test_a_correct_pin_of_a_card_not_yet_issued_costs_an_attempt(bench, marketing):
+    bench.stocked_batch("B9", 2)
+    (serial, pin), _ = read_pins(bench, "B9").items()
+    service = RechargeService(bench.system.db, marketing, bench.system.keys().pin_key, Policy(), Clock())
+    a = quote(service, pin, call="s1")
+    assert (a.outcome, a.data["attempts_left"]) == (Outcome.CARD_NOT_ISSUED, 4)
+    with bench.system.db.transaction() as s:
+        assert s.execute(select(func.count()).select_from(PinFailure)).scalar_one() == 1
+    assert card_state(bench, serial) == "in_stock"
 
 
 def test_administrator_lists_and_clears_lockouts(world):
