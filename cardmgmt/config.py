@@ -18,7 +18,7 @@ Environment variables:
 ``CARDS_LOCKOUT_HOURS`` the window those failures are counted in (default 24)
 """
 
-# test-case-name: tests.cardmgmt.test_config
+# test-case-name: tests.cardmgmt.test_system
 
 import os
 from collections.abc import Mapping

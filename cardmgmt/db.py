@@ -5,7 +5,7 @@ revisions in ``migrations/``, and ``Database`` refuses to work on a database
 that is not at the newest revision, with a message saying what to run.
 """
 
-# test-case-name: tests.cardmgmt.test_db
+# test-case-name: tests.cardmgmt.test_system, tests.cardmgmt.test_models
 
 from collections.abc import Iterator
 from contextlib import contextmanager
