@@ -17,7 +17,7 @@ from tests.cli.conftest import (
     invoke,
 )
 
-CALLS = Path(__file__).resolve().parent / "calls"
+CALLS = Path(__file__).resolve().parents[1] / "calls"
 
 
 
