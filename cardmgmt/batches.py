@@ -85,6 +85,11 @@ def create(
     validate_order(batch_no, face_value, quantity, box_size, expiry, today or dt.date.today())
     if not out.parent.is_dir():
         raise InvalidInput(f"directory {out.parent} does not exist")
+    if out.exists() and not out.is_dir():
+        # It may be the only copy of another batch's PINs, still on its way to
+        # the factory.  (A directory in the way cannot be overwritten: the
+        # write fails and the batch is rolled back.)
+        raise InvalidInput(f"{out} already exists; refusing to overwrite a new-card file")
     session = ctx.session
     if session.execute(select(Batch.id).where(Batch.batch_no == batch_no)).first():
         raise AlreadyExists(f"batch {batch_no} already exists")

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select, update
 
@@ -60,6 +61,20 @@ class CheckReport:
     @property
     def clean(self) -> bool:
         return all(self.counts[k] == 0 for k in KINDS if k != "matched")
+
+    @property
+    def has_discrepancies(self) -> bool:
+        """Any card that did not match: the operator must resolve it (the CLI exits 3)."""
+        return not self.clean
+
+    def finding_rows(self) -> list[dict[str, str]]:
+        """Every finding as a row: serial, finding, detail."""
+        return [{"serial": s, "finding": k, "detail": d} for s, k, d in self.findings]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report as plain data (the ``--json`` output and the ``--report-json`` file)."""
+        return {"batch_no": self.batch_no, "file_digest": self.file_digest, "counts": self.counts,
+                "produced": self.produced, "voided": self.voided, "findings": self.finding_rows()}
 
 
 def _index_runs(codes: bytearray, wanted: int) -> list[tuple[int, int]]:

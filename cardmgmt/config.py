@@ -22,7 +22,7 @@ Environment variables:
 ``CARDS_PIN_GUARD_MINUTES``  the guard window (default 10)
 """
 
-# test-case-name: tests.cardmgmt.test_config
+# test-case-name: tests.cardmgmt.test_system
 
 import os
 from collections.abc import Mapping

@@ -5,7 +5,7 @@ revisions in ``migrations/``, and ``Database`` refuses to work on a database
 that is not at the newest revision, with a message saying what to run.
 """
 
-# test-case-name: tests.cardmgmt.test_db_files, tests.cardmgmt.test_system
+# test-case-name: tests.cardmgmt.test_db_files, tests.cardmgmt.test_system, tests.cardmgmt.test_models
 
 import os
 import stat

@@ -1,6 +1,6 @@
 """Card factories and the RSA public keys their files are sealed for and signed with."""
 
-# test-case-name: tests.cardmgmt.test_factories
+# test-case-name: tests.cli.test_factory, tests.cardmgmt.test_checks
 
 from pathlib import Path
 

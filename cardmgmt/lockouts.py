@@ -6,7 +6,7 @@ locked out now and clears a lockout by marking its failures cleared, with the
 operator's name, so the history stays visible.
 """
 
-# test-case-name: tests.cardmgmt.test_lockouts
+# test-case-name: tests.cardmgmt.test_recharge, tests.cli.test_root
 
 import datetime as dt
 from typing import Any

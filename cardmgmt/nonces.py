@@ -26,6 +26,8 @@ class Replayed(CardError):
     """This request's nonce was seen before, by this server or the other."""
 
     code = "replay"
+    http_status = 409
+    exit_code = 1
 
 
 def record(conn: Connection, nonce: str, now: dt.datetime) -> None:

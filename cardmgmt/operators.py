@@ -14,12 +14,16 @@ import hmac
 import os
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cardmgmt.errors import AlreadyExists, AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
 from cardmgmt.models import Operator
+
+if TYPE_CHECKING:  # system.py imports this module to authenticate
+    from cardmgmt.system import Context
 
 
 class Role(StrEnum):
@@ -108,8 +112,28 @@ def check_password_strength(password: str) -> None:
         raise InvalidInput(f"a password needs at least {MIN_PASSWORD} characters")
 
 
+def add(ctx: "Context", name: str, role: Role, password: str) -> Operator:
+    """Add an operator with ``role``, and log it; an administrator's action."""
+    ctx.require(Permission.MANAGE_OPERATORS)
+    op = create(ctx.session, name, role, password)
+    ctx.log("operator.add", f"operator {op.name}", after={"role": role.value})
+    return op
+
+
+def disable(ctx: "Context", name: str) -> Operator:
+    """Disable an operator's account (it stays, with its entries in the log), and log it."""
+    ctx.require(Permission.MANAGE_OPERATORS)
+    if name == ctx.actor.name:
+        # Else an installation could be left with no administrator able to sign in.
+        raise InvalidInput("an operator cannot disable their own account")
+    op = get(ctx.session, name)
+    op.active = False
+    ctx.log("operator.disable", f"operator {name}", before={"active": True}, after={"active": False})
+    return op
+
+
 def create(session: Session, name: str, role: Role, password: str) -> Operator:
-    """Add an operator (the caller logs it and checks permission)."""
+    """Store a new operator; ``add`` is the service that checks permission and logs it."""
     name = name.strip()
     if not name or len(name) > 64 or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
         raise InvalidInput(f"operator name {name!r} must be 1-64 letters, digits, '.', '-' or '_'")

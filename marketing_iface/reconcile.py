@@ -12,6 +12,7 @@ its outbox state, because "still pending" (the outbox is behind) and
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,6 +20,8 @@ from sqlalchemy.orm import Session
 from cardmgmt.days import day_bounds
 from cardmgmt.marketing import MarketingSystem, Posting
 from cardmgmt.models import Recharge
+from cardmgmt.operators import Permission
+from cardmgmt.system import Context
 from marketing_iface.outbox import posting_for
 
 
@@ -49,6 +52,36 @@ class Reconciliation:
     @property
     def ok(self) -> bool:
         return not (self.missing_in_marketing or self.missing_in_cards or self.amount_differs or self.account_differs)
+
+    @property
+    def has_discrepancies(self) -> bool:
+        """The two sides disagree somewhere (the CLI exits 3)."""
+        return not self.ok
+
+    @property
+    def findings(self) -> list[tuple[str, Discrepancy]]:
+        """Every discrepancy with its kind, in the order of ``FINDING_KINDS``."""
+        return [(kind, d) for kind in FINDING_KINDS for d in getattr(self, kind)]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The reconciliation as plain data, money in integer fen (the ``--json`` output)."""
+        return {
+            "day": self.day.isoformat(), "ok": self.ok,
+            "card_count": self.card_count, "card_total": self.card_total,
+            "marketing_count": self.marketing_count, "marketing_total": self.marketing_total,
+            "findings": [
+                {"finding": kind, "recharge_ref": d.recharge_ref,
+                 "cards": _posting(d.cards), "marketing": _posting(d.marketing), "post_status": d.post_status}
+                for kind, d in self.findings
+            ],
+        }
+
+
+FINDING_KINDS = ("missing_in_marketing", "missing_in_cards", "amount_differs", "account_differs")
+
+
+def _posting(p: Posting | None) -> dict[str, Any] | None:
+    return None if p is None else {"account_no": p.account_no, "amount": p.amount}
 
 
 def reconcile(card_session: Session, marketing: MarketingSystem, day: dt.date) -> Reconciliation:
@@ -90,3 +123,9 @@ def reconcile(card_session: Session, marketing: MarketingSystem, day: dt.date) -
         amount_differs=tuple(amount_differs),
         account_differs=tuple(account_differs),
     )
+
+
+def reconcile_day(ctx: Context, marketing: MarketingSystem, day: dt.date) -> Reconciliation:
+    """``reconcile`` for an operator: anyone who may view reports may reconcile."""
+    ctx.require(Permission.VIEW)
+    return reconcile(ctx.session, marketing, day)

@@ -34,7 +34,8 @@ from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.resource import Resource
 
-from cardmgmt.errors import CardError, InvalidInput, SchemaError
+from cardmgmt import errors
+from cardmgmt.errors import CardError
 from cardmgmt.nonces import Replayed
 from ivr import protocol
 from recharge_server.metrics import CONTENT_TYPE, Metrics
@@ -57,6 +58,10 @@ ERRORS = {
     "replay": 409,
     "too_large": 413,
     "internal_error": 500,
+    # Every refusal of the card domain, with the status cardmgmt.errors gives
+    # its kind; the kinds with a 5xx say "not now, try the other server" and
+    # are answered like an unavailable database instead.
+    **{kind.code: kind.http_status for kind in errors.kinds() if kind.http_status < 500},
 }
 
 _AUTH_ERRORS: dict[type[protocol.ProtocolError], str] = {
@@ -160,13 +165,13 @@ class _Exchange:
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self._finish(status, body, "application/json; charset=utf-8", outcome)
 
-    def error(self, code: str, message: str) -> None:
+    def error(self, code: str, message: str, status: int | None = None) -> None:
         if code not in ("internal_error",):
             log.warn(
                 "{endpoint} call_id={call_id} refused: {code}: {message}",
                 endpoint=self.endpoint, call_id=self.call_id, code=code, message=message,
             )
-        self.json(ERRORS[code], {"error": code, "message": _one_line(message)}, code)
+        self.json(status or ERRORS[code], {"error": code, "message": _one_line(message)}, code)
 
     def unavailable(self, reason: str) -> None:
         self.json(503, {"outcome": protocol.SERVICE_UNAVAILABLE}, reason)
@@ -306,10 +311,12 @@ class RechargeAPI(Resource):
                 endpoint=ex.endpoint, call_id=ex.call_id, seconds=self.request_timeout,
             )
             ex.unavailable("timeout")
-        elif isinstance(failure.value, InvalidInput):
-            ex.error("invalid_input", failure.value.message)
-        elif failure.check(OperationalError, InterfaceError, SchemaError):
-            # The database is down or not ours: the other server may do better, so 503, not 500.
+        elif isinstance(failure.value, CardError) and failure.value.http_status < 500:
+            # A refusal: the status is the one cardmgmt.errors gives this kind of error.
+            ex.error(failure.value.code, failure.value.message, failure.value.http_status)
+        elif failure.check(OperationalError, InterfaceError) or isinstance(failure.value, CardError):
+            # The database is down or not ours (a 5xx kind: schema, keys): the
+            # other server may do better, so 503, not 500.
             log.error(
                 "{endpoint} call_id={call_id} database unavailable: {reason}",
                 endpoint=ex.endpoint, call_id=ex.call_id, reason=_first_line(failure),
@@ -319,10 +326,9 @@ class RechargeAPI(Resource):
             self._crashed(failure, ex)
 
     def _crashed(self, failure: Failure, ex: _Exchange) -> None:
-        code = failure.value.code if isinstance(failure.value, CardError) else "internal_error"
         log.failure(
             "{endpoint} call_id={call_id} failed unexpectedly ({code})",
-            failure, endpoint=ex.endpoint, call_id=ex.call_id, code=code,
+            failure, endpoint=ex.endpoint, call_id=ex.call_id, code=type(failure.value).__name__,
         )
         ex.error("internal_error", "internal error; it has been logged")
 

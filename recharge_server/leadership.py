@@ -26,9 +26,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from sqlalchemy import case, insert, or_, select, update
+from sqlalchemy import case, insert, or_, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
@@ -39,14 +38,13 @@ from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 
-from cardmgmt.days import as_utc
 from cardmgmt.db import Database
+from cardmgmt.ha import LEASE_NAME, LeaseState, read_lease  # the reading side lives with the domain
 from cardmgmt.models import Lease, ServerHeartbeat
 
 log = Logger(namespace="recharge_server.leadership")
 
 UTC = dt.UTC
-LEASE_NAME = "recharge-jobs"
 
 RunBlocking = Callable[..., defer.Deferred[Any]]
 
@@ -56,22 +54,6 @@ def utc_at(seconds: float) -> dt.datetime:
 
 
 # --- the lease and the heartbeat rows (blocking; run in the thread pool) -------------------
-
-
-@dataclass(frozen=True)
-class LeaseState:
-    """The lease row as it stands after an attempt to take or keep it."""
-
-    holder: str
-    token: int
-    expires_at: dt.datetime
-
-
-def read_lease(session: Session, lease_name: str = LEASE_NAME) -> LeaseState | None:
-    row = session.execute(select(Lease).where(Lease.name == lease_name)).scalar_one_or_none()
-    if row is None:
-        return None
-    return LeaseState(row.holder, row.token, as_utc(row.expires_at))
 
 
 def try_acquire(db: Database, holder: str, now: dt.datetime, ttl: float, lease_name: str = LEASE_NAME) -> LeaseState:

@@ -12,13 +12,12 @@ the thread pool, close the databases.  ``run`` is what ``cli.py serve`` calls;
 
 import datetime as dt
 import gc
-import json
 import sys
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import text
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -29,29 +28,28 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
-from cardmgmt import nonces
+from cardmgmt import ha, nonces
 from cardmgmt.config import Settings
-from cardmgmt.days import as_utc
 from cardmgmt.db import Database
 from cardmgmt.errors import CardError
 from cardmgmt.keys import load_api_key, load_keyring
-from cardmgmt.models import ServerHeartbeat
 from cardmgmt.system import check_keyring
 from recharge_server.api import RechargeAPI, make_site
 from recharge_server.jobs import Job, JobRunner, standard_jobs
-from recharge_server.leadership import LEASE_NAME, LeaseKeeper, PeerMonitor, read_lease
+from recharge_server.leadership import LeaseKeeper, PeerMonitor
 from recharge_server.metrics import Metrics
 
 log = Logger(namespace="recharge_server.service")
 
 UTC = dt.UTC
-STALE_AFTER = 5.0  # seconds without a heartbeat before `ha status` calls a server silent
 
 
 class ServerStartError(CardError):
     """A recharge server could not start (its port is taken, say)."""
 
     code = "server_start"
+    http_status = 503  # never answered over HTTP: the server did not start
+    exit_code = 1
 
 
 @dataclass(frozen=True)
@@ -289,39 +287,11 @@ def run(settings: Settings, name: str, port: int, peer: str | None, host: str = 
 
 
 def ha_status(settings: Settings, now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """Every recharge server that has ever beaten, with its last heartbeat and the jobs lease."""
-    now = now or dt.datetime.now(UTC)
+    """Every recharge server that has ever beaten, with its last heartbeat and the jobs lease (no operator needed)."""
     db = Database(settings.database_url)
     try:
         with db.transaction() as s:
-            lease = read_lease(s, LEASE_NAME)
-            rows = s.execute(select(ServerHeartbeat).order_by(ServerHeartbeat.name)).scalars().all()
-            out = []
-            for row in rows:
-                last_seen = as_utc(row.last_seen)
-                age = (now - last_seen).total_seconds()
-                try:
-                    detail = json.loads(row.detail or "{}")
-                except ValueError:
-                    detail = {}
-                out.append(
-                    {
-                        "name": row.name,
-                        "address": row.address,
-                        "role": row.role,
-                        "started_at": as_utc(row.started_at).isoformat(timespec="seconds"),
-                        "last_seen": last_seen.isoformat(timespec="seconds"),
-                        "age_seconds": round(age, 1),
-                        "alive": row.role != "stopped" and age <= STALE_AFTER,
-                        "peer": detail.get("peer"),
-                        "lease_holder": lease.holder if lease else None,
-                        "lease_token": lease.token if lease else None,
-                        "lease_expires_at": lease.expires_at.isoformat(timespec="seconds") if lease else None,
-                        "lease_valid": bool(lease and lease.expires_at > now),
-                        "holds_lease": bool(lease and lease.holder == row.name and lease.expires_at > now),
-                    }
-                )
-            return out
+            return ha.servers(s, now or dt.datetime.now(UTC))
     finally:
         db.dispose()
 

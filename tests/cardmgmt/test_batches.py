@@ -77,6 +77,18 @@ def test_finance_cannot_create_batches(bench):
                        expiry=dt.date.today() + dt.timedelta(days=1), factory_name="F1", out=bench.workdir / "b9")
 
 
+def test_an_existing_new_card_file_is_never_overwritten(bench):
+    bench.register_factory()
+    earlier = bench.workdir / "B1.newcard"
+    earlier.write_bytes(b"another batch's PINs")
+    with pytest.raises(InvalidInput, match="refusing to overwrite a new-card file"), bench.unit() as ctx:
+        batches.create(ctx, batch_no="B1", face_value=100, quantity=30, box_size=10,
+                       expiry=dt.date.today() + dt.timedelta(days=1), factory_name="F1", out=earlier)
+    assert earlier.read_bytes() == b"another batch's PINs"
+    with bench.system.db.transaction() as s:
+        assert s.execute(select(func.count()).select_from(Batch)).scalar_one() == 0
+
+
 def test_a_failed_file_write_rolls_the_batch_back(bench):
     bench.register_factory()
     in_the_way = bench.workdir / "B1.newcard"

@@ -2,7 +2,7 @@
 
 import pytest
 
-from cardmgmt import operators
+from cardmgmt import audit, operators
 from cardmgmt.errors import AlreadyExists, AuthenticationFailed, InvalidInput, PermissionDenied
 from cardmgmt.operators import PERMISSIONS, Actor, Permission, Role, hash_password, require, verify_password
 
@@ -52,3 +52,21 @@ def test_create_validation(system):
 def test_initialise_only_once(system):
     with pytest.raises(PermissionDenied, match="already has operators"):
         system.initialise("mallory", "mallory-pw-1")
+
+
+def test_add_and_disable_are_logged_and_need_an_administrator(system):
+    with system.unit(Permission.MANAGE_OPERATORS) as ctx:
+        assert operators.add(ctx, "bob", Role.FINANCE, "bob-secret-1").role == "finance"
+        operators.add(ctx, "carol", Role.ADMIN, "carol-secret-1")
+        with pytest.raises(InvalidInput, match="cannot disable their own account"):
+            operators.disable(ctx, "alice")
+        assert operators.disable(ctx, "carol").active is False
+    with system.db.transaction() as s:
+        entries = [(e.action, e.object) for e in audit.entries(s, 10, None)]
+    assert ("operator.add", "operator bob") in entries and ("operator.disable", "operator carol") in entries
+    with system.unit(Permission.VIEW) as ctx:
+        ctx.actor = Actor("bob", Role.FINANCE)  # as finance would be, once signed in
+        with pytest.raises(PermissionDenied):
+            operators.add(ctx, "dave", Role.ADMIN, "dave-secret-1")
+        with pytest.raises(PermissionDenied):
+            operators.disable(ctx, "alice")

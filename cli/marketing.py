@@ -1,0 +1,92 @@
+"""``marketing``: the stand-in marketing database, the outbox of recharges to post, and daily reconciliation."""
+
+# test-case-name: tests.cli.test_root
+
+import datetime as dt
+import sys
+
+import click
+
+from cardmgmt.marketing import MarketingUnavailable
+from cardmgmt.money import format_fen
+from cardmgmt.operators import Permission
+from cli import EXIT_DISCREPANCY, App, cli, emit, emit_json, json_option, parse_date, pass_app
+from marketing_iface import outbox, reconcile
+from marketing_iface.sql import SqlMarketing
+from marketing_iface.standin import create_standin
+
+
+@cli.group()
+def marketing() -> None:
+    """The marketing system: stand-in database, outbox, daily reconciliation (对账)."""
+
+
+@marketing.command("standin")
+@pass_app
+def marketing_standin(app: App) -> None:
+    """Create the stand-in marketing database (sample accounts) at CARDS_MARKETING_URL, for demos and tests."""
+    create_standin(app.settings.marketing_url)
+    click.echo(f"stand-in marketing database ready at {app.settings.marketing_url}")
+
+
+@marketing.command("outbox")
+@click.option("--status", type=click.Choice([outbox.PENDING, outbox.REJECTED]), default=outbox.PENDING, show_default=True)
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+@pass_app
+def marketing_outbox(app: App, status: str, limit: int, as_json: bool) -> None:
+    """Recharges not yet posted to the marketing system (or refused by it); amounts in yuan (--json: fen)."""
+    with app.unit(Permission.VIEW) as ctx:
+        summary = outbox.backlog(ctx.session)
+        rows = [{"recharge_ref": r.ref, "account_no": r.account_no, "amount": r.amount, "committed_at": r.committed_at,
+                 "attempts": r.post_attempts, "next_attempt_at": r.next_attempt_at, "last_error": r.last_error or ""}
+                for r in outbox.pending(ctx.session, limit, status=status)]
+    emit(rows, as_json, None if as_json else ["recharge_ref", "account_no", "amount", "attempts", "next_attempt_at", "last_error"])
+    if not as_json:
+        click.echo(f"{summary['pending']} pending, {summary['rejected']} rejected; oldest pending {summary['oldest_pending'] or '-'}")
+
+
+@marketing.command("drain")
+@pass_app
+def marketing_drain(app: App) -> None:
+    """Post due recharges now (the leading recharge server does this every second)."""
+    mkt = SqlMarketing(app.settings.marketing_url)
+    try:
+        with app.unit(Permission.MANAGE_CARDS) as ctx:
+            result = outbox.drain_now(ctx, mkt)
+    finally:
+        mkt.close()
+    click.echo(f"posted {result.posted}, already there {result.repeated}, failed {result.failed}, rejected {result.rejected}")
+
+
+@marketing.command("reconcile")
+@click.argument("day", callback=parse_date)
+@json_option
+@pass_app
+def marketing_reconcile(app: App, day: dt.date, as_json: bool) -> None:
+    """Reconcile one business day (UTC+8) with the marketing system; exits 3 on any mismatch.
+
+    Example: cli.py -u bob marketing reconcile 2026-11-22
+    """
+    mkt = SqlMarketing(app.settings.marketing_url)
+    try:
+        with app.unit(Permission.VIEW) as ctx:
+            rec = reconcile.reconcile_day(ctx, mkt, day)
+    except MarketingUnavailable as e:
+        raise click.ClickException(f"marketing system unavailable: {e}") from None
+    finally:
+        mkt.close()
+    if as_json:
+        emit_json(rec.to_dict())
+    else:
+        click.echo(f"{day}: cards {rec.card_count} recharges {format_fen(rec.card_total)} yuan; "
+                   f"marketing {rec.marketing_count} postings {format_fen(rec.marketing_total)} yuan")
+        findings = rec.findings
+        if findings:
+            emit([{"finding": kind, "recharge_ref": d.recharge_ref,
+                   "cards": f"{d.cards.account_no} {format_fen(d.cards.amount)}" if d.cards else "-",
+                   "marketing": f"{d.marketing.account_no} {format_fen(d.marketing.amount)}" if d.marketing else "-",
+                   "post_status": d.post_status or "-"} for kind, d in findings], False)
+        click.echo("reconciled: both sides agree" if not rec.has_discrepancies else f"{len(findings)} mismatches")
+    if rec.has_discrepancies:
+        sys.exit(EXIT_DISCREPANCY)

@@ -1,0 +1,23 @@
+"""``serve``: run one recharge server of the hot-standby pair."""
+
+# test-case-name: tests.cli.test_root, tests.e2e.test_hotline
+
+import click
+
+from cli import App, cli, pass_app
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port of this server's HTTP API.")
+@click.option("--peer", required=True, help="The other server's base URL, e.g. http://127.0.0.1:8442.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless told otherwise).")
+@pass_app
+def serve(app: App, name: str, port: int, peer: str, host: str) -> None:
+    """Run one recharge server of the hot-standby pair (until stopped).
+
+    Example: cli.py serve A --port 8441 --peer http://127.0.0.1:8442
+    """
+    from recharge_server.service import run  # Twisted is only loaded by the servers
+
+    run(app.settings, name, port, peer, host=host)

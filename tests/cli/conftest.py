@@ -1,0 +1,265 @@
+"""What the command line's tests share: running ``cli.py`` in-process, judging what it printed, and an installation.
+
+Every command runs as an operator would type it: ``--db`` and ``--key-dir``
+name the installation, ``-u`` the operator, and the password comes from
+``CARDS_PASSWORD`` in the environment.  Each test gets a fresh installation
+made through the CLI itself (``init``, ``operator add``, ``factory register``,
+``hall add``) on SQLite and on PostgreSQL.
+
+Exit codes under test: 0 done, 1 refused, 2 usage error, 3 discrepancies.
+Every refusal is checked to be one ``Error:`` line with no traceback, and to
+have changed nothing: stock by state, the batch list, the request list and
+the whole operation log (every change writes an entry) are compared before
+and after, and files a refused command would have written must not exist.
+"""
+
+import datetime as dt
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from cardmgmt.serials import make_serial, parse_serial
+from cli import cli
+from tests.conftest import PASSWORDS
+
+FAR_EXPIRY = (dt.date.today() + dt.timedelta(days=730)).isoformat()
+
+
+
+# Nothing from the environment of whoever runs the tests may leak into a command.
+CLEAN_ENV: dict[str, str | None] = {
+    name: None
+    for name in {
+        "CARDS_DATABASE_URL", "CARDS_HOME", "CARDS_KEY_DIR", "CARDS_OPERATOR",
+        "CARDS_PASSWORD", "CARDS_ADMIN_PASSWORD", "CARDS_NEW_PASSWORD",
+        *(k for k in os.environ if k.startswith("CARDS_")),
+    }
+}
+
+
+
+def invoke(*args: Any, env: dict[str, str] | None = None, input: str | None = None) -> Result:
+    """Run ``cli.py ARGS`` in-process, as an operator at a shell would."""
+    return CliRunner().invoke(cli, [str(a) for a in args], env={**CLEAN_ENV, **(env or {})}, input=input)
+
+
+
+def describe(result: Result) -> str:
+    return (
+        f"exit {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}\n"
+        f"--- exception {result.exception!r}"
+    )
+
+
+
+def escaped(result: Result) -> bool:
+    """An exception got past the CLI: at a real terminal that is a traceback."""
+    return result.exception is not None and not isinstance(result.exception, SystemExit)
+
+
+
+def assert_ok(result: Result, code: int = 0) -> str:
+    assert result.exit_code == code and not escaped(result), describe(result)
+    assert "Traceback" not in result.output
+    return result.stdout
+
+
+
+def assert_one_line_error(result: Result, *fragments: str, code: int = 1) -> str:
+    """Refused with exit ``code``: exactly one ``Error:`` line, no traceback; returns that line.
+
+    For a refusal (exit 1) the error line is all that reaches stderr; a usage
+    error (exit 2) is allowed click's usage lines above it.
+    """
+    assert result.exit_code == code, describe(result)
+    assert not escaped(result), describe(result)
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("Error:")]
+    assert len(errors) == 1, describe(result)
+    if code == 1:
+        assert lines == errors, describe(result)
+        assert result.stdout.strip() == "", describe(result)
+    for fragment in fragments:
+        assert fragment in errors[0], describe(result)
+    return errors[0]
+
+
+
+class Refusals:
+    """Checks several refusals and reports every one that was not clean, not only the first."""
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []
+
+    def check(self, label: str, result: Result, *fragments: str, code: int = 1) -> None:
+        try:
+            assert_one_line_error(result, *fragments, code=code)
+        except AssertionError as e:
+            self.failures.append(f"[{label}] {e}")
+
+    def assert_all_clean(self) -> None:
+        assert not self.failures, "\n\n".join(self.failures)
+
+
+
+@dataclass
+class Installation:
+    db: str
+    key_dir: Path
+    workdir: Path
+    factory_keys: Path  # the stand-in factory's directory: factory.pem, factory.pub.pem
+
+    def run(
+        self,
+        *args: Any,
+        user: str | None = "alice",
+        password: str | None = None,
+        env: dict[str, str] | None = None,
+        input: str | None = None,
+        key_dir: Path | None = None,
+    ) -> Result:
+        head: list[Any] = ["--db", self.db, "--key-dir", key_dir or self.key_dir]
+        environ = dict(env or {})
+        if user is not None:
+            head += ["-u", user]
+            environ["CARDS_PASSWORD"] = password if password is not None else PASSWORDS.get(user, "no-such-password")
+        return invoke(*head, *args, env=environ, input=input)
+
+    def ok(self, *args: Any, code: int = 0, **kw: Any) -> str:
+        return assert_ok(self.run(*args, **kw), code)
+
+    def json(self, *args: Any, user: str = "carol", code: int = 0) -> Any:
+        return json.loads(self.ok(*args, "--json", user=user, code=code))
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a refused command must leave as it was, read as the auditor.
+
+        Every change (operators, factories, halls included) writes an
+        operation-log entry in its own transaction, so the whole log is compared.
+        """
+        return {
+            "stock": self.json("report", "stock", "--by", "state"),
+            "batches": self.json("batch", "list"),
+            "requests": self.json("request", "list"),
+            "log": self.json("audit", "log", "--limit", "10000"),
+        }
+
+    # The steps of a card's life, each as the CLI does it.
+
+    def create_batch(self, batch_no: str, quantity: int = 30, *, face_value: str = "50", box_size: int = 10) -> Path:
+        out = self.workdir / f"{batch_no}.newcard"
+        stdout = self.ok("batch", "create", batch_no, "--face-value", face_value, "--quantity", quantity,
+                         "--box-size", box_size, "--expiry", FAR_EXPIRY, "--factory", "F1", "--out", out)
+        assert f"batch {batch_no}: {quantity} cards" in stdout
+        assert out.exists()
+        return out
+
+    def produce(self, batch_no: str, *faults: Any, factory_key: Path | None = None, out: Path | None = None) -> Path:
+        out = out or self.workdir / f"{batch_no}.produced"
+        assert_ok(invoke("factory-sim", "produce", self.workdir / f"{batch_no}.newcard", "--out", out,
+                         "--factory-key", factory_key or self.factory_keys / "factory.pem",
+                         "--system-key", self.key_dir / "system.pub.pem", "--name", "F1", *faults))
+        return out
+
+    def checked_batch(self, batch_no: str, quantity: int = 30, **kw: Any) -> list[str]:
+        """Ordered, produced without faults and checked: every card is 'produced'."""
+        self.create_batch(batch_no, quantity, **kw)
+        self.ok("batch", "check", batch_no, self.produce(batch_no))
+        return self.serials(batch_no)
+
+    def stocked_batch(self, batch_no: str, quantity: int = 30, **kw: Any) -> list[str]:
+        serials = self.checked_batch(batch_no, quantity, **kw)
+        self.ok("stock", "intake", "--batch", batch_no)
+        return serials
+
+    def batch_row(self, batch_no: str) -> dict[str, Any]:
+        (row,) = [b for b in self.json("batch", "list") if b["batch_no"] == batch_no]
+        return row
+
+    def serials(self, batch_no: str) -> list[str]:
+        first, last = self.batch_row(batch_no)["serials"].split("-")
+        return [make_serial(n) for n in range(parse_serial(first), parse_serial(last) + 1)]
+
+    def card(self, serial: str) -> dict[str, Any]:
+        (row,) = self.json("card", "show", serial)
+        return row
+
+    def states(self) -> dict[str, int]:
+        return {r["state"]: r["cards"] for r in self.json("report", "stock", "--by", "state") if r["cards"]}
+
+    def file_request(self, quantity: int, face_value: str = "50", hall: str = "H01", user: str = "alice") -> int:
+        stdout = self.ok("request", "file", "--face-value", face_value, "--quantity", quantity, "--hall", hall,
+                         "--reason", "weekly supply", user=user)
+        m = re.fullmatch(r"issue request (\d+) filed; waiting for finance approval\n", stdout)
+        assert m, stdout
+        return int(m.group(1))
+
+
+
+def run_init(database_url: str, key_dir: Path, admin: str, password: str) -> Result:
+    """``cli.py init`` with the first administrator's password from the environment."""
+    return invoke("--db", database_url, "--key-dir", key_dir, "init", "--admin", admin, env={"CARDS_ADMIN_PASSWORD": password})
+
+
+
+def keygen(directory: Path) -> Path:
+    stdout = assert_ok(invoke("factory-sim", "keygen", directory))
+    assert stdout == f"factory keys in {directory}\n"
+    assert (directory / "factory.pem").stat().st_mode & 0o077 == 0
+    return directory
+
+
+
+@pytest.fixture(scope="session")
+def sim_factory_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stand-in factory's key pair, made once by ``factory-sim keygen``."""
+    return keygen(tmp_path_factory.mktemp("sim") / "factory")
+
+
+
+@pytest.fixture(scope="session")
+def other_factory_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A second factory key pair, which no batch of ours is made for."""
+    return keygen(tmp_path_factory.mktemp("sim") / "other-factory")
+
+
+
+@pytest.fixture(scope="session")
+def other_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Another installation's key directory, made by ``keys init``."""
+    d = tmp_path_factory.mktemp("other-install") / "keys"
+    stdout = assert_ok(invoke("--key-dir", d, "keys", "init"))
+    assert f"keys created in {d}" in stdout
+    assert (d / "master.key").stat().st_mode & 0o077 == 0
+    return d
+
+
+
+@pytest.fixture
+def inst(database_url: str, key_dir: Path, tmp_path: Path, sim_factory_keys: Path) -> Iterator[Installation]:
+    """A new installation set up through the CLI: alice (admin), bob (finance), carol (auditor), F1, H01."""
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    i = Installation(database_url, key_dir, workdir, sim_factory_keys)
+    stdout = assert_ok(run_init(database_url, key_dir, "alice", PASSWORDS["alice"]))
+    assert stdout.startswith("installation ready; administrator alice")
+    for name, role in (("bob", "finance"), ("carol", "auditor")):
+        assert i.ok("operator", "add", name, "--role", role, env={"CARDS_NEW_PASSWORD": PASSWORDS[name]}) == (
+            f"operator {name} added as {role}\n"
+        )
+    assert "factory F1 registered" in i.ok("factory", "register", "F1", "--public-key", sim_factory_keys / "factory.pub.pem")
+    assert i.ok("hall", "add", "H01", "Lubei business hall") == "hall H01 added\n"
+    yield i
+
+
+
+def bad_check_digit(serial: str) -> str:
+    return serial[:-1] + str((int(serial[-1]) + 1) % 10)
