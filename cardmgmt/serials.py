@@ -46,7 +46,9 @@ def parse_serial(text: str) -> int:
     """
     s = text.strip()
     if len(s) != SERIAL_DIGITS or not s.isdigit():
-        raise InvalidInput(f"serial {s[:20]!r} is not {SERIAL_DIGITS} digits")
+        # Never echo what was typed: a card's PIN, typed into the wrong field,
+        # would land on the screen and in the shell's scrollback.
+        raise InvalidInput(f"a serial is {SERIAL_DIGITS} digits; that was {len(s)} characters, not a serial")
     if luhn_digit(s[:-1]) != int(s[-1]):
         raise InvalidInput(f"serial {s} has a wrong check digit")
     return int(s[:-1])

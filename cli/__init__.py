@@ -78,7 +78,7 @@ class App:
         if self._system is None:
             s = self.settings
             if s.operator and s.password is None:
-                s = dataclasses.replace(s, password=click.prompt(f"password for {s.operator}", hide_input=True, err=True))
+                s = dataclasses.replace(s, password=prompt_secret(f"password for {s.operator}", "CARDS_PASSWORD"))
             self._system = CardSystem(s)
         return self._system
 
@@ -89,6 +89,22 @@ class App:
 
 
 pass_app = click.make_pass_decorator(App)
+
+
+def prompt_secret(label: str, env_name: str) -> str:
+    """Ask for a password at the terminal, hidden; without a terminal, read one line of standard input.
+
+    At no terminal ``getpass`` would warn, say the input may be echoed, show
+    the prompt and then "Aborted!" on an empty input: four lines where an
+    operator is promised one.  A script pipes the password in (or sets
+    ``env_name``); nothing at all is one clear line.
+    """
+    if sys.stdin.isatty():
+        return str(click.prompt(label, hide_input=True, err=True))
+    line = sys.stdin.readline().rstrip("\r\n")
+    if not line:
+        raise click.ClickException(f"no {label} on standard input and no terminal to ask at; set {env_name} for scripts")
+    return line
 
 
 def json_option(f: Callable[..., Any]) -> Callable[..., Any]:

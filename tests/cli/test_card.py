@@ -100,8 +100,18 @@ def test_a_serial_with_a_wrong_check_digit_is_refused(inst: Installation) -> Non
     assert_one_line_error(inst.run("card", "void", "--serial", bad, "--reason", "x", "--yes"), "wrong check digit")
     assert_one_line_error(inst.run("card", "freeze", "--from", s[0], "--to", bad, "--reason", "x"), "wrong check digit")
     assert_one_line_error(inst.run("stock", "count", "--from", bad, "--to", s[9], "--counted", 5), "wrong check digit")
-    assert_one_line_error(inst.run("card", "show", "12345"), "is not 12 digits")
+    assert_one_line_error(inst.run("card", "show", "12345"), "a serial is 12 digits")
     assert inst.snapshot() == before
+
+
+def test_a_pin_typed_where_a_serial_belongs_is_never_echoed(inst: Installation) -> None:
+    inst.stocked_batch("B1", 4)
+    pin = "731904468215530927"  # the shape of a PIN (18 digits)
+    for args in (("card", "show", pin), ("card", "freeze", "--serial", pin, "--reason", "x"),
+                 ("card", "void", "--from", pin, "--to", pin, "--reason", "x", "--yes")):
+        result = inst.run(*args)
+        line = assert_one_line_error(result, "a serial is 12 digits")
+        assert pin not in result.output and pin[:12] not in line, line
 
 
 

@@ -72,3 +72,9 @@ def test_wrong_password_unknown_and_missing_operator_are_refused(inst: Installat
     assert "Traceback" not in result.output
     assert inst.snapshot() == before
 
+
+def test_no_password_and_no_terminal_is_one_line(inst: Installation) -> None:
+    result = invoke("--db", inst.db, "--key-dir", inst.key_dir, "-u", "alice", "batch", "list", input="")
+    line = assert_one_line_error(result, "no password for alice on standard input", "set CARDS_PASSWORD")
+    assert "echoed" not in result.output and "Aborted" not in result.output and "Warning" not in result.stderr, line
+
