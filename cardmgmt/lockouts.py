@@ -9,12 +9,17 @@ operator's name, so the history stays visible.
 # test-case-name: tests.cardmgmt.test_recharge, tests.cli.test_root
 
 import datetime as dt
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import exists, func, select, update
 
+from cardmgmt import audit
+from cardmgmt.db import Database
 from cardmgmt.errors import InvalidInput, NotFound
-from cardmgmt.models import PinFailure, utcnow
+from cardmgmt.keys import KeyRing
+from cardmgmt.models import LogEntry, PinFailure, utcnow
 from cardmgmt.operators import Permission
 from cardmgmt.recharge import Policy
 from cardmgmt.system import Context
@@ -62,3 +67,44 @@ def clear(ctx: Context, kind: str, value: str, reason: str) -> int:
         raise NotFound(f"{kind} {value} has no wrong PINs to clear")
     ctx.log("lockout.clear", f"{kind} {value}", before={"failures": n}, after={"reason": reason.strip()[:200]})
     return n
+
+
+GUARD_ALERT = "alert.pin_guard"
+
+
+@dataclass(frozen=True)
+class GuardStatus:
+    """The whole service's wrong PINs in the guard window, against its budget."""
+
+    recent: int
+    limit: int
+    tripped: bool
+    alerted: bool  # this look wrote the window's alert to the operation log
+
+
+def watch_guard(db: Database, keys: KeyRing, policy: Policy, anchor_file: Path, who: str, now: dt.datetime) -> GuardStatus:
+    """Look at the service-wide wrong-PIN rate; on the first look that finds it tripped in a window, log an alert.
+
+    Run by the leading recharge server every few seconds.  The alert is an
+    operation-log entry (anchored like any other), written at most once per
+    guard window, so a long attack leaves one entry per window, not one per
+    look; the metric carries the figures in between.
+    """
+    since = now - dt.timedelta(minutes=policy.guard_minutes)
+    head = None
+    with db.transaction() as s:
+        recent = s.execute(select(func.count()).select_from(PinFailure).where(PinFailure.at > since)).scalar_one()
+        tripped = recent >= policy.guard_failures
+        if tripped:
+            already = s.execute(
+                select(exists().where(LogEntry.action == GUARD_ALERT, LogEntry.at > since.isoformat()))
+            ).scalar_one()
+            if not already:
+                entry = audit.record(
+                    s, keys.audit_key, who, GUARD_ALERT, "recharge service",
+                    after={"wrong_pins": recent, "limit": policy.guard_failures, "minutes": policy.guard_minutes},
+                )
+                head = (entry.seq, entry.hash)
+    if head is not None:
+        audit.anchor(anchor_file, keys.system_private, keys.fingerprint, *head)
+    return GuardStatus(recent, policy.guard_failures, tripped, head is not None)

@@ -1,10 +1,11 @@
 """The background jobs, run only by the server that holds the jobs lease, each in the thread pool.
 
-Three jobs keep the recharge side tidy: the outbox drain posts committed
+Four jobs keep the recharge side tidy: the outbox drain posts committed
 recharges to the marketing system (every second), lapsed holds are expired
-(every five seconds), and request nonces older than ten minutes are
-forgotten (every minute; a request that old fails its timestamp check
-anyway).  Each is idempotent, so the moment of a leadership change, when the
+(every five seconds), request nonces older than ten minutes are forgotten
+(every minute; a request that old fails its timestamp check anyway), and
+the pin guard watches the service-wide wrong-PIN rate (every ten seconds),
+alerting through the operation log and the metrics when it trips.  Each is idempotent, so the moment of a leadership change, when the
 old leader may finish a run the new one also starts, does no harm.
 
 A job's run never overlaps its previous one, is bounded in time, and a
@@ -46,15 +47,21 @@ class Job:
     timeout: float = 30.0
 
 
-def standard_jobs(*, db: Any, recharge: Any, marketing: Any, prune_nonces: Callable[[dt.datetime], int]) -> list[Job]:
-    """The recharge server's three jobs: outbox drain, hold expiry and nonce pruning."""
+def standard_jobs(
+    *, db: Any, recharge: Any, marketing: Any, prune_nonces: Callable[[dt.datetime], int],
+    watch_guard: Callable[[dt.datetime], object] | None = None,
+) -> list[Job]:
+    """The recharge server's jobs: outbox drain, hold expiry, nonce pruning and (given) the pin guard."""
     from marketing_iface import outbox
 
-    return [
+    jobs = [
         Job("outbox", 1.0, lambda now: outbox.drain(db, marketing, now)),
         Job("expire-holds", 5.0, lambda now: recharge.expire_holds()),
         Job("prune-nonces", 60.0, lambda now: prune_nonces(now - NONCE_RETENTION)),
     ]
+    if watch_guard is not None:
+        jobs.append(Job("pin-guard", 10.0, watch_guard))
+    return jobs
 
 
 def _worth_noting(result: object) -> bool:

@@ -12,6 +12,7 @@ the jobs lease.  Everything is touched only from the reactor thread.
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # Seconds.  The client gives a server half a second, so most of the detail is below that.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -58,11 +59,20 @@ class Metrics:
         self.requests: Counter[tuple[str, str]] = Counter()
         self.latency: defaultdict[str, _Histogram] = defaultdict(_Histogram)
         self.job_runs: Counter[tuple[str, str]] = Counter()
+        # The pin guard's last look (the leader's; None until it has looked) and its alerts.
+        self.pin_guard: Any = None
+        self.pin_guard_alerts = 0
 
     def observe(self, endpoint: str, outcome: str, seconds: float) -> None:
         """One answered request: its endpoint, its outcome (or error code) and how long it took."""
         self.requests[(endpoint, outcome)] += 1
         self.latency[endpoint].observe(max(0.0, seconds))
+
+    def guard_seen(self, status: Any) -> bool:
+        """Keep the pin guard's last look (a ``lockouts.GuardStatus``); true when it raised an alert."""
+        self.pin_guard = status
+        self.pin_guard_alerts += bool(status.alerted)
+        return bool(status.alerted)
 
     def job_ran(self, job: str, ok: bool) -> None:
         self.job_runs[(job, "ok" if ok else "error")] += 1
@@ -103,4 +113,15 @@ class Metrics:
 
         head("recharge_outbox_backlog_known", "gauge", "1 if the backlog could be read for this scrape, else 0.")
         out.append(f"recharge_outbox_backlog_known {0 if backlog is None else 1}")
+
+        guard = self.pin_guard
+        if guard is not None:  # only the leader looks
+            head("recharge_wrong_pins_recent", "gauge", "Wrong PINs across the service in the guard window.")
+            out.append(f"recharge_wrong_pins_recent {guard.recent}")
+            head("recharge_wrong_pins_limit", "gauge", "The service-wide wrong-PIN budget of the guard window.")
+            out.append(f"recharge_wrong_pins_limit {guard.limit}")
+            head("recharge_pin_guard_tripped", "gauge", "1 while no PIN is tested for anyone (the guard is tripped).")
+            out.append(f"recharge_pin_guard_tripped {1 if guard.tripped else 0}")
+        head("recharge_pin_guard_alerts_total", "counter", "Pin-guard alerts written to the operation log by this server.")
+        out.append(f"recharge_pin_guard_alerts_total {self.pin_guard_alerts}")
         return "\n".join(out) + "\n"

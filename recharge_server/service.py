@@ -221,10 +221,11 @@ def makeService(
             from marketing_iface.sql import SqlMarketing
 
             marketing = SqlMarketing(settings.marketing_url)
-        if recharge is None:
-            from cardmgmt.recharge import Policy, RechargeService
+        from cardmgmt.recharge import Policy, RechargeService
 
-            recharge = RechargeService(db, marketing, keys.pin_key, Policy.from_settings(settings))
+        policy = Policy.from_settings(settings)
+        if recharge is None:
+            recharge = RechargeService(db, marketing, keys.pin_key, policy)
     except BaseException:
         db.dispose()
         raise
@@ -238,7 +239,15 @@ def makeService(
         peer=peer, ttl=options.lease_ttl, renew_every=options.renew_every,
     )
     if jobs is None:
-        jobs = standard_jobs(db=db, recharge=recharge, marketing=marketing, prune_nonces=partial(nonces.prune, db))
+        from cardmgmt import lockouts
+
+        def watch_guard(now: dt.datetime) -> bool:
+            status = lockouts.watch_guard(db, keys, policy, settings.audit_anchor_file, f"server {name}", now)
+            return metrics.guard_seen(status)
+
+        jobs = standard_jobs(
+            db=db, recharge=recharge, marketing=marketing, prune_nonces=partial(nonces.prune, db), watch_guard=watch_guard
+        )
     runner = JobRunner(
         jobs, is_leader=lambda: keeper.is_leader, run_blocking=run_blocking, reactor=reactor, metrics=metrics
     )

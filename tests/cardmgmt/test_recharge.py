@@ -303,3 +303,29 @@ def test_racing_calls_for_one_pin_hold_it_once(world):
     [t.start() for t in threads]
     [t.join() for t in threads]
     assert answers.count(Outcome.OK) == 1, answers
+
+
+def test_the_guard_alert_is_logged_once_a_window_and_anchored(bench, marketing):
+    from cardmgmt import audit
+    from cardmgmt.lockouts import GUARD_ALERT, watch_guard
+
+    clock = Clock()
+    policy = Policy(guard_failures=3, guard_minutes=10)
+    service = RechargeService(bench.system.db, marketing, bench.system.keys().pin_key, policy, clock)
+    keys, anchor_file = bench.system.keys(), bench.system.settings.audit_anchor_file
+
+    def look():
+        return watch_guard(bench.system.db, keys, policy, anchor_file, "server A", clock.now)
+
+    assert not look().tripped
+    for i in range(3):
+        quote(service, "1" * 18, call=f"w{i}", caller=f"1390000000{i}")
+    first, again = look(), look()
+    assert (first.recent, first.tripped, first.alerted) == (3, True, True)
+    assert (again.tripped, again.alerted) == (True, False), "one alert per window"
+    with bench.unit(Permission.VERIFY_LOG) as ctx:
+        alerts = audit.entries(ctx.session, action=GUARD_ALERT)
+        assert [(e.operator, e.object) for e in alerts] == [("server A", "recharge service")]
+        assert audit.verify_installation(ctx.session, ctx.keys, anchor_file).ok, "the alert's entry is anchored"
+    clock.advance(10 * 60 + 1)
+    assert not look().tripped

@@ -220,3 +220,82 @@ def test_standby_takes_over_the_jobs_within_seconds(inst):
     check_books(inst, [serial], calls)
     first.start()
     first.wait_ready()
+
+
+def _wrong_pins_in_parallel(inst, account, callers):
+    """One wrong PIN per caller, all at once, half of them sent to each server first."""
+    from cardmgmt.keys import load_api_key
+    from ivr.client import RechargeClient
+
+    key = load_api_key(inst.workdir / "keys")
+    ports = [("127.0.0.1", s.port) for s in inst.servers]
+    answers, lock = [], threading.Lock()
+    start = threading.Barrier(len(callers))
+
+    def call(i, caller):
+        order = ports if i % 2 else ports[::-1]
+        with RechargeClient(order, key, timeout=20.0, total_timeout=40.0) as client:
+            start.wait()
+            a = client.quote(call_id=f"guess-{account}-{i}", seq=1, account_no=account, pin=f"{i:018d}", caller=caller)
+        with lock:
+            answers.append(a.get("outcome"))
+
+    threads = [threading.Thread(target=call, args=(i, c)) for i, c in enumerate(callers)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return Counter(answers)
+
+
+def _failures(inst, **where):
+    from cardmgmt.models import PinFailure
+
+    with inst.card_engine.connect() as c:
+        q = select(func.count()).select_from(PinFailure)
+        for column, value in where.items():
+            q = q.where(getattr(PinFailure, column) == value)
+        return c.execute(q).scalar_one()
+
+
+def _forget_failures(inst):
+    with inst.card_engine.begin() as c:
+        c.execute(text("DELETE FROM pin_failures"))
+
+
+def test_200_parallel_wrong_pins_test_at_most_the_budget(inst):
+    """Through both servers at once: one caller number, then withheld numbers; never more than 5 PINs tested."""
+    try:
+        # Requests queued behind the lock longer than a client waits are shed
+        # (service_unavailable): refused without a PIN tested, like a lockout.
+        refused = {"locked_out", "service_unavailable"}
+        outcomes = _wrong_pins_in_parallel(inst, ACCOUNTS[2], ["+8613500000001"] * 100 + ["13500000001"] * 100)
+        assert _failures(inst, caller="13500000001") == 5, outcomes
+        assert outcomes["wrong_pin"] == 4 and set(outcomes) - {"wrong_pin"} <= refused, outcomes
+        outcomes = _wrong_pins_in_parallel(inst, ACCOUNTS[3], [""] * 200)
+        assert _failures(inst, caller="", account_no=ACCOUNTS[3]) == 5, outcomes
+        assert outcomes["wrong_pin"] == 4 and set(outcomes) - {"wrong_pin"} <= refused, outcomes
+        # The owner, calling from their own number, is locked out by neither.
+        serial, pin = inst.cards[350]
+        for account in (ACCOUNTS[2], ACCOUNTS[3]):
+            answer = inst.client().quote(call_id=f"owner-{account}", seq=1, account_no=account, pin=pin, caller="13600000099")
+            assert answer["outcome"] == "ok", answer
+            inst.client().cancel(call_id=f"owner-{account}", seq=1)
+    finally:
+        _forget_failures(inst)
+
+
+def test_the_service_wide_guard_holds_against_many_numbers(inst):
+    """200 strangers with a number each: the guard (100 in 10 minutes) stops testing PINs for everyone."""
+    try:
+        outcomes = _wrong_pins_in_parallel(inst, ACCOUNTS[4], [f"1350001{i:04d}" for i in range(200)])
+        tested = _failures(inst)
+        # Requests already past the guard's count when it filled may still finish: at most one per pool thread.
+        assert 100 <= tested <= 100 + 2 * 8, (tested, outcomes)
+        assert outcomes["wrong_pin"] == tested and outcomes["service_unavailable"] == 200 - tested, outcomes
+        serial, pin = inst.cards[351]
+        answer = inst.client().quote(call_id="owner-guard", seq=1, account_no=ACCOUNTS[4], pin=pin, caller="13600000098")
+        assert answer["outcome"] == "service_unavailable", "no PIN is tested while the guard holds"
+    finally:
+        _forget_failures(inst)
+    answer = inst.client().quote(call_id="owner-guard-2", seq=1, account_no=ACCOUNTS[4], pin=pin, caller="13600000098")
+    assert answer["outcome"] == "ok", answer
+    inst.client().cancel(call_id="owner-guard-2", seq=1)

@@ -46,3 +46,16 @@ def test_label_values_are_escaped() -> None:
     text = Metrics()
     text.observe('we"ird\\\n', "ok", 0.1)
     assert 'endpoint="we\\"ird\\\\\\n"' in text.render(leader=False, backlog=None)
+
+
+def test_the_pin_guard_figures_appear_once_the_leader_has_looked() -> None:
+    from cardmgmt.lockouts import GuardStatus
+
+    m = Metrics()
+    assert "recharge_pin_guard_tripped" not in m.render(leader=False, backlog=None)
+    assert m.guard_seen(GuardStatus(recent=120, limit=100, tripped=True, alerted=True)) is True
+    assert m.guard_seen(GuardStatus(recent=130, limit=100, tripped=True, alerted=False)) is False
+    page = m.render(leader=True, backlog=None)
+    for line in ("recharge_wrong_pins_recent 130", "recharge_wrong_pins_limit 100", "recharge_pin_guard_tripped 1",
+                 "recharge_pin_guard_alerts_total 1"):
+        assert line in page.splitlines(), line
