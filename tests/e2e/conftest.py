@@ -2,8 +2,8 @@
 
 ``Hotline`` puts together what a caller's call goes through: a card
 database and a stand-in marketing database of their own on the PostgreSQL
-server (``tests.integration.harness.Installation``), cards issued through
-the card services (``tests.support``), both recharge servers as processes
+server (``testkit.install.Installation``), cards issued through
+the card services (``testkit.lifecycle``), both recharge servers as processes
 (``cli.py serve A/B``), and a real Asterisk in its sandbox
 (``testkit.sandbox``) playing the prompt WAVs that
 ``voice_prompts.build`` renders, in Mandarin and English, with its AGI
@@ -45,6 +45,9 @@ from cardmgmt.system import CardSystem
 from ivr.client import RechargeClient
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.callscript import Compiled, Injection, compile_script, load
+from testkit.install import PASSWORDS, Installation
+from testkit.lifecycle import Bench, issued_batch, read_pins
+from testkit.pair import Server
 from testkit.replay import CALLER_AUDIO, ScriptResult, run_compiled
 from testkit.sandbox import (
     SANDBOX_WAIT,
@@ -55,9 +58,6 @@ from testkit.sandbox import (
     free_sip_port,
     start_hotline,
 )
-from tests.conftest import PASSWORDS
-from tests.integration.harness import Installation, Server
-from tests.support import Bench, issued_batch, read_pins
 from voice_prompts.build import BuildError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,8 +295,7 @@ class Hotline:
                 if engine is not None:
                     engine.dispose()
             if self.bench is not None:
-                for other in self.bench._others.values():
-                    other.close()
+                self.bench.close_others()
             if self.system is not None:
                 self.system.close()
             self.inst.teardown()

@@ -23,8 +23,8 @@ from cardmgmt.recharge import Outcome
 from ivr.client import RechargeClient
 from marketing_iface.null import NullMarketing
 from recharge_server.service import RechargeServer, ServerStartError, ha_status, makeService
+from testkit.lifecycle import issued_batch
 from testkit.ports import free_tcp_port
-from tests.support import issued_batch
 
 ACCOUNT = Account("3100000001", "张三明", 12_850)
 
