@@ -36,7 +36,7 @@ test: $(STAMP) system-deps ## run the whole suite: SQLite, the real PostgreSQL o
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff over the code
-	$(VENV)/bin/ruff check cardmgmt marketing_iface ivr voice_prompts asterisk_conf cli.py tests bench
+	$(VENV)/bin/ruff check cardmgmt marketing_iface ivr recharge_server testkit voice_prompts asterisk_conf cli.py tests bench
 
 bench: $(STAMP) ## run the benchmarks (minutes); results go to bench/RESULTS.md by hand
 	$(PY) bench/bench_batch.py --quantity 1000000
