@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from asterisk_conf import sandbox as sandbox_module
+from testkit import sandbox as sandbox_module
 from testkit.sandbox import (
     CHROOT_PY_DIR,
     CHROOT_SOUNDS_DIR,
