@@ -1,8 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: the phone hotline end to end - concurrent calls, calls per second, latency, and the AGI's start cost.
 
-The hotline is the one the end-to-end tests build (``tests/e2e/conftest.py``,
-``Hotline``): a card database and a stand-in marketing database on the
+The hotline is the one the end-to-end tests build (``testkit.hotline.Hotline``): a card database and a stand-in marketing database on the
 PostgreSQL server, cards issued through the card services, both recharge
 servers as processes (``cli.py serve A/B``), and a real Asterisk 22 in the
 e2e sandbox (``~/.cache/recharge-asterisk/root-e2e``) playing the real
@@ -64,21 +63,21 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import benchlib as bl
 
-ROOT = bl.ROOT
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from marketing_iface.standin import SAMPLE_ACCOUNTS
+from testkit.callscript import Injection
+from testkit.factory import make_factory_keys
+from testkit.hotline import Hotline
+from testkit.replay import CallResult, ScriptResult
+from testkit.sandbox import CHROOT_APP_DIR, CHROOT_ENV, CHROOT_PY_DIR, build_prompts, e2e_root
 
-from marketing_iface.standin import SAMPLE_ACCOUNTS  # noqa: E402
-from testkit.callscript import Injection  # noqa: E402
-from testkit.replay import CallResult, ScriptResult  # noqa: E402
-from testkit.sandbox import CHROOT_APP_DIR, CHROOT_ENV, CHROOT_PY_DIR, build_prompts, e2e_root  # noqa: E402
-from tests.e2e.conftest import Hotline  # noqa: E402
+ROOT = bl.ROOT
 
 SCRIPT = "recharge-quick"
 PROBE = """\
@@ -321,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     bl.log(f"work directory {workdir}")
 
     started = time.monotonic()
-    hotline = Hotline(workdir / "hotline", factory_keys(workdir))
+    # A directory of its own: the key files are created, never overwritten, and --workdir may be reused.
+    hotline = Hotline(workdir / "hotline", make_factory_keys(Path(tempfile.mkdtemp(prefix="factory-", dir=workdir))))
     (workdir / "hotline").mkdir(exist_ok=True)
     results: list[Level] = []
     try:
@@ -408,18 +408,6 @@ def run_level(hotline: Hotline, mode: str, n: int, rows: tuple[tuple[str, ...], 
            f"{ms(pct(level.first_prompt, 50))}/{ms(pct(level.first_prompt, 99))} ms, PIN→quote p99 "
            f"{ms(pct(level.quote, 99))} ms")
     return level
-
-
-def factory_keys(workdir: Path) -> tuple[Path, Path]:
-    """A stand-in factory's RSA key pair, as ``tests/conftest.py`` makes one."""
-    from Crypto.PublicKey import RSA
-
-    key = RSA.generate(2048)
-    private, public = workdir / "factory.pem", workdir / "factory.pub.pem"
-    private.write_bytes(key.export_key())
-    os.chmod(private, 0o600)
-    public.write_bytes(key.public_key().export_key())
-    return private, public
 
 
 if __name__ == "__main__":

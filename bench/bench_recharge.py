@@ -2,7 +2,7 @@
 """Benchmark: recharges per second through the recharge servers (quote + commit), and failover.
 
 For each backend a fresh installation is built the way the integration tests
-build one (``tests/integration/harness.py``, ``tests/support.py``): a migrated
+build one (``testkit.install``, ``testkit.lifecycle``): a migrated
 card database, a stand-in marketing database, a key directory, operators, and
 one batch of N cards made, produced by the stand-in factory, checked, taken
 into stock and issued to a hall; the PINs are read back from the new-card
@@ -76,8 +76,6 @@ from typing import Any
 import benchlib as bl
 
 ROOT = bl.ROOT
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 TARGET_RPS = 300.0
 TARGET_P99_MS = 50.0
@@ -437,14 +435,15 @@ class Install:
 
 
 def install(ws: bl.Workspace, backend: str, n_cards: int) -> Install:
-    """A fresh installation with ``n_cards`` issued cards and their PINs (tests.support's way)."""
+    """A fresh installation with ``n_cards`` issued cards and their PINs (``testkit.lifecycle``'s way)."""
     from cardmgmt.db import make_engine, upgrade
     from cardmgmt.keys import load_api_key
     from cardmgmt.operators import Role
     from cardmgmt.system import CardSystem
     from marketing_iface.standin import create_standin
-    from tests.conftest import PASSWORDS, settings_for
-    from tests.support import Bench, issued_batch
+    from testkit.install import PASSWORDS, settings_for
+    from testkit.keys import copy_key_dir
+    from testkit.lifecycle import Bench, issued_batch
 
     home = ws.dir / backend
     home.mkdir()
@@ -454,9 +453,7 @@ def install(ws: bl.Workspace, backend: str, n_cards: int) -> Install:
     upgrade(engine)
     engine.dispose()
     create_standin(mkt_url)
-    key_dir = home / "keys"
-    shutil.copytree(ws.master_keys(), key_dir)
-    os.chmod(key_dir, 0o700)
+    key_dir = copy_key_dir(ws.master_keys(), home / "keys")
     system = CardSystem(settings_for(card_url, key_dir, "alice"))
     try:
         system.initialise("alice", PASSWORDS["alice"])
@@ -465,8 +462,7 @@ def install(ws: bl.Workspace, backend: str, n_cards: int) -> Install:
         t0 = time.perf_counter()
         pins = issued_batch(bench, "BR1", n_cards, box_size=100)
         bl.log(f"{backend}: {n_cards:,} cards issued in {time.perf_counter() - t0:.1f} s")
-        for other in bench._others.values():
-            other.close()
+        bench.close_others()
     finally:
         system.close()
     cards = sorted(pins.items())
@@ -475,7 +471,7 @@ def install(ws: bl.Workspace, backend: str, n_cards: int) -> Install:
 
 
 def start_server(inst: Install, name: str, ports: dict[str, int]) -> Any:
-    from tests.integration.harness import Server
+    from testkit.pair import Server
 
     peer = "B" if name == "A" else "A"
     server = Server(name, ports[name], ports[peer], inst.env(), inst.home / f"server-{name}.log")
@@ -862,9 +858,9 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
     inst = install(ws, backend, args.cards)
     meter = CpuMeter(args.pg_url, inst)
     phases = plan(args)
-    from tests.integration.harness import free_port
+    from testkit.ports import free_tcp_port
 
-    ports = {"A": free_port(), "B": free_port()}
+    ports = {"A": free_tcp_port(), "B": free_tcp_port()}
     rows: list[dict[str, Any]] = []
     try:
         for i, phase in enumerate(phases):

@@ -443,22 +443,16 @@ class Workspace:
     # serve every installation of the run (each gets its own copy).
     def master_keys(self) -> Path:
         if self._master_keys is None:
-            from cardmgmt.keys import create_keyring
+            from testkit.keys import make_key_dir
 
-            self._master_keys = self.dir / "master-keys"
-            create_keyring(self._master_keys)
+            self._master_keys = make_key_dir(self.dir / "master-keys")
         return self._master_keys
 
     def factory_keys(self) -> tuple[Path, Path]:
         if self._factory is None:
-            from Crypto.PublicKey import RSA
+            from testkit.factory import make_factory_keys
 
-            key = RSA.generate(2048)
-            priv, pub = self.dir / "factory.pem", self.dir / "factory.pub.pem"
-            priv.write_bytes(key.export_key())
-            os.chmod(priv, 0o600)
-            pub.write_bytes(key.public_key().export_key())
-            self._factory = (priv, pub)
+            self._factory = make_factory_keys(self.dir)
         return self._factory
 
     def _pg_admin(self):  # type: ignore[no-untyped-def]
@@ -495,6 +489,7 @@ class Workspace:
         from cardmgmt.db import make_engine, upgrade
         from cardmgmt.operators import Permission
         from cardmgmt.system import CardSystem
+        from testkit.keys import copy_key_dir
 
         home = self.dir / label
         home.mkdir()
@@ -502,9 +497,7 @@ class Workspace:
         engine = make_engine(url)
         upgrade(engine)
         engine.dispose()
-        key_dir = home / "keys"
-        shutil.copytree(self.master_keys(), key_dir)
-        os.chmod(key_dir, 0o700)
+        key_dir = copy_key_dir(self.master_keys(), home / "keys")
         system = CardSystem(Settings(database_url=url, key_dir=key_dir, operator=ADMIN, password=ADMIN_PASSWORD))
         system.initialise(ADMIN, ADMIN_PASSWORD)
         with system.unit(Permission.MANAGE_CARDS) as ctx:

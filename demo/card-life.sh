@@ -111,15 +111,11 @@ scratch() {  # the customer reads the PIN under the scratch panel; here: from th
     python3 - "$RUN/B2026-001.newcard" "$RUN/factory/factory.pem" "$RUN/var/keys/system.pub.pem" "$1" <<'PY'
 import sys
 from pathlib import Path
-from cardmgmt import sealed_files
-from cardmgmt.keys import load_private_key, load_public_key
+from testkit.factory import read_pins
 newcard, factory_key, system_key, serial = sys.argv[1:]
-with sealed_files.open_sealed(Path(newcard), kind="new-card", sender=load_public_key(Path(system_key)),
-                              recipient=load_private_key(Path(factory_key))) as f:
-    for row in f.rows():
-        s, _box, pin = row.decode().strip().split(",")
-        if s == serial:
-            print(pin)
+pins = read_pins(Path(newcard), Path(factory_key), Path(system_key))
+if serial in pins:
+    print(pins[serial])
 PY
 }
 echo "\$ python cli.py call --server 127.0.0.1:$PORT_A --server 127.0.0.1:$PORT_B --account 3100000001 --yes   (PIN typed, not shown)"

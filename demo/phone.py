@@ -27,11 +27,7 @@ import sys
 import threading
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parents[1]
-if str(PROJECT) not in sys.path:
-    sys.path.insert(0, str(PROJECT))
-
-from testkit.sandbox import (  # noqa: E402
+from testkit.sandbox import (
     SANDBOX_WAIT,
     Sandbox,
     SandboxError,
@@ -41,7 +37,7 @@ from testkit.sandbox import (  # noqa: E402
     parse_server,
     start_hotline,
 )
-from voice_prompts.build import BuildError  # noqa: E402
+from voice_prompts.build import BuildError
 
 
 def main(argv: list[str] | None = None) -> int:

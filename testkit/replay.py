@@ -64,6 +64,7 @@ from testkit.callscript import (
     compile_script,
     load,
 )
+from testkit.ports import free_udp_port
 
 SIPP = "sipp"
 DEFAULT_HOST = "127.0.0.1"
@@ -81,13 +82,6 @@ PASS, FAIL, NOT_REACHED = "PASS", "FAIL", "----"
 
 class ReplayError(Exception):
     """The replay cannot be done as asked (no SIPp, a bad script or value, nothing answering); one line, no value."""
-
-
-def free_udp_port(host: str = "127.0.0.1") -> int:
-    """A UDP port on ``host`` that nothing holds right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def local_ip_for(host: str, port: int) -> str:

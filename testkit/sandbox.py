@@ -76,7 +76,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from testkit.replay import free_udp_port
+from testkit.ports import free_udp_port
 from voice_prompts.build import BuildError, sounds
 from voice_prompts.build import build as render_prompts
 from voice_prompts.catalogue import LANGS

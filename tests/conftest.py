@@ -6,61 +6,46 @@ PostgreSQL server at 127.0.0.1:5432 (override with ``CARDS_TEST_PG``).  The
 PostgreSQL variant never skips: if the server cannot be reached, those tests
 fail and say so.  Each backend's database is built once per run by
 ``alembic upgrade head`` and emptied between tests.
+
+The machinery lives in ``testkit`` (``databases``, ``keys``, ``factory``,
+``install``, ``lifecycle``), which benchmarks and the demo share; the
+fixtures here only give it pytest's lifetimes.
 """
 
 import os
-import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from Crypto.PublicKey import RSA
-from sqlalchemy import delete, text
+from sqlalchemy import delete
 from twisted.internet.selectreactor import SelectReactor
 
-from cardmgmt.config import Settings
-from cardmgmt.db import Database, make_engine, upgrade
-from cardmgmt.keys import create_keyring
-from cardmgmt.models import Base, RequestNonce
+from cardmgmt.db import Database
+from cardmgmt.models import RequestNonce
+from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
+from testkit import databases
+from testkit.factory import make_factory_keys
+from testkit.install import PASSWORDS, settings_for
+from testkit.keys import copy_key_dir, make_key_dir
+from testkit.lifecycle import Bench
 from testkit.live_api import running_reactor
-
-PG_ADMIN_URL = os.environ.get("CARDS_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
-PASSWORDS = {"alice": "alice-secret-1", "bob": "bob-secret-1", "carol": "carol-secret-1", "dave": "dave-secret-1"}
-
-
-def _pg_admin() -> psycopg.Connection:
-    try:
-        return psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as e:
-        pytest.fail(f"PostgreSQL is required for these tests and is not reachable at {PG_ADMIN_URL}: {e}", pytrace=False)
 
 
 @pytest.fixture(scope="session")
 def postgresql_database() -> Iterator[str]:
     """A new, migrated PostgreSQL database for this test run; dropped at the end."""
-    name = f"cards_test_{uuid.uuid4().hex[:12]}"
-    with _pg_admin() as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    base = PG_ADMIN_URL.rsplit("/", 1)[0]
-    url = f"{base}/{name}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    yield url
-    with _pg_admin() as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        name = databases.create_database("cards_test")
+    except databases.PostgresUnavailable as e:
+        pytest.fail(str(e), pytrace=False)
+    yield databases.migrate(databases.pg_url(name))
+    databases.drop_database(name)
 
 
 @pytest.fixture(scope="session")
 def sqlite_database(tmp_path_factory: pytest.TempPathFactory) -> str:
-    url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'cards.db'}"
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url
+    return databases.migrate(f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'cards.db'}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -68,47 +53,24 @@ def database_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A migrated, empty card database on each backend."""
     url = request.getfixturevalue(f"{request.param}_database")
     yield url
-    engine = make_engine(url)
-    tables = [t.name for t in reversed(Base.metadata.sorted_tables)]
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            conn.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
-        else:
-            for t in tables:
-                conn.execute(text(f"DELETE FROM {t}"))
-    engine.dispose()
+    databases.empty_card_database(url)
 
 
 @pytest.fixture(scope="session")
 def master_keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One key directory made per run (RSA generation is slow), copied for each test."""
-    d = tmp_path_factory.mktemp("master") / "keys"
-    create_keyring(d)
-    return d
+    return make_key_dir(tmp_path_factory.mktemp("master") / "keys")
 
 
 @pytest.fixture
 def key_dir(master_keys: Path, tmp_path: Path) -> Path:
-    d = tmp_path / "keys"
-    shutil.copytree(master_keys, d)
-    os.chmod(d, 0o700)
-    return d
+    return copy_key_dir(master_keys, tmp_path / "keys")
 
 
 @pytest.fixture(scope="session")
 def factory_key_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """The stand-in factory's key pair: (private PEM, public PEM)."""
-    d = tmp_path_factory.mktemp("factory")
-    key = RSA.generate(2048)
-    priv, pub = d / "factory.pem", d / "factory.pub.pem"
-    priv.write_bytes(key.export_key())
-    os.chmod(priv, 0o600)
-    pub.write_bytes(key.public_key().export_key())
-    return priv, pub
-
-
-def settings_for(database_url: str, key_dir: Path, operator: str | None) -> Settings:
-    return Settings(database_url=database_url, key_dir=key_dir, operator=operator, password=PASSWORDS.get(operator or ""))
+    return make_factory_keys(tmp_path_factory.mktemp("factory"))
 
 
 @pytest.fixture
@@ -121,16 +83,12 @@ def system(database_url: str, key_dir: Path) -> Iterator[CardSystem]:
 
 
 @pytest.fixture
-def bench(system: CardSystem, tmp_path: Path, factory_key_files: tuple[Path, Path]):  # type: ignore[no-untyped-def]
-    """A ``tests.support.Bench`` on a fresh installation, with finance officer bob."""
-    from cardmgmt.operators import Role
-    from tests.support import Bench
-
+def bench(system: CardSystem, tmp_path: Path, factory_key_files: tuple[Path, Path]) -> Iterator[Bench]:
+    """A ``testkit.lifecycle.Bench`` on a fresh installation, with finance officer bob."""
     b = Bench(system, tmp_path, factory_key_files)
     b.add_operator("bob", Role.FINANCE)
     yield b
-    for other in b._others.values():
-        other.close()
+    b.close_others()
 
 
 @pytest.fixture

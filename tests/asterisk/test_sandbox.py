@@ -38,7 +38,7 @@ from testkit.sandbox import (
     resolve_root,
     start_hotline,
 )
-from tests.asterisk.sipp import Digits, ExpectBye, ExpectText, call_scenario, run_sipp
+from testkit.sipp import Digits, ExpectBye, ExpectText, call_scenario, run_sipp
 from voice_prompts.build import sounds
 from voice_prompts.catalogue import LANGS
 

@@ -156,7 +156,7 @@ def test_a_missing_or_forged_anchor_file_fails(system):
 def test_initialising_beside_another_logs_anchors_is_refused(database_url, key_dir):
     from cardmgmt.errors import PermissionDenied
     from cardmgmt.system import CardSystem
-    from tests.conftest import PASSWORDS, settings_for
+    from testkit.install import PASSWORDS, settings_for
 
     s = CardSystem(settings_for(database_url, key_dir, "alice"))
     s.settings.audit_anchor_file.write_text("1 00 2026-01-01T00:00:00+00:00 AA==\n")

@@ -11,6 +11,7 @@ from cardmgmt.errors import FileRejected, NotFound
 from cardmgmt.keys import load_public_key
 from cardmgmt.models import CheckFinding, FactoryFile
 from cardmgmt.serials import make_serial
+from testkit import factory
 
 
 @pytest.fixture
@@ -29,9 +30,8 @@ def test_clean_file(ordered):
 def test_every_kind_of_finding(ordered):
     faults = factory_sim.Faults(missing=2, extra=1, duplicate=1, altered=2, damaged=1, seed=3)
     path = ordered.workdir / "faulty.produced"
-    sim = factory_sim.produce(ordered.workdir / "B1.newcard", path, factory_name="F1",
-                              factory_key=RSA.import_key(ordered.factory_keys[0].read_bytes()),
-                              system_key=load_public_key(ordered.system.settings.key_dir / "system.pub.pem"), faults=faults)
+    sim = factory.produce(ordered.workdir / "B1.newcard", path, ordered.factory_keys,
+                          ordered.system.settings.key_dir / "system.pub.pem", faults=faults)
     report = ordered.check("B1", path)
     assert report.counts == {"matched": 24, "missing": 2, "extra": 1, "duplicate": 1, "altered": 2, "damaged": 1}
     found = {(s, k) for s, k, _ in report.findings}
@@ -91,9 +91,8 @@ def test_file_for_another_batch(ordered):
 def test_file_signed_by_another_key(ordered, tmp_path):
     impostor = RSA.generate(2048)
     path = tmp_path / "forged.produced"
-    factory_sim.produce(ordered.workdir / "B1.newcard", path, factory_name="F1",
-                        factory_key=RSA.import_key(ordered.factory_keys[0].read_bytes()),
-                        system_key=load_public_key(ordered.system.settings.key_dir / "system.pub.pem"))
+    factory.produce(ordered.workdir / "B1.newcard", path, ordered.factory_keys,
+                    ordered.system.settings.key_dir / "system.pub.pem")
     # Re-sign the same content with another key: the signature check must refuse it.
     from cardmgmt import sealed_files
     from cardmgmt.keys import load_private_key

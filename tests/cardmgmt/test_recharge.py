@@ -13,7 +13,7 @@ from cardmgmt.operators import Permission
 from cardmgmt.recharge import Outcome, Policy, RechargeService
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import create_standin
-from tests.support import issued_batch, read_pins
+from testkit.lifecycle import issued_batch, read_pins
 
 ACCOUNT = "3100000001"  # 张三明 in the stand-in's sample accounts
 
@@ -128,7 +128,7 @@ def test_card_states_each_have_an_outcome(world):
 
 def test_not_issued_and_expired_cards(bench, marketing):
     bench.stocked_batch("S1", 5)
-    in_stock = list(__import__("tests.support", fromlist=["read_pins"]).read_pins(bench, "S1").values())
+    in_stock = list(read_pins(bench, "S1").values())
     soon = issued_batch(bench, "E1", 5, expiry=dt.date.today() + dt.timedelta(days=1))
     clock = Clock()
     clock.now = dt.datetime.now(dt.UTC)

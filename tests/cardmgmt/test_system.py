@@ -9,7 +9,7 @@ from cardmgmt.errors import AuthenticationFailed, KeyFileError, PermissionDenied
 from cardmgmt.keys import create_keyring
 from cardmgmt.operators import Permission
 from cardmgmt.system import CardSystem
-from tests.conftest import settings_for
+from testkit.install import settings_for
 
 
 def test_unit_checks_operator_and_role(system, database_url, key_dir):

@@ -27,7 +27,7 @@ from click.testing import CliRunner, Result
 
 from cardmgmt.serials import make_serial, parse_serial
 from cli import cli
-from tests.conftest import PASSWORDS
+from testkit.install import PASSWORDS
 
 FAR_EXPIRY = (dt.date.today() + dt.timedelta(days=730)).isoformat()
 

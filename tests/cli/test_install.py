@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from testkit.install import PASSWORDS
 from tests.cli.conftest import (
     FAR_EXPIRY,
     Installation,
@@ -22,7 +23,6 @@ from tests.cli.conftest import (
     invoke,
     run_init,
 )
-from tests.conftest import PASSWORDS
 
 
 def test_db_commands_report_the_schema_revision(inst: Installation) -> None:

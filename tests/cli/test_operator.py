@@ -3,6 +3,7 @@
 Driven through click's CliRunner; the installation and the helpers are in ``tests/cli/conftest.py``.
 """
 
+from testkit.install import PASSWORDS
 from tests.cli.conftest import (
     Installation,
     assert_ok,
@@ -10,7 +11,6 @@ from tests.cli.conftest import (
     describe,
     invoke,
 )
-from tests.conftest import PASSWORDS
 
 
 def test_operator_add_list_and_disable(inst: Installation) -> None:

@@ -6,11 +6,11 @@ Driven through click's CliRunner; the installation and the helpers are in ``test
 import datetime as dt
 import json
 
+from testkit.install import PASSWORDS
 from tests.cli.conftest import (
     Installation,
     assert_one_line_error,
 )
-from tests.conftest import PASSWORDS
 
 
 def test_issue_requests_file_approve_collect_reject_cancel_and_list(inst: Installation) -> None:

@@ -37,8 +37,8 @@ from click.testing import CliRunner, Result
 
 from cli import cli
 from testkit.callscript import Injection, load
+from testkit.hotline import BALANCES, CALLS, Hotline
 from testkit.replay import ScriptResult
-from tests.e2e.conftest import BALANCES, CALLS, Hotline
 
 pytestmark = pytest.mark.slow
 

@@ -23,9 +23,9 @@ from cardmgmt.models import Card, Recharge
 from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
 from marketing_iface.standin import SAMPLE_ACCOUNTS
-from tests.conftest import PASSWORDS
-from tests.integration.harness import Installation, set_reachable
-from tests.support import Bench, issued_batch
+from testkit.databases import set_reachable
+from testkit.install import PASSWORDS, Installation
+from testkit.lifecycle import Bench, issued_batch
 
 ACCOUNTS = [a.account_no for a in SAMPLE_ACCOUNTS]
 

@@ -19,7 +19,8 @@ from cardmgmt.marketing import Account, MarketingSystem, MarketingUnavailable, P
 from marketing_iface.null import NullMarketing
 from marketing_iface.sql import SqlMarketing, one_line, with_connect_timeout
 from marketing_iface.standin import create_standin
-from tests.marketing_iface.conftest import balances, pg_outage, reset_standin, sample_null_marketing
+from testkit.databases import pg_outage
+from testkit.marketing import balances, reset_standin, sample_null_marketing
 
 UTC = dt.UTC
 AT = dt.datetime(2024, 3, 1, 2, 30, tzinfo=UTC)

@@ -23,7 +23,8 @@ from marketing_iface import outbox
 from marketing_iface.outbox import DrainResult, backoff, drain, posting_for
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import SAMPLE_ACCOUNTS, create_standin
-from tests.marketing_iface.conftest import balances, pg_database, pg_outage, sample_null_marketing
+from testkit.databases import pg_database, pg_outage
+from testkit.marketing import balances, sample_null_marketing
 
 UTC = dt.UTC
 T0 = dt.datetime(2024, 3, 1, 2, 0, tzinfo=UTC)

@@ -14,7 +14,7 @@ from marketing_iface.outbox import DrainResult, drain, posting_for
 from marketing_iface.reconcile import Discrepancy, reconcile
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import create_standin
-from tests.marketing_iface.conftest import sample_null_marketing
+from testkit.marketing import sample_null_marketing
 
 UTC = dt.UTC
 DAY = dt.date(2024, 3, 1)

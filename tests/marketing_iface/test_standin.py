@@ -10,7 +10,7 @@ from sqlalchemy import Engine, exc, func, insert, select, update
 from cardmgmt.db import make_engine
 from cardmgmt.marketing import Posting, PostingRejected
 from marketing_iface.standin import SAMPLE_ACCOUNTS, accounts, check_posting, create_standin, recharge_interface
-from tests.marketing_iface.conftest import pg_database
+from testkit.databases import pg_database
 
 AT = dt.datetime(2024, 3, 1, 2, 30, tzinfo=dt.UTC)
 

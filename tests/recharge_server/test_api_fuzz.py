@@ -33,7 +33,7 @@ from ivr.client import RechargeClient
 from marketing_iface.null import NullMarketing
 from recharge_server.api import ERRORS
 from recharge_server.service import makeService
-from tests.support import issued_batch
+from testkit.lifecycle import issued_batch
 
 DOC = Path(__file__).resolve().parents[2] / "recharge_server" / "openapi.yaml"
 SPEC = yaml.safe_load(DOC.read_text(encoding="utf-8"))

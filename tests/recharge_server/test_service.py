@@ -23,15 +23,10 @@ from cardmgmt.recharge import Outcome
 from ivr.client import RechargeClient
 from marketing_iface.null import NullMarketing
 from recharge_server.service import RechargeServer, ServerStartError, ha_status, makeService
-from tests.support import issued_batch
+from testkit.lifecycle import issued_batch
+from testkit.ports import free_tcp_port
 
 ACCOUNT = Account("3100000001", "张三明", 12_850)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_for(check: Callable[[], Any], seconds: float = 20.0) -> Any:
@@ -61,7 +56,7 @@ def pair(bench: Any, live_reactor: Any) -> Iterator[dict[str, Any]]:
     pins = issued_batch(bench, "B1", quantity=3)
     settings = bench.system.settings
     marketing = NullMarketing([ACCOUNT])
-    ports = {"A": free_port(), "B": free_port()}
+    ports = {"A": free_tcp_port(), "B": free_tcp_port()}
     servers: dict[str, RechargeServer] = {}
     for name, other in (("A", "B"), ("B", "A")):
         servers[name] = makeService(

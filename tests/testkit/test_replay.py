@@ -18,12 +18,12 @@ import pytest
 
 from testkit import replay as replay_module
 from testkit.callscript import compile_script, parse
+from testkit.ports import free_udp_port
 from testkit.replay import (
     KEYED_FILES,
     ReplayError,
     ReplayJob,
     forget_keys,
-    free_udp_port,
     judge,
     probe,
     read_logs,

@@ -1,20 +1,37 @@
-"""A test bench that walks cards through their life with the real services and files."""
+"""A bench that walks cards through their life with the real services and files, for tests and benchmarks.
+
+``Bench`` drives one installation as its operators would: register the
+stand-in factory, create a batch (writing the new-card file), have the
+factory produce it (``testkit.factory``, with faults when asked), check the
+file that comes back, take the batch into stock, add halls, file and approve
+issue requests.  ``issued_batch`` does the whole walk and returns the PINs,
+read back from the new-card file as the factory would.  Operators other than
+alice are signed in on demand with ``testkit.install.PASSWORDS``;
+``close_others`` signs them out.
+"""
+
+# test-case-name: tests.cardmgmt.test_lifecycle_smoke, tests.cardmgmt.test_recharge, tests.cardmgmt.test_issuing
+
+from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cardmgmt import batches, checks, factories, factory_sim, halls, issuing, operators, stock
-from cardmgmt.keys import load_private_key, load_public_key
 from cardmgmt.operators import Permission, Role
 from cardmgmt.system import CardSystem
-from tests.conftest import PASSWORDS, settings_for
+from testkit import factory
+from testkit.install import PASSWORDS, settings_for
 
 FAR_EXPIRY = dt.date.today() + dt.timedelta(days=730)
 
 
 @dataclass
 class Bench:
+    """One installation (``system``, signed in as alice), a work directory for its files, and the factory's keys."""
+
     system: CardSystem
     workdir: Path
     factory_keys: tuple[Path, Path]
@@ -24,12 +41,18 @@ class Bench:
         return self.as_(who).unit(permission)
 
     def as_(self, who: str) -> CardSystem:
+        """The installation as operator ``who`` sees it (signed in on first use)."""
         if who == "alice":
             return self.system
         if who not in self._others:
             s = self.system.settings
             self._others[who] = CardSystem(settings_for(s.database_url, s.key_dir, who))
         return self._others[who]
+
+    def close_others(self) -> None:
+        """Sign out every operator but alice, whose ``system`` belongs to the caller."""
+        for other in self._others.values():
+            other.close()
 
     def add_operator(self, name: str, role: Role) -> None:
         with self.unit(Permission.MANAGE_OPERATORS) as ctx:
@@ -47,20 +70,18 @@ class Bench:
                            expiry=expiry, factory_name=factory, out=out)
         return out
 
-    def produce(self, batch_no: str, faults: factory_sim.Faults = factory_sim.Faults(), name: str = "F1") -> Path:
+    def produce(self, batch_no: str, faults: factory_sim.Faults | None = None, name: str = "F1") -> Path:
+        """The factory's post-production file for the batch, numbered so that each run makes a new one."""
         out = self.workdir / f"{batch_no}-{len(list(self.workdir.glob(batch_no + '*.produced')))}.produced"
-        factory_sim.produce(
-            self.workdir / f"{batch_no}.newcard", out, factory_name=name,
-            factory_key=load_private_key(self.factory_keys[0]),
-            system_key=load_public_key(self.system.settings.key_dir / "system.pub.pem"), faults=faults,
-        )
+        factory.produce(self.workdir / f"{batch_no}.newcard", out, self.factory_keys,
+                        self.system.settings.key_dir / "system.pub.pem", factory_name=name, faults=faults)
         return out
 
     def check(self, batch_no: str, path: Path) -> checks.CheckReport:
         with self.unit() as ctx:
             return checks.check_file(ctx, batch_no, path)
 
-    def stocked_batch(self, batch_no: str = "B1", quantity: int = 40, **kw) -> None:  # type: ignore[no-untyped-def]
+    def stocked_batch(self, batch_no: str = "B1", quantity: int = 40, **kw: Any) -> None:
         """A batch made, produced without faults, checked and taken into stock."""
         if not self._factory_registered():
             self.register_factory()
@@ -83,6 +104,7 @@ class Bench:
             return stock.state_counts(s, [stock.Card.batch_id == b.id])
 
     def approved_request(self, quantity: int, face_value: int = 5000, hall: str = "H01") -> int:
+        """An issue request filed by alice and approved by bob (finance); its id."""
         with self.unit() as ctx:
             req = issuing.file_request(ctx, face_value=face_value, quantity=quantity, hall_code=hall, reason="supply")
         with self.unit(Permission.DECIDE_REQUESTS, who="bob") as ctx:
@@ -90,20 +112,13 @@ class Bench:
         return req.id
 
 
-
 def read_pins(bench: Bench, batch_no: str) -> dict[str, str]:
-    """Serial → PIN, read back from the new-card file with the factory's key, as the factory would."""
-    from cardmgmt import sealed_files
-
-    with sealed_files.open_sealed(
-        bench.workdir / f"{batch_no}.newcard", kind="new-card",
-        sender=load_public_key(bench.system.settings.key_dir / "system.pub.pem"),
-        recipient=load_private_key(bench.factory_keys[0]),
-    ) as f:
-        return {serial: pin for serial, _box, pin in (r.decode().rstrip("\n").split(",") for r in f.rows())}
+    """Serial → PIN of a batch made on this bench, read back from its new-card file as the factory would."""
+    return factory.read_pins(bench.workdir / f"{batch_no}.newcard", bench.factory_keys[0],
+                             bench.system.settings.key_dir / "system.pub.pem")
 
 
-def issued_batch(bench: Bench, batch_no: str = "B1", quantity: int = 20, **kw) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def issued_batch(bench: Bench, batch_no: str = "B1", quantity: int = 20, **kw: Any) -> dict[str, str]:
     """A batch whose cards are all issued to hall H01; returns serial → PIN."""
     bench.stocked_batch(batch_no, quantity, **kw)
     with bench.system.db.transaction() as s:
