@@ -122,6 +122,47 @@ def _first_line(failure: Failure) -> str:
     return _one_line(text.splitlines()[0]) if text else type(failure.value).__name__
 
 
+class _LogBudget:
+    """At most ``per_second`` refusal lines a second; the rest are counted and reported in the next line.
+
+    Refused requests cost their sender nothing, so without a budget a flood of
+    them (bad signatures, bad bytes) would turn into a flood of log lines.
+    """
+
+    def __init__(self, clock: IReactorTime, per_second: int = 20) -> None:
+        self.clock, self.per_second = clock, per_second
+        self.second, self.used, self.dropped = -1, 0, 0
+
+    def take(self) -> int | None:
+        """``None`` to stay silent; else how many lines were dropped since the last one written."""
+        now = int(self.clock.seconds())
+        if now != self.second:
+            self.second, self.used = now, 0
+        if self.used >= self.per_second:
+            self.dropped += 1
+            return None
+        self.used += 1
+        dropped, self.dropped = self.dropped, 0
+        return dropped
+
+
+class BadHeader(Exception):
+    """A header the signature covers is not plain ASCII."""
+
+
+def signed_headers(request: server.Request) -> dict[str, str]:
+    """The headers the signature covers, as text; refuses bytes that are not ASCII (``BadHeader``)."""
+    headers: dict[str, str] = {}
+    for name in protocol.SIGNED_HEADERS:
+        values = request.requestHeaders.getRawHeaders(name.encode("ascii"))
+        if values:
+            try:
+                headers[name] = values[-1].decode("ascii")
+            except UnicodeDecodeError:
+                raise BadHeader(f"header {name} is not ASCII") from None
+    return headers
+
+
 class _Exchange:
     """One request being answered: its timing, its call id for the log, and whether its client is still there."""
 
@@ -129,6 +170,7 @@ class _Exchange:
         self.api, self.request, self.endpoint = api, request, endpoint
         self.started = api.reactor.seconds()
         self.call_id = "-"
+        self.detail = ""
         self.gone = False
         self.answered = False
         request.notifyFinish().addErrback(self._lost)
@@ -142,12 +184,7 @@ class _Exchange:
         self.answered = True
         elapsed = self.api.reactor.seconds() - self.started
         self.api.metrics.observe(self.endpoint, outcome, elapsed)
-        # The peer asks for /v1/health every second: those lines would drown the calls.
-        emit = log.debug if self.endpoint in ("health", "metrics") and status == 200 else log.info
-        emit(
-            "{endpoint} call_id={call_id} status={status} outcome={outcome} ms={ms:.1f}",
-            endpoint=self.endpoint, call_id=self.call_id, status=status, outcome=outcome, ms=elapsed * 1000,
-        )
+        self._log(status, outcome, elapsed)
         if self.gone:
             return
         self.request.setResponseCode(status)
@@ -161,17 +198,29 @@ class _Exchange:
         self.request.write(body)
         self.request.finish()
 
+    def _log(self, status: int, outcome: str, elapsed: float) -> None:
+        """One line per answer; refusals (4xx) within the refusal budget, with why."""
+        fields = dict(endpoint=self.endpoint, call_id=self.call_id, status=status, outcome=outcome, ms=elapsed * 1000)
+        if 400 <= status < 500:
+            dropped = self.api.refusal_log.take()
+            if dropped is None:
+                return
+            log.warn(
+                "{endpoint} call_id={call_id} status={status} refused: {outcome}: {detail}{more}",
+                detail=self.detail, more=f" ({dropped} more refusals not logged)" if dropped else "", **fields,
+            )
+            return
+        # The peer asks for /v1/health every second: those lines would drown the calls.
+        emit = log.debug if self.endpoint in ("health", "metrics") and status == 200 else log.info
+        emit("{endpoint} call_id={call_id} status={status} outcome={outcome} ms={ms:.1f}", **fields)
+
     def json(self, status: int, obj: Mapping[str, Any], outcome: str) -> None:
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self._finish(status, body, "application/json; charset=utf-8", outcome)
 
     def error(self, code: str, message: str, status: int | None = None) -> None:
-        if code not in ("internal_error",):
-            log.warn(
-                "{endpoint} call_id={call_id} refused: {code}: {message}",
-                endpoint=self.endpoint, call_id=self.call_id, code=code, message=message,
-            )
-        self.json(status or ERRORS[code], {"error": code, "message": _one_line(message)}, code)
+        self.detail = _one_line(message)
+        self.json(status or ERRORS[code], {"error": code, "message": self.detail}, code)
 
     def unavailable(self, reason: str) -> None:
         self.json(503, {"outcome": protocol.SERVICE_UNAVAILABLE}, reason)
@@ -220,6 +269,7 @@ class RechargeAPI(Resource):
         self.request_timeout = request_timeout
         self.shed_after = shed_after
         self.max_skew = max_skew
+        self.refusal_log = _LogBudget(reactor)
 
     def render(self, request: server.Request) -> Any:
         request.setHeader(b"server", b"recharge")
@@ -259,11 +309,11 @@ class RechargeAPI(Resource):
             ex.error("too_large", f"the body is larger than {protocol.MAX_BODY} bytes")
             return
         body = request.content.read()
-        headers = {
-            name: (request.getHeader(name) or "")
-            for name in protocol.SIGNED_HEADERS
-            if request.getHeader(name) is not None
-        }
+        try:
+            headers = signed_headers(request)
+        except BadHeader as e:
+            ex.error("bad_request", str(e))
+            return
         try:
             nonce = protocol.verify(
                 self._key, request.method.decode("ascii"), request.uri.decode("latin-1"), body, headers,

@@ -8,8 +8,10 @@ the real core.
 
 import http.client
 import json
+import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -283,3 +285,56 @@ def test_metrics_count_requests_by_endpoint_and_outcome(live_reactor: Any, sqlit
     assert 'recharge_request_duration_seconds_count{endpoint="commit"} 2' in text
     assert 'recharge_outbox_backlog{kind="pending"} 3' in text
     assert "recharge_leader 0" in text
+
+
+def _events_during(action: Callable[[], None]) -> list[dict[str, Any]]:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        action()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    return [e for e in events if e.get("log_namespace") == "recharge_server.api"]
+
+
+def test_bytes_that_are_not_ascii_in_a_header_are_a_400_logged_in_one_line(live: LiveAPI, api_key: bytes) -> None:
+    body, headers = signed(api_key, "/v1/commit", COMMIT)
+    raw = (
+        b"POST /v1/commit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Nonce: \xff\xfe\r\n"
+        + f"X-Timestamp: {headers['X-Timestamp']}\r\nX-Signature: {headers['X-Signature']}\r\n".encode()
+        + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
+    )
+    answers: list[bytes] = []
+
+    def send_raw() -> None:
+        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as s:
+            s.sendall(raw)
+            answers.append(b"".join(iter(lambda: s.recv(4096), b"")))
+
+    events = _events_during(send_raw)
+    head, _, answer = answers[0].partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400"), head
+    assert json.loads(answer) == {"error": "bad_request", "message": "header X-Nonce is not ASCII"}
+    assert not [e for e in events if e.get("log_failure") is not None], "no traceback"
+    assert len(events) == 1, events
+    still_serving(live, api_key)
+
+
+def test_a_refusal_is_one_log_line(live: LiveAPI, api_key: bytes) -> None:
+    events = _events_during(lambda: send(live.port, "POST", "/v1/commit", json.dumps(COMMIT).encode()))
+    assert len(events) == 1 and events[0]["status"] == 401, events
+
+
+def test_refusal_lines_are_rate_limited_and_say_how_many_were_dropped() -> None:
+    from twisted.internet.task import Clock
+
+    from recharge_server.api import _LogBudget
+
+    clock = Clock()
+    budget = _LogBudget(clock, per_second=3)
+    assert [budget.take() for _ in range(5)] == [0, 0, 0, None, None]
+    clock.advance(1)
+    assert budget.take() == 2, "the next line says two were not written"
+    assert budget.take() == 0
