@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cardmgmt.days import business_day
+from cardmgmt.fields import ACCOUNT_DIGITS, CALL_ID_MAX, CALLER_MAX, SERIAL_DIGITS
 from cardmgmt.states import CardState, PostStatus, QuoteState, RequestStatus
 
 # SQLite only auto-numbers an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
@@ -125,8 +126,8 @@ class Batch(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     box_size: Mapped[int] = mapped_column(Integer)
     expiry: Mapped[dt.date] = mapped_column(Date)
-    first_serial: Mapped[str] = mapped_column(String(12), unique=True)
-    last_serial: Mapped[str] = mapped_column(String(12), unique=True)
+    first_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS), unique=True)
+    last_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS), unique=True)
     factory_id: Mapped[int] = mapped_column(ForeignKey("factories.id"))
     new_card_digest: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(64))
@@ -137,7 +138,7 @@ class Card(Base):
     __tablename__ = "cards"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
-    serial: Mapped[str] = mapped_column(String(12), unique=True)
+    serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS), unique=True)
     box_no: Mapped[int] = mapped_column(Integer)
     # HMAC-SHA256 of the PIN under the installation's PIN key; unique, so two
     # cards can never share a PIN.
@@ -197,8 +198,8 @@ class Intake(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
     box_no: Mapped[int | None] = mapped_column(Integer)
-    first_serial: Mapped[str] = mapped_column(String(12))
-    last_serial: Mapped[str] = mapped_column(String(12))
+    first_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
+    last_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
     quantity: Mapped[int] = mapped_column(Integer)
     operator: Mapped[str] = mapped_column(String(64))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -270,10 +271,10 @@ class Quote(Base):
     __tablename__ = "recharge_quotes"
     # "<call id>#<n>": the n-th card of one call; the idempotency key of quote and commit
     key: Mapped[str] = mapped_column(String(80), primary_key=True)
-    call_id: Mapped[str] = mapped_column(String(64), index=True)
+    call_id: Mapped[str] = mapped_column(String(CALL_ID_MAX), index=True)
     channel: Mapped[str] = mapped_column(String(16))
-    caller: Mapped[str] = mapped_column(String(32))
-    account_no: Mapped[str] = mapped_column(String(10))
+    caller: Mapped[str] = mapped_column(String(CALLER_MAX))
+    account_no: Mapped[str] = mapped_column(String(ACCOUNT_DIGITS))
     card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[QuoteState] = mapped_column(state_type(QuoteState))
@@ -289,13 +290,13 @@ class Recharge(Base):
     __tablename__ = "recharges"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     key: Mapped[str] = mapped_column(String(80), unique=True)
-    call_id: Mapped[str] = mapped_column(String(64))
+    call_id: Mapped[str] = mapped_column(String(CALL_ID_MAX))
     channel: Mapped[str] = mapped_column(String(16))
-    caller: Mapped[str] = mapped_column(String(32))
+    caller: Mapped[str] = mapped_column(String(CALLER_MAX))
     # unique: a card is redeemed once, whatever happens
     card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"), unique=True)
-    card_serial: Mapped[str] = mapped_column(String(12))
-    account_no: Mapped[str] = mapped_column(String(10), index=True)
+    card_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
+    account_no: Mapped[str] = mapped_column(String(ACCOUNT_DIGITS), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     committed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     # outbox: pending -> posted, or rejected (needs a person); ix_recharges_due serves the drain
@@ -325,8 +326,8 @@ class PinFailure(Base):
 
     __tablename__ = "pin_failures"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    caller: Mapped[str] = mapped_column(String(32), index=True)
-    account_no: Mapped[str] = mapped_column(String(10), index=True)
+    caller: Mapped[str] = mapped_column(String(CALLER_MAX), index=True)
+    account_no: Mapped[str] = mapped_column(String(ACCOUNT_DIGITS), index=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     cleared_by: Mapped[str | None] = mapped_column(String(64))
 

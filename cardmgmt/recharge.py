@@ -42,7 +42,7 @@ from typing import Any
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cardmgmt import nonces
+from cardmgmt import fields, nonces
 from cardmgmt.config import Settings
 from cardmgmt.days import business_day
 from cardmgmt.db import Database, dialect_insert
@@ -53,10 +53,10 @@ from cardmgmt.outcomes import Outcome
 from cardmgmt.pins import is_well_formed, pin_hash
 from cardmgmt.states import QUOTE_REOPENS, CardState, Event, PostStatus, QuoteState, is_redeemable, refusal, sources
 
-ACCOUNT = re.compile(r"^[0-9]{10}$")
-CALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-CALLER = re.compile(r"^[0-9+*#]{0,32}$")
-MAX_SEQ = 99
+ACCOUNT = re.compile(f"^{fields.ACCOUNT_PATTERN}$")
+CALL_ID = re.compile(f"^{fields.CALL_ID_PATTERN}$")
+CALLER = re.compile(f"^{fields.CALLER_PATTERN}$")
+MAX_SEQ = fields.MAX_SEQ
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Policy:
 def recharge_key(call_id: str, seq: int) -> str:
     """The idempotency key of the ``seq``-th card of a call."""
     if not isinstance(call_id, str) or not CALL_ID.match(call_id):
-        raise InvalidInput("call_id must be 1-64 letters, digits, '.', '_', ':' or '-'")
+        raise InvalidInput(f"call_id must be 1-{fields.CALL_ID_MAX} letters, digits, '.', '_', ':' or '-'")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= MAX_SEQ:
         raise InvalidInput(f"seq must be a whole number from 1 to {MAX_SEQ}")
     return f"{call_id}#{seq}"
@@ -92,7 +92,7 @@ def recharge_key(call_id: str, seq: int) -> str:
 
 def check_account_no(account_no: str) -> str:
     if not isinstance(account_no, str) or not ACCOUNT.match(account_no):
-        raise InvalidInput("account_no must be 10 digits")
+        raise InvalidInput(f"account_no must be {fields.ACCOUNT_DIGITS} digits")
     return account_no
 
 
@@ -325,8 +325,8 @@ class RechargeService:
         key = recharge_key(call_id, seq)
         check_account_no(account_no)
         if not isinstance(caller, str) or not CALLER.match(caller):
-            raise InvalidInput("caller must be up to 32 digits")
-        if not isinstance(pin, str) or len(pin) > 64:
+            raise InvalidInput(f"caller must be up to {fields.CALLER_MAX} digits")
+        if not isinstance(pin, str) or len(pin) > fields.PIN_ENTRY_MAX:
             raise InvalidInput("pin must be a string of digits")
         summary = self._summary(account_no)
         if summary.outcome is not Outcome.OK:
