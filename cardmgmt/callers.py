@@ -13,9 +13,10 @@ keep their ``+`` and country code.  An empty number is a withheld one.
 
 import re
 
+from cardmgmt import fields
 from cardmgmt.errors import InvalidInput
 
-PRESENTED = re.compile(r"^[0-9+*#]{0,32}$")
+PRESENTED = re.compile(f"^{fields.CALLER_PATTERN}$")
 COUNTRY = "86"
 MOBILE_DIGITS = 11  # 1xx xxxx xxxx
 
@@ -23,7 +24,7 @@ MOBILE_DIGITS = 11  # 1xx xxxx xxxx
 def normalise(caller: str) -> str:
     """The national significant number of a presented caller number (``""`` when withheld)."""
     if not isinstance(caller, str) or not PRESENTED.match(caller):
-        raise InvalidInput("caller must be up to 32 digits")
+        raise InvalidInput(f"caller must be up to {fields.CALLER_MAX} digits")
     if caller.startswith("+"):
         international = caller[1:]
     elif caller.startswith("00"):

@@ -26,12 +26,12 @@ from typing import Any
 from Crypto.PublicKey.RSA import RsaKey
 
 from cardmgmt.errors import FileRejected, InvalidInput
+from cardmgmt.fields import PIN_DIGITS, SERIAL_DIGITS
 from cardmgmt.sealed_files import open_sealed, write_sealed
 from cardmgmt.serials import make_serial, parse_serial
 
 NEW_CARD_KIND = "new-card"
 POST_PRODUCTION_KIND = "post-production"
-PIN_DIGITS = 18
 
 # The kinds of fault that each take cards from the batch, in the order the
 # randomly chosen cards are handed out to them.  ``extra`` takes none: its
@@ -41,7 +41,7 @@ FAULT_NAMES = ("missing", "extra", "duplicate", "altered", "damaged")
 
 # One new-card row: serial, box number, PIN.  A regex is one C call per row,
 # which matters at a million rows; it says nothing about the row in errors.
-_NEW_CARD_ROW = re.compile(rb"(\d{12}),([1-9]\d{0,8}),(\d{18})\n")
+_NEW_CARD_ROW = re.compile(rb"(\d{%d}),([1-9]\d{0,8}),(\d{%d})\n" % (SERIAL_DIGITS, PIN_DIGITS))
 
 
 @dataclass(frozen=True)
@@ -55,7 +55,7 @@ class Faults:
     missing: int = 0  # rows dropped
     extra: int = 0  # rows for serials after the batch's last serial
     duplicate: int = 0  # rows written twice, the copy identical
-    altered: int = 0  # rows whose PIN is changed to another 18-digit value
+    altered: int = 0  # rows whose PIN is changed to another valid PIN
     damaged: int = 0  # rows with status "damaged"
     seed: int | None = None
 

@@ -12,7 +12,6 @@ two collections never pick the same card.
 # test-case-name: tests.cardmgmt.test_issuing
 
 import datetime as dt
-from enum import StrEnum
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
@@ -31,19 +30,15 @@ from cardmgmt.models import Batch, Card, Hall, IssueRequest, utcnow
 from cardmgmt.money import format_fen
 from cardmgmt.operators import Permission
 from cardmgmt.serials import runs
-from cardmgmt.states import CardState
+from cardmgmt.states import Event, RequestStatus, sources, the_target
 from cardmgmt.system import Context
 
 MAX_REQUEST = 1_000_000
 UPDATE_CHUNK = 5_000
 
-
-class RequestStatus(StrEnum):
-    PENDING = "pending"
-    APPROVED = "approved"
-    REJECTED = "rejected"
-    COLLECTED = "collected"
-    CANCELLED = "cancelled"
+# Issuing is the state machine's ISSUE event: the cards it may take, and what they become.
+_ISSUABLE = sorted(state.value for state in sources(Event.ISSUE))
+_ISSUED = the_target(Event.ISSUE).value
 
 
 def available(session: Session, face_value: int, today: dt.date) -> int:
@@ -52,7 +47,7 @@ def available(session: Session, face_value: int, today: dt.date) -> int:
         select(func.count())
         .select_from(Card)
         .join(Batch, Batch.id == Card.batch_id)
-        .where(Card.state == CardState.IN_STOCK.value, Batch.face_value == face_value, Batch.expiry >= today)
+        .where(Card.state.in_(_ISSUABLE), Batch.face_value == face_value, Batch.expiry >= today)
     ).scalar_one()
 
 
@@ -71,7 +66,7 @@ def file_request(ctx: Context, *, face_value: int, quantity: int, hall_code: str
         face_value=face_value,
         quantity=quantity,
         hall_id=hall.id,
-        status=RequestStatus.PENDING.value,
+        status=RequestStatus.PENDING,
         reason=reason.strip()[:256],
         requested_by=ctx.actor.name,
     )
@@ -107,13 +102,13 @@ def decide(ctx: Context, request_id: int, *, approve: bool, comment: str) -> Iss
     req = get(ctx.session, request_id)
     if req.requested_by == ctx.actor.name:
         raise PermissionDenied(f"operator {ctx.actor.name!r} filed request {req.id} and cannot decide it")
-    if req.status != RequestStatus.PENDING.value:
+    if req.status != RequestStatus.PENDING:
         raise IllegalTransition(f"issue request {req.id} is {req.status}, not pending")
     if not comment.strip():
         raise InvalidInput("a decision needs a comment")
     to = RequestStatus.APPROVED if approve else RequestStatus.REJECTED
     _move(ctx, req, RequestStatus.PENDING, to, decided_by=ctx.actor.name, decided_at=utcnow(), decision_comment=comment.strip()[:256])
-    ctx.log(f"request.{'approve' if approve else 'reject'}", f"issue request {req.id}", before={"status": "pending"}, after={"status": to.value, "comment": req.decision_comment})
+    ctx.log(f"request.{'approve' if approve else 'reject'}", f"issue request {req.id}", before={"status": RequestStatus.PENDING.value}, after={"status": to.value, "comment": req.decision_comment})
     return req
 
 
@@ -121,13 +116,13 @@ def cancel(ctx: Context, request_id: int, reason: str) -> IssueRequest:
     """Withdraw a request that has not been collected."""
     ctx.require(Permission.MANAGE_CARDS)
     req = get(ctx.session, request_id)
-    if req.status not in (RequestStatus.PENDING.value, RequestStatus.APPROVED.value):
+    if req.status not in (RequestStatus.PENDING, RequestStatus.APPROVED):
         raise IllegalTransition(f"issue request {req.id} is {req.status} and cannot be cancelled")
     if not reason.strip():
         raise InvalidInput("a cancellation needs a reason")
-    before = req.status
-    _move(ctx, req, RequestStatus(before), RequestStatus.CANCELLED)
-    ctx.log("request.cancel", f"issue request {req.id}", before={"status": before}, after={"status": "cancelled", "reason": reason.strip()[:200]})
+    before = RequestStatus(req.status)
+    _move(ctx, req, before, RequestStatus.CANCELLED)
+    ctx.log("request.cancel", f"issue request {req.id}", before={"status": before.value}, after={"status": RequestStatus.CANCELLED.value, "reason": reason.strip()[:200]})
     return req
 
 
@@ -139,12 +134,12 @@ def collect(ctx: Context, request_id: int, today: dt.date | None = None) -> list
     ctx.require(Permission.MANAGE_CARDS)
     session = ctx.session
     req = get(session, request_id)
-    if req.status != RequestStatus.APPROVED.value:
+    if req.status != RequestStatus.APPROVED:
         raise IllegalTransition(f"issue request {req.id} is {req.status}; only an approved request can be collected")
     pick = (
         select(Card.id, Card.serial)
         .join(Batch, Batch.id == Card.batch_id)
-        .where(Card.state == CardState.IN_STOCK.value, Batch.face_value == req.face_value, Batch.expiry >= (today or dt.date.today()))
+        .where(Card.state.in_(_ISSUABLE), Batch.face_value == req.face_value, Batch.expiry >= (today or dt.date.today()))
         .order_by(Batch.expiry, Card.serial)
         .limit(req.quantity)
     )
@@ -158,8 +153,8 @@ def collect(ctx: Context, request_id: int, today: dt.date | None = None) -> list
     for i in range(0, len(ids), UPDATE_CHUNK):
         changed += session.execute(
             update(Card)
-            .where(Card.id.in_(ids[i : i + UPDATE_CHUNK]), Card.state == CardState.IN_STOCK.value)
-            .values(state=CardState.ISSUED.value, hall_id=req.hall_id, issue_request_id=req.id),
+            .where(Card.id.in_(ids[i : i + UPDATE_CHUNK]), Card.state.in_(_ISSUABLE))
+            .values(state=_ISSUED, hall_id=req.hall_id, issue_request_id=req.id),
             execution_options={"synchronize_session": False},
         ).rowcount
     if changed != len(ids):
@@ -170,8 +165,8 @@ def collect(ctx: Context, request_id: int, today: dt.date | None = None) -> list
     ctx.log(
         "card.issue",
         f"issue request {req.id} to hall {hall.code}",
-        before={"state": CardState.IN_STOCK.value},
-        after={"state": CardState.ISSUED.value, "count": len(ids), "runs": [f"{a}-{b}" for a, b, _ in issued][:20]},
+        before={"state": ", ".join(_ISSUABLE)},
+        after={"state": _ISSUED, "count": len(ids), "runs": [f"{a}-{b}" for a, b, _ in issued][:20]},
     )
     return issued
 

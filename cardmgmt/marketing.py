@@ -33,7 +33,7 @@ class PostingRejected(MarketingError):
 class Account:
     """An electricity account as the card system may see it."""
 
-    account_no: str  # 户号, 10 digits
+    account_no: str  # 户号, fields.ACCOUNT_DIGITS digits
     holder_name: str  # full name; front ends show ``masked_name``
     balance: int  # fen; negative means arrears (欠费)
 

@@ -9,12 +9,15 @@ batch, box or serial range rather than one entry per card.
 # test-case-name: tests.cardmgmt.test_models
 
 import datetime as dt
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
+    Enum,
     ForeignKey,
     Index,
     Integer,
@@ -25,9 +28,38 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cardmgmt.days import business_day
+from cardmgmt.fields import ACCOUNT_DIGITS, CALL_ID_MAX, CALLER_MAX, SERIAL_DIGITS
+from cardmgmt.states import CardState, PostStatus, QuoteState, RequestStatus
 
 # SQLite only auto-numbers an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+STATE_LENGTH = 16
+
+
+def state_type(enum: type[StrEnum]) -> Enum:
+    """A column holding one of ``enum``'s values: VARCHAR(16) in the database, the member in Python.
+
+    Plain VARCHAR (not a PostgreSQL enum type) so the bulk paths that bypass
+    the ORM (``COPY``, ``executemany``, Core statements with string
+    parameters) keep writing plain strings, and a new value needs only a new
+    CHECK constraint.  The constraint itself is declared with ``one_of`` and
+    created by a migration, under the same name.
+    """
+    return Enum(
+        enum,
+        native_enum=False,
+        create_constraint=False,
+        values_callable=lambda members: [m.value for m in members],
+        validate_strings=True,
+        length=STATE_LENGTH,
+    )
+
+
+def one_of(table: str, column: str, enum: type[StrEnum]) -> CheckConstraint:
+    """The CHECK constraint ``ck_<table>_<column>`` that limits ``column`` to ``enum``'s values."""
+    values = ", ".join(f"'{m.value}'" for m in enum)
+    return CheckConstraint(f"{column} IN ({values})", name=f"ck_{table}_{column}")
 
 
 def utcnow() -> dt.datetime:
@@ -94,8 +126,8 @@ class Batch(Base):
     quantity: Mapped[int] = mapped_column(Integer)
     box_size: Mapped[int] = mapped_column(Integer)
     expiry: Mapped[dt.date] = mapped_column(Date)
-    first_serial: Mapped[str] = mapped_column(String(12), unique=True)
-    last_serial: Mapped[str] = mapped_column(String(12), unique=True)
+    first_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS), unique=True)
+    last_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS), unique=True)
     factory_id: Mapped[int] = mapped_column(ForeignKey("factories.id"))
     new_card_digest: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(64))
@@ -106,13 +138,14 @@ class Card(Base):
     __tablename__ = "cards"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
-    serial: Mapped[str] = mapped_column(String(12), unique=True)
+    serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS), unique=True)
     box_no: Mapped[int] = mapped_column(Integer)
     # HMAC-SHA256 of the PIN under the installation's PIN key; unique, so two
     # cards can never share a PIN.
     pin_hash: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
-    state: Mapped[str] = mapped_column(String(16))
-    prior_state: Mapped[str | None] = mapped_column(String(16))
+    state: Mapped[CardState] = mapped_column(state_type(CardState))
+    # The state a frozen card returns to when unfrozen (see cardmgmt.states).
+    prior_state: Mapped[CardState | None] = mapped_column(state_type(CardState))
     hall_id: Mapped[int | None] = mapped_column(ForeignKey("halls.id"))
     issue_request_id: Mapped[int | None] = mapped_column(ForeignKey("issue_requests.id"))
     # A quote holds the card for one call until hold_until; the hold is only
@@ -127,6 +160,8 @@ class Card(Base):
     # See migration 0003 and bench/RESULTS.md.
     __table_args__ = (
         Index("ix_cards_batch_box", "batch_id", "box_no"),
+        one_of("cards", "state", CardState),
+        one_of("cards", "prior_state", CardState),
         {"postgresql_with": {"fillfactor": 50}},
     )
 
@@ -163,8 +198,8 @@ class Intake(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     batch_id: Mapped[int] = mapped_column(ForeignKey("batches.id"))
     box_no: Mapped[int | None] = mapped_column(Integer)
-    first_serial: Mapped[str] = mapped_column(String(12))
-    last_serial: Mapped[str] = mapped_column(String(12))
+    first_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
+    last_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
     quantity: Mapped[int] = mapped_column(Integer)
     operator: Mapped[str] = mapped_column(String(64))
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -201,7 +236,7 @@ class IssueRequest(Base):
     face_value: Mapped[int] = mapped_column(BigInteger)
     quantity: Mapped[int] = mapped_column(Integer)
     hall_id: Mapped[int] = mapped_column(ForeignKey("halls.id"))
-    status: Mapped[str] = mapped_column(String(16))
+    status: Mapped[RequestStatus] = mapped_column(state_type(RequestStatus))
     reason: Mapped[str] = mapped_column(String(256))
     requested_by: Mapped[str] = mapped_column(String(64))
     requested_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -210,6 +245,8 @@ class IssueRequest(Base):
     decision_comment: Mapped[str | None] = mapped_column(String(256))
     collected_by: Mapped[str | None] = mapped_column(String(64))
     collected_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (one_of("issue_requests", "status", RequestStatus),)
 
 
 class LogEntry(Base):
@@ -234,15 +271,17 @@ class Quote(Base):
     __tablename__ = "recharge_quotes"
     # "<call id>#<n>": the n-th card of one call; the idempotency key of quote and commit
     key: Mapped[str] = mapped_column(String(80), primary_key=True)
-    call_id: Mapped[str] = mapped_column(String(64), index=True)
+    call_id: Mapped[str] = mapped_column(String(CALL_ID_MAX), index=True)
     channel: Mapped[str] = mapped_column(String(16))
-    caller: Mapped[str] = mapped_column(String(32))
-    account_no: Mapped[str] = mapped_column(String(10))
+    caller: Mapped[str] = mapped_column(String(CALLER_MAX))
+    account_no: Mapped[str] = mapped_column(String(ACCOUNT_DIGITS))
     card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"))
     amount: Mapped[int] = mapped_column(BigInteger)
-    state: Mapped[str] = mapped_column(String(16))  # held | committed | cancelled | expired
+    state: Mapped[QuoteState] = mapped_column(state_type(QuoteState))
     hold_until: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (one_of("recharge_quotes", "state", QuoteState),)
 
 
 class Recharge(Base):
@@ -251,23 +290,26 @@ class Recharge(Base):
     __tablename__ = "recharges"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     key: Mapped[str] = mapped_column(String(80), unique=True)
-    call_id: Mapped[str] = mapped_column(String(64))
+    call_id: Mapped[str] = mapped_column(String(CALL_ID_MAX))
     channel: Mapped[str] = mapped_column(String(16))
-    caller: Mapped[str] = mapped_column(String(32))
+    caller: Mapped[str] = mapped_column(String(CALLER_MAX))
     # unique: a card is redeemed once, whatever happens
     card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"), unique=True)
-    card_serial: Mapped[str] = mapped_column(String(12))
-    account_no: Mapped[str] = mapped_column(String(10), index=True)
+    card_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
+    account_no: Mapped[str] = mapped_column(String(ACCOUNT_DIGITS), index=True)
     amount: Mapped[int] = mapped_column(BigInteger)
     committed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     # outbox: pending -> posted, or rejected (needs a person); ix_recharges_due serves the drain
-    post_status: Mapped[str] = mapped_column(String(16), default="pending")
+    post_status: Mapped[PostStatus] = mapped_column(state_type(PostStatus), default=PostStatus.PENDING)
     post_attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     posted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(String(256))
 
-    __table_args__ = (Index("ix_recharges_due", "post_status", "next_attempt_at", "id"),)
+    __table_args__ = (
+        Index("ix_recharges_due", "post_status", "next_attempt_at", "id"),
+        one_of("recharges", "post_status", PostStatus),
+    )
 
     @property
     def ref(self) -> str:
@@ -284,8 +326,8 @@ class PinFailure(Base):
 
     __tablename__ = "pin_failures"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    caller: Mapped[str] = mapped_column(String(32), index=True)
-    account_no: Mapped[str] = mapped_column(String(10), index=True)
+    caller: Mapped[str] = mapped_column(String(CALLER_MAX), index=True)
+    account_no: Mapped[str] = mapped_column(String(ACCOUNT_DIGITS), index=True)
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
     cleared_by: Mapped[str | None] = mapped_column(String(64))
 

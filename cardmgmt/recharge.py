@@ -53,43 +53,35 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import Connection, Row, and_, bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
-from cardmgmt import callers, nonces
+from cardmgmt import callers, fields, nonces
 from cardmgmt.config import Settings
 from cardmgmt.days import business_day
 from cardmgmt.db import Database, dialect_insert
 from cardmgmt.errors import InvalidInput
 from cardmgmt.marketing import Account, MarketingSystem, MarketingUnavailable
 from cardmgmt.models import Batch, Card, PinFailure, Quote, Recharge, recharge_ref, utcnow
+from cardmgmt.outcomes import Outcome
 from cardmgmt.pins import is_well_formed, pin_hash
-from cardmgmt.states import CardState, Event, is_redeemable, sources
+from cardmgmt.states import (
+    QUOTE_REOPENS,
+    STATE_OUTCOME,
+    CardState,
+    Event,
+    PostStatus,
+    QuoteState,
+    is_redeemable,
+    refusal,
+    sources,
+)
 
-ACCOUNT = re.compile(r"^[0-9]{10}$")
-CALL_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
-MAX_SEQ = 99
-
-
-class Outcome(StrEnum):
-    """Everything a caller may need to hear; a closed set shared by every channel."""
-
-    OK = "ok"
-    WRONG_PIN = "wrong_pin"
-    CARD_USED = "card_used"
-    CARD_VOIDED = "card_voided"
-    CARD_FROZEN = "card_frozen"
-    CARD_EXPIRED = "card_expired"
-    CARD_NOT_ISSUED = "card_not_issued"
-    CARD_HELD = "card_held"
-    UNKNOWN_ACCOUNT = "unknown_account"
-    LOCKED_OUT = "locked_out"
-    HOLD_EXPIRED = "hold_expired"
-    NO_QUOTE = "no_quote"
-    SERVICE_UNAVAILABLE = "service_unavailable"
+ACCOUNT = re.compile(f"^{fields.ACCOUNT_PATTERN}$")
+CALL_ID = re.compile(f"^{fields.CALL_ID_PATTERN}$")
+MAX_SEQ = fields.MAX_SEQ
 
 
 @dataclass(frozen=True)
@@ -120,21 +112,10 @@ class Policy:
         )
 
 
-# What a card that cannot be quoted tells the caller, by state.
-STATE_OUTCOME = {
-    CardState.REDEEMED: Outcome.CARD_USED,
-    CardState.VOIDED: Outcome.CARD_VOIDED,
-    CardState.FROZEN: Outcome.CARD_FROZEN,
-    CardState.ORDERED: Outcome.CARD_NOT_ISSUED,
-    CardState.PRODUCED: Outcome.CARD_NOT_ISSUED,
-    CardState.IN_STOCK: Outcome.CARD_NOT_ISSUED,
-}
-
-
 def recharge_key(call_id: str, seq: int) -> str:
     """The idempotency key of the ``seq``-th card of a call."""
     if not isinstance(call_id, str) or not CALL_ID.match(call_id):
-        raise InvalidInput("call_id must be 1-64 letters, digits, '.', '_', ':' or '-'")
+        raise InvalidInput(f"call_id must be 1-{fields.CALL_ID_MAX} letters, digits, '.', '_', ':' or '-'")
     if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= MAX_SEQ:
         raise InvalidInput(f"seq must be a whole number from 1 to {MAX_SEQ}")
     return f"{call_id}#{seq}"
@@ -142,7 +123,7 @@ def recharge_key(call_id: str, seq: int) -> str:
 
 def check_account_no(account_no: str) -> str:
     if not isinstance(account_no, str) or not ACCOUNT.match(account_no):
-        raise InvalidInput("account_no must be 10 digits")
+        raise InvalidInput(f"account_no must be {fields.ACCOUNT_DIGITS} digits")
     return account_no
 
 
@@ -155,11 +136,17 @@ def check_account_no(account_no: str) -> str:
 _cards, _batches = Card.__table__, Batch.__table__
 _quotes, _recharges, _failures = Quote.__table__, Recharge.__table__, PinFailure.__table__
 
+# Plain strings: the statements are compiled once, and their parameters are
+# bound as the VARCHAR values the CHECK constraints admit.
 _REDEEMABLE_FROM = sorted(state.value for state in sources(Event.REDEEM))
 _NOT_YET_ISSUED = frozenset(
     state.value for state, outcome in STATE_OUTCOME.items() if outcome is Outcome.CARD_NOT_ISSUED
 )
 _REDEEMED = CardState.REDEEMED.value
+_HELD, _COMMITTED, _CANCELLED, _EXPIRED = (QuoteState.HELD.value, QuoteState.COMMITTED.value,
+                                           QuoteState.CANCELLED.value, QuoteState.EXPIRED.value)
+_REOPENS = sorted(state.value for state in QUOTE_REOPENS)
+_PENDING = PostStatus.PENDING.value
 
 
 def _of_batch(column: Any) -> Any:
@@ -224,14 +211,14 @@ def _leave_held(state: str, *returning: Any) -> Any:
     """
     return (
         update(_quotes)
-        .where(_quotes.c.key == bindparam("qkey"), _quotes.c.state == "held")
+        .where(_quotes.c.key == bindparam("qkey"), _quotes.c.state == _HELD)
         .values(state=state)
         .returning(*returning)
     )
 
 
 _TAKE_QUOTE = _leave_held(
-    "committed", _quotes.c.call_id, _quotes.c.channel, _quotes.c.caller, _quotes.c.account_no, _quotes.c.card_id,
+    _COMMITTED, _quotes.c.call_id, _quotes.c.channel, _quotes.c.caller, _quotes.c.account_no, _quotes.c.card_id,
     _quotes.c.amount,
 )
 
@@ -255,10 +242,10 @@ _RECHARGE_BY_KEY = select(
 
 _QUOTE_BY_KEY = select(_quotes.c.state, _quotes.c.card_id).where(_quotes.c.key == bindparam("qkey"))
 
-_CANCEL_QUOTE = _leave_held("cancelled", _quotes.c.card_id)
+_CANCEL_QUOTE = _leave_held(_CANCELLED, _quotes.c.card_id)
 
-_EXPIRE_QUOTES = update(_quotes).where(_quotes.c.state == "held", _quotes.c.hold_until < bindparam("now")).values(
-    state="expired"
+_EXPIRE_QUOTES = update(_quotes).where(_quotes.c.state == _HELD, _quotes.c.hold_until < bindparam("now")).values(
+    state=_EXPIRED
 )
 
 
@@ -274,8 +261,8 @@ def _upsert_quote(dialect: str) -> Any:
         index_elements=[_quotes.c.key],
         set_=fresh,
         where=or_(
-            _quotes.c.state.in_(("cancelled", "expired")),
-            and_(_quotes.c.state == "held", _quotes.c.card_id == stmt.excluded.card_id),
+            _quotes.c.state.in_(_REOPENS),
+            and_(_quotes.c.state == _HELD, _quotes.c.card_id == stmt.excluded.card_id),
         ),
     ).returning(_quotes.c.key)
 
@@ -382,7 +369,7 @@ class RechargeService:
         key = recharge_key(call_id, seq)
         check_account_no(account_no)
         caller = callers.normalise(caller)
-        if not isinstance(pin, str) or len(pin) > 64:
+        if not isinstance(pin, str) or len(pin) > fields.PIN_ENTRY_MAX:
             raise InvalidInput("pin must be a string of digits")
         summary = self._summary(account_no)
         if summary.outcome is not Outcome.OK:
@@ -419,7 +406,7 @@ class RechargeService:
         if not is_redeemable(CardState.ISSUED, expiry, business_day(now)):
             raise _Decided(Answer(Outcome.CARD_EXPIRED, {"serial_tail": serial[-4:]}))
         quote = {"key": key, "call_id": call_id, "channel": self.channel, "caller": caller, "account_no": account_no,
-                 "card_id": card_id, "amount": face_value, "state": "held", "hold_until": until, "created_at": now}
+                 "card_id": card_id, "amount": face_value, "state": _HELD, "hold_until": until, "created_at": now}
         if conn.execute(_UPSERT_QUOTE[conn.dialect.name], quote).first() is None:
             self._replace_quote(conn, key, quote)
         return Answer(
@@ -430,7 +417,7 @@ class RechargeService:
     def _replace_quote(self, conn: Connection, key: str, quote: dict[str, Any]) -> None:
         """The key's quote is committed, or holds another card (the caller moved on to a second PIN)."""
         state, old_card = conn.execute(_QUOTE_BY_KEY, {"qkey": key}).one()
-        if state == "committed":
+        if state == _COMMITTED:
             raise _Decided(self._committed_answer(conn, key))
         conn.execute(_RELEASE, {"card": old_card, "key": key})
         fields = {k: v for k, v in quote.items() if k not in ("key", "call_id", "channel", "created_at")}
@@ -455,7 +442,7 @@ class RechargeService:
             done = conn.execute(_RECHARGE_BY_KEY, {"qkey": key}).first()
             if done is not None:
                 return self._answer_for(done)
-        outcome = self._card_outcome(CardState(state), expiry, now)
+        outcome = self._card_outcome(state, expiry, now)
         return Answer(outcome or Outcome.CARD_HELD, {"serial_tail": serial[-4:]})
 
     # --- commit --------------------------------------------------------------------
@@ -491,7 +478,7 @@ class RechargeService:
             _RECORD_RECHARGE,
             {"key": key, "call_id": quote.call_id, "channel": quote.channel, "caller": quote.caller,
              "card_id": quote.card_id, "card_serial": spent.serial, "account_no": quote.account_no,
-             "amount": quote.amount, "committed_at": now, "post_status": "pending", "post_attempts": 0,
+             "amount": quote.amount, "committed_at": now, "post_status": _PENDING, "post_attempts": 0,
              "next_attempt_at": now},
         ).scalar_one()
         return self._answer(recharge_id, now, quote.amount, quote.account_no, spent.serial)
@@ -502,7 +489,7 @@ class RechargeService:
         if done is not None:
             return self._answer_for(done)
         quote = conn.execute(_QUOTE_BY_KEY, {"qkey": key}).first()
-        if quote is None or quote.state == "cancelled":
+        if quote is None or quote.state == _CANCELLED:
             return Answer(Outcome.NO_QUOTE)
         return self._card_answer(conn, quote.card_id, now)
 
@@ -515,7 +502,7 @@ class RechargeService:
 
     def _card_answer(self, conn: Connection, card_id: int, now: dt.datetime) -> Answer:
         serial, state, expiry = conn.execute(_CARD_BY_ID, {"card": card_id}).one()
-        outcome = self._card_outcome(CardState(state), expiry, now)
+        outcome = self._card_outcome(state, expiry, now)
         return Answer(outcome or Outcome.HOLD_EXPIRED, {"serial_tail": serial[-4:]})
 
     # --- cancel and expiry ---------------------------------------------------------
@@ -566,11 +553,7 @@ class RechargeService:
     @staticmethod
     def _card_outcome(state: CardState, expiry: dt.date, now: dt.datetime) -> Outcome | None:
         """Why this card cannot be recharged now, or ``None`` if it can."""
-        if state in STATE_OUTCOME:
-            return STATE_OUTCOME[state]
-        if not is_redeemable(state, expiry, business_day(now)):
-            return Outcome.CARD_EXPIRED
-        return None
+        return refusal(state, expiry, business_day(now))
 
     def _attempts_left(
         self, conn: Connection, caller: str, account_no: str, since: dt.datetime, now: dt.datetime

@@ -11,9 +11,9 @@ range is a plain ``BETWEEN`` in SQL.
 # test-case-name: tests.cardmgmt.test_serials
 
 from cardmgmt.errors import InvalidInput
+from cardmgmt.fields import SERIAL_DIGITS
 
-SEQUENCE_DIGITS = 11
-SERIAL_DIGITS = SEQUENCE_DIGITS + 1
+SEQUENCE_DIGITS = SERIAL_DIGITS - 1  # and one check digit
 MAX_SEQUENCE = 10**SEQUENCE_DIGITS - 1
 
 

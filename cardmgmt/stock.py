@@ -24,7 +24,7 @@ from cardmgmt.errors import ConflictError, IllegalTransition, InvalidInput, NotF
 from cardmgmt.models import Batch, Card, Hall, Intake, StockCount, StockCountFinding
 from cardmgmt.operators import Permission
 from cardmgmt.serials import parse_serial
-from cardmgmt.states import PAST, CardState, Event, describe, sources, target
+from cardmgmt.states import PAST, REMEMBERS_PRIOR, CardState, Event, describe, sources, target
 from cardmgmt.system import Context
 
 
@@ -136,14 +136,15 @@ def apply(
         detail = ", ".join(f"{n} {describe(CardState(s))}" for s, n in sorted(refused.items()))
         raise IllegalTransition(f"{r.description}: cannot be {PAST[event]} because {detail}; nothing changed")
     values: dict[str, Any] = dict(extra_values or {})
-    if event is Event.UNFREEZE:
+    to = target(event)
+    if to is None:
+        # Back to the state recorded when the card was frozen.
         values.update(state=Card.prior_state, prior_state=None)
-    elif event is Event.FREEZE:
-        values.update(state=literal(CardState.FROZEN.value), prior_state=Card.state)
+    elif event in REMEMBERS_PRIOR:
+        # SET reads the old row, so prior_state gets the state being left.
+        values.update(state=literal(to.value), prior_state=Card.state)
     else:
-        fixed = target(event)
-        assert fixed is not None
-        values.update(state=fixed.value, prior_state=None)
+        values.update(state=to.value, prior_state=None)
     result = ctx.session.execute(
         update(Card).where(*r.where, Card.state.in_([s.value for s in allowed])).values(**values),
         execution_options={"synchronize_session": False},

@@ -20,6 +20,7 @@ from typing import Any
 
 import click
 
+from cardmgmt import fields
 from cardmgmt.keys import load_api_key
 from cardmgmt.money import format_fen
 from cli import App, cli, pass_app
@@ -119,7 +120,7 @@ def read_pin() -> str:
 
 @cli.command()
 @click.option("--server", "servers", multiple=True, required=True, callback=parse_server, help="HOST:PORT of a recharge server, primary first (repeat).")
-@click.option("--account", required=True, help="The 10-digit electricity account number.")
+@click.option("--account", required=True, help=f"The {fields.ACCOUNT_DIGITS}-digit electricity account number.")
 @click.option("--caller", default="", help="The caller's number, for lockout counting.")
 @click.option("--yes", is_flag=True, help="Confirm the recharge without asking.")
 @pass_app

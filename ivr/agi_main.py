@@ -51,6 +51,7 @@ from asterisk.agi import AGI
 from ivr.agi_channel import AGIChannel
 from ivr.client import RechargeClient
 from ivr.dialog import Channel, DialogSettings, apologise, run_call
+from ivr.fields import CALL_ID_CHARS, CALL_ID_MAX
 
 DEFAULT_CONFIG = "/etc/recharge/agi.conf"
 SECTION = "agi"
@@ -62,7 +63,8 @@ log = logging.getLogger("ivr.agi")
 
 N = TypeVar("N", int, float)
 
-_CALL_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
+_CALL_ID_UNSAFE = re.compile(f"[^{CALL_ID_CHARS}]")
+_CALL_ID_SUFFIX = 1 + 16  # "-" and 8 random bytes in hex
 _CALLER_UNSAFE = re.compile(r"[^0-9+*#]")
 
 
@@ -191,7 +193,7 @@ def call_id_of(env: dict[str, str]) -> str:
     the recharge servers.  It is drawn once per AGI process, so it stays the
     same for the whole call, across failovers.
     """
-    base = _CALL_ID_UNSAFE.sub("", env.get("agi_uniqueid", ""))[:47]
+    base = _CALL_ID_UNSAFE.sub("", env.get("agi_uniqueid", ""))[: CALL_ID_MAX - _CALL_ID_SUFFIX]
     return f"{base or 'call'}-{os.urandom(8).hex()}"  # what secrets.token_hex(8) gives, without its import
 
 

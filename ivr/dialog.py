@@ -7,11 +7,11 @@ recharge reference → 1 for another card, or goodbye::
 
     step              on                                   next
     WELCOME           2: English; else Mandarin            ACCOUNT
-    ACCOUNT           10 digits                            CONFIRM_ACCOUNT     (* → WELCOME)
+    ACCOUNT           ACCOUNT_DIGITS digits                CONFIRM_ACCOUNT     (* → WELCOME)
     CONFIRM_ACCOUNT   1                                    LOOKUP              (2 or * → ACCOUNT)
     LOOKUP            ok (the summary is said next)        PIN
                       unknown_account                      ACCOUNT
-    PIN               18 digits, quote ok (card held)      CONFIRM_RECHARGE    (* → CONFIRM_ACCOUNT)
+    PIN               PIN_DIGITS digits, quote ok (held)   CONFIRM_RECHARGE    (* → CONFIRM_ACCOUNT)
                       wrong PIN, card refused              PIN
     CONFIRM_RECHARGE  1                                    COMMIT              (2: cancel → ANOTHER; *: cancel → PIN)
     COMMIT            ok (amount and reference said)       ANOTHER, seq + 1
@@ -55,6 +55,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeGuard
 
+from ivr.fields import ACCOUNT_DIGITS, MAX_SEQ, PIN_DIGITS
+
 log = logging.getLogger("ivr.dialog")
 
 # --- what the recharge service answers ---------------------------------------------
@@ -79,9 +81,6 @@ OUTCOMES = (
     UNKNOWN_ACCOUNT, LOCKED_OUT, HOLD_EXPIRED, NO_QUOTE, SERVICE_UNAVAILABLE,
 )
 
-MAX_SEQ = 99  # the service numbers a call's cards 1..99
-ACCOUNT_DIGITS = 10
-PIN_DIGITS = 18
 KEYS = "0123456789*#"  # every key stops every prompt (barge-in)
 BACK = "*"
 

@@ -30,6 +30,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ivr import fields
+
 MAX_BODY = 4096  # bytes; a real request is under 200
 DEFAULT_MAX_SKEW = 30  # seconds
 
@@ -176,13 +178,22 @@ class Field:
 
 
 CALL_ID = Field(
-    "call_id", "string", "the call's unique id: 1-64 letters, digits, '.', '_', ':' or '-'",
-    pattern=r"[A-Za-z0-9._:-]{1,64}", max_length=64,
+    "call_id", "string", f"the call's unique id: 1-{fields.CALL_ID_MAX} letters, digits, '.', '_', ':' or '-'",
+    pattern=fields.CALL_ID_PATTERN, max_length=fields.CALL_ID_MAX,
 )
-SEQ = Field("seq", "integer", "which card of this call, from 1", minimum=1, maximum=99)
-ACCOUNT_NO = Field("account_no", "string", "10 digits", pattern=r"[0-9]{10}", max_length=10)
-PIN = Field("pin", "string", "1-64 digits", pattern=r"[0-9]{1,64}", max_length=64)
-CALLER = Field("caller", "string", "the caller's number: up to 32 digits, '+', '*' or '#'", pattern=r"[0-9+*#]{0,32}", max_length=32)
+SEQ = Field("seq", "integer", "which card of this call, from 1", minimum=1, maximum=fields.MAX_SEQ)
+ACCOUNT_NO = Field(
+    "account_no", "string", f"{fields.ACCOUNT_DIGITS} digits", pattern=fields.ACCOUNT_PATTERN,
+    max_length=fields.ACCOUNT_DIGITS,
+)
+PIN = Field(
+    "pin", "string", f"1-{fields.PIN_ENTRY_MAX} digits", pattern=fields.PIN_ENTRY_PATTERN,
+    max_length=fields.PIN_ENTRY_MAX,
+)
+CALLER = Field(
+    "caller", "string", f"the caller's number: up to {fields.CALLER_MAX} digits, '+', '*' or '#'",
+    pattern=fields.CALLER_PATTERN, max_length=fields.CALLER_MAX,
+)
 
 REQUESTS: dict[str, tuple[Field, ...]] = {
     "account": (CALL_ID, ACCOUNT_NO),

@@ -38,13 +38,15 @@ from cardmgmt.db import Database
 from cardmgmt.marketing import MarketingSystem, MarketingUnavailable, Posting, PostingRejected
 from cardmgmt.models import Recharge
 from cardmgmt.operators import Permission
+from cardmgmt.states import PostStatus
 from cardmgmt.system import Context
 
 log = logging.getLogger(__name__)
 
-PENDING = "pending"
-POSTED = "posted"
-REJECTED = "rejected"
+# The outbox states as plain strings, for callers that offer them as choices.
+PENDING = PostStatus.PENDING.value
+POSTED = PostStatus.POSTED.value
+REJECTED = PostStatus.REJECTED.value
 
 FIRST_RETRY = dt.timedelta(seconds=1)
 MAX_RETRY = dt.timedelta(seconds=300)
@@ -131,7 +133,7 @@ def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime
         with _unit_of_work(cards) as session:
             batch = session.scalars(
                 select(Recharge)
-                .where(Recharge.post_status == PENDING, Recharge.next_attempt_at <= now, Recharge.id > last_id)
+                .where(Recharge.post_status == PostStatus.PENDING, Recharge.next_attempt_at <= now, Recharge.id > last_id)
                 .order_by(Recharge.id)
                 .limit(min(BATCH, limit - taken))
                 # Rows another worker is posting are skipped, not waited for.
@@ -178,13 +180,13 @@ def _post_batch(batch: Sequence[Recharge], marketing: MarketingSystem, now: dt.d
     for recharge, posting, outcome in zip(batch, postings, results, strict=True):
         recharge.post_attempts += 1
         if isinstance(outcome, PostingRejected):
-            recharge.post_status = REJECTED
+            recharge.post_status = PostStatus.REJECTED
             recharge.last_error = str(outcome)[:_ERROR_LENGTH]
             log.error("outbox: %s rejected by the marketing system: %s", posting.recharge_ref, outcome)
             counts["rejected"] += 1
             continue
         # last_error is kept: with post_attempts it explains a late posted_at.
-        recharge.post_status = POSTED
+        recharge.post_status = PostStatus.POSTED
         recharge.posted_at = now
         counts["posted" if outcome else "repeated"] += 1
     return counts
@@ -193,13 +195,15 @@ def _post_batch(batch: Sequence[Recharge], marketing: MarketingSystem, now: dt.d
 def backlog(session: Session) -> Backlog:
     """Pending records (how many, and since when) and rejected records waiting for a person."""
     count, oldest = session.execute(
-        select(func.count(), func.min(Recharge.committed_at)).where(Recharge.post_status == PENDING)
+        select(func.count(), func.min(Recharge.committed_at)).where(Recharge.post_status == PostStatus.PENDING)
     ).one()
-    rejected = session.scalar(select(func.count()).select_from(Recharge).where(Recharge.post_status == REJECTED))
+    rejected = session.scalar(
+        select(func.count()).select_from(Recharge).where(Recharge.post_status == PostStatus.REJECTED)
+    )
     return Backlog(pending=count, oldest_pending=as_utc(oldest) if oldest is not None else None, rejected=rejected or 0)
 
 
-def pending(session: Session, limit: int = 50, *, status: str = PENDING) -> list[Recharge]:
+def pending(session: Session, limit: int = 50, *, status: PostStatus | str = PostStatus.PENDING) -> list[Recharge]:
     """The oldest ``limit`` records in outbox state ``status`` (``pending`` by default, or ``rejected``)."""
     return list(
         session.scalars(select(Recharge).where(Recharge.post_status == status).order_by(Recharge.id).limit(limit))

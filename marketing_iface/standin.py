@@ -30,6 +30,7 @@ from sqlalchemy import (
 )
 
 from cardmgmt.db import dialect_insert, make_engine
+from cardmgmt.fields import ACCOUNT_DIGITS
 from cardmgmt.marketing import Account, Posting, PostingRejected
 
 metadata = MetaData()
@@ -40,7 +41,7 @@ _BigId = BigInteger().with_variant(Integer(), "sqlite")
 accounts = Table(
     "accounts",
     metadata,
-    Column("account_no", String(10), primary_key=True),  # 户号
+    Column("account_no", String(ACCOUNT_DIGITS), primary_key=True),  # 户号
     Column("holder_name", String(64), nullable=False),
     Column("address", String(200), nullable=False),
     # fen; negative means arrears (欠费)
@@ -53,7 +54,7 @@ recharge_interface = Table(
     Column("id", _BigId, primary_key=True, autoincrement=True),
     # The side system's idempotency key: one row per recharge, whoever retries.
     Column("recharge_ref", String(24), nullable=False, unique=True),
-    Column("account_no", String(10), ForeignKey("accounts.account_no"), nullable=False, index=True),
+    Column("account_no", String(ACCOUNT_DIGITS), ForeignKey("accounts.account_no"), nullable=False, index=True),
     Column("amount", BigInteger, nullable=False),
     Column("card_serial", String(20), nullable=False),
     Column("channel", String(16), nullable=False),

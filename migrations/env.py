@@ -17,12 +17,28 @@ target_metadata = Base.metadata
 engine = config.attributes.get("engine") or make_engine(Settings.load().database_url)
 
 with engine.connect() as connection:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",
-        compare_type=True,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-    connection.commit()
+    sqlite = connection.dialect.name == "sqlite"
+    if sqlite:
+        # Batch mode changes an SQLite table by copying it and dropping the
+        # old one, which with foreign keys enforced fails for any table that
+        # other rows refer to (cards).  The pragma only takes effect outside a
+        # transaction, hence here; a revision that copies such tables runs
+        # ``PRAGMA foreign_key_check`` before it ends.
+        connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+        connection.commit()
+    try:
+        context.configure(
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=sqlite,
+            compare_type=True,
+        )
+        with context.begin_transaction():
+            context.run_migrations()
+        connection.commit()
+    finally:
+        if sqlite:
+            # The connection goes back to the application's pool: enforce again.
+            connection.rollback()
+            connection.exec_driver_sql("PRAGMA foreign_keys=ON")
+            connection.commit()

@@ -7,7 +7,25 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cardmgmt.errors import IllegalTransition
-from cardmgmt.states import FINAL, TRANSITIONS, CardState, Event, is_redeemable, next_state, sources
+from cardmgmt.outcomes import Outcome
+from cardmgmt.states import (
+    FINAL,
+    INITIAL,
+    QUOTE_ENDS,
+    QUOTE_REOPENS,
+    REMEMBERS_PRIOR,
+    STATE_OUTCOME,
+    TRANSITIONS,
+    CardState,
+    Event,
+    QuoteState,
+    is_redeemable,
+    next_state,
+    refusal,
+    sources,
+    target,
+    the_target,
+)
 
 S = CardState
 
@@ -91,3 +109,54 @@ def test_freeze_then_unfreeze_is_identity(state):
     card.state = state
     assert card.apply(Event.FREEZE) and card.apply(Event.UNFREEZE)
     assert card.state is state
+
+
+# --- completeness: adding a card state is one file (and a migration) --------------------
+
+
+def test_every_state_has_transition_rows():
+    """Each state is entered by some event (or is the first), and each non-final state can move on."""
+    entered = {to for _, to in TRANSITIONS.values() if to is not None}
+    for state in S:
+        assert state is INITIAL or state in entered, f"no event leads to {state}"
+        leaving = [e for e in Event if state in sources(e)]
+        assert (state in FINAL) == (not leaving), f"{state}: final={state in FINAL}, events {leaving}"
+    assert set(TRANSITIONS) == set(Event)
+
+
+def test_returning_to_the_prior_state_needs_an_event_that_remembered_it():
+    returning = [e for e in Event if target(e) is None]
+    assert returning == [Event.UNFREEZE]
+    remembered_into = {the_target(e) for e in REMEMBERS_PRIOR}
+    for event in returning:
+        assert sources(event) <= remembered_into
+
+
+def test_every_state_says_what_a_caller_hears():
+    assert set(STATE_OUTCOME) == set(S), "a card state without an outcome"
+    for state, outcome in STATE_OUTCOME.items():
+        # None only for the states a card is redeemed from: then only expiry or a hold refuses.
+        assert (outcome is None) == (state in sources(Event.REDEEM)), state
+        assert outcome is None or outcome is not Outcome.OK
+
+
+def test_refusal_by_state_and_expiry():
+    today = dt.date(2027, 1, 1)
+    assert refusal(S.ISSUED, today, today) is None
+    assert refusal(S.ISSUED, today - dt.timedelta(days=1), today) is Outcome.CARD_EXPIRED
+    assert refusal(S.REDEEMED, today, today) is Outcome.CARD_USED
+    assert refusal(S.VOIDED, today - dt.timedelta(days=1), today) is Outcome.CARD_VOIDED
+    assert refusal(S.FROZEN, today, today) is Outcome.CARD_FROZEN
+    for state in (S.ORDERED, S.PRODUCED, S.IN_STOCK):
+        assert refusal(state, today, today) is Outcome.CARD_NOT_ISSUED
+
+
+def test_only_unfreezing_has_no_fixed_target():
+    with pytest.raises(ValueError):
+        the_target(Event.UNFREEZE)
+    assert the_target(Event.ISSUE) is S.ISSUED
+
+
+def test_a_quote_leaves_held_for_any_other_state():
+    assert QUOTE_ENDS == set(QuoteState) - {QuoteState.HELD}
+    assert QUOTE_REOPENS < QUOTE_ENDS and QuoteState.COMMITTED not in QUOTE_REOPENS

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from cardmgmt.recharge import Outcome
+from cardmgmt.states import STATE_OUTCOME
 from ivr import dialog
 from ivr.dialog import PROMPTS, CallerHungUp, DialogSettings, RechargeDialog
 
@@ -177,6 +178,14 @@ def test_every_refusal_has_a_prompt_of_its_own() -> None:
     prompts = {dialog.OUTCOME_PROMPTS[o] for o in refusals - {dialog.NO_QUOTE}}
     assert len(prompts) == len(refusals) - 1  # only hold_expired and no_quote share one
     assert dialog.OUTCOME_PROMPTS[dialog.NO_QUOTE] == dialog.OUTCOME_PROMPTS[dialog.HOLD_EXPIRED]
+
+
+def test_every_card_refusal_is_said_as_a_card_refusal() -> None:
+    """Whatever a card's state (or its batch's expiry, or another call's hold) refuses, the dialog says it."""
+    said = {o for o in STATE_OUTCOME.values() if o is not None} | {Outcome.CARD_EXPIRED, Outcome.CARD_HELD}
+    for outcome in said:
+        assert outcome.value in dialog.CARD_REFUSALS, outcome
+        assert dialog.OUTCOME_PROMPTS[outcome.value] in PROMPTS, outcome
 
 
 def test_prompts_are_the_prompt_ids() -> None:

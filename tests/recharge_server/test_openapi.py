@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from cardmgmt.recharge import Outcome
-from ivr import protocol
+from ivr import fields, protocol
 from recharge_server.api import ERRORS
 
 DOC = Path(__file__).resolve().parents[2] / "recharge_server" / "openapi.yaml"
@@ -68,3 +68,7 @@ def test_the_signing_headers_and_the_body_limit_are_documented(spec: dict[str, A
     assert spec["security"] == [{name: [] for name in schemes}]
     assert str(protocol.MAX_BODY) in spec["info"]["description"]
     assert spec["paths"]["/v1/health"]["get"]["security"] == []
+
+
+def test_the_pin_length_in_the_description_is_the_pin_length(spec: dict[str, Any]) -> None:
+    assert f"a card PIN has {fields.PIN_DIGITS})" in spec["components"]["schemas"]["Pin"]["description"]

@@ -13,6 +13,7 @@ import pytest
 
 from ivr.agi_channel import amount_parts
 from ivr.dialog import PROMPTS
+from ivr.fields import ACCOUNT_DIGITS, PIN_DIGITS
 from voice_prompts import build, check
 from voice_prompts.catalogue import CATALOGUE, LANGS, NUMBER_SOUNDS, text
 
@@ -66,6 +67,24 @@ def test_only_what_is_true_is_promised_about_the_card() -> None:
         # said when a commit got no answer: never "not used"
         assert words not in CATALOGUE["result-unknown"][lang]
     assert "confirm" in CATALOGUE["result-unknown"]["en"] and "确认" in CATALOGUE["result-unknown"]["zh"]
+
+
+def _spoken(n: int, lang: str) -> str:
+    """A number under 20 as the prompts write it: 十, 十八; ten, eighteen."""
+    if lang == "zh" and 10 < n < 20:
+        return NUMBER_SOUNDS["zh"]["digits/10"] + NUMBER_SOUNDS["zh"][f"digits/{n - 10}"]
+    return NUMBER_SOUNDS[lang][f"digits/{n}"]
+
+
+@pytest.mark.parametrize(("digits", "ask", "refuse"), [
+    (ACCOUNT_DIGITS, "enter-account", "invalid-account"),
+    (PIN_DIGITS, "enter-pin", "invalid-pin"),
+])
+def test_the_lengths_the_caller_hears_are_the_lengths_the_dialog_counts(digits: int, ask: str, refuse: str) -> None:
+    assert f"{_spoken(digits, 'zh')}位" in text(ask, "zh")
+    assert f"{_spoken(digits, 'zh')}位数字" in text(refuse, "zh")
+    assert f"{_spoken(digits, 'en')}-digit" in text(ask, "en")
+    assert f"{_spoken(digits, 'en')} digits" in text(refuse, "en")
 
 
 def test_the_welcome_offers_english_on_key_2() -> None:
