@@ -105,14 +105,19 @@ def create_keyring(key_dir: Path) -> KeyRing:
     return KeyRing(master=master, system_private=private)
 
 
-def read_secret_file(path: Path) -> bytes:
-    """Read a key file, refusing one that is missing or readable by others."""
+def _owner_only(path: Path, what: str, mode: str) -> None:
+    """Refuse ``path`` when it is missing or other users can reach it; ``mode`` is the chmod that mends it."""
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise KeyFileError(f"key file {path} does not exist (run `cli.py keys init`)") from None
+        raise KeyFileError(f"{what} {path} does not exist (run `cli.py keys init`)") from None
     if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"key file {path} is open to other users; chmod 600 it")
+        raise KeyFileError(f"{what} {path} is open to other users; chmod {mode} it")
+
+
+def read_secret_file(path: Path) -> bytes:
+    """Read a key file, refusing one that is missing or readable by others."""
+    _owner_only(path, "key file", "600")
     try:
         return path.read_bytes()
     except OSError as e:
@@ -164,12 +169,7 @@ def check_key_dir(key_dir: Path) -> None:
     The files in it are owner-only too, but a directory open to others lets
     them see which keys exist and, if writable, swap a public key file.
     """
-    try:
-        st = key_dir.stat()
-    except FileNotFoundError:
-        raise KeyFileError(f"key directory {key_dir} does not exist (run `cli.py keys init`)") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"key directory {key_dir} is open to other users; chmod 700 it")
+    _owner_only(key_dir, "key directory", "700")
 
 
 def load_keyring(key_dir: Path) -> KeyRing:
