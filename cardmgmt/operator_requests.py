@@ -16,6 +16,7 @@ racing on one request exactly one succeeds.
 
 # test-case-name: tests.cardmgmt.test_operator_requests, tests.cli.test_operator
 
+from collections.abc import Callable
 from enum import StrEnum
 
 from sqlalchemy import delete, select, update
@@ -139,8 +140,14 @@ def _apply(ctx: Context, req: OperatorRequest, **values: object) -> None:
         raise ConflictError(f"operator {req.operator!r} changed since request {req.id} was filed; nothing changed")
 
 
-def approve(ctx: Context, request_id: int, comment: str, new_password: str | None = None) -> OperatorRequest:
-    """A second administrator approves; for a new operator, with the first password they hand over."""
+def approve(
+    ctx: Context, request_id: int, comment: str, new_password: str | Callable[[], str] | None = None
+) -> OperatorRequest:
+    """A second administrator approves; for a new operator, with the first password they hand over.
+
+    ``new_password`` may be a function, asked only when the request turns out
+    to add an operator (a front end prompts for it then).
+    """
     req = _pending(ctx, request_id, comment)
     me = ctx.actor.name
     if me == req.requested_by:
@@ -153,12 +160,14 @@ def approve(ctx: Context, request_id: int, comment: str, new_password: str | Non
             f"and cannot approve their request {req.id}"
         )
     if req.kind == Kind.ADD:
-        if new_password is None:
+        if callable(new_password):
+            new_password = new_password()
+        if not new_password:
             raise InvalidInput("approving a new operator needs the first password they will be given")
         operators.check_password_strength(new_password)
     _decide(ctx, req, Status.APPROVED, comment)
     if req.kind == Kind.ADD:
-        _apply(ctx, req, pending=False, active=True, password_hash=operators.hash_password(new_password or ""),
+        _apply(ctx, req, pending=False, active=True, password_hash=operators.hash_password(str(new_password)),
                must_change_password=True)
     elif req.kind == Kind.ROLE:
         _apply(ctx, req, role=req.role, role_granted_by=req.requested_by)
