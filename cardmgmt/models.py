@@ -24,6 +24,7 @@ from sqlalchemy import (
     LargeBinary,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -94,6 +95,20 @@ class Operator(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Dual control (see operator_requests): an operator waiting for a second
+    # administrator's approval exists, so the name is taken, but cannot sign in.
+    pending: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Who asked for this operator, their last re-enabling and their role: none
+    # of them may approve what the other asks for (NULL: set up at init).
+    created_by: Mapped[str | None] = mapped_column(String(64))
+    enabled_by: Mapped[str | None] = mapped_column(String(64))
+    role_granted_by: Mapped[str | None] = mapped_column(String(64))
+    # A password someone else chose (at approval or reset) works only to choose a new one.
+    must_change_password: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Wrong passwords since failed_since (a window), and the lockout they led to.
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    failed_since: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class Factory(Base):
@@ -360,3 +375,20 @@ class RequestNonce(Base):
     __tablename__ = "request_nonces"
     nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
     seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class OperatorRequest(Base):
+    """A request to add an operator, change a role or re-enable an operator, and a second administrator's decision."""
+
+    __tablename__ = "operator_requests"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))  # add | role | enable
+    operator: Mapped[str] = mapped_column(String(64), index=True)
+    role: Mapped[str | None] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))  # pending | approved | rejected
+    reason: Mapped[str] = mapped_column(String(256))
+    requested_by: Mapped[str] = mapped_column(String(64))
+    requested_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    decision_comment: Mapped[str | None] = mapped_column(String(256))

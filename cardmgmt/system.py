@@ -4,7 +4,10 @@
 through: it checks the schema revision, loads the key directory and checks
 it belongs to this database, opens a transaction, authenticates the operator
 and checks the role's permission, and hands the services a ``Context``.  A
-second front end (a web page, a POS terminal) reuses it as it is.
+second front end (a web page, a POS terminal) reuses it as it is.  A sign-in
+refused for an unknown name, a wrong password or a lockout is counted in a
+transaction of its own (the unit's is rolled back), and the lockout it may
+cause is written to the operation log.
 """
 
 # test-case-name: tests.cardmgmt.test_system
@@ -19,7 +22,7 @@ from sqlalchemy.orm import Session
 from cardmgmt import audit, operators
 from cardmgmt.config import Settings
 from cardmgmt.db import Database
-from cardmgmt.errors import KeyFileError, PermissionDenied
+from cardmgmt.errors import InvalidInput, KeyFileError, PermissionDenied
 from cardmgmt.keys import KeyRing, create_keyring, load_keyring
 from cardmgmt.models import Setting
 from cardmgmt.operators import Actor, Permission, Role
@@ -72,17 +75,23 @@ class CardSystem:
             self._keys = load_keyring(self.settings.key_dir)
         return self._keys
 
-    def initialise(self, admin_name: str, admin_password: str) -> Actor:
-        """Set up a new installation: keys (created if absent), key binding and the first administrator.
+    def initialise(
+        self, admin_name: str, admin_password: str, second_admin: tuple[str, str] | None = None
+    ) -> Actor:
+        """Set up a new installation: keys (created if absent), key binding and the first administrators.
 
-        Refused once any operator exists, so it cannot be used to add a
-        second administrator behind the others' backs.  The schema must
-        already be current (``db upgrade``).
+        ``second_admin`` (name, password) is the second administrator, whom
+        every operator request needs as approver; without one the installation
+        can run, but no operator can be added.  Refused once any operator
+        exists, so it cannot be used to add an administrator behind the
+        others' backs.  The schema must already be current (``db upgrade``).
         """
         self.db.check_schema()
+        if second_admin is not None and second_admin[0].strip() == admin_name.strip():
+            raise InvalidInput("the two first administrators must be two different people")
         with self.db.transaction() as session:
             if operators.count(session):
-                raise PermissionDenied("this installation already has operators; use `operator add`")
+                raise PermissionDenied("this installation already has operators; use `operator request add`")
         anchors = self.settings.audit_anchor_file
         if anchors.exists() and anchors.stat().st_size:
             # Starting over beside another log's anchors would make verify fail
@@ -95,7 +104,7 @@ class CardSystem:
             keys = self._keys = create_keyring(self.settings.key_dir)
         with self.db.transaction() as session:
             if operators.count(session):
-                raise PermissionDenied("this installation already has operators; use `operator add`")
+                raise PermissionDenied("this installation already has operators; use `operator request add`")
             bound = session.get(Setting, KEY_FINGERPRINT)
             if bound is None:
                 session.add(Setting(name=KEY_FINGERPRINT, value=keys.fingerprint))
@@ -105,20 +114,45 @@ class CardSystem:
             actor = Actor(op.name, Role.ADMIN)
             ctx = Context(session, keys, actor)
             ctx.log("install.init", f"installation key {keys.fingerprint}", after={"admin": op.name})
+            if second_admin is not None:
+                second = operators.create(session, second_admin[0], Role.ADMIN, second_admin[1])
+                ctx.log("install.second_admin", f"operator {second.name}", after={"role": Role.ADMIN.value})
         self._anchor(ctx)
         return actor
 
     @contextmanager
     def unit(self, permission: Permission) -> Iterator[Context]:
-        """An authenticated, authorised unit of work; commits when the block ends without error."""
+        """An authenticated, authorised unit of work; commits when the block ends without error.
+
+        ``Permission.OWN_PASSWORD`` is the one unit an operator who must
+        choose a new password may open.
+        """
         self.db.check_schema()
         keys = self.keys()
+        name, actor = self.settings.operator, None
         with self.db.transaction() as session:
             check_keyring(session, keys)
-            actor = operators.authenticate(session, self.settings.operator, self.settings.password)
-            operators.require(actor, permission)
-            ctx = Context(session, keys, actor)
-            yield ctx
+            actor = operators.sign_in(session, name, self.settings.password,
+                                      password_change=permission is Permission.OWN_PASSWORD)
+            if actor is not None:
+                operators.require(actor, permission)
+                ctx = Context(session, keys, actor)
+                yield ctx
+        if actor is None:
+            self._count_failure(name or "", keys)
+            raise operators.refused(name or "")
+        self._anchor(ctx)
+
+    def _count_failure(self, name: str, keys: KeyRing) -> None:
+        """Count a refused sign-in against the operator's row; log and anchor the lockout it causes."""
+        with self.db.transaction() as session:
+            locked = operators.record_failure(session, name)
+            if locked is None:
+                return
+            role, until = locked
+            ctx = Context(session, keys, Actor(name, role))
+            ctx.log("operator.lock", f"operator {name}",
+                    after={"failures": operators.MAX_FAILURES, "locked_until": until.isoformat(timespec="seconds")})
         self._anchor(ctx)
 
     def _anchor(self, ctx: Context) -> None:

@@ -210,9 +210,10 @@ def cli(ctx: click.Context, database_url: str | None, key_dir: Path | None, mark
     \b
     A new installation:
       cli.py db upgrade
-      cli.py init --admin alice
-    Then, as alice:
-      cli.py -u alice operator add bob --role finance
+      cli.py init --admin alice --admin dave
+    Then alice asks for a finance officer and dave approves:
+      cli.py -u alice operator request add bob --role finance --reason "finance officer"
+      cli.py -u dave operator request approve 1 --comment "identity checked"
       cli.py -u alice factory register F1 --public-key factory.pub.pem
       cli.py -u alice batch create B001 --face-value 50 --quantity 1000 \\
              --expiry 2028-12-31 --factory F1 --out B001.newcard

@@ -38,20 +38,35 @@ def db_current(app: App) -> None:
 
 
 @cli.command()
-@click.option("--admin", required=True, help="Name of the first administrator.")
-@click.password_option("--admin-password", envvar="CARDS_ADMIN_PASSWORD", prompt="password for the first administrator", help="[env CARDS_ADMIN_PASSWORD]")
+@click.option("--admin", "admins", required=True, multiple=True,
+              help="An administrator's name; give it twice for the first two (each types their own password).")
+@click.option("--admin-password", envvar="CARDS_ADMIN_PASSWORD", help="[env CARDS_ADMIN_PASSWORD; prompted if absent]")
+@click.option("--second-admin-password", envvar="CARDS_SECOND_ADMIN_PASSWORD",
+              help="[env CARDS_SECOND_ADMIN_PASSWORD; prompted if absent]")
 @pass_app
-def init(app: App, admin: str, admin_password: str) -> None:
-    """Set up a new installation: key directory (if absent) and the first administrator.
+def init(app: App, admins: tuple[str, ...], admin_password: str | None, second_admin_password: str | None) -> None:
+    """Set up a new installation: key directory (if absent) and the first one or two administrators.
 
-    Example: cli.py init --admin alice
+    Adding an operator needs a second administrator's approval, so a new
+    installation normally names both; each password is typed by its owner
+    at a prompt, or read from CARDS_ADMIN_PASSWORD and CARDS_SECOND_ADMIN_PASSWORD.
+
+    Example: cli.py init --admin alice --admin dave
     """
+    if len(admins) > 2:
+        raise click.UsageError("give --admin once or twice")
+    given = (admin_password, second_admin_password)
+    passwords = [given[i] or click.prompt(f"password for administrator {name}", hide_input=True,
+                                          confirmation_prompt=True, err=True)
+                 for i, name in enumerate(admins)]
     system = CardSystem(app.settings)
     try:
-        actor = system.initialise(admin, admin_password)
+        second = (admins[1], passwords[1]) if len(admins) == 2 else None
+        system.initialise(admins[0], passwords[0], second_admin=second)
     finally:
         system.close()
-    click.echo(f"installation ready; administrator {actor.name}; keys in {app.settings.key_dir}")
+    names = " and ".join(admins)
+    click.echo(f"installation ready; administrator{'s' if second else ''} {names}; keys in {app.settings.key_dir}")
 
 
 @cli.group()

@@ -14,12 +14,20 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 # an operator at a terminal is prompted instead.
 as() { local who=$1; shift; CARDS_PASSWORD="pw-$who-2026" run python cli.py -u "$who" "$@"; }
 
-step "A new installation: schema, keys, first administrator"
+step "A new installation: schema, keys, the first two administrators (alice and dave)"
 run python cli.py db upgrade
-CARDS_ADMIN_PASSWORD=pw-alice-2026 run python cli.py init --admin alice
-CARDS_NEW_PASSWORD=pw-bob-2026 as alice operator add bob --role finance
-CARDS_NEW_PASSWORD=pw-carol-2026 as alice operator add carol --role auditor
-CARDS_NEW_PASSWORD=pw-dave-2026 as alice operator add dave --role admin
+CARDS_ADMIN_PASSWORD=pw-alice-2026 CARDS_SECOND_ADMIN_PASSWORD=pw-dave-2026 run python cli.py init --admin alice --admin dave
+
+step "alice asks for bob (finance) and carol (auditor); dave approves and sets their first passwords"
+as alice operator request add bob --role finance --reason "finance officer"
+as alice operator request add carol --role auditor --reason "internal audit"
+as alice operator request approve 1 --comment "self-approval" || echo "(refused, exit $?)"
+CARDS_NEW_PASSWORD=first-bob-2026 as dave operator request approve 1 --comment "identity checked"
+CARDS_NEW_PASSWORD=first-carol-2026 as dave operator request approve 2 --comment "identity checked"
+as dave operator request list
+# Each chooses their own password before doing anything else.
+CARDS_PASSWORD=first-bob-2026 CARDS_NEW_PASSWORD=pw-bob-2026 run python cli.py -u bob operator password
+CARDS_PASSWORD=first-carol-2026 CARDS_NEW_PASSWORD=pw-carol-2026 run python cli.py -u carol operator password
 as alice operator list
 
 step "The card factory makes its keys and is registered with its public key"

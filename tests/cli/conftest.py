@@ -3,7 +3,7 @@
 Every command runs as an operator would type it: ``--db`` and ``--key-dir``
 name the installation, ``-u`` the operator, and the password comes from
 ``CARDS_PASSWORD`` in the environment.  Each test gets a fresh installation
-made through the CLI itself (``init``, ``operator add``, ``factory register``,
+made through the CLI itself (``init``, ``operator request``, ``factory register``,
 ``hall add``) on SQLite and on PostgreSQL.
 
 Exit codes under test: 0 done, 1 refused, 2 usage error, 3 discrepancies.
@@ -204,9 +204,27 @@ class Installation:
 
 
 
-def run_init(database_url: str, key_dir: Path, admin: str, password: str) -> Result:
-    """``cli.py init`` with the first administrator's password from the environment."""
-    return invoke("--db", database_url, "--key-dir", key_dir, "init", "--admin", admin, env={"CARDS_ADMIN_PASSWORD": password})
+def run_init(database_url: str, key_dir: Path, admin: str, password: str, second: str | None = None) -> Result:
+    """``cli.py init`` with the administrators' passwords from the environment (``second`` from PASSWORDS)."""
+    admins = ["--admin", admin] + (["--admin", second] if second else [])
+    env = {"CARDS_ADMIN_PASSWORD": password, **({"CARDS_SECOND_ADMIN_PASSWORD": PASSWORDS[second]} if second else {})}
+    return invoke("--db", database_url, "--key-dir", key_dir, "init", *admins, env=env)
+
+
+def temporary(name: str) -> str:
+    """The first password an approver types for ``name``, before they choose their own."""
+    return f"{name}-first-pw-1"
+
+
+def add_operator(i: "Installation", name: str, role: str, *, by: str = "alice", approver: str = "dave") -> int:
+    """``name`` added as ``role`` as the CLI does it: requested, approved by a second administrator, password chosen."""
+    filed = i.ok("operator", "request", "add", name, "--role", role, "--reason", "new colleague", user=by)
+    m = re.fullmatch(rf"operator request (\d+) filed: add {name} as {role}; waiting for another administrator's approval\n", filed)
+    assert m, filed
+    i.ok("operator", "request", "approve", m.group(1), "--comment", "identity checked", user=approver,
+         env={"CARDS_NEW_PASSWORD": temporary(name)})
+    i.ok("operator", "password", user=name, password=temporary(name), env={"CARDS_NEW_PASSWORD": PASSWORDS[name]})
+    return int(m.group(1))
 
 
 
@@ -245,16 +263,18 @@ def other_key_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def inst(database_url: str, key_dir: Path, tmp_path: Path, sim_factory_keys: Path) -> Iterator[Installation]:
-    """A new installation set up through the CLI: alice (admin), bob (finance), carol (auditor), F1, H01."""
+    """A new installation set up through the CLI: alice and dave (admin), bob (finance), carol (auditor), F1, H01.
+
+    alice and dave are the two first administrators; alice asks for bob and
+    carol, dave approves.
+    """
     workdir = tmp_path / "work"
     workdir.mkdir()
     i = Installation(database_url, key_dir, workdir, sim_factory_keys)
-    stdout = assert_ok(run_init(database_url, key_dir, "alice", PASSWORDS["alice"]))
-    assert stdout.startswith("installation ready; administrator alice")
+    stdout = assert_ok(run_init(database_url, key_dir, "alice", PASSWORDS["alice"], "dave"))
+    assert stdout.startswith("installation ready; administrators alice and dave")
     for name, role in (("bob", "finance"), ("carol", "auditor")):
-        assert i.ok("operator", "add", name, "--role", role, env={"CARDS_NEW_PASSWORD": PASSWORDS[name]}) == (
-            f"operator {name} added as {role}\n"
-        )
+        add_operator(i, name, role)
     assert "factory F1 registered" in i.ok("factory", "register", "F1", "--public-key", sim_factory_keys / "factory.pub.pem")
     assert i.ok("hall", "add", "H01", "Lubei business hall") == "hall H01 added\n"
     yield i

@@ -118,7 +118,12 @@ def test_a_wrong_key_directory_is_refused_by_every_command(inst: Installation, o
     scan.write_text(s[0] + "\n")
     commands: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = [
         ("alice", ("operator", "list"), {}),
-        ("alice", ("operator", "add", "erin", "--role", "admin"), {"env": {"CARDS_NEW_PASSWORD": "erin-secret-1"}}),
+        ("alice", ("operator", "request", "add", "erin", "--role", "admin", "--reason", "x"), {}),
+        ("alice", ("operator", "request", "list"), {}),
+        ("dave", ("operator", "request", "approve", 1, "--comment", "x"), {"env": {"CARDS_NEW_PASSWORD": "erin-secret-1"}}),
+        ("alice", ("operator", "password"), {"env": {"CARDS_NEW_PASSWORD": "alice-new-pw-1"}}),
+        ("alice", ("operator", "reset-password", "bob"), {"env": {"CARDS_NEW_PASSWORD": "bob-temp-pw-1"}}),
+        ("alice", ("operator", "unlock", "bob"), {}),
         ("alice", ("operator", "disable", "bob"), {}),
         ("alice", ("factory", "list"), {}),
         ("alice", ("factory", "register", "F2", "--public-key", inst.factory_keys / "factory.pub.pem"), {}),

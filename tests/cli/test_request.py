@@ -6,7 +6,6 @@ Driven through click's CliRunner; the installation and the helpers are in ``test
 import datetime as dt
 import json
 
-from testkit.install import PASSWORDS
 from tests.cli.conftest import (
     Installation,
     assert_one_line_error,
@@ -105,7 +104,6 @@ def test_collect_is_refused_when_stock_fell_short_after_approval(inst: Installat
 
 def test_only_finance_other_than_the_requester_can_approve(inst: Installation) -> None:
     inst.stocked_batch("B1", 20)
-    inst.ok("operator", "add", "dave", "--role", "admin", env={"CARDS_NEW_PASSWORD": PASSWORDS["dave"]})
     rid = inst.file_request(5, user="alice")
     before = inst.snapshot()
     assert_one_line_error(inst.run("request", "approve", rid, "--comment", "self-approval", user="alice"),
