@@ -8,7 +8,7 @@ import re
 from sqlalchemy import text
 
 from cardmgmt.db import make_engine
-from tests.cli.conftest import (
+from testkit.commandline import (
     Installation,
     assert_one_line_error,
 )

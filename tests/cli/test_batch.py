@@ -16,7 +16,7 @@ from click.testing import Result
 from cardmgmt import sealed_files
 from cardmgmt.keys import load_private_key, load_public_key
 from cardmgmt.serials import parse_serial
-from tests.cli.conftest import (
+from testkit.commandline import (
     FAR_EXPIRY,
     Installation,
     Refusals,

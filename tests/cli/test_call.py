@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.cli.conftest import Installation, assert_ok, assert_one_line_error
+from testkit.commandline import Installation, assert_ok, assert_one_line_error
 
 PIN = "918273645546372819"
 

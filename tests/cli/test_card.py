@@ -4,7 +4,7 @@ Driven through click's CliRunner; the installation and the helpers are in ``test
 """
 
 from cardmgmt.serials import make_serial, parse_serial
-from tests.cli.conftest import (
+from testkit.commandline import (
     FAR_EXPIRY,
     Installation,
     assert_ok,

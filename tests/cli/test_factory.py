@@ -8,7 +8,7 @@ import re
 import shutil
 from pathlib import Path
 
-from tests.cli.conftest import (
+from testkit.commandline import (
     Installation,
     assert_one_line_error,
     invoke,

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from testkit.install import PASSWORDS
-from tests.cli.conftest import (
+from testkit.commandline import (
     FAR_EXPIRY,
     Installation,
     Refusals,
@@ -23,6 +22,7 @@ from tests.cli.conftest import (
     invoke,
     run_init,
 )
+from testkit.install import PASSWORDS
 
 
 def test_db_commands_report_the_schema_revision(inst: Installation) -> None:

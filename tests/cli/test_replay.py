@@ -10,12 +10,12 @@ import pytest
 from click.testing import Result
 
 from testkit import replay as replay_tool
-from testkit.replay import free_udp_port
-from tests.cli.conftest import (
+from testkit.commandline import (
     Refusals,
     assert_one_line_error,
     invoke,
 )
+from testkit.replay import free_udp_port
 
 CALLS = Path(__file__).resolve().parents[1] / "calls"
 

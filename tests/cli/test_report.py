@@ -3,7 +3,7 @@
 Driven through click's CliRunner; the installation and the helpers are in ``tests/cli/conftest.py``.
 """
 
-from tests.cli.conftest import (
+from testkit.commandline import (
     Installation,
     assert_one_line_error,
 )

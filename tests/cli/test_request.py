@@ -6,7 +6,7 @@ Driven through click's CliRunner; the installation and the helpers are in ``test
 import datetime as dt
 import json
 
-from tests.cli.conftest import (
+from testkit.commandline import (
     Installation,
     assert_one_line_error,
 )

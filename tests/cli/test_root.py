@@ -16,7 +16,7 @@ from cardmgmt import sealed_files
 from cardmgmt.db import make_engine
 from cardmgmt.keys import load_private_key, load_public_key
 from cli import cli
-from tests.cli.conftest import (
+from testkit.commandline import (
     FAR_EXPIRY,
     Installation,
     Refusals,

@@ -7,7 +7,7 @@ import json
 import re
 
 from cardmgmt.serials import make_serial, parse_serial
-from tests.cli.conftest import (
+from testkit.commandline import (
     Installation,
     assert_one_line_error,
     bad_check_digit,
