@@ -31,6 +31,7 @@ chunks once parsing has finished, and the report keeps only the first
 
 import hmac
 import json
+import re
 import tempfile
 from array import array
 from collections.abc import Callable, Iterator
@@ -152,6 +153,9 @@ def _clean_reason(reason: str | None) -> str | None:
         raise InvalidInput(f"the recheck reason is longer than {MAX_REASON_CHARS} characters")
     if not text.isprintable():
         raise InvalidInput("the recheck reason contains control characters")
+    # The reason is kept in readable form; a PIN pasted into it must not be.
+    if re.search(rf"\d{{{PIN_DIGITS}}}", text):
+        raise InvalidInput(f"the recheck reason must not contain a PIN ({PIN_DIGITS} digits in a row)")
     return text
 
 

@@ -200,6 +200,9 @@ def test_a_second_file_for_a_checked_batch_needs_a_reason(ordered):
         ordered.check("B1", resent)
     with pytest.raises(InvalidInput, match="recheck reason is empty"):
         _check_again(ordered, resent, "  \n ")
+    with pytest.raises(InvalidInput, match="must not contain a PIN") as e:
+        _check_again(ordered, resent, "card 123456789012345678 was resent")
+    assert "123456789012345678" not in str(e.value)
     assert ordered.states("B1") == states
     with ordered.system.db.transaction() as s:
         assert s.execute(select(func.count()).select_from(FactoryFile)).scalar_one() == 1
