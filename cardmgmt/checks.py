@@ -391,10 +391,6 @@ def _move_runs(ctx: Context, batch: Batch, codes: bytearray, wanted: int, event:
     return moved
 
 
-def findings_of(ctx: Context, file_id: int) -> list[CheckFinding]:
-    return list(ctx.session.execute(select(CheckFinding).where(CheckFinding.file_id == file_id).order_by(CheckFinding.id)).scalars())
-
-
 def iter_findings(session: Session, file_id: int) -> Iterator[tuple[str, str, str]]:
     """Every finding of a checked file as ``(serial, kind, detail)``, in the order found, streamed."""
     result = session.execute(

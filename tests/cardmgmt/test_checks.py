@@ -70,6 +70,30 @@ def test_altered_face_value_and_box_are_named(ordered):
     assert details == {make_serial(1): "face value 3000 fen instead of 5000", make_serial(2): "box 9 instead of 1"}
 
 
+def test_impossible_face_value_and_box_are_named_without_their_digits(ordered):
+    """Values too large to keep per card are still findings, named as impossible."""
+    from cardmgmt import sealed_files
+    from cardmgmt.keys import load_private_key
+
+    factory_key = load_private_key(ordered.factory_keys[0])
+    system_pub = load_public_key(ordered.system.settings.key_dir / "system.pub.pem")
+    with sealed_files.open_sealed(ordered.workdir / "B1.newcard", kind="new-card", sender=system_pub,
+                                  recipient=factory_key) as f:
+        rows = [r.decode().rstrip("\n").split(",") for r in f.rows()]
+    huge = "9" * 30
+
+    def produced():
+        for i, (serial, box, pin) in enumerate(rows):
+            yield f"{serial},{huge if i == 1 else box},{huge if i == 0 else 5000},{pin},ok\n".encode()
+
+    out = ordered.workdir / "huge.produced"
+    sealed_files.write_sealed(out, kind="post-production", header={"batch_no": "B1", "face_value": 5000, "quantity": 30},
+                              rows=produced(), recipient=system_pub, signer=factory_key)
+    details = {s: d for s, k, d in ordered.check("B1", out).findings}
+    assert details == {make_serial(1): "an impossible face value instead of 5000",
+                       make_serial(2): "an impossible box number instead of 1"}
+
+
 def _assert_nothing_changed(bench):
     assert bench.states("B1") == {"ordered": 30}
     with bench.system.db.transaction() as s:
