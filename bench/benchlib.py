@@ -275,7 +275,7 @@ def step_ours_check(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_produce(spec: dict[str, Any]) -> dict[str, Any]:
-    """The stand-in factory turns the new-card file into a post-production file (no faults)."""
+    """The stand-in factory turns the new-card file into a post-production file (no faults but ``extra`` rows)."""
     from cardmgmt import factory_sim
     from cardmgmt.keys import load_private_key, load_public_key
 
@@ -289,6 +289,7 @@ def step_produce(spec: dict[str, Any]) -> dict[str, Any]:
         factory_name=FACTORY,
         factory_key=factory_key,
         system_key=system_key,
+        faults=factory_sim.Faults(extra=spec.get("extra", 0)),
     )
     return {"wall": time.perf_counter() - t0, "rss_before_mb": rss_before, "rows_written": report.rows_written}
 

@@ -193,6 +193,8 @@ class FactoryFile(Base):
     summary: Mapped[str] = mapped_column(Text)  # JSON: counts by finding kind
     checked_by: Mapped[str] = mapped_column(String(64))
     checked_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # Why a batch that already had a checked file was checked again (None for its first file).
+    recheck_reason: Mapped[str | None] = mapped_column(String(256))
 
 
 class CheckFinding(Base):

@@ -205,14 +205,19 @@ class SealedFile:
     _body_end: int = field(repr=False)
     _tag: bytes = field(repr=False)
 
-    def rows(self) -> Iterator[bytes]:
+    def rows(self, max_row_bytes: int | None = None) -> Iterator[bytes]:
         """The decrypted rows, each ending with ``b"\\n"``, streamed from the open file.
 
         The GCM tag is checked again when the last row has been read, so if
         the file was changed in place after ``open_sealed`` the iteration ends
         with ``FileRejected`` instead of finishing: treat the rows as final
         only once the loop completes (e.g. inside one database transaction).
-        Several iterations, even interleaved ones, are independent.
+        Several iterations, even interleaved ones, are independent.  With
+        ``max_row_bytes``, a row that runs on past that many bytes without
+        its newline ends the iteration with ``FileRejected``: a signed file
+        is not therefore a sensible one, and without a limit a "row" of
+        gigabytes would be buffered whole.  (A long row that ends within one
+        read chunk is yielded; it is bounded by the chunk.)
         """
         cipher = AES.new(self._key, AES.MODE_GCM, nonce=self._nonce, mac_len=TAG_BYTES)
         cipher.update(self._aad)
@@ -221,6 +226,8 @@ class SealedFile:
             data = pending + cipher.decrypt(chunk)
             cut = data.rfind(b"\n") + 1
             pending = data[cut:]
+            if max_row_bytes is not None and len(pending) > max_row_bytes:
+                raise FileRejected(f"{self._name} has a row longer than {max_row_bytes} bytes; the file was rejected whole")
             if cut:
                 # BytesIO splits on b"\n" only (not \r), in C, keeping the newline.
                 yield from io.BytesIO(data[:cut])

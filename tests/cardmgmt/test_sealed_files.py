@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from cardmgmt.errors import FileRejected
 from cardmgmt.keys import public_key_fingerprint
-from cardmgmt.sealed_files import MAGIC, WRITE_CHUNK, open_sealed, write_sealed
+from cardmgmt.sealed_files import MAGIC, READ_CHUNK, WRITE_CHUNK, open_sealed, write_sealed
 from cardmgmt.serials import make_serial
 
 
@@ -515,3 +515,14 @@ def test_changing_the_file_in_place_after_opening_is_caught(tmp_path: Path, keys
         with pytest.raises(FileRejected, match="batch.seal changed while it was being read"):
             for _ in sealed.rows():
                 pass
+
+
+def test_rows_refuses_a_row_longer_than_asked(keys, scratch):
+    """``max_row_bytes`` ends the iteration at a row that runs on, instead of buffering it whole."""
+    path = scratch / "long-row.sealed"
+    row = b"7" * (3 * READ_CHUNK) + b"\n"
+    write_sealed(path, kind="t", header={}, rows=[b"short\n", row], recipient=keys.system, signer=keys.factory)
+    with open_sealed(path, kind="t", sender=keys.factory, recipient=keys.system) as f:
+        assert list(f.rows()) == [b"short\n", row]  # no limit asked: the row is read as before
+        with pytest.raises(FileRejected, match="long-row.sealed has a row longer than 100 bytes"):
+            list(f.rows(max_row_bytes=100))

@@ -252,6 +252,34 @@ def test_the_same_file_cannot_be_imported_twice(inst: Installation) -> None:
 
 
 
+def test_a_second_file_for_a_checked_batch_needs_a_recheck_reason(inst: Installation) -> None:
+    inst.create_batch("B1", 20)
+    inst.ok("batch", "check", "B1", inst.produce("B1"))
+    resent = inst.produce("B1", "--extra", 60, out=inst.workdir / "B1-resent.produced")
+    before = inst.snapshot()
+    assert_one_line_error(inst.run("batch", "check", "B1", resent), "batch B1 was already checked with B1.produced",
+                          "--recheck-reason", "nothing changed")
+    assert_one_line_error(inst.run("batch", "check", "B1", resent, "--recheck-reason", " "), "recheck reason is empty")
+    assert inst.snapshot() == before
+
+    rj = inst.workdir / "recheck.json"
+    stdout = inst.ok("batch", "check", "B1", resent, "--recheck-reason", "factory resent after damage",
+                     "--report-json", rj, code=3)
+    assert "checked again: factory resent after damage" in stdout
+    assert "... 10 more (use --report-csv or --json)" in stdout  # 60 extra rows, 50 listed
+    assert [f["finding"] for f in json.loads(rj.read_text())["findings"]] == ["extra"] * 60
+    (entry, _) = inst.json("audit", "log", "--action", "batch.check")
+    assert "factory resent after damage" in json.dumps(entry)
+
+
+def test_batch_check_json_lists_every_finding(inst: Installation) -> None:
+    inst.create_batch("B1", 20)
+    doc = inst.json("batch", "check", "B1", inst.produce("B1", "--extra", 60, "--missing", 1), user="alice", code=3)
+    assert doc["counts"]["extra"] == 60 and doc["counts"]["matched"] == 19
+    assert sorted(f["finding"] for f in doc["findings"]) == ["extra"] * 60 + ["missing"]
+
+
+
 def test_a_malformed_money_amount_is_a_usage_error(inst: Installation) -> None:
     inst.stocked_batch("B1", 20)
     before = inst.snapshot()
