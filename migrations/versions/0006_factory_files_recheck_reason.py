@@ -5,16 +5,16 @@ the same batch is checked only when the operator says why, and that reason
 is kept on the file's record (and in the operation log).  Files checked
 before this revision have none.
 
-Revision ID: 0007
-Revises: 0003
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-30
 """
 
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0007'
-down_revision = '0003'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
