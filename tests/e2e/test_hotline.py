@@ -268,13 +268,20 @@ def escaped(result: Result) -> bool:
 # --- the scripts that run alone ----------------------------------------------------------------------
 
 
-def test_five_wrong_pins_lock_the_caller_and_account_out(hotline: Hotline, cards: Cards, library: Library) -> None:
+def test_five_wrong_pins_lock_the_caller_out_and_not_the_owner(hotline: Hotline, cards: Cards, library: Library) -> None:
     for name in LOCKOUT:
         assert library[name].passed, report(library[name])
-    # Even the right PIN is now refused, for the account whoever calls.
+    # Even the right PIN is now refused from that number, in any spelling of it.
+    caller = CALLER["wrong-pin-three-times"]
     answer = hotline.client().quote(call_id="after-lockout", seq=1, account_no=ACCOUNT["locked-out"],
-                                    pin=cards.pin("spare"), caller="13900000001")
+                                    pin=cards.pin("spare"), caller="+86" + caller)
     assert answer["outcome"] == "locked_out", answer
+    assert hotline.card_state(cards.serial("spare")) == "issued"
+    # The account's owner, calling from their own number, is not locked out by a stranger's wrong PINs.
+    answer = hotline.client().quote(call_id="owner-after-lockout", seq=1, account_no=ACCOUNT["locked-out"],
+                                    pin=cards.pin("spare"), caller="13900000001")
+    assert answer["outcome"] == "ok", answer
+    hotline.client().cancel(call_id="owner-after-lockout", seq=1)
     assert hotline.card_state(cards.serial("spare")) == "issued"
 
 
