@@ -28,7 +28,21 @@ from typing import Any
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from cardmgmt import audit, batches, checks, factories, factory_sim, halls, issuing, lockouts, operators, reports, stock
+from cardmgmt import (
+    audit,
+    batches,
+    channel_clients,
+    checks,
+    factories,
+    factory_sim,
+    halls,
+    issuing,
+    lockouts,
+    operators,
+    reports,
+    stock,
+    tls,
+)
 from cardmgmt.config import Settings
 from cardmgmt.db import current_revision, head_revision, make_engine, upgrade
 from cardmgmt.errors import CardError, InvalidInput
@@ -254,16 +268,114 @@ def init(app: App, admin: str, admin_password: str) -> None:
 
 @cli.group()
 def keys() -> None:
-    """The key directory (master key and the system's RSA key pair)."""
+    """The key directory (master key, the system's RSA key pair, the TLS certificates)."""
 
 
 @keys.command("init")
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="A host name or address for the servers' TLS certificate, besides the loopback ones (repeat).")
 @pass_app
-def keys_init(app: App) -> None:
-    """Create the key directory with owner-only permissions (never overwrites a key)."""
-    ring = create_keyring(app.settings.key_dir)
+def keys_init(app: App, hosts: tuple[str, ...]) -> None:
+    """Create the key directory with owner-only permissions (never overwrites a key).
+
+    Besides the keys: the installation's TLS certificate authority and the servers' certificate.
+
+    Example: cli.py keys init --host recharge-a.example --host recharge-b.example
+    """
+    ring = create_keyring(app.settings.key_dir, hosts)
     click.echo(f"keys created in {app.settings.key_dir} (fingerprint {ring.fingerprint})")
     click.echo(f"give the factory {app.settings.key_dir / 'system.pub.pem'}")
+
+
+@keys.command("tls")
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="A host name or address the servers are reached by, besides 127.0.0.1, ::1 and localhost (repeat).")
+@pass_app
+def keys_tls(app: App, hosts: tuple[str, ...]) -> None:
+    """Issue the recharge servers' TLS certificate from the installation's CA (made first if absent).
+
+    Replaces the servers' certificate; restart both servers to use it.  The CA
+    certificate (keys/tls-ca.pem) is what every channel client's host trusts.
+
+    Example: cli.py -u alice keys tls --host recharge-a.example --host 10.0.0.11
+    """
+    with app.unit(Permission.MANAGE_CLIENTS) as ctx:
+        names = tls.check_host_names(hosts)
+        key_dir = app.settings.key_dir
+        if not (key_dir / tls.CA_CERT).exists():
+            tls.create_authority(key_dir, ctx.keys.fingerprint)
+        cert = tls.issue_server_certificate(key_dir, hosts)
+        ctx.log("keys.tls", "server certificate", after={"names": names, "certificate": tls.fingerprint(cert)})
+    click.echo(f"server certificate {tls.fingerprint(cert)} for {', '.join(names)} in {key_dir}")
+    click.echo(f"install {key_dir / tls.CA_CERT} on every channel client's host")
+
+
+# --- channel clients ---------------------------------------------------------------
+
+
+@cli.group()
+def client() -> None:
+    """Channel clients (the hotline, POS terminals, partners): each with its own revocable key."""
+
+
+@client.command("add")
+@click.argument("name")
+@click.option("--channel", required=True, type=click.Choice(channel_clients.CHANNELS), help="The client's channel.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="New owner-only file for the client's key, to install on its host (never overwritten).")
+@pass_app
+def client_add(app: App, name: str, channel: str, out: Path) -> None:
+    """Register a channel client and write its signing key to --out.
+
+    Example: cli.py -u alice client add pos-hall-7 --channel pos --out pos-hall-7.key
+    """
+    if out.exists():
+        raise click.ClickException(f"{out} already exists; refusing to overwrite a key file")
+    with app.unit(Permission.MANAGE_CLIENTS) as ctx:
+        key = channel_clients.add(ctx, name, channel)
+        channel_clients.write_key_file(out, key)
+    click.echo(f"channel client {name} ({channel}) registered; its key is in {out} (owner-only)")
+
+
+@client.command("key")
+@click.argument("name")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="New owner-only file for the key (never overwritten).")
+@pass_app
+def client_key(app: App, name: str, out: Path) -> None:
+    """Write a registered client's key again (a host reinstalled); recorded in the operation log.
+
+    Example: cli.py -u alice client key hotline --out /tmp/agi-host-2.key
+    """
+    if out.exists():
+        raise click.ClickException(f"{out} already exists; refusing to overwrite a key file")
+    with app.unit(Permission.MANAGE_CLIENTS) as ctx:
+        channel_clients.write_key_file(out, channel_clients.key_of(ctx, name))
+    click.echo(f"the key of channel client {name} is in {out} (owner-only)")
+
+
+@client.command("list")
+@json_option
+@pass_app
+def client_list(app: App, as_json: bool) -> None:
+    """List channel clients, revoked ones included.  Example: cli.py -u alice client list --json"""
+    with app.unit(Permission.VIEW) as ctx:
+        rows = channel_clients.listing(ctx.session)
+    emit(rows, as_json, None if as_json else ["name", "channel", "created_by", "created_at", "revoked_at", "revoked_by", "reason"])
+
+
+@client.command("revoke")
+@click.argument("name")
+@click.option("--reason", required=True, help="Why (recorded in the client table and the operation log).")
+@pass_app
+def client_revoke(app: App, name: str, reason: str) -> None:
+    """Revoke a channel client: both recharge servers refuse its requests within 5 seconds.
+
+    Example: cli.py -u alice client revoke pos-hall-7 --reason "terminal stolen"
+    """
+    with app.unit(Permission.MANAGE_CLIENTS) as ctx:
+        channel_clients.revoke(ctx, name, reason)
+    click.echo(f"channel client {name} revoked; both servers refuse it within {channel_clients.MAX_AGE_SECONDS:g} s")
 
 
 # --- operators ---------------------------------------------------------------------
@@ -819,13 +931,16 @@ def marketing_reconcile(app: App, day: dt.date, as_json: bool) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port of this server's HTTP API.")
-@click.option("--peer", required=True, help="The other server's base URL, e.g. http://127.0.0.1:8442.")
+@click.option("--peer", required=True, help="The other server's base URL, e.g. https://127.0.0.1:8442 (TLS only).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless told otherwise).")
 @pass_app
 def serve(app: App, name: str, port: int, peer: str, host: str) -> None:
     """Run one recharge server of the hot-standby pair (until stopped).
 
-    Example: cli.py serve A --port 8441 --peer http://127.0.0.1:8442
+    Listens with TLS only (the certificate from `cli.py keys tls`); channel
+    clients are checked against `cli.py client list`, re-read every 2 s.
+
+    Example: cli.py serve A --port 8441 --peer https://127.0.0.1:8442
     """
     from recharge_server.service import run  # Twisted is only loaded by the servers
 
@@ -855,9 +970,11 @@ def call(app: App, servers: list[tuple[str, int]], account: str, caller: str, ye
 
     Example: cli.py call --server 127.0.0.1:8441 --server 127.0.0.1:8442 --account 3100000001
     """
-    from ivr.client import RechargeClient
+    from ivr.client import RechargeClient, tls_context
 
-    with RechargeClient(servers, load_api_key(app.settings.key_dir)) as client:
+    # As the hotline: its key (keys/api.key) and the installation's CA.
+    context = tls_context(str(tls.ca_file(app.settings.key_dir)))
+    with RechargeClient(servers, load_api_key(app.settings.key_dir), tls=context, client=channel_clients.HOTLINE) as client:
         call_id = f"cli-{secrets.token_hex(8)}"
         summary = client.account(call_id=call_id, account_no=account)
         if summary.get("outcome") != "ok":

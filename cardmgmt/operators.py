@@ -34,10 +34,14 @@ class Permission(StrEnum):
     DECIDE_REQUESTS = "approve or reject issue requests"
     VIEW = "view reports and listings"
     VERIFY_LOG = "verify the operation log"
+    MANAGE_CLIENTS = "manage channel clients and the servers' certificate"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.ADMIN: frozenset({Permission.MANAGE_OPERATORS, Permission.MANAGE_CARDS, Permission.VIEW, Permission.VERIFY_LOG}),
+    Role.ADMIN: frozenset({
+        Permission.MANAGE_OPERATORS, Permission.MANAGE_CARDS, Permission.MANAGE_CLIENTS, Permission.VIEW,
+        Permission.VERIFY_LOG,
+    }),
     Role.FINANCE: frozenset({Permission.DECIDE_REQUESTS, Permission.VIEW}),
     Role.AUDITOR: frozenset({Permission.VIEW, Permission.VERIFY_LOG}),
 }

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cardmgmt import audit, operators
+from cardmgmt import audit, channel_clients, operators
 from cardmgmt.config import Settings
 from cardmgmt.db import Database
 from cardmgmt.errors import KeyFileError, PermissionDenied
@@ -73,7 +73,9 @@ class CardSystem:
         return self._keys
 
     def initialise(self, admin_name: str, admin_password: str) -> Actor:
-        """Set up a new installation: keys (created if absent), key binding and the first administrator.
+        """Set up a new installation: keys (created if absent), key binding, the first administrator, the hotline client.
+
+        The hotline's channel-client key is written to ``api.key`` in the key directory, for the AGI hosts.
 
         Refused once any operator exists, so it cannot be used to add a
         second administrator behind the others' backs.  The schema must
@@ -105,6 +107,9 @@ class CardSystem:
             actor = Actor(op.name, Role.ADMIN)
             ctx = Context(session, keys, actor)
             ctx.log("install.init", f"installation key {keys.fingerprint}", after={"admin": op.name})
+            # The hotline is every installation's first channel client; its key goes where the AGI hosts' installer looks.
+            hotline_key = channel_clients.add(ctx, channel_clients.HOTLINE, "hotline")
+        channel_clients.write_key_file(self.settings.api_key_file, hotline_key, replace=True)
         self._anchor(ctx)
         return actor
 

@@ -42,7 +42,7 @@ from cardmgmt.keys import load_api_key
 from cardmgmt.models import Batch, Card, Recharge
 from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
-from ivr.client import RechargeClient
+from ivr.client import RechargeClient, tls_context
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.callscript import Compiled, Injection, compile_script, load
 from testkit.replay import CALLER_AUDIO, ScriptResult, run_compiled
@@ -157,7 +157,8 @@ class Hotline:
     def wait_serving(self, timeout: float = 30.0) -> None:
         """Wait until each server answers an account look-up (listening is not enough: it needs its database)."""
         for server in self.inst.servers:
-            client = RechargeClient([("127.0.0.1", server.port)], load_api_key(self.inst.workdir / "keys"), timeout=2.0)
+            client = RechargeClient([("127.0.0.1", server.port)], load_api_key(self.inst.workdir / "keys"), timeout=2.0,
+                                    tls=tls_context(str(self.inst.workdir / "keys" / "tls-ca.pem")))
             end = time.monotonic() + timeout
             answer: dict[str, object] = {}
             while time.monotonic() < end:
@@ -176,8 +177,10 @@ class Hotline:
     def start_asterisk(self, root: Path, prompts: Path) -> Sandbox:
         """Start the sandbox, install the prompts for both languages, point the AGI at both servers."""
         api_key = (self.inst.workdir / "keys" / "api.key").read_bytes()
+        ca_cert = (self.inst.workdir / "keys" / "tls-ca.pem").read_bytes()
         self.sandbox = start_hotline(Sandbox(root, free_sip_port()), prompts,
-                                     [("127.0.0.1", s.port) for s in self.inst.servers], api_key, wait=SANDBOX_WAIT)
+                                     [("127.0.0.1", s.port) for s in self.inst.servers], api_key, wait=SANDBOX_WAIT,
+                                     ca_cert=ca_cert)
         return self.sandbox
 
     # --- calls ------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ as child processes that can be killed with SIGKILL and started again.
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ import psycopg
 
 from cardmgmt.db import make_engine, upgrade
 from cardmgmt.keys import load_api_key
-from ivr.client import RechargeClient
+from ivr.client import RechargeClient, tls_context
 from marketing_iface.standin import create_standin
 from tests.conftest import PG_ADMIN_URL, settings_for
 
@@ -72,7 +73,7 @@ class Server:
         with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "cli.py"), "serve", self.name, "--port", str(self.port),
-                 "--peer", f"http://127.0.0.1:{self.peer_port}"],
+                 "--peer", f"https://127.0.0.1:{self.peer_port}"],
                 env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )
 
@@ -147,7 +148,11 @@ class Installation:
 
     def client(self, timeout: float = 0.5, total_timeout: float = 1.0) -> RechargeClient:
         return RechargeClient([("127.0.0.1", s.port) for s in self.servers], load_api_key(self.workdir / "keys"),
-                              timeout=timeout, total_timeout=total_timeout)
+                              timeout=timeout, total_timeout=total_timeout, tls=self.tls())
+
+    def tls(self) -> "ssl.SSLContext":
+        """A client context trusting this installation's CA (the servers speak TLS only)."""
+        return tls_context(str(self.workdir / "keys" / "tls-ca.pem"))
 
     def settings(self, operator: str = "alice"):  # type: ignore[no-untyped-def]
         s = settings_for(self.card_url, self.workdir / "keys", operator)

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from cardmgmt.models import Card, Recharge
 from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
+from ivr.client import tls_context
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from tests.conftest import PASSWORDS
 from tests.integration.harness import Installation, set_reachable
@@ -56,7 +57,8 @@ def inst(tmp_path_factory, factory_key_files):
 
 
 def health(server) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/health", timeout=1) as r:
+    context = tls_context(str(server.env["CARDS_KEY_DIR"] + "/tls-ca.pem"))
+    with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/v1/health", timeout=1, context=context) as r:
         return json.loads(r.read())
 
 
