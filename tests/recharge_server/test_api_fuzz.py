@@ -223,12 +223,12 @@ def test_signed_fuzzed_bodies_get_a_well_formed_answer_and_the_server_keeps_serv
     # Both sides of the gate were reached: the core answered, and bad requests were refused.
     assert seen[200] and seen[400], seen
     # Still healthy, and a real recharge still goes through.
-    conn = http.client.HTTPConnection("127.0.0.1", live["port"], timeout=5)
+    conn = http.client.HTTPSConnection("127.0.0.1", live["port"], timeout=5, context=TLS[live["port"]])
     conn.request("GET", "/v1/health")
     health = json.loads(conn.getresponse().read())
     conn.close()
     assert health["db"] == "ok", health
-    client = RechargeClient([("127.0.0.1", live["port"])], live["key"], timeout=5, total_timeout=10)
+    client = RechargeClient([("127.0.0.1", live["port"])], live["key"], timeout=5, total_timeout=10, tls=TLS[live["port"]])
     _serial, pin = live["pins"][3]
     quote = client.quote(call_id="fuzz-after", seq=1, account_no=SPARE.account_no, pin=pin, caller="")
     assert quote["outcome"] == "ok", quote
