@@ -362,3 +362,15 @@ def test_a_call_starts_with_the_standard_library_pyst2_and_the_thin_modules_only
     loaded = modules_after("import ivr.agi_main")
     assert loaded - accepted == {"ivr", "ivr.agi_main", "ivr.agi_channel", "ivr.dialog", "ivr.client"}
     assert not loaded & set(HEAVY), "too heavy for every call's start"
+
+
+def test_a_missing_ca_certificate_is_one_line_and_an_apology(
+    tmp_path: Path, key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_config(tmp_path, f"[agi]\nservers = 127.0.0.1:8701\napi_key_file = {key_file}\nca_file = {tmp_path / 'none.pem'}\nclient = hotline\n")
+    agi = FakeAGI([])
+    with caplog.at_level(logging.ERROR, logger="ivr.agi"):
+        assert agi_main.serve(agi, str(config)) == 1
+    assert agi.texts[-3:] == ["prompt=goodbye", "result=goodbye", "(hangup)"]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "ca_file" in line and "\n" not in line and KEY_HEX not in line
