@@ -10,7 +10,7 @@ file as the factory would.  On SQLite both server processes share one card
 database file (and one marketing file).
 
 A *recharge* is what the phone dialog does once the caller has keyed the
-PIN: ``quote`` then ``commit``, two signed HTTP requests.  The phases, each
+PIN: ``quote`` then ``commit``, two signed HTTPS requests.  The phases, each
 against the same installation, each with its own slice of cards:
 
 ``sql``      the database's own limit: the statements one recharge makes
@@ -1014,7 +1014,7 @@ def _reasons(r: dict[str, Any]) -> str:
 
 def note(args: argparse.Namespace) -> str:
     return (
-        f"A recharge is quote + commit (2 signed HTTP requests). Closed loop, no think time: each caller starts its next "
+        f"A recharge is quote + commit (2 signed HTTPS requests: TLS, a key per channel client). Closed loop, no think time: each caller starts its next "
         f"recharge when the last one is answered. Callers: {args.client_procs} client processes "
         f"(`multiprocessing`, spawn) of threads using `ivr.client.RechargeClient` (timeout {args.client_timeout:g} s, "
         f"round {args.client_total_timeout:g} s; a step answered `service_unavailable` is repeated up to "

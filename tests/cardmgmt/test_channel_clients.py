@@ -89,3 +89,28 @@ def test_the_registry_refuses_revoked_unknown_and_stale() -> None:
     now[0] += 5.1
     with pytest.raises(cc.RegistryStale):
         reg.lookup("hotline")
+
+
+def test_migration_0005_keeps_an_existing_installation_its_hotline(tmp_path: Path) -> None:
+    from sqlalchemy import text
+
+    from alembic import command
+
+    from cardmgmt.db import alembic_config, make_engine, upgrade
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'cards.db'}")
+    try:
+        upgrade(engine, "0003")
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO operators (name, role, password_hash, active, created_at) VALUES ('alice', 'admin', 'x', 1, '2026-11-30')"))
+        upgrade(engine)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT name, channel, revoked_at FROM channel_clients")).all()
+            columns = {r[1] for r in conn.execute(text("PRAGMA table_info(recharges)"))}
+        assert rows == [("hotline", "hotline", None)]
+        assert "client" in columns
+        command.downgrade(alembic_config(engine), "0003")  # and back down
+        with engine.connect() as conn:
+            assert "client" not in {r[1] for r in conn.execute(text("PRAGMA table_info(recharges)"))}
+    finally:
+        engine.dispose()
