@@ -81,6 +81,7 @@ class ClientTableRefresher(Service):
         self._loop: LoopingCall | None = None
         self._done: defer.Deferred[Any] | None = None
         self._failing = False
+        self._in_pool = False  # a reload still running (perhaps past its time limit): not started twice
 
     def startService(self) -> None:
         super().startService()
@@ -94,12 +95,21 @@ class ClientTableRefresher(Service):
             self._loop.stop()
         return self._done if self._done is not None else defer.succeed(None)
 
-    def tick(self) -> defer.Deferred[None]:
+    def tick(self) -> defer.Deferred[None] | None:
         """One reload; never fails (the loop must go on).  Past ``max_age`` without one, requests get 503."""
-        d = self.run_blocking(self.registry.refresh)
+        if self._in_pool:
+            return None
+        self._in_pool = True
+        d = self.run_blocking(self._refresh)
         d.addTimeout(self.interval, self.reactor)
         d.addCallbacks(self._done_ok, self._failed)
         return d
+
+    def _refresh(self) -> None:
+        try:
+            self.registry.refresh()
+        finally:
+            self._in_pool = False
 
     def _done_ok(self, _: object) -> None:
         if self._failing:

@@ -250,3 +250,38 @@ def test_a_server_without_a_certificate_says_what_to_run(system: Any, live_react
 def test_a_plain_http_peer_is_refused(system: Any, live_reactor: Any) -> None:
     with pytest.raises(ServerStartError, match="https://"):
         makeService(system.settings, "A", "127.0.0.1", 0, "http://127.0.0.1:8442", live_reactor, marketing=NullMarketing())
+
+
+def test_the_client_table_is_reloaded_and_a_stale_copy_refused() -> None:
+    from twisted.internet.task import Clock
+
+    from cardmgmt import channel_clients as cc
+    from recharge_server.service import ClientTableRefresher
+    from testkit.live_api import run_now
+
+    clock = Clock()
+    table = {"hotline": cc.ClientEntry("hotline", "hotline", False)}
+    down = []
+
+    def load() -> dict[str, cc.ClientEntry]:
+        if down:
+            raise OSError("database unavailable")
+        return dict(table)
+
+    registry = cc.ClientRegistry(load, clock.seconds, max_age=5.0)
+    registry.refresh()
+    refresher = ClientTableRefresher(registry, 2.0, run_now, clock)
+    refresher.startService()
+    table["hotline"] = cc.ClientEntry("hotline", "hotline", True)
+    clock.advance(2.0)
+    with pytest.raises(cc.ClientRevoked):
+        registry.lookup("hotline")
+    down.append(True)
+    clock.advance(2.0)
+    clock.advance(2.0)
+    with pytest.raises(cc.ClientRevoked):  # the last good copy still holds for up to max_age
+        registry.lookup("hotline")
+    clock.advance(2.0)
+    with pytest.raises(cc.RegistryStale):
+        registry.lookup("hotline")
+    refresher.stopService()
