@@ -30,7 +30,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
@@ -39,6 +39,9 @@ from sqlalchemy.orm import Session
 from cardmgmt.errors import AlreadyExists, CardError, InvalidInput, KeyFileError, NotFound
 from cardmgmt.keys import write_private
 from cardmgmt.models import ChannelClient, utcnow
+
+if TYPE_CHECKING:  # cardmgmt.system imports this module
+    from cardmgmt.system import Context
 
 CHANNELS = ("hotline", "pos", "web", "partner")
 HOTLINE = "hotline"  # the client `cli.py init` registers, whose key goes to keys/api.key
@@ -99,10 +102,10 @@ def _get(session: Session, name: str) -> ChannelClient:
     return row
 
 
-def add(ctx: Any, name: str, channel: str, now: dt.datetime | None = None) -> bytes:
+def add(ctx: "Context", name: str, channel: str, now: dt.datetime | None = None) -> bytes:
     """Register client ``name`` on ``channel``; returns its signing key (to install on the client's host).
 
-    ``ctx`` is a ``cardmgmt.system.Context`` of an operator allowed to manage clients.
+    ``ctx`` is the unit of work of an operator allowed to manage clients.
     """
     from cardmgmt.operators import Permission
 
@@ -121,7 +124,7 @@ def add(ctx: Any, name: str, channel: str, now: dt.datetime | None = None) -> by
     return bytes(ctx.keys.channel_client_key(name))
 
 
-def key_of(ctx: Any, name: str) -> bytes:
+def key_of(ctx: "Context", name: str) -> bytes:
     """The signing key of registered, unrevoked client ``name`` again (a host reinstalled); logged."""
     from cardmgmt.operators import Permission
 
@@ -133,7 +136,7 @@ def key_of(ctx: Any, name: str) -> bytes:
     return bytes(ctx.keys.channel_client_key(name))
 
 
-def revoke(ctx: Any, name: str, reason: str, now: dt.datetime | None = None) -> None:
+def revoke(ctx: "Context", name: str, reason: str, now: dt.datetime | None = None) -> None:
     """Revoke client ``name``: both servers refuse its requests within ``MAX_AGE_SECONDS``."""
     from cardmgmt.operators import Permission
 
