@@ -102,10 +102,11 @@ def _get(session: Session, name: str) -> ChannelClient:
     return row
 
 
-def add(ctx: "Context", name: str, channel: str, now: dt.datetime | None = None) -> bytes:
+def add(ctx: "Context", name: str, channel: str, now: dt.datetime | None = None, *, log: bool = True) -> bytes:
     """Register client ``name`` on ``channel``; returns its signing key (to install on the client's host).
 
-    ``ctx`` is the unit of work of an operator allowed to manage clients.
+    ``ctx`` is the unit of work of an operator allowed to manage clients;
+    ``log=False`` when the caller's own log entry names the client (``init``).
     """
     from cardmgmt.operators import Permission
 
@@ -120,7 +121,8 @@ def add(ctx: "Context", name: str, channel: str, now: dt.datetime | None = None)
         session.flush()
     except IntegrityError:
         raise AlreadyExists(f"channel client {name!r} is already registered") from None
-    ctx.log("client.add", f"channel client {name}", after={"channel": channel})
+    if log:
+        ctx.log("client.add", f"channel client {name}", after={"channel": channel})
     return bytes(ctx.keys.channel_client_key(name))
 
 

@@ -106,9 +106,10 @@ class CardSystem:
             op = operators.create(session, admin_name, Role.ADMIN, admin_password)
             actor = Actor(op.name, Role.ADMIN)
             ctx = Context(session, keys, actor)
-            ctx.log("install.init", f"installation key {keys.fingerprint}", after={"admin": op.name})
             # The hotline is every installation's first channel client; its key goes where the AGI hosts' installer looks.
-            hotline_key = channel_clients.add(ctx, channel_clients.HOTLINE, "hotline")
+            hotline_key = channel_clients.add(ctx, channel_clients.HOTLINE, "hotline", log=False)
+            ctx.log("install.init", f"installation key {keys.fingerprint}",
+                    after={"admin": op.name, "channel_client": channel_clients.HOTLINE})
         channel_clients.write_key_file(self.settings.api_key_file, hotline_key, replace=True)
         self._anchor(ctx)
         return actor

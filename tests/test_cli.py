@@ -849,7 +849,7 @@ def test_audit_log_and_verify(inst: Installation) -> None:
     inst.stocked_batch("B1", 20)
     entries = inst.json("audit", "log", "--limit", "10000")
     actions = [e["action"] for e in reversed(entries)]
-    assert actions == ["install.init", "client.add", "operator.add", "operator.add", "factory.register", "hall.add",
+    assert actions == ["install.init", "operator.add", "operator.add", "factory.register", "hall.add",
                        "batch.create", "batch.check", "card.intake"]
     assert [e["seq"] for e in entries] == list(range(len(entries), 0, -1))
     assert entries[-1]["operator"] == "alice"
