@@ -104,6 +104,7 @@ for _ in $(seq 50); do
 done
 sleep 2
 as carol ha status
+as carol client list     # the channel clients the servers accept (init registered the hotline)
 
 step "A customer recharges an issued card through the pair (the PIN comes off the scratched card; it is never printed)"
 CARD=$(CARDS_PASSWORD=pw-carol-2026 python cli.py -u carol card show 000000000026 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["serial"])')
