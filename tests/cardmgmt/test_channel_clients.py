@@ -92,9 +92,8 @@ def test_the_registry_refuses_revoked_unknown_and_stale() -> None:
 
 
 def test_migration_0005_keeps_an_existing_installation_its_hotline(tmp_path: Path) -> None:
-    from sqlalchemy import text
-
     from alembic import command
+    from sqlalchemy import text
 
     from cardmgmt.db import alembic_config, make_engine, upgrade
 
