@@ -10,7 +10,7 @@ file as the factory would.  On SQLite both server processes share one card
 database file (and one marketing file).
 
 A *recharge* is what the phone dialog does once the caller has keyed the
-PIN: ``quote`` then ``commit``, two signed HTTP requests.  The phases, each
+PIN: ``quote`` then ``commit``, two signed HTTPS requests.  The phases, each
 against the same installation, each with its own slice of cards:
 
 ``sql``      the database's own limit: the statements one recharge makes
@@ -180,15 +180,17 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
     """Callers: threads with ``RechargeClient``; a step answered ``service_unavailable`` is repeated (idempotent)."""
     import logging
 
-    from ivr.client import RechargeClient
+    from ivr.client import RechargeClient, tls_context
 
     logging.getLogger("ivr.client").setLevel(logging.CRITICAL)  # failover runs would print thousands of lines
     key = bytes.fromhex(spec["api_key"])
+    tls = tls_context(spec["ca_file"])
     retries = spec["retries"]
 
     def make_caller(i: int, rec: _Recorder) -> Any:
         client = RechargeClient(
-            [tuple(s) for s in spec["servers"][i]], key, timeout=spec["timeout"], total_timeout=spec["total_timeout"]
+            [tuple(s) for s in spec["servers"][i]], key, timeout=spec["timeout"], total_timeout=spec["total_timeout"],
+            tls=tls,
         )
 
         def ask(f: Any, **kw: Any) -> tuple[dict[str, Any], int]:
@@ -483,12 +485,14 @@ def start_server(inst: Install, name: str, ports: dict[str, int]) -> Any:
 
 
 def _wait_healthy(server: Any, timeout: float = 20) -> None:
+    import ssl
     import urllib.request
 
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/health", timeout=1) as r:
+            context = ssl.create_default_context(cafile=str(Path(server.env["CARDS_KEY_DIR"]) / "tls-ca.pem"))
+            with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/v1/health", timeout=1, context=context) as r:
                 if json.loads(r.read()).get("db") == "ok":
                     return
         except OSError:
@@ -634,6 +638,7 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
             "lists": [lists[i] for i in idx],
             "servers": [order[i] for i in idx],
             "api_key": inst.api_key.hex(),
+            "ca_file": str(inst.key_dir / "tls-ca.pem"),
             "timeout": args.client_timeout,
             "total_timeout": args.client_total_timeout,
             "retries": args.retries,
@@ -1005,7 +1010,7 @@ def _reasons(r: dict[str, Any]) -> str:
 
 def note(args: argparse.Namespace) -> str:
     return (
-        f"A recharge is quote + commit (2 signed HTTP requests). Closed loop, no think time: each caller starts its next "
+        f"A recharge is quote + commit (2 signed HTTPS requests: TLS, a key per channel client). Closed loop, no think time: each caller starts its next "
         f"recharge when the last one is answered. Callers: {args.client_procs} client processes "
         f"(`multiprocessing`, spawn) of threads using `ivr.client.RechargeClient` (timeout {args.client_timeout:g} s, "
         f"round {args.client_total_timeout:g} s; a step answered `service_unavailable` is repeated up to "

@@ -55,7 +55,7 @@ class Settings:
 
     @property
     def api_key_file(self) -> Path:
-        """The shared key that signs requests between the AGI client and the recharge servers."""
+        """The hotline client's signing key, written by ``init`` for installing on the AGI hosts."""
         return self.key_dir / "api.key"
 
     @classmethod

@@ -7,8 +7,14 @@ An installation has one key directory (owner-only) holding:
     are derived from it with HMAC-SHA256 under fixed labels, so one file backs
     both and neither key is ever stored in the database.
 ``api.key``
-    32 random bytes (hex) shared with the hotline's AGI hosts: it signs every
-    request between the failover client and the recharge servers.
+    The hotline's channel-client key (hex), written by ``cli.py init`` for
+    installing on the AGI hosts.  Every channel client's key is derived from
+    the master key and the client's name (``KeyRing.channel_client_key``), so
+    no client secret is kept in the database and the servers need no file
+    per client; see ``cardmgmt.channel_clients``.
+``tls-*.pem`` / ``tls-*.key``
+    The installation's own certificate authority and the recharge servers'
+    TLS certificate (``cardmgmt.tls``).
 ``system.pem`` / ``system.pub.pem``
     The system's RSA key pair.  The private half signs new-card files and
     opens post-production files that the factory encrypts for us; the public
@@ -25,12 +31,14 @@ import hashlib
 import hmac
 import os
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from Crypto.PublicKey import RSA
 from Crypto.PublicKey.RSA import RsaKey
 
+from cardmgmt import tls
 from cardmgmt.errors import KeyFileError
 
 RSA_BITS = 3072
@@ -38,6 +46,7 @@ MASTER_FILE = "master.key"
 PRIVATE_FILE = "system.pem"
 PUBLIC_FILE = "system.pub.pem"
 API_FILE = "api.key"
+CHANNEL_CLIENT_LABEL = b"recharge-card/channel-client/v1:"
 
 
 def public_key_fingerprint(key: RsaKey) -> str:
@@ -66,6 +75,10 @@ class KeyRing:
         """The HMAC key that chains the operation log."""
         return self._derive(b"recharge-card/operation-log/v1")
 
+    def channel_client_key(self, name: str) -> bytes:
+        """The key that signs channel client ``name``'s requests (see ``cardmgmt.channel_clients``)."""
+        return self._derive(CHANNEL_CLIENT_LABEL + name.encode("utf-8"))
+
     @property
     def fingerprint(self) -> str:
         """Names the master key without revealing it; recorded in the database."""
@@ -91,18 +104,25 @@ def generate_rsa_pair(private_path: Path, public_path: Path) -> RsaKey:
     return key
 
 
-def create_keyring(key_dir: Path) -> KeyRing:
-    """Create a new key directory; refuses to overwrite an existing key."""
+def create_keyring(key_dir: Path, hosts: Sequence[str] = ()) -> KeyRing:
+    """Create a new key directory; refuses to overwrite an existing key.
+
+    Besides the keys it makes the installation's certificate authority and
+    the servers' TLS certificate, for the loopback names and ``hosts``.
+    """
     key_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     os.chmod(key_dir, 0o700)
-    for name in (MASTER_FILE, PRIVATE_FILE):
+    tls.check_host_names(hosts)  # a bad name is refused before anything is written
+    for name in (MASTER_FILE, PRIVATE_FILE, tls.CA_KEY):
         if (key_dir / name).exists():
             raise KeyFileError(f"{key_dir / name} already exists; refusing to replace a key")
     master = os.urandom(32)
     write_private(key_dir / MASTER_FILE, master.hex().encode() + b"\n")
-    write_private(key_dir / API_FILE, os.urandom(32).hex().encode() + b"\n")
     private = generate_rsa_pair(key_dir / PRIVATE_FILE, key_dir / PUBLIC_FILE)
-    return KeyRing(master=master, system_private=private)
+    ring = KeyRing(master=master, system_private=private)
+    tls.create_authority(key_dir, ring.fingerprint)
+    tls.issue_server_certificate(key_dir, hosts)
+    return ring
 
 
 def _owner_only(path: Path, what: str, mode: str) -> None:
@@ -158,8 +178,10 @@ def read_hex_key(path: Path) -> bytes:
 
 
 def load_api_key(key_dir: Path) -> bytes:
-    """The request-signing key shared by the recharge servers and the AGI hosts."""
+    """The hotline client's request-signing key, as ``cli.py init`` wrote it for the AGI hosts."""
     check_key_dir(key_dir)
+    if not (key_dir / API_FILE).exists():
+        raise KeyFileError(f"{key_dir / API_FILE} does not exist; `cli.py init` writes it (or `cli.py client key hotline --out FILE`)")
     return read_hex_key(key_dir / API_FILE)
 
 

@@ -290,6 +290,8 @@ class Quote(Base):
     key: Mapped[str] = mapped_column(String(80), primary_key=True)
     call_id: Mapped[str] = mapped_column(String(CALL_ID_MAX), index=True)
     channel: Mapped[str] = mapped_column(String(16))
+    # the channel client (cardmgmt.channel_clients) whose signed request made it; NULL before revision 0007
+    client: Mapped[str | None] = mapped_column(String(64))
     caller: Mapped[str] = mapped_column(String(CALLER_MAX))
     account_no: Mapped[str] = mapped_column(String(ACCOUNT_DIGITS))
     card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"))
@@ -309,6 +311,7 @@ class Recharge(Base):
     key: Mapped[str] = mapped_column(String(80), unique=True)
     call_id: Mapped[str] = mapped_column(String(CALL_ID_MAX))
     channel: Mapped[str] = mapped_column(String(16))
+    client: Mapped[str | None] = mapped_column(String(64))  # as on its quote
     caller: Mapped[str] = mapped_column(String(CALLER_MAX))
     # unique: a card is redeemed once, whatever happens
     card_id: Mapped[int] = mapped_column(ForeignKey("cards.id"), unique=True)
@@ -394,3 +397,17 @@ class OperatorRequest(Base):
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     decision_comment: Mapped[str | None] = mapped_column(String(256))
+
+
+class ChannelClient(Base):
+    """A registered channel client (the hotline, a POS terminal, a partner); its key is derived, never stored."""
+
+    __tablename__ = "channel_clients"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    channel: Mapped[str] = mapped_column(String(16))  # hotline | pos | web | partner
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[str | None] = mapped_column(String(64))
+    reason: Mapped[str | None] = mapped_column(String(200))

@@ -50,12 +50,14 @@ class Permission(StrEnum):
     VIEW = "view reports and listings"
     VERIFY_LOG = "verify the operation log"
     OWN_PASSWORD = "change their own password"
+    MANAGE_CLIENTS = "manage channel clients and the servers' certificate"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.ADMIN: frozenset(
-        {Permission.MANAGE_OPERATORS, Permission.MANAGE_CARDS, Permission.VIEW, Permission.VERIFY_LOG, Permission.OWN_PASSWORD}
-    ),
+    Role.ADMIN: frozenset({
+        Permission.MANAGE_OPERATORS, Permission.MANAGE_CARDS, Permission.MANAGE_CLIENTS, Permission.VIEW,
+        Permission.VERIFY_LOG, Permission.OWN_PASSWORD,
+    }),
     Role.FINANCE: frozenset({Permission.DECIDE_REQUESTS, Permission.VIEW, Permission.OWN_PASSWORD}),
     Role.AUDITOR: frozenset({Permission.VIEW, Permission.VERIFY_LOG, Permission.OWN_PASSWORD}),
 }

@@ -218,7 +218,8 @@ def _leave_held(state: str, *returning: Any) -> Any:
 
 
 _TAKE_QUOTE = _leave_held(
-    _COMMITTED, _quotes.c.call_id, _quotes.c.channel, _quotes.c.caller, _quotes.c.account_no, _quotes.c.card_id,
+    _COMMITTED, _quotes.c.call_id, _quotes.c.channel, _quotes.c.client, _quotes.c.caller, _quotes.c.account_no,
+    _quotes.c.card_id,
     _quotes.c.amount,
 )
 
@@ -363,9 +364,15 @@ class RechargeService:
     # --- quote ---------------------------------------------------------------------
 
     def quote(
-        self, *, call_id: str, seq: int, account_no: str, pin: str, caller: str, nonce: str | None = None
+        self, *, call_id: str, seq: int, account_no: str, pin: str, caller: str, nonce: str | None = None,
+        channel: str | None = None, client: str | None = None,
     ) -> Answer:
-        """Check account and PIN and hold the card for this call; see the module docstring."""
+        """Check account and PIN and hold the card for this call; see the module docstring.
+
+        ``channel`` and ``client`` name the channel client whose signed request
+        this is (``cardmgmt.channel_clients``); they are recorded on the quote
+        and, at commit, on the recharge.  ``channel`` defaults to the service's.
+        """
         key = recharge_key(call_id, seq)
         check_account_no(account_no)
         caller = callers.normalise(caller)
@@ -380,13 +387,14 @@ class RechargeService:
             with self.db.engine.begin() as conn:
                 if nonce is not None:
                     nonces.record(conn, nonce, now)
-                return self._quote(conn, key, call_id, account_no, caller, digest, now, summary)
+                origin = (channel or self.channel, client)
+                return self._quote(conn, key, call_id, account_no, caller, digest, now, summary, origin)
         except _Decided as d:
             return d.answer
 
     def _quote(
         self, conn: Connection, key: str, call_id: str, account_no: str, caller: str, digest: bytes | None,
-        now: dt.datetime, summary: Answer,
+        now: dt.datetime, summary: Answer, origin: tuple[str, str | None],
     ) -> Answer:
         since = now - dt.timedelta(hours=self.policy.lockout_hours)
         if conn.dialect.name == "postgresql":
@@ -405,8 +413,9 @@ class RechargeService:
         card_id, serial, face_value, expiry = held
         if not is_redeemable(CardState.ISSUED, expiry, business_day(now)):
             raise _Decided(Answer(Outcome.CARD_EXPIRED, {"serial_tail": serial[-4:]}))
-        quote = {"key": key, "call_id": call_id, "channel": self.channel, "caller": caller, "account_no": account_no,
-                 "card_id": card_id, "amount": face_value, "state": _HELD, "hold_until": until, "created_at": now}
+        quote = {"key": key, "call_id": call_id, "channel": origin[0], "client": origin[1], "caller": caller,
+                 "account_no": account_no, "card_id": card_id, "amount": face_value, "state": _HELD, "hold_until": until,
+                 "created_at": now}
         if conn.execute(_UPSERT_QUOTE[conn.dialect.name], quote).first() is None:
             self._replace_quote(conn, key, quote)
         return Answer(
@@ -420,7 +429,7 @@ class RechargeService:
         if state == _COMMITTED:
             raise _Decided(self._committed_answer(conn, key))
         conn.execute(_RELEASE, {"card": old_card, "key": key})
-        fields = {k: v for k, v in quote.items() if k not in ("key", "call_id", "channel", "created_at")}
+        fields = {k: v for k, v in quote.items() if k not in ("key", "call_id", "channel", "client", "created_at")}
         conn.execute(_REWRITE_QUOTE.values(**fields), {"qkey": key})
 
     def _not_held(
@@ -476,7 +485,7 @@ class RechargeService:
             raise _NotSpent(quote.card_id)
         recharge_id = conn.execute(
             _RECORD_RECHARGE,
-            {"key": key, "call_id": quote.call_id, "channel": quote.channel, "caller": quote.caller,
+            {"key": key, "call_id": quote.call_id, "channel": quote.channel, "client": quote.client, "caller": quote.caller,
              "card_id": quote.card_id, "card_serial": spent.serial, "account_no": quote.account_no,
              "amount": quote.amount, "committed_at": now, "post_status": _PENDING, "post_attempts": 0,
              "next_attempt_at": now},

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from cardmgmt import audit, operators
+from cardmgmt import audit, channel_clients, operators
 from cardmgmt.config import Settings
 from cardmgmt.db import Database
 from cardmgmt.errors import InvalidInput, KeyFileError, PermissionDenied
@@ -78,7 +78,10 @@ class CardSystem:
     def initialise(
         self, admin_name: str, admin_password: str, second_admin: tuple[str, str] | None = None
     ) -> Actor:
-        """Set up a new installation: keys (created if absent), key binding and the first administrators.
+        """Set up a new installation: keys (created if absent), key binding, the first administrators, the hotline client.
+
+        The hotline's channel-client key is written to ``api.key`` in the key
+        directory, for the AGI hosts.
 
         ``second_admin`` (name, password) is the second administrator, whom
         every operator request needs as approver; without one the installation
@@ -113,10 +116,14 @@ class CardSystem:
             op = operators.create(session, admin_name, Role.ADMIN, admin_password)
             actor = Actor(op.name, Role.ADMIN)
             ctx = Context(session, keys, actor)
-            ctx.log("install.init", f"installation key {keys.fingerprint}", after={"admin": op.name})
+            # The hotline is every installation's first channel client; its key goes where the AGI hosts' installer looks.
+            hotline_key = channel_clients.add(ctx, channel_clients.HOTLINE, "hotline", log=False)
+            ctx.log("install.init", f"installation key {keys.fingerprint}",
+                    after={"admin": op.name, "channel_client": channel_clients.HOTLINE})
             if second_admin is not None:
                 second = operators.create(session, second_admin[0], Role.ADMIN, second_admin[1])
                 ctx.log("install.second_admin", f"operator {second.name}", after={"role": Role.ADMIN.value})
+        channel_clients.write_key_file(self.settings.api_key_file, hotline_key, replace=True)
         self._anchor(ctx)
         return actor
 

@@ -235,6 +235,7 @@ from cli import (  # noqa: E402, F401
     batch,
     call,
     card,
+    client,
     factory,
     ha,
     hall,

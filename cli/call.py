@@ -20,7 +20,7 @@ from typing import Any
 
 import click
 
-from cardmgmt import fields
+from cardmgmt import channel_clients, fields, tls
 from cardmgmt.keys import load_api_key
 from cardmgmt.money import format_fen
 from cli import App, cli, pass_app
@@ -131,7 +131,7 @@ def call(app: App, servers: list[tuple[str, int]], account: str, caller: str, ye
 
     Example: cli.py call --server 127.0.0.1:8441 --server 127.0.0.1:8442 --account 3100000001
     """
-    from ivr.client import RechargeClient
+    from ivr.client import RechargeClient, tls_context
 
     # The dialog logs for Asterisk's log; here its outcome is the one line printed below.
     logging.getLogger(dialog.__name__).addHandler(logging.NullHandler())
@@ -142,7 +142,9 @@ def call(app: App, servers: list[tuple[str, int]], account: str, caller: str, ye
         Prompt.CONFIRM_RECHARGE.value: lambda: "1" if yes or click.confirm("recharge?", default=True) else "2",
         Prompt.ANOTHER_CARD.value: lambda: "2",
     })
-    with RechargeClient(servers, load_api_key(app.settings.key_dir)) as client:
+    # As the hotline: its key (keys/api.key) and the installation's CA.
+    context = tls_context(str(tls.ca_file(app.settings.key_dir)))
+    with RechargeClient(servers, load_api_key(app.settings.key_dir), tls=context, client=channel_clients.HOTLINE) as client:
         backend = ReportingBackend(client, account)
         dialog.run_call(channel, backend, call_id=f"cli-{secrets.token_hex(8)}", caller=caller)
     refusal = backend.refusal()

@@ -1,11 +1,13 @@
-"""Setting an installation up: the database schema, the key directory and the first administrator."""
+"""Setting an installation up: the database schema, the key directory, its TLS certificates and the first administrators."""
 
 # test-case-name: tests.cli.test_install
 
 import click
 
+from cardmgmt import tls
 from cardmgmt.db import current_revision, head_revision, make_engine, upgrade
 from cardmgmt.keys import create_keyring
+from cardmgmt.operators import Permission
 from cardmgmt.system import CardSystem
 from cli import App, cli, pass_app
 
@@ -71,13 +73,39 @@ def init(app: App, admins: tuple[str, ...], admin_password: str | None, second_a
 
 @cli.group()
 def keys() -> None:
-    """The key directory (master key and the system's RSA key pair)."""
+    """The key directory (master key, the system's RSA key pair, the TLS certificates)."""
 
 
 @keys.command("init")
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="A host name or address for the servers' TLS certificate, besides the loopback ones (repeat).")
 @pass_app
-def keys_init(app: App) -> None:
-    """Create the key directory with owner-only permissions (never overwrites a key)."""
-    ring = create_keyring(app.settings.key_dir)
+def keys_init(app: App, hosts: tuple[str, ...]) -> None:
+    """Create the key directory with owner-only permissions (never overwrites a key).
+
+    Besides the keys: the installation's TLS certificate authority and the servers' certificate.
+
+    Example: cli.py keys init --host recharge-a.example --host recharge-b.example
+    """
+    ring = create_keyring(app.settings.key_dir, hosts)
     click.echo(f"keys created in {app.settings.key_dir} (fingerprint {ring.fingerprint})")
     click.echo(f"give the factory {app.settings.key_dir / 'system.pub.pem'}")
+
+
+@keys.command("tls")
+@click.option("--host", "hosts", multiple=True, metavar="NAME",
+              help="A host name or address the servers are reached by, besides 127.0.0.1, ::1 and localhost (repeat).")
+@pass_app
+def keys_tls(app: App, hosts: tuple[str, ...]) -> None:
+    """Issue the recharge servers' TLS certificate from the installation's CA (made first if absent).
+
+    Replaces the servers' certificate; restart both servers to use it.  The CA
+    certificate (keys/tls-ca.pem) is what every channel client's host trusts.
+
+    Example: cli.py -u alice keys tls --host recharge-a.example --host 10.0.0.11
+    """
+    key_dir = app.settings.key_dir
+    with app.unit(Permission.MANAGE_CLIENTS) as ctx:
+        names, fingerprint = tls.reissue(ctx, key_dir, hosts)
+    click.echo(f"server certificate {fingerprint} for {', '.join(names)} in {key_dir}")
+    click.echo(f"install {key_dir / tls.CA_CERT} on every channel client's host")

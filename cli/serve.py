@@ -10,13 +10,16 @@ from cli import App, cli, pass_app
 @cli.command()
 @click.argument("name")
 @click.option("--port", required=True, type=click.IntRange(1, 65535), help="Port of this server's HTTP API.")
-@click.option("--peer", required=True, help="The other server's base URL, e.g. http://127.0.0.1:8442.")
+@click.option("--peer", required=True, help="The other server's base URL, e.g. https://127.0.0.1:8442 (TLS only).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (loopback unless told otherwise).")
 @pass_app
 def serve(app: App, name: str, port: int, peer: str, host: str) -> None:
     """Run one recharge server of the hot-standby pair (until stopped).
 
-    Example: cli.py serve A --port 8441 --peer http://127.0.0.1:8442
+    Listens with TLS only (the certificate from `cli.py keys tls`); channel
+    clients are checked against `cli.py client list`, re-read every 2 s.
+
+    Example: cli.py serve A --port 8441 --peer https://127.0.0.1:8442
     """
     from recharge_server.service import run  # Twisted is only loaded by the servers
 

@@ -96,22 +96,23 @@ read -r PORT_A PORT_B < <(python3 -c 'import socket
 def f():
     s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close(); return p
 print(f(), f())')
-python cli.py serve A --port "$PORT_A" --peer "http://127.0.0.1:$PORT_B" > "$RUN/server-A.log" 2>&1 &
+python cli.py serve A --port "$PORT_A" --peer "https://127.0.0.1:$PORT_B" > "$RUN/server-A.log" 2>&1 &
 SERVER_A=$!
-python cli.py serve B --port "$PORT_B" --peer "http://127.0.0.1:$PORT_A" > "$RUN/server-B.log" 2>&1 &
+python cli.py serve B --port "$PORT_B" --peer "https://127.0.0.1:$PORT_A" > "$RUN/server-B.log" 2>&1 &
 SERVER_B=$!
 PHONE=
 stop_phone() {  # stop the demo's Asterisk (demo/phone.py stops it on SIGTERM) and wait until it is gone
     if [ -n "$PHONE" ]; then kill "$PHONE" 2>/dev/null || true; wait "$PHONE" 2>/dev/null || true; PHONE=; fi
 }
 trap 'stop_phone; kill $SERVER_A $SERVER_B 2>/dev/null || true' EXIT
-echo "\$ python cli.py serve A --port $PORT_A --peer http://127.0.0.1:$PORT_B &   (and B the other way round)"
+echo "\$ python cli.py serve A --port $PORT_A --peer https://127.0.0.1:$PORT_B &   (and B the other way round)"
 for _ in $(seq 50); do
-    python3 -c "import urllib.request as u; u.urlopen('http://127.0.0.1:$PORT_B/v1/health', timeout=0.2)" 2>/dev/null && break
+    python3 -c "import ssl, urllib.request as u; u.urlopen('https://127.0.0.1:$PORT_B/v1/health', timeout=0.2, context=ssl.create_default_context(cafile='$RUN/var/keys/tls-ca.pem'))" 2>/dev/null && break
     sleep 0.2
 done
 sleep 2
 as carol ha status
+as carol client list     # the channel clients the servers accept (init registered the hotline)
 
 step "A customer recharges an issued card through the pair (the PIN comes off the scratched card; it is never printed)"
 CARD=$(CARDS_PASSWORD=pw-carol-2026 python cli.py -u carol card show 000000000026 --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["serial"])')
@@ -149,9 +150,9 @@ step "A customer phones the hotline (95598): a real Asterisk runs the phone dial
 if [ "$(id -u)" != 0 ]; then
     echo "(skipped: the Asterisk sandbox runs under chroot, which needs root; run make demo as root to see it)"
 else
-    echo "\$ python demo/phone.py --server 127.0.0.1:$PORT_A --server 127.0.0.1:$PORT_B --api-key-file $RUN/var/keys/api.key ... &"
+    echo "\$ python demo/phone.py --server 127.0.0.1:$PORT_A --server 127.0.0.1:$PORT_B --api-key-file $RUN/var/keys/api.key --ca-file $RUN/var/keys/tls-ca.pem ... &"
     python demo/phone.py --server "127.0.0.1:$PORT_A" --server "127.0.0.1:$PORT_B" \
-        --api-key-file "$RUN/var/keys/api.key" --prompts "$RUN/prompts" --ready "$RUN/asterisk.port" &
+        --api-key-file "$RUN/var/keys/api.key" --ca-file "$RUN/var/keys/tls-ca.pem" --prompts "$RUN/prompts" --ready "$RUN/asterisk.port" &
     PHONE=$!
     until [ -s "$RUN/asterisk.port" ]; do
         if ! kill -0 "$PHONE" 2>/dev/null; then

@@ -5,7 +5,7 @@
 recharge servers are up::
 
     python demo/phone.py --server 127.0.0.1:8441 --server 127.0.0.1:8442 \\
-        --api-key-file demo-run/var/keys/api.key --prompts demo-run/prompts --ready demo-run/asterisk.port &
+        --api-key-file demo-run/var/keys/api.key --ca-file demo-run/var/keys/tls-ca.pem --prompts demo-run/prompts --ready demo-run/asterisk.port &
 
 It brings Asterisk up exactly as the end-to-end tests do
 (``testkit.sandbox.start_hotline``, in the root they share,
@@ -44,7 +44,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="demo/phone.py", description=__doc__.splitlines()[0])
     parser.add_argument("--server", action="append", required=True, metavar="HOST:PORT",
                         help="a recharge server, primary first (repeat)")
-    parser.add_argument("--api-key-file", type=Path, required=True, help="the servers' shared API key")
+    parser.add_argument("--api-key-file", type=Path, required=True, help="the hotline client's key (keys/api.key)")
+    parser.add_argument("--ca-file", type=Path, required=True, help="the installation's CA certificate (keys/tls-ca.pem)")
     parser.add_argument("--prompts", type=Path, required=True, help="where to render the prompts")
     parser.add_argument("--ready", type=Path, required=True, help="written with the SIP port once Asterisk takes calls")
     args = parser.parse_args(argv)
@@ -57,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         servers = [parse_server(s) for s in args.server]
         api_key = args.api_key_file.read_bytes()
+        ca_cert = args.ca_file.read_bytes()
         sandbox = Sandbox(root, free_sip_port())
         if not sandbox.is_built():
             say(f"building the Asterisk sandbox in {root} (first time only: about two minutes)")
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         say("rendering the prompts (espeak-ng, sox)")
         prompts = build_prompts(args.prompts)
         say("starting Asterisk (waits while the end-to-end tests use the sandbox)")
-        start_hotline(sandbox, prompts, servers, api_key, wait=SANDBOX_WAIT)
+        start_hotline(sandbox, prompts, servers, api_key, wait=SANDBOX_WAIT, ca_cert=ca_cert)
     except (SandboxError, BuildError, OSError) as e:
         print(f"demo/phone.py: {str(e).strip() or type(e).__name__}", file=sys.stderr)  # a failed build adds its tail
         return 1

@@ -5,8 +5,10 @@ Asterisk runs this once per call (process AGI): ``python3 -m ivr.agi_main
 ``/etc/recharge/agi.conf``) is INI::
 
     [agi]
-    servers = 10.0.0.11:8480, 10.0.0.12:8480   ; primary first
-    api_key_file = /etc/recharge/api.key       ; 64 hex digits, owner-only
+    servers = 10.0.0.11:8480, 10.0.0.12:8480   ; primary first; names or addresses in the servers' certificate
+    client = hotline                           ; this host's channel-client name (cli.py client add)
+    api_key_file = /etc/recharge/api.key       ; that client's key: 64 hex digits, owner-only
+    ca_file = /etc/recharge/tls-ca.pem         ; the installation's CA certificate (keys/tls-ca.pem)
     timeout = 0.5                              ; seconds per server
     total_timeout = 1.0                        ; seconds for one request, failover included
     digit_timeout_ms = 6000                    ; before the first key and between keys
@@ -25,8 +27,8 @@ a sink instead, and a failure is logged by its type and stack, never its message
 Whatever goes wrong - a bad configuration, a missing key, a bug - the caller
 hears an apology and a goodbye and the call is hung up; never a traceback.
 
-At import time: standard library, pyst2, ``ivr.dialog``, ``ivr.agi_channel`` and
-``ivr.client`` only (this runs under the Asterisk host's Python, 3.11 to 3.14).
+At import time: standard library (``ssl`` included, for the TLS to the
+servers), pyst2, ``ivr.dialog``, ``ivr.agi_channel`` and ``ivr.client`` only (this runs under the Asterisk host's Python, 3.11 to 3.14).
 Every call pays for its imports before its first prompt, so what only some
 calls or hosts need is imported when first needed (the request signing, at
 the first request; the syslog handler, where the host has a syslog), and
@@ -39,6 +41,7 @@ import configparser
 import logging
 import os
 import re
+import ssl
 import stat
 import sys
 import traceback
@@ -49,7 +52,7 @@ from typing import TypeVar
 from asterisk.agi import AGI
 
 from ivr.agi_channel import AGIChannel
-from ivr.client import RechargeClient
+from ivr.client import RechargeClient, tls_context
 from ivr.dialog import Channel, DialogSettings, apologise, run_call
 from ivr.fields import CALL_ID_CHARS, CALL_ID_MAX
 
@@ -66,6 +69,7 @@ N = TypeVar("N", int, float)
 _CALL_ID_UNSAFE = re.compile(f"[^{CALL_ID_CHARS}]")
 _CALL_ID_SUFFIX = 1 + 16  # "-" and 8 random bytes in hex
 _CALLER_UNSAFE = re.compile(r"[^0-9+*#]")
+_CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")  # ivr.protocol.CLIENT_NAME, without importing it at start
 
 
 class ConfigError(Exception):
@@ -78,6 +82,8 @@ class AgiConfig:
 
     servers: tuple[tuple[str, int], ...]
     api_key_file: str
+    ca_file: str
+    client: str
     timeout: float = 0.5
     total_timeout: float = 1.0
     digit_timeout_ms: int = 6000
@@ -129,9 +135,17 @@ def load_config(path: str | os.PathLike[str]) -> AgiConfig:
         key_file = get("api_key_file")
         if not key_file:
             raise ConfigError("api_key_file is missing")
+        ca_file = get("ca_file")
+        if not ca_file:
+            raise ConfigError("ca_file is missing (the installation's keys/tls-ca.pem: the servers speak TLS only)")
+        client = get("client")
+        if not client or not _CLIENT_NAME.match(client):
+            raise ConfigError("client must be this host's registered channel-client name, e.g. hotline")
         config = AgiConfig(
             servers=servers,
             api_key_file=key_file,
+            ca_file=ca_file,
+            client=client,
             timeout=_number(get("timeout"), float, AgiConfig.timeout, "timeout"),
             total_timeout=_number(get("total_timeout"), float, AgiConfig.total_timeout, "total_timeout"),
             digit_timeout_ms=_number(get("digit_timeout_ms"), int, AgiConfig.digit_timeout_ms, "digit_timeout_ms"),
@@ -182,6 +196,13 @@ def read_api_key(path: str | os.PathLike[str]) -> bytes:
     if len(key) != 32:
         raise ConfigError(f"{path} is not a key file (64 hex digits)")
     return key
+
+
+def _tls_context(ca_file: str) -> "ssl.SSLContext":
+    try:
+        return tls_context(ca_file)
+    except OSError as e:  # ssl.SSLError is one: a file that is not a certificate
+        raise ConfigError(f"ca_file {ca_file}: {e.strerror or type(e).__name__}") from None
 
 
 def call_id_of(env: dict[str, str]) -> str:
@@ -249,8 +270,12 @@ def serve(agi: AGI, config_path: str) -> int:
         config = load_config(config_path)
         channel = AGIChannel(agi, prompt_prefix=config.prompt_prefix, send_text=config.send_text)
         key = read_api_key(config.api_key_file)
+        tls = _tls_context(config.ca_file)
         # One kept-alive connection per server for the whole call, closed when the call ends.
-        with RechargeClient(config.servers, key, timeout=config.timeout, total_timeout=config.total_timeout) as client:
+        with RechargeClient(
+            config.servers, key, timeout=config.timeout, total_timeout=config.total_timeout, tls=tls,
+            client=config.client,
+        ) as client:
             log.info("call %s: start (servers %s)", call_id, ", ".join(f"{h}:{p}" for h, p in config.servers))
             result = run_call(
                 channel, client, call_id=call_id, caller=caller,

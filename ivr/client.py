@@ -1,4 +1,10 @@
-"""The AGI side's client for the recharge server pair: signed requests, failover, kept-alive connections, and never an exception.
+"""The AGI side's client for the recharge server pair: TLS, signed requests, failover, kept-alive connections, and never an exception.
+
+Every connection is TLS, verified against the installation's own CA
+(``tls_context(ca_file)``) and checked against the host name or address it
+was opened to; a server whose certificate does not verify counts as failed,
+like one that does not answer.  Every request is signed with the channel
+client's own key and names the client (``ivr.protocol``).
 
 ``RechargeClient`` talks to the servers in order of preference, starting with
 the one that answered last (the primary, at first).  A refused connection, a
@@ -20,8 +26,9 @@ server's time, before the server counts as failed.  A connection serves one
 request at a time, so threads may share a client.
 
 HTTP is spoken here directly over a socket rather than through
-``http.client``, whose import (``email``, ``ssl``) costs more than everything
-else a call needs before its first prompt.  Only what the recharge servers
+``http.client``, whose import (``email`` and more) costs more than everything
+else a call needs before its first prompt; ``ssl`` itself cannot be avoided
+(bench/RESULTS.md has what it costs).  Only what the recharge servers
 send is understood: ``Content-Length`` or chunked bodies, or a body up to the
 close; anything else is a broken answer.
 
@@ -35,6 +42,7 @@ never a PIN (request bodies are never logged).
 import json
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -51,6 +59,13 @@ MAX_LINE = 8192  # bytes in the status line, a header line or a chunk-size line
 MAX_HEADERS = 100
 _RECV = 65536
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+def tls_context(ca_file: str) -> ssl.SSLContext:
+    """A client TLS context that trusts only the installation's CA (``keys/tls-ca.pem``) and checks host names."""
+    context = ssl.create_default_context(cafile=ca_file)  # with a cafile, the system's CAs are not loaded
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 class _TryNext(Exception):
@@ -71,8 +86,14 @@ class RechargeClient:
         timeout: float = 0.5,
         clock: Callable[[], float] = time.time,
         total_timeout: float = 1.0,
+        *,
+        tls: ssl.SSLContext,
+        client: str = "hotline",
     ) -> None:
         """``servers`` in order of preference; ``timeout`` per server, ``total_timeout`` for a whole round.
+
+        ``api_key`` is channel client ``client``'s signing key; ``tls`` a context
+        from ``tls_context`` that trusts the installation's CA.
 
         ``clock`` gives the wall-clock time that requests are signed with;
         the time limits are measured on the monotonic clock.
@@ -82,6 +103,8 @@ class RechargeClient:
             raise ValueError("RechargeClient needs at least one server")
         self.servers = [(str(h), int(p)) for h, p in servers]
         self._key = api_key
+        self.client = client
+        self.tls = tls
         self.timeout = timeout
         self.total_timeout = total_timeout
         self.clock = clock
@@ -196,11 +219,13 @@ class RechargeClient:
             elif conn is not None:
                 conn.close()
                 log.debug("call %s: the kept connection to %s:%d was closed while idle; opening a new one", call_id, host, port)
-            return self._attempt(index, _Connection.open(host, port, end), method, path, body, end)
+            return self._attempt(index, _Connection.open(host, port, end, self.tls), method, path, body, end)
         except _Closed as e:
             raise _TryNext(f"closed the connection without answering ({e})") from None
         except TimeoutError:
             raise _TryNext("timed out") from None
+        except ssl.SSLCertVerificationError as e:
+            raise _TryNext(f"its TLS certificate is not trusted: {e.verify_message}") from None
         except OSError as e:
             raise _TryNext(type(e).__name__ + (f": {e.strerror}" if e.strerror else "")) from None
 
@@ -227,7 +252,7 @@ class RechargeClient:
         lines = [f"{method} {path} HTTP/1.1", f"Host: {host_header}", "Accept: application/json", "Accept-Encoding: identity"]
         if method == "POST":
             lines += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
-            lines += [f"{k}: {v}" for k, v in protocol.sign(self._key, method, path, body, self.clock()).items()]
+            lines += [f"{k}: {v}" for k, v in protocol.sign(self._key, method, path, body, self.clock(), client=self.client).items()]
         return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + (body if method == "POST" else b"")
 
 
@@ -251,14 +276,16 @@ class _Connection:
         self.sock = sock
 
     @classmethod
-    def open(cls, host: str, port: int, end: float) -> "_Connection":
+    def open(cls, host: str, port: int, end: float, tls: ssl.SSLContext) -> "_Connection":
         sock = socket.create_connection((host, port), timeout=_left(end))
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
+            sock.settimeout(_left(end))
+            # The handshake runs here, within this server's time; the name checked is the one dialled.
+            return cls(tls.wrap_socket(sock, server_hostname=host))
+        except BaseException:
             sock.close()
             raise
-        return cls(sock)
 
     def close(self) -> None:
         try:
@@ -268,9 +295,12 @@ class _Connection:
 
     def still_open(self) -> bool:
         """False when the server has closed or reset this idle connection, or sent something unasked."""
+        if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
+            return False  # decrypted bytes nobody asked for
         try:
             self.sock.settimeout(0)  # a look, not a wait
-            self.sock.recv(1, socket.MSG_PEEK)
+            # Under TLS, a look at the raw stream: anything there while idle is a close_notify or junk.
+            socket.socket.recv(self.sock, 1, socket.MSG_PEEK)
         except BlockingIOError:
             return True  # nothing to read: the connection is open and quiet
         except OSError:
@@ -288,7 +318,7 @@ class _Connection:
         try:
             self.sock.settimeout(_left(end))
             self.sock.sendall(request)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as e:
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as e:
             raise _Closed(type(e).__name__) from None
         reader = _Reader(self.sock, end)
         while True:
@@ -331,7 +361,7 @@ class _Reader:
         self.sock.settimeout(_left(self.end))
         try:
             chunk = self.sock.recv(_RECV)
-        except (ConnectionResetError, ConnectionAbortedError) as e:
+        except (ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as e:
             if not self.received:
                 raise _Closed(type(e).__name__) from None
             raise

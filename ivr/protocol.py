@@ -3,11 +3,15 @@
 Both ends import this module, and the AGI end runs it under whatever Python
 the Asterisk host has (3.11 to 3.14), so it uses the standard library only.
 
-Every ``POST`` carries three headers: ``X-Timestamp`` (unix seconds),
-``X-Nonce`` (128 random bits, hex) and ``X-Signature``, the hex
-HMAC-SHA256 under the shared API key of::
+Every ``POST`` carries four headers: ``X-Client`` (the channel client's
+registered name, see ``cardmgmt.channel_clients``), ``X-Timestamp`` (unix
+seconds), ``X-Nonce`` (128 random bits, hex) and ``X-Signature``, the hex
+HMAC-SHA256 under that client's own key of::
 
-    METHOD "\\n" path "\\n" timestamp "\\n" nonce "\\n" hex(sha256(body))
+    METHOD "\\n" path "\\n" client "\\n" timestamp "\\n" nonce "\\n" hex(sha256(body))
+
+The client's name is signed, so a request signed with one client's key
+cannot be passed off as another's.
 
 ``verify`` refuses a request whose headers are missing or malformed
 (``MissingHeaders``), whose signature does not match (``BadSignature``) or
@@ -35,14 +39,17 @@ from ivr import fields
 MAX_BODY = 4096  # bytes; a real request is under 200
 DEFAULT_MAX_SKEW = 30  # seconds
 
+CLIENT_HEADER = "X-Client"
 TIMESTAMP_HEADER = "X-Timestamp"
 NONCE_HEADER = "X-Nonce"
 SIGNATURE_HEADER = "X-Signature"
-SIGNED_HEADERS = (TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
+SIGNED_HEADERS = (CLIENT_HEADER, TIMESTAMP_HEADER, NONCE_HEADER, SIGNATURE_HEADER)
 
 # What the client gives the dialog when no server could answer.
 SERVICE_UNAVAILABLE = "service_unavailable"
 
+# As ``cardmgmt.channel_clients.NAME`` (a test keeps them equal).
+CLIENT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 _TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
 _NONCE = re.compile(r"^[0-9a-f]{32}$")
 _SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
@@ -72,13 +79,13 @@ def body_digest(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def string_to_sign(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
+def string_to_sign(method: str, path: str, client: str, timestamp: str, nonce: str, body: bytes) -> bytes:
     """The exact bytes the signature covers."""
-    return "\n".join((method.upper(), path, timestamp, nonce, body_digest(body))).encode("utf-8")
+    return "\n".join((method.upper(), path, client, timestamp, nonce, body_digest(body))).encode("utf-8")
 
 
-def _signature(key: bytes, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
-    return hmac.new(key, string_to_sign(method, path, timestamp, nonce, body), hashlib.sha256).hexdigest()
+def _signature(key: bytes, method: str, path: str, client: str, timestamp: str, nonce: str, body: bytes) -> str:
+    return hmac.new(key, string_to_sign(method, path, client, timestamp, nonce, body), hashlib.sha256).hexdigest()
 
 
 def new_nonce() -> str:
@@ -86,8 +93,10 @@ def new_nonce() -> str:
     return secrets.token_hex(16)
 
 
-def sign(key: bytes, method: str, path: str, body: bytes, now: float, nonce: str | None = None) -> dict[str, str]:
-    """The three signing headers for one request sent at unix time ``now``.
+def sign(
+    key: bytes, method: str, path: str, body: bytes, now: float, nonce: str | None = None, *, client: str
+) -> dict[str, str]:
+    """The four signing headers for one request of channel client ``client`` sent at unix time ``now``.
 
     Every call makes a fresh nonce unless one is given (tests only): a request
     repeated on another server must be signed again.
@@ -95,9 +104,10 @@ def sign(key: bytes, method: str, path: str, body: bytes, now: float, nonce: str
     timestamp = str(int(now))
     nonce = new_nonce() if nonce is None else nonce
     return {
+        CLIENT_HEADER: client,
         TIMESTAMP_HEADER: timestamp,
         NONCE_HEADER: nonce,
-        SIGNATURE_HEADER: _signature(key, method, path, timestamp, nonce, body),
+        SIGNATURE_HEADER: _signature(key, method, path, client, timestamp, nonce, body),
     }
 
 
@@ -107,6 +117,14 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
         if k.lower() == wanted:
             return v
     return None
+
+
+def client_of(headers: Mapping[str, str]) -> str:
+    """The channel client a request names in ``X-Client``, well formed, or ``MissingHeaders``."""
+    client = _header(headers, CLIENT_HEADER)
+    if client is None or not CLIENT_NAME.match(client):
+        raise MissingHeaders(f"a signed request needs {CLIENT_HEADER}: its channel client's registered name")
+    return client
 
 
 def verify(
@@ -120,9 +138,11 @@ def verify(
 ) -> str:
     """Check a request's signature and freshness; return its nonce.
 
+    ``key`` is the key of the client named in ``X-Client`` (``client_of``).
     ``headers`` is looked up without regard to case.  The signature is checked
     before the clock, so a stranger learns nothing from the answer but "no".
     """
+    client = client_of(headers)
     timestamp = _header(headers, TIMESTAMP_HEADER)
     nonce = _header(headers, NONCE_HEADER)
     signature = _header(headers, SIGNATURE_HEADER)
@@ -134,7 +154,7 @@ def verify(
         raise MissingHeaders(f"{NONCE_HEADER} must be 32 lowercase hex digits")
     if not _SIGNATURE.match(signature):
         raise MissingHeaders(f"{SIGNATURE_HEADER} must be 64 lowercase hex digits")
-    expected = _signature(key, method, path, timestamp, nonce, body)
+    expected = _signature(key, method, path, client, timestamp, nonce, body)
     if not hmac.compare_digest(expected, signature):
         raise BadSignature("the request signature does not match")
     if abs(now - int(timestamp)) > max_skew:

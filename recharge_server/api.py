@@ -1,9 +1,14 @@
 """The recharge server's HTTP API: signed JSON requests in, the recharge core's answers out.
 
 ``POST /v1/account|quote|commit|cancel`` each pass the same gate, cheapest
-check first: the body's size (413), the signature and its freshness (401,
-via ``ivr.protocol``), the body as a JSON object with exactly the endpoint's
-fields (400).  Then the ``RechargeService`` call runs in the server's thread
+check first: the body's size (413), the signature under the key of the
+channel client the request names and its freshness (401, via
+``ivr.protocol``), the client's standing in the server's snapshot of the
+client table (401 ``unknown_client``, 403 ``client_revoked``, 503 when the
+snapshot is too old to tell; see ``cardmgmt.channel_clients``), the body as
+a JSON object with exactly the endpoint's fields (400).  A refused client is
+logged once a minute per name, not once per request.  A quote records the
+client's channel and name.  Then the ``RechargeService`` call runs in the server's thread
 pool, never on the reactor, under a time limit (503 ``{"outcome":
 "service_unavailable"}``); it records the request's nonce in its own
 transaction, so a captured request is refused when replayed on *either*
@@ -35,6 +40,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from cardmgmt import errors
+from cardmgmt.channel_clients import ClientEntry, ClientRevoked, RegistryStale, UnknownClient
 from cardmgmt.errors import CardError
 from cardmgmt.nonces import Replayed
 from ivr import protocol
@@ -70,15 +76,18 @@ _AUTH_ERRORS: dict[type[protocol.ProtocolError], str] = {
     protocol.StaleRequest: "stale_request",
 }
 
-# How each endpoint's validated fields (and the request's nonce) become a RechargeService call.
-_CALLS: dict[str, Callable[[Any, dict[str, Any], str], Any]] = {
-    "account": lambda svc, f, nonce: svc.account(f["account_no"], nonce=nonce),
-    "quote": lambda svc, f, nonce: svc.quote(
-        call_id=f["call_id"], seq=f["seq"], account_no=f["account_no"], pin=f["pin"], caller=f["caller"], nonce=nonce
+# How each endpoint's validated fields (the request's nonce, its client) become a RechargeService call.
+_CALLS: dict[str, Callable[[Any, dict[str, Any], str, ClientEntry], Any]] = {
+    "account": lambda svc, f, nonce, c: svc.account(f["account_no"], nonce=nonce),
+    "quote": lambda svc, f, nonce, c: svc.quote(
+        call_id=f["call_id"], seq=f["seq"], account_no=f["account_no"], pin=f["pin"], caller=f["caller"], nonce=nonce,
+        channel=c.channel, client=c.name,
     ),
-    "commit": lambda svc, f, nonce: svc.commit(call_id=f["call_id"], seq=f["seq"], nonce=nonce),
-    "cancel": lambda svc, f, nonce: svc.cancel(call_id=f["call_id"], seq=f["seq"], nonce=nonce),
+    "commit": lambda svc, f, nonce, c: svc.commit(call_id=f["call_id"], seq=f["seq"], nonce=nonce),
+    "cancel": lambda svc, f, nonce, c: svc.cancel(call_id=f["call_id"], seq=f["seq"], nonce=nonce),
 }
+
+CLIENT_LOG_EVERY = 60.0  # seconds between log lines about one refused client
 
 # A blocking function run off the reactor: deferToThreadPool(reactor, pool, ...) in a server.
 RunBlocking = Callable[..., defer.Deferred[Any]]
@@ -171,6 +180,7 @@ class _Exchange:
         self.started = api.reactor.seconds()
         self.call_id = "-"
         self.detail = ""
+        self.quiet = False
         self.gone = False
         self.answered = False
         request.notifyFinish().addErrback(self._lost)
@@ -202,6 +212,8 @@ class _Exchange:
         """One line per answer; refusals (4xx) within the refusal budget, with why."""
         fields = dict(endpoint=self.endpoint, call_id=self.call_id, status=status, outcome=outcome, ms=elapsed * 1000)
         if 400 <= status < 500:
+            if self.quiet:
+                return
             dropped = self.api.refusal_log.take()
             if dropped is None:
                 return
@@ -218,8 +230,9 @@ class _Exchange:
         body = json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self._finish(status, body, "application/json; charset=utf-8", outcome)
 
-    def error(self, code: str, message: str, status: int | None = None) -> None:
-        self.detail = _one_line(message)
+    def error(self, code: str, message: str, status: int | None = None, *, logged: bool = True) -> None:
+        """Refuse the request with ``{"error": code, "message": one line}``; ``logged=False`` when the caller logs it."""
+        self.detail, self.quiet = _one_line(message), not logged
         self.json(status or ERRORS[code], {"error": code, "message": self.detail}, code)
 
     def unavailable(self, reason: str) -> None:
@@ -238,7 +251,8 @@ class RechargeAPI(Resource):
         self,
         *,
         name: str,
-        api_key: bytes,
+        client_key: Callable[[str], bytes],
+        clients: Callable[[str], ClientEntry],
         recharge: Any,
         run_blocking: RunBlocking,
         reactor: IReactorTime,
@@ -251,6 +265,10 @@ class RechargeAPI(Resource):
         max_skew: float = protocol.DEFAULT_MAX_SKEW,
     ) -> None:
         """
+        ``client_key(name)`` is channel client ``name``'s signing key
+        (``KeyRing.channel_client_key``); ``clients(name)`` its entry, or
+        ``UnknownClient``, ``ClientRevoked``, ``RegistryStale``
+        (``ClientRegistry.lookup``), asked on the reactor.
         ``recharge`` is a ``cardmgmt.recharge.RechargeService`` (or a stand-in with
         its four methods, taking the request's ``nonce``); ``status()`` adds this server's role, lease and peer to
         the health answer; ``db_ping()`` and ``backlog()`` are blocking and run in
@@ -258,7 +276,9 @@ class RechargeAPI(Resource):
         """
         super().__init__()
         self.name = name
-        self._key = api_key
+        self._client_key = client_key
+        self._clients = clients
+        self._client_logged: dict[tuple[str, str], list[float]] = {}  # (code, client) -> [last line, refusals since]
         self.recharge = recharge
         self.run_blocking = run_blocking
         self.reactor = reactor
@@ -315,12 +335,24 @@ class RechargeAPI(Resource):
             ex.error("bad_request", str(e))
             return
         try:
+            # The key is derived for whatever name is given, so an unknown name fails like a wrong key.
+            client = protocol.client_of(headers)
             nonce = protocol.verify(
-                self._key, request.method.decode("ascii"), request.uri.decode("latin-1"), body, headers,
-                now=self.reactor.seconds(), max_skew=self.max_skew,
+                self._client_key(client), request.method.decode("ascii"), request.uri.decode("latin-1"), body,
+                headers, now=self.reactor.seconds(), max_skew=self.max_skew,
             )
         except protocol.ProtocolError as e:
             ex.error(_AUTH_ERRORS.get(type(e), "bad_signature"), str(e))
+            return
+        try:
+            entry = self._clients(client)
+        except (UnknownClient, ClientRevoked) as e:
+            self._log_refused_client(e.code, client, e.message)
+            ex.error(e.code, e.message, logged=False)
+            return
+        except RegistryStale as e:
+            self._log_refused_client(e.code, "-", e.message)
+            ex.unavailable(e.code)
             return
         try:
             payload = json.loads(body)
@@ -335,19 +367,31 @@ class RechargeAPI(Resource):
         except protocol.InvalidRequest as e:
             ex.error("bad_request", str(e))
             return
-        d = self.run_blocking(self._serve, endpoint, nonce, fields, time.monotonic())
+        d = self.run_blocking(self._serve, endpoint, nonce, fields, entry, time.monotonic())
         d.addTimeout(self.request_timeout, self.reactor)
         d.addCallbacks(lambda answer: ex.json(200, answer, str(answer.get("outcome", "-"))), self._failed, errbackArgs=(ex,))
         d.addErrback(self._crashed, ex)
 
-    def _serve(self, endpoint: str, nonce: str, fields: dict[str, Any], queued_at: float) -> dict[str, Any]:
+    def _log_refused_client(self, code: str, client: str, message: str) -> None:
+        """One line per refused client a minute, however many requests it sends: a revoked device may retry hard."""
+        now = self.reactor.seconds()
+        seen = self._client_logged.setdefault((code, client), [-CLIENT_LOG_EVERY, 0])
+        seen[1] += 1
+        if now - seen[0] >= CLIENT_LOG_EVERY:
+            log.warn("refused {code}: {message} ({count} request(s) since the last such line)",
+                     code=code, message=message, count=seen[1])
+            seen[0], seen[1] = now, 0
+
+    def _serve(
+        self, endpoint: str, nonce: str, fields: dict[str, Any], client: ClientEntry, queued_at: float
+    ) -> dict[str, Any]:
         """In the pool: shed a request that waited too long, else ask the recharge core."""
         # The client gives up on a server after SHED_AFTER-ish; work started
         # after that is work nobody waits for (and a commit nobody hears), so
         # under overload the queue is drained quickly with 503s instead.
         if time.monotonic() - queued_at > self.shed_after:
             raise Overloaded()
-        return dict(_CALLS[endpoint](self.recharge, fields, nonce).to_dict())
+        return dict(_CALLS[endpoint](self.recharge, fields, nonce, client).to_dict())
 
     def _failed(self, failure: Failure, ex: _Exchange) -> None:
         if failure.check(Replayed):

@@ -14,7 +14,8 @@ by more than that.  A server that stops cleanly gives the lease up at once.
 
 Beside the lease, each server upserts its ``ServerHeartbeat`` row every
 second (what ``cli.py ha status`` shows) and asks its peer's ``/v1/health``
-what the peer thinks it is.
+what the peer thinks it is, over TLS, trusting only the installation's CA
+(``recharge_server.tls.peer_policy``).
 """
 
 # test-case-name: tests.recharge_server.test_leadership
@@ -37,6 +38,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
+from twisted.web.iweb import IPolicyForHTTPS
 
 from cardmgmt.db import Database
 from cardmgmt.ha import LEASE_NAME, LeaseState, read_lease  # the reading side lives with the domain
@@ -161,7 +163,7 @@ class _BodyCollector(Protocol):
             self.done.errback(reason)
 
 
-def quiet_agent(reactor: Any, timeout: float) -> Agent:
+def quiet_agent(reactor: Any, timeout: float, tls: IPolicyForHTTPS | None = None) -> Agent:
     """An ``Agent`` with a connect timeout whose connections are not logged.
 
     A connection a second to the peer would otherwise log "Starting factory"
@@ -172,7 +174,11 @@ def quiet_agent(reactor: Any, timeout: float) -> Agent:
     factory = getattr(pool, "_factory", None)
     if isinstance(factory, type):
         pool._factory = _quiet(factory)  # type: ignore[attr-defined]
-    return Agent(reactor, connectTimeout=timeout, pool=pool)
+    if tls is None:
+        return Agent(reactor, connectTimeout=timeout, pool=pool)
+    from recharge_server.tls import PeerEndpoints
+
+    return Agent.usingEndpointFactory(reactor, PeerEndpoints(reactor, tls, timeout), pool=pool)
 
 
 @functools.cache
@@ -222,12 +228,14 @@ class PeerMonitor:
         interval: float = 1.0,
         timeout: float = 0.8,
         fetch: Callable[[str], defer.Deferred[dict[str, Any]]] | None = None,
+        tls: IPolicyForHTTPS | None = None,
     ) -> None:
+        """``tls`` is how an ``https://`` peer is checked (``recharge_server.tls.peer_policy``)."""
         self.url = peer_url.rstrip("/") + "/v1/health"
         self.reactor = reactor
         self.interval = interval
         if fetch is None:
-            agent = quiet_agent(reactor, timeout)
+            agent = quiet_agent(reactor, timeout, tls)
             fetch = lambda url: fetch_health(reactor, url, timeout, agent)  # noqa: E731
         self.fetch = fetch
         self.current = PeerStatus(url=peer_url)

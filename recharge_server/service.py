@@ -1,7 +1,7 @@
 """Wiring one recharge server together, running it, and reading both servers' state for ``ha status``.
 
-``makeService`` builds the parts (thread pool, HTTP API on its endpoint,
-lease keeper, background jobs) from a ``Settings`` and a reactor, and returns
+``makeService`` builds the parts (thread pool, HTTP API on its TLS endpoint,
+the channel-client table kept fresh, lease keeper, background jobs) from a ``Settings`` and a reactor, and returns
 one ``RechargeServer`` service that starts them in order and stops them in
 the reverse order: stop listening, stop the jobs, give the lease up, drain
 the thread pool, close the databases.  ``run`` is what ``cli.py serve`` calls;
@@ -20,24 +20,25 @@ from typing import Any
 from sqlalchemy import text
 from twisted.application.service import Service
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
-from cardmgmt import ha, nonces
+from cardmgmt import channel_clients, ha, nonces
 from cardmgmt.config import Settings
 from cardmgmt.db import Database
 from cardmgmt.errors import CardError
-from cardmgmt.keys import load_api_key, load_keyring
+from cardmgmt.keys import load_keyring
 from cardmgmt.system import check_keyring
 from recharge_server.api import RechargeAPI, make_site
 from recharge_server.jobs import Job, JobRunner, standard_jobs
 from recharge_server.leadership import LeaseKeeper, PeerMonitor
 from recharge_server.metrics import Metrics
+from recharge_server.tls import peer_policy, server_endpoint, server_options
 
 log = Logger(namespace="recharge_server.service")
 
@@ -63,6 +64,66 @@ class ServerOptions:
     # tail than 16 at the same rate; each holds one database connection.
     threads: int = 8
     max_skew: float = 30.0
+    # The revocation bound (cardmgmt.channel_clients): reload the client table this often, trust it this long.
+    client_refresh: float = channel_clients.REFRESH_SECONDS
+    client_max_age: float = channel_clients.MAX_AGE_SECONDS
+
+
+class ClientTableRefresher(Service):
+    """Reloads the channel-client table into ``registry`` every ``interval`` seconds, in the thread pool."""
+
+    def __init__(
+        self, registry: channel_clients.ClientRegistry, interval: float, run_blocking: Any, reactor: Any
+    ) -> None:
+        self.registry, self.interval, self.run_blocking, self.reactor = registry, interval, run_blocking, reactor
+        self._loop: LoopingCall | None = None
+        self._done: defer.Deferred[Any] | None = None
+        self._failing = False
+        self._in_pool = False  # a reload still running (perhaps past its time limit): not started twice
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.tick)
+        self._loop.clock = self.reactor
+        self._done = self._loop.start(self.interval, now=False)
+
+    def stopService(self) -> defer.Deferred[Any]:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()
+        return self._done if self._done is not None else defer.succeed(None)
+
+    def tick(self) -> defer.Deferred[None] | None:
+        """One reload; never fails (the loop must go on).  Past ``max_age`` without one, requests get 503."""
+        if self._in_pool:
+            return None
+        self._in_pool = True
+        d = self.run_blocking(self._refresh)
+        d.addTimeout(self.interval, self.reactor)
+        d.addCallbacks(self._done_ok, self._failed)
+        return d
+
+    def _refresh(self) -> None:
+        try:
+            self.registry.refresh()
+        finally:
+            self._in_pool = False
+
+    def _done_ok(self, _: object) -> None:
+        if self._failing:
+            log.info("the channel-client table is readable again")
+        self._failing = False
+
+    def _failed(self, failure: Failure) -> None:
+        if not self._failing:
+            log.warn("the channel-client table could not be reloaded: {reason}",
+                     reason=" ".join((failure.getErrorMessage() or type(failure.value).__name__).split())[:200])
+        self._failing = True
+
+
+def _client_snapshot(db: Database) -> dict[str, channel_clients.ClientEntry]:
+    with db.transaction() as s:
+        return channel_clients.snapshot(s)
 
 
 class HTTPListener(Service):
@@ -114,11 +175,13 @@ class RechargeServer(Service):
         keeper: LeaseKeeper,
         jobs: JobRunner,
         api: RechargeAPI,
+        clients: ClientTableRefresher,
     ) -> None:
         self.setName(name)
         self.host = host
         self.db, self.marketing, self.pool = db, marketing, pool
         self.http, self.keeper, self.jobs, self.api = http, keeper, jobs, api
+        self.clients = clients
 
     @property
     def port(self) -> int | None:
@@ -128,7 +191,7 @@ class RechargeServer(Service):
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"https://{host}:{self.port}"
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
@@ -137,6 +200,7 @@ class RechargeServer(Service):
     def startService(self) -> None:
         super().startService()
         self.pool.start()
+        self.clients.startService()
         self.http.startService()
         self.keeper.address = self.url
         self.keeper.startService()
@@ -146,7 +210,7 @@ class RechargeServer(Service):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
-        for part in (self.http, self.jobs, self.keeper):
+        for part in (self.http, self.jobs, self.keeper, self.clients):
             if part.running:
                 try:
                     yield part.stopService()
@@ -183,10 +247,11 @@ def _backlog(db: Database) -> dict[str, object]:
 LISTEN_BACKLOG = 1024
 
 
-def _endpoint(reactor: Any, host: str, port: int) -> IStreamServerEndpoint:
-    if ":" in host:
-        return TCP6ServerEndpoint(reactor, port, backlog=LISTEN_BACKLOG, interface=host)
-    return TCP4ServerEndpoint(reactor, port, backlog=LISTEN_BACKLOG, interface=host)
+def check_peer_url(url: str) -> str:
+    """The peer's base URL, which must be ``https://``: the servers speak TLS only."""
+    if not url.startswith("https://"):
+        raise ServerStartError(f"the peer's URL {url[:80]!r} must start with https:// (the servers speak TLS only)")
+    return url
 
 
 def makeService(
@@ -204,11 +269,15 @@ def makeService(
 ) -> RechargeServer:
     """One recharge server, ready to start: nothing listens or runs until ``startService``.
 
-    Refuses (``CardError``) a database not at the newest schema, or a key
-    directory that is not this database's.  ``marketing``, ``recharge`` and
+    Refuses (``CardError``) a database not at the newest schema, a key
+    directory that is not this database's, or one without the TLS
+    certificate (saying to run ``cli.py keys tls``).  ``marketing``, ``recharge`` and
     ``jobs`` replace the real ones (tests).
     """
-    api_key = load_api_key(settings.key_dir)
+    tls_options = server_options(settings.key_dir)
+    peer_trust = peer_policy(settings.key_dir) if peer_url else None
+    if peer_url:
+        check_peer_url(peer_url)
     # A connection for every pool thread; no liveness test per request (a
     # request on a connection broken meanwhile is a 503 the client fails over on).
     db = Database(settings.database_url, pool_size=options.threads, pre_ping=False)
@@ -226,6 +295,8 @@ def makeService(
         policy = Policy.from_settings(settings)
         if recharge is None:
             recharge = RechargeService(db, marketing, keys.pin_key, policy)
+        registry = channel_clients.ClientRegistry(partial(_client_snapshot, db), reactor.seconds, options.client_max_age)
+        registry.refresh()  # before listening: the first request already needs it
     except BaseException:
         db.dispose()
         raise
@@ -233,9 +304,9 @@ def makeService(
     pool = ThreadPool(minthreads=0, maxthreads=options.threads, name=f"recharge-{name}")
     run_blocking = partial(deferToThreadPool, reactor, pool)
     metrics = Metrics()
-    peer = PeerMonitor(peer_url, reactor, interval=options.renew_every) if peer_url else None
+    peer = PeerMonitor(peer_url, reactor, interval=options.renew_every, tls=peer_trust) if peer_url else None
     keeper = LeaseKeeper(
-        db=db, name=name, address=f"http://{listen_host}:{listen_port}", reactor=reactor, run_blocking=run_blocking,
+        db=db, name=name, address=f"https://{listen_host}:{listen_port}", reactor=reactor, run_blocking=run_blocking,
         peer=peer, ttl=options.lease_ttl, renew_every=options.renew_every,
     )
     if jobs is None:
@@ -252,14 +323,19 @@ def makeService(
         jobs, is_leader=lambda: keeper.is_leader, run_blocking=run_blocking, reactor=reactor, metrics=metrics
     )
     api = RechargeAPI(
-        name=name, api_key=api_key, recharge=recharge, run_blocking=run_blocking, reactor=reactor,
+        name=name, client_key=keys.channel_client_key, clients=registry.lookup, recharge=recharge,
+        run_blocking=run_blocking, reactor=reactor,
         metrics=metrics, status=keeper.status, db_ping=partial(_ping, db), backlog=partial(_backlog, db),
         request_timeout=options.request_timeout, max_skew=options.max_skew,
     )
-    http = HTTPListener(_endpoint(reactor, listen_host, listen_port), make_site(api, reactor), f"{listen_host}:{listen_port}")
+    http = HTTPListener(
+        server_endpoint(reactor, listen_host, listen_port, tls_options, LISTEN_BACKLOG), make_site(api, reactor),
+        f"{listen_host}:{listen_port}",
+    )
+    refresher = ClientTableRefresher(registry, options.client_refresh, run_blocking, reactor)
     return RechargeServer(
         name=name, host=listen_host, db=db, marketing=marketing, pool=pool, http=http, keeper=keeper, jobs=runner,
-        api=api,
+        api=api, clients=refresher,
     )
 
 

@@ -142,7 +142,8 @@ class Hotline:
     def wait_serving(self, timeout: float = 30.0) -> None:
         """Wait until each server answers an account look-up (listening is not enough: it needs its database)."""
         for server in self.inst.servers:
-            client = RechargeClient([("127.0.0.1", server.port)], load_api_key(self.inst.workdir / "keys"), timeout=2.0)
+            client = RechargeClient([("127.0.0.1", server.port)], load_api_key(self.inst.workdir / "keys"), timeout=2.0,
+                                    tls=self.inst.tls())
             end = time.monotonic() + timeout
             answer: dict[str, object] = {}
             while time.monotonic() < end:
@@ -161,8 +162,10 @@ class Hotline:
     def start_asterisk(self, root: Path, prompts: Path) -> Sandbox:
         """Start the sandbox, install the prompts for both languages, point the AGI at both servers."""
         api_key = (self.inst.workdir / "keys" / "api.key").read_bytes()
+        ca_cert = (self.inst.workdir / "keys" / "tls-ca.pem").read_bytes()
         self.sandbox = start_hotline(Sandbox(root, free_sip_port()), prompts,
-                                     [("127.0.0.1", s.port) for s in self.inst.servers], api_key, wait=SANDBOX_WAIT)
+                                     [("127.0.0.1", s.port) for s in self.inst.servers], api_key, wait=SANDBOX_WAIT,
+                                     ca_cert=ca_cert)
         return self.sandbox
 
     # --- calls ------------------------------------------------------------------------------------

@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cardmgmt.config import Settings
 from cardmgmt.keys import load_api_key
-from ivr.client import RechargeClient
+from ivr.client import RechargeClient, tls_context
 from marketing_iface.standin import create_standin
 from testkit import databases
 from testkit.pair import ROOT, Server, start_pair
@@ -72,9 +73,13 @@ class Installation:
         return self.servers
 
     def client(self, timeout: float = 0.5, total_timeout: float = 1.0) -> RechargeClient:
-        """The real failover client, primary first, with the installation's API key."""
+        """The real failover client, primary first, as the hotline: its key, over TLS trusting the installation's CA."""
         return RechargeClient([("127.0.0.1", s.port) for s in self.servers], load_api_key(self.workdir / "keys"),
-                              timeout=timeout, total_timeout=total_timeout)
+                              timeout=timeout, total_timeout=total_timeout, tls=self.tls())
+
+    def tls(self) -> ssl.SSLContext:
+        """A client context trusting this installation's CA (the servers speak TLS only)."""
+        return tls_context(str(self.workdir / "keys" / "tls-ca.pem"))
 
     def settings(self, operator: str = "alice") -> Settings:
         return dataclasses.replace(settings_for(self.card_url, self.workdir / "keys", operator),

@@ -1,8 +1,10 @@
 """A recharge API on a live reactor, for tests that must go through the real HTTP stack.
 
 ``running_reactor`` runs a fresh, uninstalled reactor in a background thread;
-``serve_api`` puts a ``RechargeAPI`` on an ephemeral loopback port of it; a
-``StubRecharge`` stands in for the recharge core in tests about HTTP alone.
+``serve_api`` puts a ``RechargeAPI`` on an ephemeral loopback TLS port of it,
+with a certificate from ``tls_test_certificates`` (one test CA per process) and
+the hotline as its one channel client; a ``StubRecharge`` stands in for the
+recharge core in tests about HTTP alone.
 Every call into the reactor goes through ``blockingCallFromThread``.  Tests
 about timing (leases, heartbeats, job schedules) use ``Clock`` and ``run_now``
 and run no reactor at all.
@@ -11,20 +13,26 @@ and run no reactor at all.
 # test-case-name: tests.recharge_server.test_api, tests.ivr.test_client
 
 import datetime as dt
+import functools
+import hashlib
+import hmac
+import ssl
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.selectreactor import SelectReactor
 from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
-from cardmgmt import nonces
+from cardmgmt import nonces, tls
+from cardmgmt.channel_clients import ClientEntry, ClientRevoked, UnknownClient
 from cardmgmt.db import Database
 from cardmgmt.recharge import Answer, Outcome
 
@@ -94,11 +102,53 @@ class StubRecharge:
         return 0
 
 
+@functools.cache
+def tls_test_certificates() -> Path:
+    """A key directory holding a test CA and a server certificate for the loopback names (made once per process)."""
+    d = Path(tempfile.mkdtemp(prefix="recharge-test-tls-"))
+    tls.create_authority(d, "tests")
+    tls.issue_server_certificate(d)
+    return d
+
+
+def client_tls(ca_dir: Path | None = None) -> ssl.SSLContext:
+    """A client context trusting the test CA (or the installation whose key directory is ``ca_dir``)."""
+    from ivr.client import tls_context
+
+    return tls_context(str((ca_dir or tls_test_certificates()) / tls.CA_CERT))
+
+
+def other_client_key(api_key: bytes, name: str) -> bytes:
+    """What ``serve_api`` takes as client ``name``'s key: a key of its own, derived like the real ones."""
+    return hmac.new(api_key, b"test-client:" + name.encode(), hashlib.sha256).digest()
+
+
+class StaticClients:
+    """A fixed client table for ``serve_api``: the hotline, and whatever a test adds or revokes."""
+
+    def __init__(self, api_key: bytes) -> None:
+        self.api_key = api_key
+        self.entries = {"hotline": ClientEntry("hotline", "hotline", False)}
+
+    def key(self, name: str) -> bytes:
+        return self.api_key if name == "hotline" else other_client_key(self.api_key, name)
+
+    def lookup(self, name: str) -> ClientEntry:
+        entry = self.entries.get(name)
+        if entry is None:
+            raise UnknownClient(f"channel client {name!r} is not registered")
+        if entry.revoked:
+            raise ClientRevoked(f"channel client {name!r} is revoked")
+        return entry
+
+
 @dataclass
 class LiveAPI:
     port: int
     api: Any
     recharge: Any
+    clients: StaticClients | None = None
+    tls: ssl.SSLContext = field(default_factory=client_tls)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -107,22 +157,30 @@ class LiveAPI:
 
 @contextmanager
 def serve_api(reactor: Any, db: Database, recharge: Any, api_key: bytes, **kw: Any) -> Iterator[LiveAPI]:
-    """A ``RechargeAPI`` listening on an ephemeral loopback port of ``reactor``, with its own thread pool."""
+    """A ``RechargeAPI`` listening on an ephemeral loopback TLS port of ``reactor``, with its own thread pool.
+
+    ``api_key`` is the hotline client's key; ``kw`` may replace ``client_key``
+    and ``clients`` (else a ``StaticClients``, as ``LiveAPI.clients``).
+    """
     from recharge_server.api import RechargeAPI, make_site
+    from recharge_server.tls import server_endpoint, server_options
 
     pool = ThreadPool(minthreads=0, maxthreads=4, name="test-api")
     pool.start()
     kw.setdefault("name", "A")
     if isinstance(recharge, StubRecharge) and recharge.db is None:
         recharge.db = db
+    table = StaticClients(api_key)
+    kw.setdefault("client_key", table.key)
+    kw.setdefault("clients", table.lookup)
     api = RechargeAPI(
-        api_key=api_key, recharge=recharge,
-        run_blocking=partial(deferToThreadPool, reactor, pool), reactor=reactor, **kw,
+        recharge=recharge, run_blocking=partial(deferToThreadPool, reactor, pool), reactor=reactor, **kw,
     )
     site = make_site(api, reactor)
-    port = blockingCallFromThread(reactor, lambda: TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site))
+    endpoint = server_endpoint(reactor, "127.0.0.1", 0, server_options(tls_test_certificates()), 50)
+    port = blockingCallFromThread(reactor, lambda: endpoint.listen(site))
     try:
-        yield LiveAPI(port.getHost().port, api, recharge)
+        yield LiveAPI(port.getHost().port, api, recharge, table)
     finally:
         blockingCallFromThread(reactor, port.stopListening)
         pool.stop()

@@ -42,7 +42,7 @@ class Server:
         with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "cli.py"), "serve", self.name, "--port", str(self.port),
-                 "--peer", f"http://127.0.0.1:{self.peer_port}"],
+                 "--peer", f"https://127.0.0.1:{self.peer_port}"],
                 env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )
 

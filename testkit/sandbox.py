@@ -22,7 +22,7 @@ language and points the AGI at a server pair::
 
     root = e2e_root(os.environ)                 # ~/.cache/recharge-asterisk/root-e2e
     sandbox = start_hotline(Sandbox(root, free_sip_port()), build_prompts(workdir / "prompts"),
-                            [("127.0.0.1", 8441), ("127.0.0.1", 8442)], api_key, wait=SANDBOX_WAIT)
+                            [("127.0.0.1", 8441), ("127.0.0.1", 8442)], api_key, wait=SANDBOX_WAIT, ca_cert=ca_cert)
     ...                                         # SIPp or ``cli.py replay`` on sandbox.sip_port
     sandbox.stop()
 
@@ -105,6 +105,7 @@ CHROOT_AGI_DIR = "/usr/share/asterisk/agi-bin"
 CHROOT_SOUNDS_DIR = "/usr/share/asterisk/sounds"
 CHROOT_AGI_CONFIG = "/etc/recharge/agi.conf"
 CHROOT_API_KEY = "/etc/recharge/api.key"
+CHROOT_CA_CERT = "/etc/recharge/tls-ca.pem"
 ENTRY_SCRIPT = "recharge.agi"
 ENTRY_MODULE = "ivr.agi_main"
 
@@ -219,18 +220,21 @@ def entry_script(module: str = ENTRY_MODULE, config: str = CHROOT_AGI_CONFIG) ->
     )
 
 
-def render_agi_config(servers: Sequence[tuple[str, int]], api_key_file: str | None, extra: Mapping[str, Mapping[str, str]] | None = None) -> str:
+def render_agi_config(servers: Sequence[tuple[str, int]], api_key_file: str | None, extra: Mapping[str, Mapping[str, str]] | None = None,
+                      *, ca_file: str | None = None, client: str | None = None) -> str:
     """The text of ``/etc/recharge/agi.conf`` (INI, read with the standard library's ``configparser``).
 
     ``[servers]`` lists the recharge servers in order of preference
     (``primary``, ``standby``, then ``server3``...), each as ``host:port``;
-    ``[client] api_key_file`` names the shared API key's file.  ``extra``
-    adds sections or keys (timeouts, the dialog's language) unchanged.
+    ``[client]`` names this host's channel client (``client``), its key's
+    file (``api_key_file``) and the installation's CA certificate
+    (``ca_file``).  ``extra`` adds sections or keys (timeouts, the dialog's
+    language) unchanged.
     """
     parser = configparser.ConfigParser(interpolation=None)
     names = ["primary", "standby"] + [f"server{i}" for i in range(3, len(servers) + 1)]
     parser["servers"] = {name: f"{host}:{port}" for name, (host, port) in zip(names, servers, strict=False)}
-    parser["client"] = {"api_key_file": api_key_file} if api_key_file else {}
+    parser["client"] = {k: v for k, v in (("client", client), ("api_key_file", api_key_file), ("ca_file", ca_file)) if v}
     for section, values in (extra or {}).items():
         if not parser.has_section(section):
             parser.add_section(section)
@@ -404,12 +408,18 @@ class Sandbox:
         return [path for lang in langs for path in self.install_sounds(Path(prompts) / lang, lang)]
 
     def write_agi_config(self, servers: Sequence[tuple[str, int]], api_key: bytes | None = None,
-                         extra: Mapping[str, Mapping[str, str]] | None = None) -> Path:
-        """Write ``/etc/recharge/agi.conf`` (and the API key beside it, owner-only) for the AGI script; its host path.
+                         extra: Mapping[str, Mapping[str, str]] | None = None, *, ca_cert: bytes | None = None,
+                         client: str = "hotline") -> Path:
+        """Write ``/etc/recharge/agi.conf`` for the AGI script, and beside it the client's key (owner-only) and the CA certificate.
 
+        ``api_key`` is channel client ``client``'s key (the hotline's is the
+        installation's ``keys/api.key``); ``ca_cert`` the installation's
+        ``keys/tls-ca.pem``, needed with a key (the servers speak TLS only).
         See ``render_agi_config`` for the format.  Takes effect on the next
         call: each call's AGI process reads it afresh.
         """
+        if api_key is not None and ca_cert is None:
+            raise SandboxError("the AGI needs the installation's CA certificate (keys/tls-ca.pem) with its key")
         conf = self.path(CHROOT_AGI_CONFIG)
         conf.parent.mkdir(parents=True, exist_ok=True)
         conf.parent.chmod(0o700)
@@ -420,7 +430,12 @@ class Sandbox:
                 os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: set it
                 f.write(api_key)
             key_file = CHROOT_API_KEY
-        conf.write_text(render_agi_config(servers, key_file, extra), encoding="utf-8")
+        ca_file = None
+        if ca_cert is not None:
+            self.path(CHROOT_CA_CERT).write_bytes(ca_cert)
+            ca_file = CHROOT_CA_CERT
+        conf.write_text(render_agi_config(servers, key_file, extra, ca_file=ca_file, client=client if key_file else None),
+                        encoding="utf-8")
         return conf
 
     def install_configuration(self) -> list[Path]:
@@ -691,12 +706,14 @@ def build_prompts(out: Path, langs: Sequence[str] = LANGS) -> Path:
 
 
 def start_hotline(sandbox: Sandbox, prompts: Path, servers: Sequence[tuple[str, int]] = (),
-                  api_key: bytes | None = None, *, wait: float = 0.0) -> Sandbox:
+                  api_key: bytes | None = None, *, wait: float = 0.0, ca_cert: bytes | None = None,
+                  client: str = "hotline") -> Sandbox:
     """Build ``sandbox`` if needed, start it, install ``prompts`` (``build_prompts``) and point the AGI at ``servers``.
 
     While another process runs the root, waits up to ``wait`` seconds for it
     (``SandboxBusy`` after that).  Without ``servers`` the AGI configuration
-    is left as it is.  If anything after the start fails, Asterisk is
+    is left as it is; ``api_key``, ``ca_cert`` and ``client`` are as for
+    ``Sandbox.write_agi_config``.  If anything after the start fails, Asterisk is
     stopped again before the error goes on.
     """
     sandbox.build()
@@ -712,7 +729,7 @@ def start_hotline(sandbox: Sandbox, prompts: Path, servers: Sequence[tuple[str, 
     try:
         sandbox.install_prompts(prompts)
         if servers:
-            sandbox.write_agi_config(servers, api_key)
+            sandbox.write_agi_config(servers, api_key, ca_cert=ca_cert, client=client)
     except BaseException:
         sandbox.stop()
         raise
@@ -738,7 +755,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     start.add_argument("--sip-port", type=int, default=DEFAULT_SIP_PORT, help=f"UDP port on 127.0.0.1 (default {DEFAULT_SIP_PORT})")
     start.add_argument("--server", action="append", default=[], metavar="HOST:PORT",
                        help="a recharge server for the AGI, primary first (repeat); writes /etc/recharge/agi.conf")
-    start.add_argument("--api-key-file", type=Path, help="the recharge servers' shared API key, copied into the root")
+    start.add_argument("--api-key-file", type=Path, help="the hotline client's key (keys/api.key), copied into the root")
+    start.add_argument("--ca-file", type=Path, help="the installation's CA certificate (keys/tls-ca.pem), copied into the root")
     start.add_argument("--prompts", type=Path, metavar="DIR",
                        help="keep the rendered prompts in DIR, rendering only what is missing there "
                             "(default: rendered afresh for this start)")
@@ -759,10 +777,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "start":
             servers = [parse_server(s) for s in args.server]
             key = args.api_key_file.read_bytes() if args.api_key_file else None
+            ca = args.ca_file.read_bytes() if args.ca_file else None
             sandbox.build()
             started = time.monotonic()
             with tempfile.TemporaryDirectory(prefix="recharge-prompts-") as scratch:
-                start_hotline(sandbox, build_prompts(args.prompts or Path(scratch)), servers, key)
+                start_hotline(sandbox, build_prompts(args.prompts or Path(scratch)), servers, key, ca_cert=ca)
             print(f"Asterisk is running in {root}, SIP on udp:127.0.0.1:{args.sip_port}, "
                   f"prompts in {', '.join(LANGS)} ({time.monotonic() - started:.1f} s); call 95598")
         elif args.command == "stop":

@@ -206,10 +206,12 @@ def test_the_agi_configuration_lists_servers_in_order_of_preference() -> None:
 
 def test_the_agi_configuration_and_key_are_written_into_the_root_for_root_only(tmp_path: Path) -> None:
     sb = Sandbox(tmp_path / "root", 5999)
-    conf = sb.write_agi_config([("127.0.0.1", 8701)], b"k" * 32)
+    conf = sb.write_agi_config([("127.0.0.1", 8701)], b"k" * 32, ca_cert=b"-----BEGIN CERTIFICATE-----\n", client="hotline")
     assert conf == tmp_path / "root/etc/recharge/agi.conf"
     assert "primary = 127.0.0.1:8701" in conf.read_text()
     assert "api_key_file = /etc/recharge/api.key" in conf.read_text()
+    assert "ca_file = /etc/recharge/tls-ca.pem" in conf.read_text() and "client = hotline" in conf.read_text()
+    assert (tmp_path / "root/etc/recharge/tls-ca.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE")
     key = tmp_path / "root/etc/recharge/api.key"
     assert key.read_bytes() == b"k" * 32
     assert key.stat().st_mode & 0o777 == 0o600
@@ -331,3 +333,8 @@ def test_twenty_concurrent_calls_all_pass(proof: Sandbox, tmp_path: Path) -> Non
     assert len(re.findall(r"text result=12", run.logs)) == 20
     assert len(wait_for_log(proof, r"sandbox-proof: call \S+ digits=12$", count=20, since=since)) == 20
     assert len(wait_for_log(proof, r"app_verbose\.c: hotline: call \S+ ended", count=20, since=since)) == 20
+
+
+def test_a_key_without_the_ca_certificate_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SandboxError, match="CA certificate"):
+        Sandbox(tmp_path / "root", 5999).write_agi_config([("127.0.0.1", 8701)], b"k" * 32)

@@ -90,7 +90,7 @@ def test_the_cli_exits_with_the_tables_code(monkeypatch: pytest.MonkeyPatch) -> 
         http_status = 400
         exit_code = 4
 
-    def refuse(_directory: Path) -> None:
+    def refuse(*_args: object) -> None:
         raise Refused("no keys for the test")
 
     monkeypatch.setattr(cli_module.install, "create_keyring", refuse)

@@ -2,6 +2,7 @@ import os
 
 import pytest
 
+from cardmgmt import tls
 from cardmgmt.errors import KeyFileError
 from cardmgmt.keys import create_keyring, load_api_key, load_keyring, load_private_key, load_public_key
 
@@ -30,12 +31,12 @@ def test_open_permissions_refused(key_dir):
 @pytest.mark.parametrize("mode", [0o750, 0o705, 0o711, 0o777])
 def test_key_directory_open_to_others_refused(key_dir, mode):
     os.chmod(key_dir, mode)
-    for load in (load_keyring, load_api_key):
+    for load in (load_keyring, load_api_key, tls.server_files):
         with pytest.raises(KeyFileError, match="chmod 700"):
             load(key_dir)
     os.chmod(key_dir, 0o700)
     load_keyring(key_dir)
-    load_api_key(key_dir)
+    tls.server_files(key_dir)
 
 
 def test_missing_and_garbage(tmp_path, key_dir):

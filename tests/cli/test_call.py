@@ -22,7 +22,8 @@ class StubClient:
         self.outcomes = {"account": account, "quote": quote}
         self.requests: list[tuple[str, dict[str, Any]]] = []
 
-    def __call__(self, servers: Any, key: bytes) -> "StubClient":
+    def __call__(self, servers: Any, key: bytes, *, tls: Any = None, client: str | None = None) -> "StubClient":
+        self.tls, self.client = tls, client
         return self
 
     def __enter__(self) -> "StubClient":
@@ -68,6 +69,7 @@ def test_a_confirmed_recharge(inst: Installation, monkeypatch: pytest.MonkeyPatc
         "recharged 50.00 yuan to 3100000001; reference 202611220001\n"
     )
     assert [name for name, _ in client.requests] == ["account", "quote", "commit"]
+    assert client.client == "hotline" and client.tls is not None, "as the hotline, over TLS"
     assert client.requests[1][1]["caller"] == "13800000001"
 
 

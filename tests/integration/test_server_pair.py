@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 from cardmgmt.models import Card, Recharge
 from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
+from ivr.client import tls_context
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.databases import set_reachable
 from testkit.install import PASSWORDS, Installation
@@ -56,7 +57,8 @@ def inst(tmp_path_factory, factory_key_files):
 
 
 def health(server) -> dict:
-    with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/v1/health", timeout=1) as r:
+    context = tls_context(str(server.env["CARDS_KEY_DIR"] + "/tls-ca.pem"))
+    with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/v1/health", timeout=1, context=context) as r:
         return json.loads(r.read())
 
 
@@ -234,7 +236,7 @@ def _wrong_pins_in_parallel(inst, account, callers):
 
     def call(i, caller):
         order = ports if i % 2 else ports[::-1]
-        with RechargeClient(order, key, timeout=20.0, total_timeout=40.0) as client:
+        with RechargeClient(order, key, timeout=20.0, total_timeout=40.0, tls=inst.tls()) as client:
             start.wait()
             a = client.quote(call_id=f"guess-{account}-{i}", seq=1, account_no=account, pin=f"{i:018d}", caller=caller)
         with lock:

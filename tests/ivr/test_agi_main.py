@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,9 +21,11 @@ from asterisk.agi import AGIHangup
 
 from ivr import agi_main
 from ivr.agi_main import ConfigError, load_config, read_api_key
+from testkit.live_api import tls_test_certificates
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY_HEX = "ab" * 32
+CA = str(tls_test_certificates() / "tls-ca.pem")
 
 
 @pytest.fixture
@@ -46,6 +49,8 @@ def test_the_agi_section_is_read(tmp_path: Path, key_file: Path) -> None:
     path = write_config(tmp_path, f"""[agi]
 servers = 10.0.0.11:8480, [::1]:8481   ; primary first
 api_key_file = {key_file}
+ca_file = {CA}
+client = pos-7
 timeout = 0.4
 total_timeout = 0.9
 digit_timeout_ms = 5000
@@ -55,12 +60,13 @@ send_text = no
     config = load_config(path)
     assert config.servers == (("10.0.0.11", 8480), ("::1", 8481))
     assert config.api_key_file == str(key_file)
+    assert (config.ca_file, config.client) == (CA, "pos-7")
     assert (config.timeout, config.total_timeout, config.digit_timeout_ms) == (0.4, 0.9, 5000)
     assert (config.prompt_prefix, config.send_text) == ("recharge/", False)
 
 
 def test_the_sandbox_layout_is_read_with_the_defaults(tmp_path: Path, key_file: Path) -> None:
-    path = write_config(tmp_path, f"[servers]\nprimary = 127.0.0.1:8701\nstandby = 127.0.0.1:8702\n\n[client]\napi_key_file = {key_file}\n")
+    path = write_config(tmp_path, f"[servers]\nprimary = 127.0.0.1:8701\nstandby = 127.0.0.1:8702\n\n[client]\napi_key_file = {key_file}\nca_file = {CA}\nclient = hotline\n")
     config = load_config(path)
     assert config.servers == (("127.0.0.1", 8701), ("127.0.0.1", 8702))
     assert (config.timeout, config.total_timeout, config.digit_timeout_ms) == (0.5, 1.0, 6000)
@@ -74,10 +80,13 @@ def test_the_sandbox_layout_is_read_with_the_defaults(tmp_path: Path, key_file: 
         ("[agi]\napi_key_file = /k\n", "at least one host:port"),
         ("[agi]\nservers = a:b\napi_key_file = /k\n", "is not host:port"),
         ("[agi]\nservers = a:1\n", "api_key_file is missing"),
-        ("[agi]\nservers = a:1\napi_key_file = /k\ntimeout = soon\n", "timeout must be a number"),
-        ("[agi]\nservers = a:1\napi_key_file = /k\ntimeout = 60\n", "a few seconds at most"),
-        ("[agi]\nservers = a:1\napi_key_file = /k\ndigit_timeout_ms = 10\n", "from 1000 to 30000"),
-        ("[agi]\nservers = a:1\napi_key_file = /k\nsend_text = maybe\n", "send_text must be yes or no"),
+        ("[agi]\nservers = a:1\napi_key_file = /k\nclient = hotline\n", "ca_file is missing"),
+        ("[agi]\nservers = a:1\napi_key_file = /k\nca_file = /c\n", "client must be"),
+        ("[agi]\nservers = a:1\napi_key_file = /k\nca_file = /c\nclient = POS 7\n", "client must be"),
+        ("[agi]\nservers = a:1\napi_key_file = /k\nca_file = /c\nclient = hotline\ntimeout = soon\n", "timeout must be a number"),
+        ("[agi]\nservers = a:1\napi_key_file = /k\nca_file = /c\nclient = hotline\ntimeout = 60\n", "a few seconds at most"),
+        ("[agi]\nservers = a:1\napi_key_file = /k\nca_file = /c\nclient = hotline\ndigit_timeout_ms = 10\n", "from 1000 to 30000"),
+        ("[agi]\nservers = a:1\napi_key_file = /k\nca_file = /c\nclient = hotline\nsend_text = maybe\n", "send_text must be yes or no"),
         ("not ini at all\n", "is not valid INI"),
     ],
 )
@@ -215,12 +224,14 @@ def fake_client(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeClient]]:
 def test_a_call_runs_and_its_connections_are_closed_when_it_ends(
     tmp_path: Path, key_file: Path, fake_client: type[FakeClient]
 ) -> None:
-    config = write_config(tmp_path, f"[agi]\nservers = 127.0.0.1:8701, 127.0.0.1:8702\napi_key_file = {key_file}\ntimeout = 0.3\n")
+    config = write_config(tmp_path, f"[agi]\nservers = 127.0.0.1:8701, 127.0.0.1:8702\napi_key_file = {key_file}\nca_file = {CA}\nclient = hotline\ntimeout = 0.3\n")
     agi = FakeAGI(["3100000001", "1"])  # account, confirmed; then the caller hangs up at the PIN
     assert agi_main.serve(agi, str(config)) == 0
     [client] = fake_client.made
     assert client.servers == (("127.0.0.1", 8701), ("127.0.0.1", 8702))
-    assert client.key == bytes.fromhex(KEY_HEX) and client.kw == {"timeout": 0.3, "total_timeout": 1.0}
+    assert client.key == bytes.fromhex(KEY_HEX)
+    assert {k: v for k, v in client.kw.items() if k != "tls"} == {"timeout": 0.3, "total_timeout": 1.0, "client": "hotline"}
+    assert client.kw["tls"].verify_mode == ssl.CERT_REQUIRED and client.kw["tls"].check_hostname
     assert client.asked == ["account"] and client.closed
     assert "result=account-ok" in agi.texts
 
@@ -228,7 +239,7 @@ def test_a_call_runs_and_its_connections_are_closed_when_it_ends(
 def test_a_failing_dialog_still_closes_the_connections_and_apologises(
     tmp_path: Path, key_file: Path, fake_client: type[FakeClient], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = write_config(tmp_path, f"[agi]\nservers = 127.0.0.1:8701\napi_key_file = {key_file}\n")
+    config = write_config(tmp_path, f"[agi]\nservers = 127.0.0.1:8701\napi_key_file = {key_file}\nca_file = {CA}\nclient = hotline\n")
 
     def broken(*args: Any, **kw: Any) -> str:
         raise RuntimeError("a bug")
@@ -300,7 +311,7 @@ def test_the_entry_runs_a_call_as_asterisk_starts_it(tmp_path: Path, key_file: P
     refused.bind(("127.0.0.1", 0))
     port = refused.getsockname()[1]
     refused.close()
-    config = write_config(tmp_path, f"[agi]\nservers = 127.0.0.1:{port}\napi_key_file = {key_file}\n")
+    config = write_config(tmp_path, f"[agi]\nservers = 127.0.0.1:{port}\napi_key_file = {key_file}\nca_file = {CA}\nclient = hotline\n")
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path(), "LANG": "C"}
     child = subprocess.Popen(
         [sys.executable, "-m", "ivr.agi_main", "--config", str(config)], cwd=tmp_path, env=env, text=True,
@@ -332,10 +343,11 @@ def test_the_entry_runs_a_call_as_asterisk_starts_it(tmp_path: Path, key_file: P
 
 # --- what a call imports before its first prompt -----------------------------------------------------
 
-# What the AGI's imports may cost: the standard library modules the entry needs from the start.
-ACCEPTED = "import configparser, json, logging, socket, typing, asterisk.agi"
+# What the AGI's imports may cost: the standard library modules the entry needs from the start
+# (ssl: every request goes over TLS; bench/RESULTS.md has what its import costs).
+ACCEPTED = "import configparser, json, logging, socket, ssl, typing, asterisk.agi"
 # Heavy modules that a call must not load before its first request (or at all).
-HEAVY = ("ssl", "email", "http.client", "asyncio", "pathlib", "pickle", "random", "hmac", "logging.handlers", "ivr.protocol")
+HEAVY = ("email", "http.client", "asyncio", "pathlib", "pickle", "random", "hmac", "logging.handlers", "ivr.protocol")
 
 
 def modules_after(code: str) -> set[str]:
@@ -350,3 +362,15 @@ def test_a_call_starts_with_the_standard_library_pyst2_and_the_thin_modules_only
     loaded = modules_after("import ivr.agi_main")
     assert loaded - accepted == {"ivr", "ivr.agi_main", "ivr.agi_channel", "ivr.dialog", "ivr.client", "ivr.fields"}
     assert not loaded & set(HEAVY), "too heavy for every call's start"
+
+
+def test_a_missing_ca_certificate_is_one_line_and_an_apology(
+    tmp_path: Path, key_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    config = write_config(tmp_path, f"[agi]\nservers = 127.0.0.1:8701\napi_key_file = {key_file}\nca_file = {tmp_path / 'none.pem'}\nclient = hotline\n")
+    agi = FakeAGI([])
+    with caplog.at_level(logging.ERROR, logger="ivr.agi"):
+        assert agi_main.serve(agi, str(config)) == 1
+    assert agi.texts[-3:] == ["prompt=goodbye", "result=goodbye", "(hangup)"]
+    [line] = [r.getMessage() for r in caplog.records]
+    assert "ca_file" in line and "\n" not in line and KEY_HEX not in line

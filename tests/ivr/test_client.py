@@ -13,6 +13,7 @@ broken answers use a raw socket server that sends scripted bytes.
 import json
 import logging
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -27,10 +28,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet.threads import blockingCallFromThread
 
+from cardmgmt import tls
 from ivr import client as client_module
 from ivr import protocol
 from ivr.client import RechargeClient
-from testkit.live_api import StubRecharge, serve_api
+from testkit.live_api import StubRecharge, client_tls, serve_api, tls_test_certificates
+
+TLS = client_tls()
 
 KEY = b"k" * 32
 PIN = "918273645546372819"
@@ -95,6 +99,14 @@ def _handler(stub: Stub) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+def server_tls() -> ssl.SSLContext:
+    """The stand-in servers speak TLS with the test CA's server certificate, as the real ones do."""
+    d = tls_test_certificates()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(d / tls.SERVER_CERT, d / tls.SERVER_KEY)
+    return context
+
+
 @pytest.fixture
 def stubs() -> Iterator[Any]:
     made: list[Stub] = []
@@ -102,6 +114,7 @@ def stubs() -> Iterator[Any]:
     def make(behaviour: str = "ok") -> Stub:
         stub = Stub(behaviour)
         server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(stub))
+        server.socket = server_tls().wrap_socket(server.socket, server_side=True)
         server.daemon_threads = True
         stub.server = server
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
@@ -132,7 +145,7 @@ def commit(client: RechargeClient) -> dict[str, Any]:
 
 def test_the_primary_answers_when_it_is_up(stubs: Any) -> None:
     a, b = stubs(), stubs()
-    client = RechargeClient([a.address, b.address], KEY)
+    client = RechargeClient([a.address, b.address], KEY, tls=TLS)
     assert commit(client) == {"outcome": "ok", "served_by": a.address[1]}
     assert len(a.hits) == 1 and not b.hits
     assert a.hits[0]["json"] == {"call_id": "1700000000.7", "seq": 2}
@@ -140,7 +153,7 @@ def test_the_primary_answers_when_it_is_up(stubs: Any) -> None:
 
 def test_a_refused_connection_moves_to_the_standby(stubs: Any, refused: tuple[str, int]) -> None:
     b = stubs()
-    client = RechargeClient([refused, b.address], KEY)
+    client = RechargeClient([refused, b.address], KEY, tls=TLS)
     started = time.monotonic()
     assert commit(client)["served_by"] == b.address[1]
     assert time.monotonic() - started < 0.5
@@ -149,7 +162,7 @@ def test_a_refused_connection_moves_to_the_standby(stubs: Any, refused: tuple[st
 
 def test_a_hung_primary_is_left_within_the_bound(stubs: Any) -> None:
     a, b = stubs("hang"), stubs()
-    client = RechargeClient([a.address, b.address], KEY, timeout=0.5)
+    client = RechargeClient([a.address, b.address], KEY, tls=TLS, timeout=0.5)
     started = time.monotonic()
     answer = commit(client)
     elapsed = time.monotonic() - started
@@ -161,7 +174,7 @@ def test_a_hung_primary_is_left_within_the_bound(stubs: Any) -> None:
 @pytest.mark.parametrize("status", ["500", "503"])
 def test_a_5xx_repeats_the_same_request_on_the_standby_with_a_new_nonce(stubs: Any, status: str) -> None:
     a, b = stubs(status), stubs()
-    client = RechargeClient([a.address, b.address], KEY)
+    client = RechargeClient([a.address, b.address], KEY, tls=TLS)
     assert commit(client)["served_by"] == b.address[1]
     assert a.hits[0]["body"] == b.hits[0]["body"]
     assert a.hits[0]["nonce"] != b.hits[0]["nonce"]
@@ -169,12 +182,12 @@ def test_a_5xx_repeats_the_same_request_on_the_standby_with_a_new_nonce(stubs: A
 
 def test_an_answer_that_is_not_json_moves_to_the_standby(stubs: Any) -> None:
     a, b = stubs("garbage"), stubs()
-    assert commit(RechargeClient([a.address, b.address], KEY))["served_by"] == b.address[1]
+    assert commit(RechargeClient([a.address, b.address], KEY, tls=TLS))["served_by"] == b.address[1]
 
 
 def test_the_client_sticks_to_the_server_that_answered_last(stubs: Any) -> None:
     a, b = stubs("500"), stubs()
-    client = RechargeClient([a.address, b.address], KEY)
+    client = RechargeClient([a.address, b.address], KEY, tls=TLS)
     commit(client)
     a.behaviour = "ok"  # the primary is back, but this call stays where it is
     for _ in range(3):
@@ -184,7 +197,7 @@ def test_the_client_sticks_to_the_server_that_answered_last(stubs: Any) -> None:
 
 def test_a_sticky_client_goes_back_to_the_primary_when_the_standby_fails(stubs: Any) -> None:
     a, b = stubs("500"), stubs()
-    client = RechargeClient([a.address, b.address], KEY)
+    client = RechargeClient([a.address, b.address], KEY, tls=TLS)
     commit(client)
     a.behaviour, b.behaviour = "ok", "500"
     assert commit(client)["served_by"] == a.address[1]
@@ -192,13 +205,13 @@ def test_a_sticky_client_goes_back_to_the_primary_when_the_standby_fails(stubs: 
 
 
 def test_all_servers_refusing_gives_service_unavailable(refused: tuple[str, int]) -> None:
-    client = RechargeClient([refused, refused], KEY)
+    client = RechargeClient([refused, refused], KEY, tls=TLS)
     assert commit(client) == {"outcome": "service_unavailable"}
 
 
 def test_all_servers_hanging_gives_service_unavailable_within_the_bound(stubs: Any) -> None:
     a, b = stubs("hang"), stubs("hang")
-    client = RechargeClient([a.address, b.address], KEY, timeout=0.25, total_timeout=0.5)
+    client = RechargeClient([a.address, b.address], KEY, tls=TLS, timeout=0.25, total_timeout=0.5)
     started = time.monotonic()
     assert commit(client) == {"outcome": "service_unavailable"}
     assert time.monotonic() - started < 0.6
@@ -207,7 +220,7 @@ def test_all_servers_hanging_gives_service_unavailable_within_the_bound(stubs: A
 
 def test_the_total_bound_holds_with_more_servers_than_time(stubs: Any) -> None:
     hung = [stubs("hang") for _ in range(3)]
-    client = RechargeClient([s.address for s in hung], KEY, timeout=0.25, total_timeout=0.4)
+    client = RechargeClient([s.address for s in hung], KEY, tls=TLS, timeout=0.25, total_timeout=0.4)
     started = time.monotonic()
     assert commit(client)["outcome"] == "service_unavailable"
     assert time.monotonic() - started < 0.5
@@ -216,14 +229,14 @@ def test_the_total_bound_holds_with_more_servers_than_time(stubs: Any) -> None:
 
 def test_a_4xx_is_not_retried_elsewhere_and_reads_as_unavailable(stubs: Any) -> None:
     a, b = stubs("400"), stubs()
-    answer = commit(RechargeClient([a.address, b.address], KEY))
+    answer = commit(RechargeClient([a.address, b.address], KEY, tls=TLS))
     assert answer == {"outcome": "service_unavailable", "error": "bad_request"}
     assert not b.hits
 
 
 def test_each_method_posts_its_own_fields(stubs: Any) -> None:
     a = stubs()
-    client = RechargeClient([a.address], KEY)
+    client = RechargeClient([a.address], KEY, tls=TLS)
     client.account(call_id="c1", account_no="3100000001")
     client.quote(call_id="c1", seq=1, account_no="3100000001", pin=PIN, caller="13800000000")
     client.commit(call_id="c1", seq=1)
@@ -238,13 +251,13 @@ def test_each_method_posts_its_own_fields(stubs: Any) -> None:
 
 def test_health_fails_over_too(stubs: Any, refused: tuple[str, int]) -> None:
     b = stubs()
-    assert RechargeClient([refused, b.address], KEY).health()["role"] == "standby"
+    assert RechargeClient([refused, b.address], KEY, tls=TLS).health()["role"] == "standby"
     assert b.hits[0]["path"] == "/v1/health" and b.hits[0]["nonce"] is None
 
 
 def test_log_lines_name_the_call_and_never_the_pin(stubs: Any, caplog: pytest.LogCaptureFixture) -> None:
     a, b = stubs("500"), stubs()
-    client = RechargeClient([a.address, b.address], KEY)
+    client = RechargeClient([a.address, b.address], KEY, tls=TLS)
     with caplog.at_level(logging.DEBUG, logger="ivr.client"):
         client.quote(call_id="1700000000.9", seq=1, account_no="3100000001", pin=PIN, caller="13800000000")
     assert caplog.records
@@ -256,7 +269,7 @@ def test_log_lines_name_the_call_and_never_the_pin(stubs: Any, caplog: pytest.Lo
 
 def test_a_client_needs_a_server() -> None:
     with pytest.raises(ValueError):
-        RechargeClient([], KEY)
+        RechargeClient([], KEY, tls=TLS)
 
 
 def test_the_client_and_the_protocol_name_unavailability_alike() -> None:
@@ -272,6 +285,7 @@ class Accepted:
 
     reactor: Any
     transports: list[Any] = field(default_factory=list)
+    channels: list[Any] = field(default_factory=list)  # the HTTP channel of each (inside Twisted's generic wrapper)
 
     @property
     def count(self) -> int:
@@ -281,17 +295,27 @@ class Accepted:
         return int(blockingCallFromThread(self.reactor, lambda: len(self._open())))
 
     def _open(self) -> list[Any]:
-        return [t for t in self.transports if not t.disconnected]
+        # A TLS connection being closed has sent its close_notify and waits for the client's: closed, as far as
+        # the server is concerned.
+        return [t for t in self.transports if not (t.disconnected or getattr(t, "disconnecting", False))]
 
     def drop_all(self, abort: bool = False) -> None:
         """Close every connection from the server's side (``abort``: with a reset) and wait until they are gone."""
 
         def drop() -> None:
-            for t in self._open():
-                (t.abortConnection if abort else t.loseConnection)()
+            for t, channel in zip(self.transports, self.channels, strict=True):
+                if t in self._open():
+                    # As the server's own idle timeout does: through the channel, which lets its TLS layer close.
+                    (t.abortConnection if abort else channel._channel.loseConnection)()
 
         blockingCallFromThread(self.reactor, drop)
         assert wait_for(lambda: self.open_count() == 0)
+        settle()
+
+
+def settle() -> None:
+    """Let a TLS close_notify the server has just queued reach the client's socket (the reactor writes it next turn)."""
+    time.sleep(0.1)
 
 
 def wait_for(check: Callable[[], Any], seconds: float = 10.0) -> Any:
@@ -326,6 +350,7 @@ class TwistedAPIs:
 
                 def connected(transport: Any) -> None:
                     accepted.transports.append(transport)
+                    accepted.channels.append(protocol_)
                     make_connection(transport)
 
                 protocol_.makeConnection = connected
@@ -371,7 +396,7 @@ def run_a_call(client: RechargeClient, call_id: str = "1700000000.11") -> list[s
 
 def test_one_connection_carries_a_whole_call(apis: TwistedAPIs, api_key: bytes) -> None:
     live, accepted = apis.start()
-    with RechargeClient([live.address], api_key) as client:
+    with RechargeClient([live.address], api_key, tls=TLS) as client:
         assert run_a_call(client) == ["ok", "ok", "ok"]
         assert client.health()["name"] == "A"
         assert run_a_call(client, "1700000000.12") == ["ok", "ok", "ok"]
@@ -382,7 +407,7 @@ def test_one_connection_carries_a_whole_call(apis: TwistedAPIs, api_key: bytes) 
 
 def test_close_is_safe_to_repeat_and_the_client_can_go_on(apis: TwistedAPIs, api_key: bytes) -> None:
     live, accepted = apis.start()
-    client = RechargeClient([live.address], api_key)
+    client = RechargeClient([live.address], api_key, tls=TLS)
     client.close()
     assert run_a_call(client) == ["ok", "ok", "ok"]
     client.close()
@@ -397,7 +422,7 @@ def test_close_is_safe_to_repeat_and_the_client_can_go_on(apis: TwistedAPIs, api
 def test_a_connection_the_server_dropped_while_idle_is_replaced_once(apis: TwistedAPIs, api_key: bytes, how: str) -> None:
     a_live, a = apis.start()
     b_live, b = apis.start()
-    with RechargeClient([a_live.address, b_live.address], api_key) as client:
+    with RechargeClient([a_live.address, b_live.address], api_key, tls=TLS) as client:
         assert client.account(call_id="1700000000.13", account_no="3100000001")["outcome"] == "ok"
         a.drop_all(abort=how == "reset")
         started = time.monotonic()
@@ -410,9 +435,10 @@ def test_a_connection_the_server_dropped_while_idle_is_replaced_once(apis: Twist
 
 def test_the_servers_idle_timeout_is_survived(apis: TwistedAPIs, api_key: bytes) -> None:
     live, accepted = apis.start(idle_timeout=0.2)
-    with RechargeClient([live.address], api_key) as client:
+    with RechargeClient([live.address], api_key, tls=TLS) as client:
         assert client.account(call_id="1700000000.14", account_no="3100000001")["outcome"] == "ok"
         assert wait_for(lambda: accepted.open_count() == 0)  # Twisted timed the idle connection out
+        settle()
         assert client.commit(call_id="1700000000.14", seq=1)["outcome"] == "ok"
     assert accepted.count == 2
 
@@ -420,7 +446,7 @@ def test_the_servers_idle_timeout_is_survived(apis: TwistedAPIs, api_key: bytes)
 def test_a_kept_connection_to_a_hung_server_fails_over_within_the_bound(apis: TwistedAPIs, api_key: bytes) -> None:
     a_live, a = apis.start()
     b_live, b = apis.start()
-    with RechargeClient([a_live.address, b_live.address], api_key, timeout=0.5, total_timeout=1.0) as client:
+    with RechargeClient([a_live.address, b_live.address], api_key, tls=TLS, timeout=0.5, total_timeout=1.0) as client:
         assert client.account(call_id="1700000000.15", account_no="3100000001")["outcome"] == "ok"
         apis.hang(a_live)
         started = time.monotonic()
@@ -440,7 +466,7 @@ def test_a_server_that_is_gone_for_good_is_tried_once_more_then_left(apis: Twist
     # The primary answers once, keeping the connection, then closes it and every later one unanswered.
     primary = RawServer([OK_ANSWER])
     try:
-        with RechargeClient([primary.address, b_live.address], api_key) as client:
+        with RechargeClient([primary.address, b_live.address], api_key, tls=TLS) as client:
             assert client.account(call_id="1700000000.16", account_no="3100000001")["outcome"] == "ok"
             primary.answers = []
             primary.drop_idle()
@@ -457,7 +483,7 @@ def test_log_lines_of_a_replaced_connection_name_the_call_and_never_the_pin(
     apis: TwistedAPIs, api_key: bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
     live, accepted = apis.start()
-    with RechargeClient([live.address], api_key) as client:
+    with RechargeClient([live.address], api_key, tls=TLS) as client:
         client.account(call_id="1700000000.17", account_no="3100000001")
         accepted.drop_all()
         with caplog.at_level(logging.DEBUG, logger="ivr.client"):
@@ -514,6 +540,8 @@ class RawServer:
         conn.settimeout(5)
         buffer = b""
         try:
+            raw, conn = conn, server_tls().wrap_socket(conn, server_side=True)
+            self.conns[self.conns.index(raw)] = conn
             while not self.stopping.is_set():
                 while b"\r\n\r\n" not in buffer:
                     data = conn.recv(65536)
@@ -613,7 +641,7 @@ BROKEN_ANSWERS = {
 @pytest.mark.parametrize("answer", BROKEN_ANSWERS.values(), ids=BROKEN_ANSWERS.keys())
 def test_a_broken_answer_moves_to_the_standby(raw_servers: Any, answer: bytes) -> None:
     a, b = raw_servers([answer]), raw_servers([OK_ANSWER, OK_ANSWER])
-    with RechargeClient([a.address, b.address], KEY) as client:
+    with RechargeClient([a.address, b.address], KEY, tls=TLS) as client:
         started = time.monotonic()
         assert commit(client) == {"outcome": "ok", "served_by": "raw"}
         assert time.monotonic() - started < 0.4  # none of these is a timeout
@@ -645,7 +673,7 @@ GOOD_ANSWERS = {
 @pytest.mark.parametrize(("answer", "kept"), GOOD_ANSWERS.values(), ids=GOOD_ANSWERS.keys())
 def test_what_the_client_reads_and_when_it_keeps_the_connection(raw_servers: Any, answer: bytes, kept: bool) -> None:
     a = raw_servers([answer, OK_ANSWER])
-    with RechargeClient([a.address], KEY) as client:
+    with RechargeClient([a.address], KEY, tls=TLS) as client:
         assert commit(client) == {"outcome": "ok", "served_by": "raw"}
         assert commit(client) == {"outcome": "ok", "served_by": "raw"}
     assert a.accepted == (1 if kept else 2)
@@ -654,7 +682,7 @@ def test_what_the_client_reads_and_when_it_keeps_the_connection(raw_servers: Any
 def test_a_request_the_kept_connection_lost_is_sent_again_on_a_new_one(raw_servers: Any) -> None:
     a = raw_servers([OK_ANSWER, CLOSE, OK_ANSWER])  # the second request is read, then the connection closed
     b = raw_servers([OK_ANSWER])
-    with RechargeClient([a.address, b.address], KEY) as client:
+    with RechargeClient([a.address, b.address], KEY, tls=TLS) as client:
         commit(client)
         assert commit(client) == {"outcome": "ok", "served_by": "raw"}
         assert client.current == 0
@@ -664,7 +692,7 @@ def test_a_request_the_kept_connection_lost_is_sent_again_on_a_new_one(raw_serve
 def test_bytes_nobody_asked_for_are_never_taken_for_an_answer(raw_servers: Any) -> None:
     timeout_notice = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
     a = raw_servers([OK_ANSWER + timeout_notice, OK_ANSWER, OK_ANSWER])
-    with RechargeClient([a.address], KEY) as client:
+    with RechargeClient([a.address], KEY, tls=TLS) as client:
         assert commit(client)["outcome"] == "ok"  # bytes after the answer: that connection is not kept
         assert commit(client)["outcome"] == "ok"
         a.push(timeout_notice)  # sent while the connection is idle
@@ -674,7 +702,7 @@ def test_bytes_nobody_asked_for_are_never_taken_for_an_answer(raw_servers: Any) 
 
 def test_a_5xx_drops_the_connection(raw_servers: Any) -> None:
     a = raw_servers([BROKEN_ANSWERS["5xx"], OK_ANSWER])
-    with RechargeClient([a.address], KEY) as client:
+    with RechargeClient([a.address], KEY, tls=TLS) as client:
         assert commit(client) == {"outcome": "service_unavailable"}
         assert commit(client) == {"outcome": "ok", "served_by": "raw"}
     assert a.accepted == 2
@@ -683,7 +711,7 @@ def test_a_5xx_drops_the_connection(raw_servers: Any) -> None:
 def test_each_attempt_is_signed_afresh(raw_servers: Any) -> None:
     a = raw_servers([OK_ANSWER, CLOSE])  # the second request finds its connection closed
     b = raw_servers([OK_ANSWER])
-    with RechargeClient([a.address, b.address], KEY) as client:
+    with RechargeClient([a.address, b.address], KEY, tls=TLS) as client:
         commit(client)
         commit(client)
     # A: the first commit; the second on the kept connection (closed unanswered), again on a new one
@@ -701,9 +729,51 @@ def test_each_attempt_is_signed_afresh(raw_servers: Any) -> None:
 def test_no_answer_at_all_makes_the_client_raise(answer: bytes) -> None:
     a, b = RawServer([answer + THEN_CLOSE]), RawServer([OK_ANSWER])
     try:
-        with RechargeClient([a.address, b.address], KEY, timeout=0.3, total_timeout=0.6) as client:
+        with RechargeClient([a.address, b.address], KEY, tls=TLS, timeout=0.3, total_timeout=0.6) as client:
             got = commit(client)
         assert isinstance(got, dict) and isinstance(got.get("outcome"), str)
     finally:
         a.stop()
         b.stop()
+
+
+# --- TLS --------------------------------------------------------------------------------------
+
+
+def test_a_client_that_does_not_trust_the_servers_ca_refuses_it(
+    apis: TwistedAPIs, api_key: bytes, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    live, accepted = apis.start()
+    other = tmp_path / "other-installation"
+    other.mkdir(mode=0o700)
+    tls.create_authority(other, "other")
+    stranger = client_module.tls_context(str(other / tls.CA_CERT))
+    with caplog.at_level(logging.WARNING, logger="ivr.client"), RechargeClient([live.address], api_key, tls=stranger) as client:
+        assert client.quote(call_id="1700000000.18", seq=1, account_no="3100000001", pin=PIN, caller="")["outcome"] == "service_unavailable"
+    assert live.recharge.calls == [], "nothing was sent to a server the client does not trust"
+    assert any("TLS certificate is not trusted" in r.getMessage() for r in caplog.records)
+    assert all(PIN not in r.getMessage() for r in caplog.records)
+
+
+def test_the_server_is_reached_by_an_address_or_a_name_in_its_certificate(apis: TwistedAPIs, api_key: bytes) -> None:
+    # (A name missing from the certificate is refused: tests.cardmgmt.test_tls.)
+    live, _ = apis.start()
+    for host in ("127.0.0.1", "localhost"):
+        with RechargeClient([(host, live.port)], api_key, tls=TLS, client="hotline") as client:
+            assert client.account(call_id="1700000000.19", account_no="3100000001")["outcome"] == "ok"
+
+
+def test_plain_http_to_a_server_is_refused(apis: TwistedAPIs, api_key: bytes) -> None:
+    live, _ = apis.start()
+    body = json.dumps({"call_id": "1700000000.21", "seq": 1}).encode()
+    headers = protocol.sign(api_key, "POST", "/v1/commit", body, time.time(), client="hotline")
+    request = (f"POST /v1/commit HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n"
+               + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode() + body
+    with socket.create_connection(live.address, timeout=2) as s:
+        s.sendall(request)
+        try:
+            answer = s.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+    assert not answer.startswith(b"HTTP/"), "a plain request got an HTTP answer"
+    assert live.recharge.calls == []

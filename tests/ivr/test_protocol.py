@@ -14,12 +14,12 @@ BODY = b'{"call_id":"1700000000.1","seq":1}'
 
 def signed(**kw):  # type: ignore[no-untyped-def]
     args = {"key": KEY, "method": "POST", "path": "/v1/commit", "body": BODY, "now": NOW} | kw
-    return sign(args["key"], args["method"], args["path"], args["body"], args["now"])
+    return sign(args["key"], args["method"], args["path"], args["body"], args["now"], client=args.get("client", "hotline"))
 
 
 def test_a_signed_request_verifies_and_yields_its_nonce() -> None:
     headers = signed()
-    assert set(headers) == {"X-Timestamp", "X-Nonce", "X-Signature"}
+    assert set(headers) == {"X-Client", "X-Timestamp", "X-Nonce", "X-Signature"}
     assert headers["X-Timestamp"] == str(int(NOW))
     assert verify(KEY, "POST", "/v1/commit", BODY, headers, NOW) == headers["X-Nonce"]
 
@@ -34,8 +34,8 @@ def test_the_signature_is_the_documented_hmac() -> None:
     import hashlib
     import hmac
 
-    h = sign(KEY, "POST", "/v1/commit", BODY, NOW, nonce="0" * 32)
-    text = f"POST\n/v1/commit\n{int(NOW)}\n{'0' * 32}\n{hashlib.sha256(BODY).hexdigest()}".encode()
+    h = sign(KEY, "POST", "/v1/commit", BODY, NOW, nonce="0" * 32, client="pos-7")
+    text = f"POST\n/v1/commit\npos-7\n{int(NOW)}\n{'0' * 32}\n{hashlib.sha256(BODY).hexdigest()}".encode()
     assert h["X-Signature"] == hmac.new(KEY, text, hashlib.sha256).hexdigest()
 
 
@@ -118,7 +118,7 @@ def test_errors_form_one_hierarchy_and_never_show_the_key() -> None:
     key=st.binary(min_size=1, max_size=64),
 )
 def test_round_trip(method: str, path: str, body: bytes, now: int, key: bytes) -> None:
-    headers = sign(key, method, path, body, now)
+    headers = sign(key, method, path, body, now, client="hotline")
     assert verify(key, method, path, body, headers, now) == headers["X-Nonce"]
     with pytest.raises(BadSignature):
         verify(key, method, path, body + b"!", headers, now)
@@ -196,3 +196,25 @@ def test_the_schema_agrees_with_the_recharge_core() -> None:
     assert protocol.SEQ.maximum == recharge.MAX_SEQ
     assert protocol.CALL_ID.problem("1700000000.1") is None and recharge.CALL_ID.match("1700000000.1")
     assert protocol.ACCOUNT_NO.max_length == 10
+
+
+def test_the_client_name_is_signed() -> None:
+    headers = signed(client="pos-7")
+    assert verify(KEY, "POST", "/v1/commit", BODY, headers, NOW) == headers["X-Nonce"]
+    with pytest.raises(BadSignature):
+        verify(KEY, "POST", "/v1/commit", BODY, headers | {"X-Client": "hotline"}, NOW)
+
+
+@pytest.mark.parametrize("name", [None, "", "Hotline", "pos 7", "a" * 65, "-pos"])
+def test_a_missing_or_malformed_client_name_is_refused(name: str | None) -> None:
+    headers = {k: v for k, v in signed().items() if k != "X-Client"}
+    if name is not None:
+        headers["X-Client"] = name
+    with pytest.raises(MissingHeaders, match="X-Client"):
+        verify(KEY, "POST", "/v1/commit", BODY, headers, NOW)
+
+
+def test_the_client_name_rule_is_the_domains() -> None:
+    from cardmgmt.channel_clients import NAME
+
+    assert protocol.CLIENT_NAME.pattern == NAME.pattern

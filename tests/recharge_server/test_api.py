@@ -16,19 +16,24 @@ from typing import Any
 
 import pytest
 
+from cardmgmt.channel_clients import ClientEntry
 from cardmgmt.db import Database
 from cardmgmt.errors import InvalidInput, SchemaError
 from ivr import protocol
 from ivr.client import RechargeClient
-from testkit.live_api import LiveAPI, StubRecharge, serve_api
+from testkit.live_api import LiveAPI, StubRecharge, client_tls, other_client_key, serve_api
+
+TLS = client_tls()
 
 COMMIT = {"call_id": "1700000000.42", "seq": 1}
+PIN = "918273645546372819"
+QUOTE = {"call_id": "1700000000.43", "seq": 1, "account_no": "3100000001", "pin": PIN, "caller": ""}
 
 
 def send(
     port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
 ) -> tuple[int, bytes, dict[str, str]]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=TLS)
     try:
         conn.request(method, path, body=body or None, headers=headers or {})
         response = conn.getresponse()
@@ -37,9 +42,11 @@ def send(
         conn.close()
 
 
-def signed(key: bytes, path: str, obj: Any, now: float | None = None, raw: bytes | None = None) -> tuple[bytes, dict[str, str]]:
+def signed(
+    key: bytes, path: str, obj: Any, now: float | None = None, raw: bytes | None = None, client: str = "hotline"
+) -> tuple[bytes, dict[str, str]]:
     body = raw if raw is not None else json.dumps(obj).encode()
-    headers = protocol.sign(key, "POST", path, body, time.time() if now is None else now)
+    headers = protocol.sign(key, "POST", path, body, time.time() if now is None else now, client=client)
     return body, headers | {"Content-Type": "application/json"}
 
 
@@ -77,12 +84,13 @@ def test_a_good_request_gets_the_answer(live: LiveAPI, api_key: bytes) -> None:
 
 
 def test_each_endpoint_reaches_its_service_call(live: LiveAPI, api_key: bytes) -> None:
-    client = RechargeClient([live.address], api_key)
+    client = RechargeClient([live.address], api_key, tls=TLS)
     assert client.account(call_id="c1", account_no="3100000001")["holder"] == "张*明"
     assert client.quote(call_id="c1", seq=1, account_no="3100000001", pin="1" * 18, caller="")["outcome"] == "ok"
     assert client.cancel(call_id="c1", seq=1)["outcome"] == "ok"
     assert [name for name, _ in live.recharge.calls] == ["account", "quote", "cancel"]
-    assert live.recharge.calls[1][1] == {"call_id": "c1", "seq": 1, "account_no": "3100000001", "pin": "1" * 18, "caller": ""}
+    assert live.recharge.calls[1][1] == {"call_id": "c1", "seq": 1, "account_no": "3100000001", "pin": "1" * 18, "caller": "",
+                                         "channel": "hotline", "client": "hotline"}
 
 
 def test_bad_json_is_a_400_and_the_server_keeps_serving(live: LiveAPI, api_key: bytes) -> None:
@@ -163,8 +171,8 @@ def test_an_oversized_body_is_a_413(live: LiveAPI, api_key: bytes) -> None:
 
 def test_an_oversized_chunked_body_is_a_413(live: LiveAPI, api_key: bytes) -> None:
     big = b"x" * (protocol.MAX_BODY + 1)
-    headers = protocol.sign(api_key, "POST", "/v1/commit", big, time.time())
-    conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=5)
+    headers = protocol.sign(api_key, "POST", "/v1/commit", big, time.time(), client="hotline")
+    conn = http.client.HTTPSConnection("127.0.0.1", live.port, timeout=5, context=TLS)
     try:
         conn.request("POST", "/v1/commit", body=iter([big[:1000], big[1000:]]), headers=headers, encode_chunked=True)
         response = conn.getresponse()
@@ -238,7 +246,7 @@ def test_a_client_that_hangs_up_early_does_not_upset_the_server(live_reactor: An
     stub = StubRecharge(gate=threading.Event())
     with serve_api(live_reactor, sqlite_db, stub, api_key) as live:
         body, headers = signed(api_key, "/v1/commit", COMMIT)
-        conn = http.client.HTTPConnection("127.0.0.1", live.port, timeout=5)
+        conn = http.client.HTTPSConnection("127.0.0.1", live.port, timeout=5, context=TLS)
         conn.request("POST", "/v1/commit", body=body, headers=headers)
         deadline = time.monotonic() + 5
         while not stub.calls and time.monotonic() < deadline:
@@ -304,14 +312,16 @@ def test_bytes_that_are_not_ascii_in_a_header_are_a_400_logged_in_one_line(live:
     raw = (
         b"POST /v1/commit HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nX-Nonce: \xff\xfe\r\n"
         + f"X-Timestamp: {headers['X-Timestamp']}\r\nX-Signature: {headers['X-Signature']}\r\n".encode()
+        + f"{protocol.CLIENT_HEADER}: hotline\r\n".encode()
         + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body
     )
     answers: list[bytes] = []
 
     def send_raw() -> None:
-        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as s:
-            s.sendall(raw)
-            answers.append(b"".join(iter(lambda: s.recv(4096), b"")))
+        with socket.create_connection(("127.0.0.1", live.port), timeout=5) as plain:
+            with TLS.wrap_socket(plain, server_hostname="127.0.0.1") as s:
+                s.sendall(raw)
+                answers.append(b"".join(iter(lambda: s.recv(4096), b"")))
 
     events = _events_during(send_raw)
     head, _, answer = answers[0].partition(b"\r\n\r\n")
@@ -338,3 +348,53 @@ def test_refusal_lines_are_rate_limited_and_say_how_many_were_dropped() -> None:
     clock.advance(1)
     assert budget.take() == 2, "the next line says two were not written"
     assert budget.take() == 0
+
+
+# --- channel clients --------------------------------------------------------------------------
+
+
+def test_a_request_signed_with_another_clients_key_is_refused(live: LiveAPI, api_key: bytes) -> None:
+    assert live.clients is not None
+    live.clients.entries["pos-1"] = ClientEntry("pos-1", "pos", False)
+    pos_key = other_client_key(api_key, "pos-1")
+    # pos-1's key, claiming to be the hotline; the hotline's key, claiming to be pos-1: both refused.
+    for key, client in ((pos_key, "hotline"), (api_key, "pos-1")):
+        body, headers = signed(key, "/v1/commit", COMMIT, client=client)
+        status, raw, _ = send(live.port, "POST", "/v1/commit", body, headers)
+        assert_error(status, raw, 401, "bad_signature")
+    body, headers = signed(pos_key, "/v1/quote", QUOTE, client="pos-1")
+    status, raw, _ = send(live.port, "POST", "/v1/quote", body, headers)
+    assert status == 200, raw
+    assert live.recharge.calls == [("quote", {**QUOTE, "channel": "pos", "client": "pos-1"})]
+
+
+def test_a_request_naming_no_client_is_refused(live: LiveAPI, api_key: bytes) -> None:
+    body, headers = signed(api_key, "/v1/commit", COMMIT)
+    del headers[protocol.CLIENT_HEADER]
+    status, raw, _ = send(live.port, "POST", "/v1/commit", body, headers)
+    assert_error(status, raw, 401, "missing_headers")
+
+
+def test_an_unregistered_client_is_refused_even_with_its_derived_key(live: LiveAPI, api_key: bytes) -> None:
+    body, headers = signed(other_client_key(api_key, "ghost"), "/v1/commit", COMMIT, client="ghost")
+    status, raw, _ = send(live.port, "POST", "/v1/commit", body, headers)
+    assert_error(status, raw, 401, "unknown_client")
+    assert live.recharge.calls == []
+
+
+def test_a_revoked_client_is_refused_with_403_and_logged_once(
+    live: LiveAPI, api_key: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from recharge_server import api as server_api
+
+    lines: list[str] = []
+    monkeypatch.setattr(server_api.log, "warn", lambda fmt, **kw: lines.append(fmt.format(**kw)))
+    assert live.clients is not None
+    live.clients.entries["hotline"] = ClientEntry("hotline", "hotline", True)
+    for _ in range(5):
+        body, headers = signed(api_key, "/v1/quote", QUOTE)
+        status, raw, _ = send(live.port, "POST", "/v1/quote", body, headers)
+        assert_error(status, raw, 403, "client_revoked")
+    assert live.recharge.calls == []
+    assert len(lines) == 1 and "client_revoked" in lines[0] and "hotline" in lines[0]
+    assert all(PIN not in line and api_key.hex() not in line for line in lines)

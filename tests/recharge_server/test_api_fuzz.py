@@ -29,7 +29,7 @@ from cardmgmt.keys import load_api_key
 from cardmgmt.marketing import Account
 from cardmgmt.recharge import Outcome
 from ivr import protocol
-from ivr.client import RechargeClient
+from ivr.client import RechargeClient, tls_context
 from marketing_iface.null import NullMarketing
 from recharge_server.api import ERRORS
 from recharge_server.service import makeService
@@ -147,6 +147,9 @@ cases = st.sampled_from(ENDPOINTS).flatmap(lambda e: st.tuples(st.just(e), bodie
 # --- the server ---------------------------------------------------------------------------
 
 
+TLS: dict[int, Any] = {}  # port -> a client context trusting that installation's CA
+
+
 @pytest.fixture
 def live(bench: Any, live_reactor: Any) -> Any:
     pins = sorted(issued_batch(bench, "FZ1", quantity=4).items())
@@ -154,6 +157,7 @@ def live(bench: Any, live_reactor: Any) -> Any:
     server = makeService(settings_, "A", "127.0.0.1", 0, None, live_reactor, marketing=NullMarketing([ACCOUNT, SPARE]))
     blockingCallFromThread(live_reactor, server.startService)
     try:
+        TLS[server.port] = tls_context(str(settings_.key_dir / "tls-ca.pem"))
         yield {"port": server.port, "key": load_api_key(settings_.key_dir), "pins": pins}
     finally:
         if server.running:
@@ -162,8 +166,8 @@ def live(bench: Any, live_reactor: Any) -> Any:
 
 def post(port: int, key: bytes, endpoint: str, body: bytes) -> tuple[int, bytes, str]:
     path = f"/v1/{endpoint}"
-    headers = protocol.sign(key, "POST", path, body, time.time()) | {"Content-Type": "application/json"}
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    headers = protocol.sign(key, "POST", path, body, time.time(), client="hotline") | {"Content-Type": "application/json"}
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=10, context=TLS[port])
     try:
         conn.request("POST", path, body=body, headers=headers)
         response = conn.getresponse()
@@ -219,12 +223,12 @@ def test_signed_fuzzed_bodies_get_a_well_formed_answer_and_the_server_keeps_serv
     # Both sides of the gate were reached: the core answered, and bad requests were refused.
     assert seen[200] and seen[400], seen
     # Still healthy, and a real recharge still goes through.
-    conn = http.client.HTTPConnection("127.0.0.1", live["port"], timeout=5)
+    conn = http.client.HTTPSConnection("127.0.0.1", live["port"], timeout=5, context=TLS[live["port"]])
     conn.request("GET", "/v1/health")
     health = json.loads(conn.getresponse().read())
     conn.close()
     assert health["db"] == "ok", health
-    client = RechargeClient([("127.0.0.1", live["port"])], live["key"], timeout=5, total_timeout=10)
+    client = RechargeClient([("127.0.0.1", live["port"])], live["key"], timeout=5, total_timeout=10, tls=TLS[live["port"]])
     _serial, pin = live["pins"][3]
     quote = client.quote(call_id="fuzz-after", seq=1, account_no=SPARE.account_no, pin=pin, caller="")
     assert quote["outcome"] == "ok", quote

@@ -20,9 +20,9 @@ from cardmgmt.errors import KeyFileError
 from cardmgmt.keys import load_api_key, write_private
 from cardmgmt.marketing import Account
 from cardmgmt.recharge import Outcome
-from ivr.client import RechargeClient
+from ivr.client import RechargeClient, tls_context
 from marketing_iface.null import NullMarketing
-from recharge_server.service import RechargeServer, ServerStartError, ha_status, makeService
+from recharge_server.service import RechargeServer, ServerOptions, ServerStartError, ha_status, makeService
 from testkit.lifecycle import issued_batch
 from testkit.ports import free_tcp_port
 
@@ -60,8 +60,8 @@ def pair(bench: Any, live_reactor: Any) -> Iterator[dict[str, Any]]:
     servers: dict[str, RechargeServer] = {}
     for name, other in (("A", "B"), ("B", "A")):
         servers[name] = makeService(
-            settings, name, "127.0.0.1", ports[name], f"http://127.0.0.1:{ports[other]}", live_reactor,
-            marketing=marketing,
+            settings, name, "127.0.0.1", ports[name], f"https://127.0.0.1:{ports[other]}", live_reactor,
+            marketing=marketing, options=ServerOptions(client_refresh=0.2, client_max_age=1.0),
         )
     for server in servers.values():
         blockingCallFromThread(live_reactor, server.startService)
@@ -80,7 +80,7 @@ def test_a_recharge_survives_losing_the_primary(pair: dict[str, Any], live_react
     # Generous per-server time: this test is about losing a server, not about a slow one on a busy machine.
     client = RechargeClient(
         [("127.0.0.1", pair["ports"]["A"]), ("127.0.0.1", pair["ports"]["B"])], load_api_key(pair["settings"].key_dir),
-        timeout=5.0, total_timeout=10.0,
+        timeout=5.0, total_timeout=10.0, tls=tls_context(str(pair["settings"].key_dir / "tls-ca.pem")),
     )
     serial, pin = sorted(pair["pins"].items())[0]
     call = "1790000000.1"
@@ -173,6 +173,110 @@ def test_twistd_finds_the_plugin(tmp_path: Any) -> None:
     makers = {p.tapname: p for p in getPlugins(IServiceMaker)}
     assert "recharge" in makers
     options = makers["recharge"].options()
-    options.parseOptions(["--name", "A", "--port", "8441", "--peer", "http://127.0.0.1:8442",
+    options.parseOptions(["--name", "A", "--port", "8441", "--peer", "https://127.0.0.1:8442",
                           "--database-url", "sqlite:///cards.db", "--key-dir", str(tmp_path)])
     assert (options["name"], options["port"], options["host"]) == ("A", 8441, "127.0.0.1")
+
+
+# --- TLS and channel clients on the real pair ----------------------------------------------------
+
+
+def _client(pair: dict[str, Any], server: str, key: bytes, name: str) -> RechargeClient:
+    return RechargeClient([("127.0.0.1", pair["ports"][server])], key, timeout=5.0, total_timeout=10.0,
+                          tls=tls_context(str(pair["settings"].key_dir / "tls-ca.pem")), client=name)
+
+
+def test_the_channel_and_client_are_recorded_on_the_quote_and_the_recharge(pair: dict[str, Any], bench: Any) -> None:
+    from sqlalchemy import select
+
+    from cardmgmt import channel_clients
+    from cardmgmt.models import Quote, Recharge
+    from cardmgmt.operators import Permission
+
+    with bench.system.unit(Permission.MANAGE_CLIENTS) as ctx:
+        pos_key = channel_clients.add(ctx, "pos-hall-1", "pos")
+    serial, pin = sorted(pair["pins"].items())[0]
+    client = _client(pair, "A", pos_key, "pos-hall-1")
+    assert wait_for(lambda: client.account(call_id="pos-1", account_no=ACCOUNT.account_no)["outcome"] == "ok")
+    assert client.quote(call_id="pos-1", seq=1, account_no=ACCOUNT.account_no, pin=pin, caller="")["outcome"] == "ok"
+    assert client.commit(call_id="pos-1", seq=1)["outcome"] == "ok"
+    with bench.system.db.transaction() as s:
+        quote = s.execute(select(Quote).where(Quote.call_id == "pos-1")).scalar_one()
+        recharge = s.execute(select(Recharge).where(Recharge.call_id == "pos-1")).scalar_one()
+        assert (quote.channel, quote.client) == ("pos", "pos-hall-1")
+        assert (recharge.channel, recharge.client, recharge.card_serial) == ("pos", "pos-hall-1", serial)
+
+
+def test_a_revoked_client_is_refused_by_both_servers_within_the_bound(
+    pair: dict[str, Any], bench: Any, log_lines: list[str]
+) -> None:
+    from cardmgmt import channel_clients
+    from cardmgmt.operators import Permission
+
+    with bench.system.unit(Permission.MANAGE_CLIENTS) as ctx:
+        key = channel_clients.add(ctx, "partner-x", "partner")
+    clients = {name: _client(pair, name, key, "partner-x") for name in ("A", "B")}
+    for name, client in clients.items():
+        assert wait_for(lambda c=client, n=name: c.account(call_id=f"px-{n}", account_no=ACCOUNT.account_no)["outcome"] == "ok")
+    with bench.system.unit(Permission.MANAGE_CLIENTS) as ctx:
+        channel_clients.revoke(ctx, "partner-x", "contract ended")
+    revoked_at = time.monotonic()
+    for name, client in clients.items():
+        def refused(c: RechargeClient = client) -> bool:
+            return c.account(call_id="px-late", account_no=ACCOUNT.account_no).get("error") == "client_revoked"
+
+        assert wait_for(refused, 5.0), f"server {name} still serves the revoked client"
+    # The documented bound is channel_clients.MAX_AGE_SECONDS; this pair reloads every 0.2 s.
+    assert time.monotonic() - revoked_at < channel_clients.MAX_AGE_SECONDS
+    hotline = _client(pair, "A", load_api_key(pair["settings"].key_dir), "hotline")
+    assert hotline.account(call_id="hl-1", account_no=ACCOUNT.account_no)["outcome"] == "ok"
+    text = "\n".join(log_lines)
+    assert key.hex() not in text and load_api_key(pair["settings"].key_dir).hex() not in text
+    assert sum("client_revoked" in line and "partner-x" in line for line in log_lines) <= 2  # one line a minute per server
+
+
+def test_a_server_without_a_certificate_says_what_to_run(system: Any, live_reactor: Any) -> None:
+    for name in ("tls-server.pem", "tls-server.key"):
+        (system.settings.key_dir / name).unlink()
+    with pytest.raises(KeyFileError, match=r"run `cli.py keys tls"):
+        makeService(system.settings, "A", "127.0.0.1", 0, None, live_reactor, marketing=NullMarketing())
+
+
+def test_a_plain_http_peer_is_refused(system: Any, live_reactor: Any) -> None:
+    with pytest.raises(ServerStartError, match="https://"):
+        makeService(system.settings, "A", "127.0.0.1", 0, "http://127.0.0.1:8442", live_reactor, marketing=NullMarketing())
+
+
+def test_the_client_table_is_reloaded_and_a_stale_copy_refused() -> None:
+    from twisted.internet.task import Clock
+
+    from cardmgmt import channel_clients as cc
+    from recharge_server.service import ClientTableRefresher
+    from testkit.live_api import run_now
+
+    clock = Clock()
+    table = {"hotline": cc.ClientEntry("hotline", "hotline", False)}
+    down = []
+
+    def load() -> dict[str, cc.ClientEntry]:
+        if down:
+            raise OSError("database unavailable")
+        return dict(table)
+
+    registry = cc.ClientRegistry(load, clock.seconds, max_age=5.0)
+    registry.refresh()
+    refresher = ClientTableRefresher(registry, 2.0, run_now, clock)
+    refresher.startService()
+    table["hotline"] = cc.ClientEntry("hotline", "hotline", True)
+    clock.advance(2.0)
+    with pytest.raises(cc.ClientRevoked):
+        registry.lookup("hotline")
+    down.append(True)
+    clock.advance(2.0)
+    clock.advance(2.0)
+    with pytest.raises(cc.ClientRevoked):  # the last good copy still holds for up to max_age
+        registry.lookup("hotline")
+    clock.advance(2.0)
+    with pytest.raises(cc.RegistryStale):
+        registry.lookup("hotline")
+    refresher.stopService()

@@ -1,6 +1,6 @@
 """``twistd recharge``: run one recharge server under twistd.
 
-    twistd -n recharge --name A --port 8441 --peer http://127.0.0.1:8442
+    twistd -n recharge --name A --port 8441 --peer https://127.0.0.1:8442
 
 Settings come from ``cardmgmt.config.Settings.load`` (the ``CARDS_*``
 environment variables), with ``--database-url``, ``--key-dir`` and
@@ -25,7 +25,7 @@ class Options(usage.Options):
         ["name", None, None, "This server's name, e.g. A (required)."],
         ["port", None, None, "TCP port to listen on, e.g. 8441 (required).", int],
         ["host", None, "127.0.0.1", "Address to listen on."],
-        ["peer", None, None, "The other server's base URL, e.g. http://127.0.0.1:8442."],
+        ["peer", None, None, "The other server's base URL, e.g. https://127.0.0.1:8442."],
         ["database-url", None, None, "Card database URL (default: CARDS_DATABASE_URL)."],
         ["key-dir", None, None, "Key directory (default: CARDS_KEY_DIR)."],
         ["marketing-url", None, None, "Marketing database URL (default: CARDS_MARKETING_URL)."],

@@ -1,0 +1,106 @@
+"""TLS for the recharge servers: the listening side, and the heartbeat's client side towards the peer.
+
+Both use the installation's own files (``cardmgmt.tls``): the server
+presents ``tls-server.pem``; the peer heartbeat trusts only ``tls-ca.pem``
+and checks the peer's host name or address against its certificate
+(Twisted's ``optionsForClientTLS``, through ``service_identity``).  A plain
+HTTP request to a server fails its TLS handshake: the servers speak TLS only.
+"""
+
+# test-case-name: tests.recharge_server.test_tls
+
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from twisted.internet import defer, ssl
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IStreamClientEndpoint,
+    IStreamServerEndpoint,
+)
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.web.client import BrowserLikePolicyForHTTPS
+from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
+from zope.interface import implementer
+
+from cardmgmt import tls
+from cardmgmt.errors import KeyFileError
+
+
+def server_options(key_dir: Path) -> ssl.CertificateOptions:
+    """What the server presents: its certificate and key from ``key_dir``; TLS 1.2 at the least."""
+    files = tls.server_files(key_dir)
+    try:
+        cert = x509.load_pem_x509_certificate(files.certificate.read_bytes())
+        key = serialization.load_pem_private_key(files.private_key.read_bytes(), password=None)
+    except ValueError:
+        raise KeyFileError(f"{files.certificate} or {files.private_key} is unreadable; run `cli.py keys tls`") from None
+    # cryptography's objects, not pyOpenSSL's (whose use for this is deprecated); Twisted passes them through.
+    return ssl.CertificateOptions(privateKey=key, certificate=cert, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
+
+
+@implementer(IStreamServerEndpoint)
+class TLSServerEndpoint:
+    """``SSL4ServerEndpoint`` with the reactor it is given as the TLS layer's clock.
+
+    Twisted's own TLS endpoints time their write batching on the global
+    reactor: with any other reactor (each test runs its own) the answers
+    would sit unsent.  ``interface`` may be an IPv6 address.
+    """
+
+    def __init__(self, reactor: Any, port: int, options: ssl.CertificateOptions, backlog: int, interface: str) -> None:
+        self._tcp = TCP4ServerEndpoint(reactor, port, backlog=backlog, interface=interface)
+        self._options, self._reactor = options, reactor
+
+    def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
+        return self._tcp.listen(TLSMemoryBIOFactory(self._options, False, factory, clock=self._reactor))
+
+
+def server_endpoint(
+    reactor: Any, host: str, port: int, options: ssl.CertificateOptions, backlog: int
+) -> IStreamServerEndpoint:
+    """A TLS listening endpoint on ``host``:``port`` (an IPv6 address is understood as such)."""
+    return TLSServerEndpoint(reactor, port, options, backlog, host)
+
+
+@implementer(IStreamClientEndpoint)
+class _TLSClientEndpoint:
+    def __init__(self, reactor: Any, host: str, port: int, creator: Any, timeout: float) -> None:
+        self._tcp = HostnameEndpoint(reactor, host.encode("idna") if not _is_ip(host) else host.encode("ascii"), port,
+                                     timeout=timeout)
+        self._creator, self._reactor = creator, reactor
+
+    def connect(self, factory: IProtocolFactory) -> defer.Deferred[Any]:
+        d = self._tcp.connect(TLSMemoryBIOFactory(self._creator, True, factory, clock=self._reactor))
+        # The caller wants its own protocol, not the TLS layer around it (as Twisted's wrapClientTLS gives).
+        return d.addCallback(lambda tls_protocol: tls_protocol.wrappedProtocol)
+
+
+@implementer(IAgentEndpointFactory)
+class PeerEndpoints:
+    """Where an ``Agent`` opens its connections to the peer: TLS under ``policy``, timed by ``reactor``."""
+
+    def __init__(self, reactor: Any, policy: IPolicyForHTTPS, timeout: float) -> None:
+        self.reactor, self.policy, self.timeout = reactor, policy, timeout
+
+    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+        if uri.scheme != b"https":
+            raise ValueError("the peer is reached over https only")
+        host = uri.host.decode("ascii")
+        creator = self.policy.creatorForNetloc(uri.host, uri.port)
+        return _TLSClientEndpoint(self.reactor, host, uri.port, creator, self.timeout)
+
+
+def _is_ip(host: str) -> bool:
+    return isIPAddress(host) or isIPv6Address(host)
+
+
+def peer_policy(key_dir: Path) -> BrowserLikePolicyForHTTPS:
+    """The heartbeat client's policy: trust the installation's CA only, check the peer's name."""
+    ca = ssl.Certificate.loadPEM(tls.ca_file(key_dir).read_bytes())
+    return BrowserLikePolicyForHTTPS(trustRoot=ca)

@@ -1,0 +1,86 @@
+"""Tests for recharge_server.tls: the servers speak TLS only, and the heartbeat trusts only the installation's CA.
+
+A real listening site on the test's own reactor (``running_reactor``), a
+stdlib client and the heartbeat's ``Agent``; no recharge core is needed.
+"""
+
+import json
+import os
+import shutil
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.threads import blockingCallFromThread
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from cardmgmt import tls
+from recharge_server.leadership import fetch_health, quiet_agent
+from recharge_server.tls import peer_policy, server_endpoint, server_options
+from testkit.live_api import tls_test_certificates
+
+
+def _key_dir(tmp_path: Path, source: Path) -> Path:
+    d = tmp_path / "keys"
+    d.mkdir(mode=0o700, parents=True)
+    for name in (tls.CA_CERT, tls.SERVER_CERT, tls.SERVER_KEY):
+        shutil.copy(source / name, d / name)
+    os.chmod(d / tls.SERVER_KEY, 0o600)
+    return d
+
+
+class _Health(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Any) -> bytes:
+        request.setHeader(b"content-type", b"application/json")
+        return json.dumps({"name": "A", "role": "leader"}).encode()
+
+
+@pytest.fixture
+def site_port(live_reactor: Any, tmp_path: Path) -> Any:
+    site = server.Site(_Health())
+    endpoint = server_endpoint(live_reactor, "127.0.0.1", 0, server_options(_key_dir(tmp_path, tls_test_certificates())), 50)
+    port = blockingCallFromThread(live_reactor, lambda: endpoint.listen(site))
+    yield port.getHost().port
+    blockingCallFromThread(live_reactor, port.stopListening)
+
+
+def test_plain_http_gets_no_http_answer(site_port: int) -> None:
+    with socket.create_connection(("127.0.0.1", site_port), timeout=2) as s:
+        s.sendall(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            answer = s.recv(4096)
+        except ConnectionResetError:
+            answer = b""
+    assert not answer.startswith(b"HTTP/")
+
+
+def test_a_client_trusting_the_ca_is_answered(site_port: int) -> None:
+    context = ssl.create_default_context(cafile=str(tls_test_certificates() / tls.CA_CERT))
+    with socket.create_connection(("127.0.0.1", site_port), timeout=2) as raw, context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.")
+
+
+def test_the_heartbeat_reaches_a_peer_with_the_installations_certificate(live_reactor: Any, site_port: int, tmp_path: Path) -> None:
+    agent = quiet_agent(live_reactor, 2.0, peer_policy(_key_dir(tmp_path / "mine", tls_test_certificates())))
+    health = blockingCallFromThread(
+        live_reactor, lambda: fetch_health(live_reactor, f"https://127.0.0.1:{site_port}/v1/health", 2.0, agent)
+    )
+    assert health == {"name": "A", "role": "leader"}
+
+
+def test_the_heartbeat_refuses_a_peer_of_another_installation(live_reactor: Any, site_port: int, tmp_path: Path) -> None:
+    other = tmp_path / "other"
+    other.mkdir(mode=0o700)
+    tls.create_authority(other, "other")
+    agent = quiet_agent(live_reactor, 2.0, peer_policy(other))
+    with pytest.raises(Exception) as caught:
+        blockingCallFromThread(
+            live_reactor, lambda: fetch_health(live_reactor, f"https://127.0.0.1:{site_port}/v1/health", 2.0, agent)
+        )
+    assert "certificate" in repr(caught.value).lower() or "ssl" in repr(caught.value).lower()
