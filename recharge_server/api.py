@@ -16,7 +16,12 @@ server (409).
 A domain answer, good or bad for the caller, is HTTP 200 with the answer.
 
 ``GET /v1/health`` (unsigned) says who this server is, its role and whether
-its database answers; ``GET /metrics`` is the Prometheus page.
+its database answers, and nothing more: what a peer or a load balancer
+needs.  The operator's view (the lease token, the peer's last answer) and
+``GET /metrics`` (the Prometheus page) are served only by the *ops* instance
+of this resource, which ``service`` puts on its own listener bound to the
+loopback address, so nobody on the network reads them; that instance
+serves no signed endpoint.
 
 No request can crash the server: anything unexpected becomes a 500 with a
 one-line body and a log entry that names the call id, never the PIN.
@@ -263,6 +268,7 @@ class RechargeAPI(Resource):
         request_timeout: float = 2.0,
         shed_after: float = 0.4,
         max_skew: float = protocol.DEFAULT_MAX_SKEW,
+        ops: bool = False,
     ) -> None:
         """
         ``client_key(name)`` is channel client ``name``'s signing key
@@ -271,8 +277,9 @@ class RechargeAPI(Resource):
         (``ClientRegistry.lookup``), asked on the reactor.
         ``recharge`` is a ``cardmgmt.recharge.RechargeService`` (or a stand-in with
         its four methods, taking the request's ``nonce``); ``status()`` adds this server's role, lease and peer to
-        the health answer; ``db_ping()`` and ``backlog()`` are blocking and run in
-        the pool.
+        the ops health answer; ``db_ping()`` and ``backlog()`` are blocking and run in
+        the pool.  ``ops`` makes this the operator's instance: full health and
+        metrics, no signed endpoints (see the module docstring).
         """
         super().__init__()
         self.name = name
@@ -290,17 +297,18 @@ class RechargeAPI(Resource):
         self.shed_after = shed_after
         self.max_skew = max_skew
         self.refusal_log = _LogBudget(reactor)
+        self.ops = ops
 
     def render(self, request: server.Request) -> Any:
         request.setHeader(b"server", b"recharge")
         path = request.path
         method = request.method
-        if path.startswith(b"/v1/") and path[4:].decode("ascii", "replace") in ENDPOINTS:
+        if path.startswith(b"/v1/") and path[4:].decode("ascii", "replace") in ENDPOINTS and not self.ops:
             endpoint = path[4:].decode("ascii")
             expected = b"POST"
         elif path == b"/v1/health":
             endpoint, expected = "health", b"GET"
-        elif path == b"/metrics":
+        elif path == b"/metrics" and self.ops:
             endpoint, expected = "metrics", b"GET"
         else:
             endpoint, expected = "other", b""
@@ -438,15 +446,13 @@ class RechargeAPI(Resource):
 
     def _health(self, ex: _Exchange) -> None:
         def answer(db: str) -> None:
+            status = {"role": "standby", **self.status()}
+            if not self.ops:
+                # Who and whether, for a peer or a load balancer; the lease token and the peer stay on the ops listener.
+                status = {"role": status["role"]}
             ex.json(
                 200,
-                {
-                    "name": self.name,
-                    "role": "standby",
-                    **self.status(),
-                    "db": db,
-                    "time": _now_utc(self.reactor).isoformat(timespec="milliseconds"),
-                },
+                {"name": self.name, **status, "db": db, "time": _now_utc(self.reactor).isoformat(timespec="milliseconds")},
                 "ok",
             )
 

@@ -20,6 +20,7 @@ from typing import Any
 from sqlalchemy import text
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
 from twisted.internet.task import LoopingCall
 from twisted.internet.threads import deferToThreadPool
@@ -43,6 +44,8 @@ from recharge_server.tls import peer_policy, server_endpoint, server_options
 log = Logger(namespace="recharge_server.service")
 
 UTC = dt.UTC
+# The operator's listener (metrics, the full health answer) is never on the network.
+OPS_HOST = "127.0.0.1"
 
 
 class ServerStartError(CardError):
@@ -176,12 +179,14 @@ class RechargeServer(Service):
         jobs: JobRunner,
         api: RechargeAPI,
         clients: ClientTableRefresher,
+        ops: HTTPListener | None = None,
     ) -> None:
         self.setName(name)
         self.host = host
         self.db, self.marketing, self.pool = db, marketing, pool
         self.http, self.keeper, self.jobs, self.api = http, keeper, jobs, api
         self.clients = clients
+        self.ops = ops
 
     @property
     def port(self) -> int | None:
@@ -196,12 +201,16 @@ class RechargeServer(Service):
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
         self.http.privilegedStartService()
+        if self.ops is not None:
+            self.ops.privilegedStartService()
 
     def startService(self) -> None:
         super().startService()
         self.pool.start()
         self.clients.startService()
         self.http.startService()
+        if self.ops is not None:
+            self.ops.startService()
         self.keeper.address = self.url
         self.keeper.startService()
         self.jobs.startService()
@@ -210,7 +219,9 @@ class RechargeServer(Service):
     @defer.inlineCallbacks
     def stopService(self) -> Any:
         super().stopService()
-        for part in (self.http, self.jobs, self.keeper, self.clients):
+        for part in (self.http, self.ops, self.jobs, self.keeper, self.clients):
+            if part is None:
+                continue
             if part.running:
                 try:
                     yield part.stopService()
@@ -266,8 +277,12 @@ def makeService(
     marketing: Any = None,
     recharge: Any = None,
     jobs: list[Job] | None = None,
+    ops_port: int | None = None,
 ) -> RechargeServer:
     """One recharge server, ready to start: nothing listens or runs until ``startService``.
+
+    ``ops_port`` adds the operator's listener (``/metrics`` and the full
+    ``/v1/health``) on ``OPS_HOST``, plain HTTP: loopback only, never the network.
 
     Refuses (``CardError``) a database not at the newest schema, a key
     directory that is not this database's, or one without the TLS
@@ -332,14 +347,26 @@ def makeService(
         server_endpoint(reactor, listen_host, listen_port, tls_options, LISTEN_BACKLOG), make_site(api, reactor),
         f"{listen_host}:{listen_port}",
     )
+    ops = None
+    if ops_port is not None:
+        # Metrics and the full health answer: plain HTTP, on the loopback address only.
+        ops_api = RechargeAPI(
+            name=name, client_key=keys.channel_client_key, clients=registry.lookup, recharge=recharge,
+            run_blocking=run_blocking, reactor=reactor, metrics=metrics, status=keeper.status,
+            db_ping=partial(_ping, db), backlog=partial(_backlog, db), ops=True,
+        )
+        ops = HTTPListener(TCP4ServerEndpoint(reactor, ops_port, interface=OPS_HOST), make_site(ops_api, reactor),
+                           f"{OPS_HOST}:{ops_port} (ops)")
     refresher = ClientTableRefresher(registry, options.client_refresh, run_blocking, reactor)
     return RechargeServer(
         name=name, host=listen_host, db=db, marketing=marketing, pool=pool, http=http, keeper=keeper, jobs=runner,
-        api=api, clients=refresher,
+        api=api, clients=refresher, ops=ops,
     )
 
 
-def run(settings: Settings, name: str, port: int, peer: str | None, host: str = "127.0.0.1") -> None:
+def run(
+    settings: Settings, name: str, port: int, peer: str | None, host: str = "127.0.0.1", ops_port: int | None = None
+) -> None:
     """Run one recharge server in this process until it is stopped (SIGINT or SIGTERM)."""
     from twisted.internet import reactor
     from twisted.logger import (
@@ -350,7 +377,7 @@ def run(settings: Settings, name: str, port: int, peer: str | None, host: str = 
         textFileLogObserver,
     )
 
-    server = makeService(settings, name, host, port, peer, reactor)
+    server = makeService(settings, name, host, port, peer, reactor, ops_port=ops_port)
     try:
         server.privilegedStartService()
     except BaseException:

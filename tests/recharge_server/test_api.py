@@ -263,13 +263,31 @@ def test_health_says_who_and_what(live_reactor: Any, sqlite_db: Database, api_ke
 
     from recharge_server.service import _ping
 
-    status_ = {"role": "leader", "lease_token": 7}
-    with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, name="A", status=lambda: status_, db_ping=partial(_ping, sqlite_db)) as live:
+    status_ = {"role": "leader", "lease_token": 7, "peer": {"url": "https://127.0.0.1:8442/v1/health"}}
+    with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, name="A", status=lambda: status_,
+                   db_ping=partial(_ping, sqlite_db), ops=True) as live:
         status, raw, headers = send(live.port, "GET", "/v1/health")
     assert status == 200 and headers["content-type"].startswith("application/json")
     health = json.loads(raw)
     assert health["name"] == "A" and health["role"] == "leader" and health["db"] == "ok" and health["lease_token"] == 7
-    assert health["time"].endswith("+00:00")
+    assert health["peer"]["url"].startswith("https://") and health["time"].endswith("+00:00")
+
+
+def test_the_public_health_says_who_and_whether_and_no_more(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
+    """No lease token, no peer address for anyone on the network; and no metrics page at all."""
+    status_ = {"role": "leader", "lease_token": 7, "peer": {"url": "https://127.0.0.1:8442/v1/health"}}
+    with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, name="A", status=lambda: status_) as live:
+        health = json.loads(send(live.port, "GET", "/v1/health")[1])
+        metrics = send(live.port, "GET", "/metrics")
+    assert set(health) == {"name", "role", "db", "time"} and health["role"] == "leader"
+    assert_error(metrics[0], metrics[1], 404, "not_found")
+
+
+def test_the_ops_listener_serves_no_signed_endpoint(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
+    with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, ops=True) as ops:
+        status, raw = post(ops, api_key, "/v1/commit", COMMIT)
+    assert status == 404 and raw["error"] == "not_found"
+    assert ops.recharge.calls == []
 
 
 def test_health_reports_a_database_that_does_not_answer(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
@@ -282,10 +300,15 @@ def test_health_reports_a_database_that_does_not_answer(live_reactor: Any, sqlit
 
 
 def test_metrics_count_requests_by_endpoint_and_outcome(live_reactor: Any, sqlite_db: Database, api_key: bytes) -> None:
-    with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, backlog=lambda: {"pending": 3, "rejected": 0}) as live:
+    from recharge_server.metrics import Metrics
+
+    shared = Metrics()  # as the server gives its API and its ops listener one
+    with serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, metrics=shared) as live, \
+            serve_api(live_reactor, sqlite_db, StubRecharge(), api_key, metrics=shared, ops=True,
+                      backlog=lambda: {"pending": 3, "rejected": 0}) as ops:
         post(live, api_key, "/v1/commit", COMMIT)
         send(live.port, "POST", "/v1/commit", b"{}")
-        status, raw, headers = send(live.port, "GET", "/metrics")
+        status, raw, headers = send(ops.port, "GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain; version=0.0.4")
     text = raw.decode()
     assert 'recharge_requests_total{endpoint="commit",outcome="ok"} 1' in text
