@@ -16,9 +16,12 @@ import datetime as dt
 import functools
 import hashlib
 import hmac
+import http.client
+import json
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ from cardmgmt import nonces, tls
 from cardmgmt.channel_clients import ClientEntry, ClientRevoked, UnknownClient
 from cardmgmt.db import Database
 from cardmgmt.recharge import Answer, Outcome
+from ivr import protocol
 
 
 @contextmanager
@@ -184,3 +188,50 @@ def serve_api(reactor: Any, db: Database, recharge: Any, api_key: bytes, **kw: A
     finally:
         blockingCallFromThread(reactor, port.stopListening)
         pool.stop()
+
+
+# --- talking to a test listener -------------------------------------------------------
+
+# A client context trusting the test CA that ``serve_api``'s listeners are certified by.
+TLS = client_tls()
+
+COMMIT = {"call_id": "1700000000.42", "seq": 1}
+
+
+def send(
+    port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
+) -> tuple[int, bytes, dict[str, str]]:
+    """One HTTPS request to a test listener; its status, body and headers (names lowercased)."""
+    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=TLS)
+    try:
+        conn.request(method, path, body=body or None, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
+
+
+def signed(
+    key: bytes, path: str, obj: Any, now: float | None = None, raw: bytes | None = None, client: str = "hotline"
+) -> tuple[bytes, dict[str, str]]:
+    """A request body and the headers that sign it as channel client ``client``."""
+    body = raw if raw is not None else json.dumps(obj).encode()
+    headers = protocol.sign(key, "POST", path, body, time.time() if now is None else now, client=client)
+    return body, headers | {"Content-Type": "application/json"}
+
+
+def post(live: LiveAPI, key: bytes, path: str, obj: Any, **kw: Any) -> tuple[int, dict[str, Any]]:
+    """A signed POST to ``live``; its status and JSON answer."""
+    body, headers = signed(key, path, obj, **kw)
+    status, raw, _ = send(live.port, "POST", path, body, headers)
+    return status, json.loads(raw)
+
+
+def assert_error(status: int, raw: bytes, expected_status: int, code: str) -> dict[str, Any]:
+    """The answer is the one-line error ``code`` with ``expected_status``; returns its body."""
+    assert status == expected_status, raw
+    assert raw.count(b"\n") == 0
+    body = json.loads(raw)
+    assert body["error"] == code
+    assert body["message"] and "\n" not in body["message"]
+    return body

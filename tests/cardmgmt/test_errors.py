@@ -69,8 +69,7 @@ def test_the_api_answers_each_refusal_with_the_tables_status(
     kind: type[CardError], live_reactor: Any, sqlite_db: Database, api_key: bytes
 ) -> None:
     """Through the real RechargeAPI: a recharge core that refuses with a kind gets that kind's status and code."""
-    from testkit.live_api import StubRecharge, serve_api
-    from tests.recharge_server.test_api import COMMIT, post
+    from testkit.live_api import COMMIT, StubRecharge, post, serve_api
 
     with serve_api(live_reactor, sqlite_db, StubRecharge(raise_=kind("refused for the test")), api_key) as live:
         status, answer = post(live, api_key, "/v1/commit", COMMIT)

@@ -21,48 +21,21 @@ from cardmgmt.db import Database
 from cardmgmt.errors import InvalidInput, SchemaError
 from ivr import protocol
 from ivr.client import RechargeClient
-from testkit.live_api import LiveAPI, StubRecharge, client_tls, other_client_key, serve_api
+from testkit.live_api import (
+    COMMIT,
+    TLS,
+    LiveAPI,
+    StubRecharge,
+    assert_error,
+    other_client_key,
+    post,
+    send,
+    serve_api,
+    signed,
+)
 
-TLS = client_tls()
-
-COMMIT = {"call_id": "1700000000.42", "seq": 1}
 PIN = "918273645546372819"
 QUOTE = {"call_id": "1700000000.43", "seq": 1, "account_no": "3100000001", "pin": PIN, "caller": ""}
-
-
-def send(
-    port: int, method: str, path: str, body: bytes = b"", headers: dict[str, str] | None = None
-) -> tuple[int, bytes, dict[str, str]]:
-    conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=5, context=TLS)
-    try:
-        conn.request(method, path, body=body or None, headers=headers or {})
-        response = conn.getresponse()
-        return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
-    finally:
-        conn.close()
-
-
-def signed(
-    key: bytes, path: str, obj: Any, now: float | None = None, raw: bytes | None = None, client: str = "hotline"
-) -> tuple[bytes, dict[str, str]]:
-    body = raw if raw is not None else json.dumps(obj).encode()
-    headers = protocol.sign(key, "POST", path, body, time.time() if now is None else now, client=client)
-    return body, headers | {"Content-Type": "application/json"}
-
-
-def post(live: LiveAPI, key: bytes, path: str, obj: Any, **kw: Any) -> tuple[int, dict[str, Any]]:
-    body, headers = signed(key, path, obj, **kw)
-    status, raw, _ = send(live.port, "POST", path, body, headers)
-    return status, json.loads(raw)
-
-
-def assert_error(status: int, raw: bytes, expected_status: int, code: str) -> dict[str, Any]:
-    assert status == expected_status, raw
-    assert raw.count(b"\n") == 0
-    body = json.loads(raw)
-    assert body["error"] == code
-    assert body["message"] and "\n" not in body["message"]
-    return body
 
 
 def still_serving(live: LiveAPI, key: bytes) -> None:
