@@ -37,8 +37,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cardmgmt.errors import AlreadyExists, CardError, InvalidInput, KeyFileError, NotFound
-from cardmgmt.keys import write_private
 from cardmgmt.models import ChannelClient, utcnow
+from cardmgmt.secret_files import write_private
 
 if TYPE_CHECKING:  # cardmgmt.system imports this module
     from cardmgmt.system import Context

@@ -30,7 +30,6 @@ under the wrong key.
 import hashlib
 import hmac
 import os
-import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +39,7 @@ from Crypto.PublicKey.RSA import RsaKey
 
 from cardmgmt import tls
 from cardmgmt.errors import KeyFileError
+from cardmgmt.secret_files import check_key_dir, read_secret_file, write_private
 
 RSA_BITS = 3072
 MASTER_FILE = "master.key"
@@ -89,11 +89,6 @@ class KeyRing:
         return self.system_private.public_key()
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new file that only its owner can read."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
 
 
 def generate_rsa_pair(private_path: Path, public_path: Path) -> RsaKey:
@@ -125,23 +120,8 @@ def create_keyring(key_dir: Path, hosts: Sequence[str] = ()) -> KeyRing:
     return ring
 
 
-def _owner_only(path: Path, what: str, mode: str) -> None:
-    """Refuse ``path`` when it is missing or other users can reach it; ``mode`` is the chmod that mends it."""
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        raise KeyFileError(f"{what} {path} does not exist (run `cli.py keys init`)") from None
-    if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"{what} {path} is open to other users; chmod {mode} it")
 
 
-def read_secret_file(path: Path) -> bytes:
-    """Read a key file, refusing one that is missing or readable by others."""
-    _owner_only(path, "key file", "600")
-    try:
-        return path.read_bytes()
-    except OSError as e:
-        raise KeyFileError(f"key file {path} cannot be read: {e.strerror}") from None
 
 
 def load_private_key(path: Path) -> RsaKey:
@@ -185,13 +165,6 @@ def load_api_key(key_dir: Path) -> bytes:
     return read_hex_key(key_dir / API_FILE)
 
 
-def check_key_dir(key_dir: Path) -> None:
-    """Refuse a key directory that other users can list or enter.
-
-    The files in it are owner-only too, but a directory open to others lets
-    them see which keys exist and, if writable, swap a public key file.
-    """
-    _owner_only(key_dir, "key directory", "700")
 
 
 def load_keyring(key_dir: Path) -> KeyRing:

@@ -41,6 +41,7 @@ if TYPE_CHECKING:  # system.py imports keys, which imports this module
     from cardmgmt.system import Context
 
 from cardmgmt.errors import InvalidInput, KeyFileError
+from cardmgmt.secret_files import check_key_dir, read_secret_file, write_private
 
 CA_CERT = "tls-ca.pem"
 CA_KEY = "tls-ca.key"
@@ -64,12 +65,6 @@ class ServerFiles:
     certificate: Path
     private_key: Path
     ca: Path
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    from cardmgmt.keys import write_private  # keys imports this module
-
-    write_private(path, data)
 
 
 def _new_key() -> ec.EllipticCurvePrivateKey:
@@ -114,7 +109,7 @@ def create_authority(key_dir: Path, installation: str) -> x509.Certificate:
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(key_dir / CA_KEY, _pem_key(key))
+    write_private(key_dir / CA_KEY, _pem_key(key))
     (key_dir / CA_CERT).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert
 
@@ -140,8 +135,6 @@ def _is_ip(name: str) -> bool:
 
 
 def _load_authority(key_dir: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    from cardmgmt.keys import read_secret_file
-
     if not (key_dir / CA_CERT).exists():
         raise KeyFileError(MISSING)
     try:
@@ -184,7 +177,7 @@ def issue_server_certificate(key_dir: Path, hosts: Sequence[str] = ()) -> x509.C
     # meanwhile reads either the old pair or the new one, never a mixed pair.
     for name in (SERVER_KEY + ".new", SERVER_CERT + ".new"):
         (key_dir / name).unlink(missing_ok=True)
-    _write_private(key_dir / (SERVER_KEY + ".new"), _pem_key(key))
+    write_private(key_dir / (SERVER_KEY + ".new"), _pem_key(key))
     (key_dir / (SERVER_CERT + ".new")).write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (key_dir / (SERVER_KEY + ".new")).replace(key_dir / SERVER_KEY)
     (key_dir / (SERVER_CERT + ".new")).replace(key_dir / SERVER_CERT)
@@ -204,8 +197,6 @@ def fingerprint(cert: x509.Certificate) -> str:
 
 def server_files(key_dir: Path) -> ServerFiles:
     """The servers' TLS files, or one line saying what to run when the installation has none yet."""
-    from cardmgmt.keys import check_key_dir, read_secret_file
-
     check_key_dir(key_dir)
     files = ServerFiles(key_dir / SERVER_CERT, key_dir / SERVER_KEY, key_dir / CA_CERT)
     if not all(p.exists() for p in (files.certificate, files.private_key, files.ca)):

@@ -17,9 +17,10 @@ from twisted.internet.threads import blockingCallFromThread
 from twisted.logger import formatEvent, globalLogPublisher
 
 from cardmgmt.errors import KeyFileError
-from cardmgmt.keys import load_api_key, write_private
+from cardmgmt.keys import load_api_key
 from cardmgmt.marketing import Account
 from cardmgmt.recharge import Outcome
+from cardmgmt.secret_files import write_private
 from ivr.client import RechargeClient, tls_context
 from marketing_iface.null import NullMarketing
 from recharge_server.service import RechargeServer, ServerOptions, ServerStartError, ha_status, makeService
