@@ -90,11 +90,11 @@ def watch_guard(db: Database, keys: KeyRing, policy: Policy, anchor_file: Path, 
     guard window, so a long attack leaves one entry per window, not one per
     look; the metric carries the figures in between.
     """
-    since = now - dt.timedelta(minutes=policy.guard_minutes)
+    since = policy.guard_since(now)
     head = None
     with db.transaction() as s:
         recent = s.execute(select(func.count()).select_from(PinFailure).where(PinFailure.at > since)).scalar_one()
-        tripped = recent >= policy.guard_failures
+        tripped = policy.guard_tripped(recent)
         if tripped:
             already = s.execute(
                 select(exists().where(LogEntry.action == GUARD_ALERT, LogEntry.at > since.isoformat()))

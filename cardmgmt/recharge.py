@@ -104,6 +104,14 @@ class Policy:
     guard_failures: int = 100
     guard_minutes: int = 10
 
+    def guard_since(self, now: dt.datetime) -> dt.datetime:
+        """Where the service-wide guard's window starts."""
+        return now - dt.timedelta(minutes=self.guard_minutes)
+
+    def guard_tripped(self, recent: int) -> bool:
+        """Whether ``recent`` wrong PINs in the guard window stop all PIN tests."""
+        return recent >= self.guard_failures
+
     @classmethod
     def from_settings(cls, settings: Settings) -> "Policy":
         return cls(
@@ -568,14 +576,13 @@ class RechargeService:
         self, conn: Connection, caller: str, account_no: str, since: dt.datetime, now: dt.datetime
     ) -> tuple[int, bool]:
         """Wrong PINs this caller may still try, and whether the whole service's guard is tripped."""
-        guard_since = now - dt.timedelta(minutes=self.policy.guard_minutes)
         by_caller, anonymous, recent = conn.execute(
-            _FAILURES, {"account": account_no, "caller": caller, "since": since, "guard_since": guard_since}
+            _FAILURES, {"account": account_no, "caller": caller, "since": since, "guard_since": self.policy.guard_since(now)}
         ).one()
         # A presented number is counted by itself, so strangers cannot spend an
         # owner's attempts; withheld numbers have nothing but the account.
         used = by_caller if caller else anonymous
-        return max(0, self.policy.max_pin_failures - used), recent >= self.policy.guard_failures
+        return max(0, self.policy.max_pin_failures - used), self.policy.guard_tripped(recent)
 
     def _record_failure(
         self, conn: Connection, caller: str, account_no: str, now: dt.datetime, since: dt.datetime

@@ -337,12 +337,14 @@ def makeService(
     runner = JobRunner(
         jobs, is_leader=lambda: keeper.is_leader, run_blocking=run_blocking, reactor=reactor, metrics=metrics
     )
-    api = RechargeAPI(
+    # The API and the operator's listener answer from the same server: one set of parts.
+    parts: dict[str, Any] = dict(
         name=name, client_key=keys.channel_client_key, clients=registry.lookup, recharge=recharge,
         run_blocking=run_blocking, reactor=reactor,
         metrics=metrics, status=keeper.status, db_ping=partial(_ping, db), backlog=partial(_backlog, db),
         request_timeout=options.request_timeout, max_skew=options.max_skew,
     )
+    api = RechargeAPI(**parts)
     http = HTTPListener(
         server_endpoint(reactor, listen_host, listen_port, tls_options, LISTEN_BACKLOG), make_site(api, reactor),
         f"{listen_host}:{listen_port}",
@@ -350,11 +352,7 @@ def makeService(
     ops = None
     if ops_port is not None:
         # Metrics and the full health answer: plain HTTP, on the loopback address only.
-        ops_api = RechargeAPI(
-            name=name, client_key=keys.channel_client_key, clients=registry.lookup, recharge=recharge,
-            run_blocking=run_blocking, reactor=reactor, metrics=metrics, status=keeper.status,
-            db_ping=partial(_ping, db), backlog=partial(_backlog, db), ops=True,
-        )
+        ops_api = RechargeAPI(**parts, ops=True)
         ops = HTTPListener(TCP4ServerEndpoint(reactor, ops_port, interface=OPS_HOST), make_site(ops_api, reactor),
                            f"{OPS_HOST}:{ops_port} (ops)")
     refresher = ClientTableRefresher(registry, options.client_refresh, run_blocking, reactor)

@@ -7,6 +7,7 @@ stopped half way and the same commit is answered by B, which also takes over
 the jobs lease and posts the recharge through the outbox.
 """
 
+import json
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -291,3 +292,20 @@ def test_the_client_table_is_reloaded_and_a_stale_copy_refused() -> None:
     with pytest.raises(cc.RegistryStale):
         registry.lookup("hotline")
     refresher.stopService()
+
+
+def test_the_ops_listener_serves_metrics_on_the_loopback_only(bench: Any, live_reactor: Any) -> None:
+    import urllib.request
+
+    ops_port = free_tcp_port()
+    server = makeService(bench.system.settings, "A", "127.0.0.1", free_tcp_port(), None, live_reactor,
+                         marketing=NullMarketing([ACCOUNT]), ops_port=ops_port)
+    blockingCallFromThread(live_reactor, server.startService)
+    try:
+        assert server.ops is not None and server.ops.port.getHost().host == "127.0.0.1"
+        with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/metrics", timeout=5) as r:
+            assert "recharge_leader" in r.read().decode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{ops_port}/v1/health", timeout=5) as r:
+            assert "lease_token" in json.loads(r.read())
+    finally:
+        blockingCallFromThread(live_reactor, server.stopService)
