@@ -445,7 +445,7 @@ def install(ws: bl.Workspace, backend: str, n_cards: int) -> Install:
     from marketing_iface.standin import create_standin
     from testkit.install import PASSWORDS, settings_for
     from testkit.keys import copy_key_dir
-    from testkit.lifecycle import Bench, issued_batch
+    from testkit.lifecycle import Bench, sold_batch
 
     home = ws.dir / backend
     home.mkdir()
@@ -462,7 +462,7 @@ def install(ws: bl.Workspace, backend: str, n_cards: int) -> Install:
         bench = Bench(system, home, ws.factory_keys())
         bench.add_operator("bob", Role.FINANCE)
         t0 = time.perf_counter()
-        pins = issued_batch(bench, "BR1", n_cards, box_size=100)
+        pins = sold_batch(bench, "BR1", n_cards, box_size=100)
         bl.log(f"{backend}: {n_cards:,} cards issued in {time.perf_counter() - t0:.1f} s")
         bench.close_others()
     finally:

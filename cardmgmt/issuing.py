@@ -58,7 +58,7 @@ def file_request(ctx: Context, *, face_value: int, quantity: int, hall_code: str
         raise InvalidInput(f"quantity must be between 1 and {MAX_REQUEST}")
     if not reason.strip():
         raise InvalidInput("a request needs a reason")
-    hall = halls.get(ctx.session, hall_code)
+    hall = halls.selling_hall(ctx.session, hall_code)
     have = available(ctx.session, face_value, today or dt.date.today())
     if have < quantity:
         raise InsufficientStock(f"only {have} usable cards of {format_fen(face_value)} yuan are in stock, {quantity} requested")

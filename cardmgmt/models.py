@@ -122,13 +122,29 @@ class Factory(Base):
     registered_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class HallLevel(StrEnum):
+    """Where a node stands in the sales hierarchy (各级营业厅): a city office, a county office, a hall."""
+
+    CITY = "city"
+    COUNTY = "county"
+    HALL = "hall"
+
+
 class Hall(Base):
-    """A business hall (营业厅) that sells cards."""
+    """A node of the sales hierarchy: a city or county office, or a business hall (营业厅) that sells cards.
+
+    Only a ``hall`` holds and sells cards; offices above it see their halls'
+    stock and sales rolled up (``cardmgmt.halls``).
+    """
 
     __tablename__ = "halls"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     code: Mapped[str] = mapped_column(String(32), unique=True)
     name: Mapped[str] = mapped_column(String(128))
+    level: Mapped[HallLevel] = mapped_column(state_type(HallLevel), default=HallLevel.HALL, server_default="hall")
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("halls.id"), index=True)
+
+    __table_args__ = (one_of("halls", "level", HallLevel),)
 
 
 class Batch(Base):
@@ -163,6 +179,8 @@ class Card(Base):
     prior_state: Mapped[CardState | None] = mapped_column(state_type(CardState))
     hall_id: Mapped[int | None] = mapped_column(ForeignKey("halls.id"))
     issue_request_id: Mapped[int | None] = mapped_column(ForeignKey("issue_requests.id"))
+    # The sale that put the card in a customer's hands (NULL: not sold, or sold before revision 0008).
+    sale_id: Mapped[int | None] = mapped_column(ForeignKey("sales.id"))
     # A quote holds the card for one call until hold_until; the hold is only
     # honoured while it is in the future, so an expired hold needs no clean-up
     # to stop counting.
@@ -264,6 +282,46 @@ class IssueRequest(Base):
     collected_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (one_of("issue_requests", "status", RequestStatus),)
+
+
+class Sale(Base):
+    """One sale at a business hall (售卡): a run of serials, all of them issued to that hall, sold at once.
+
+    A single card is a run of one, a box the run of its serials.  ``amount``
+    (the sum of the cards' face values, fen) is what the hall owes for it in
+    its settlement of ``day`` (the UTC+8 business day of ``sold_at``).
+    """
+
+    __tablename__ = "sales"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    hall_id: Mapped[int] = mapped_column(ForeignKey("halls.id"))
+    channel: Mapped[str] = mapped_column(String(16))  # counter (an operator at cli.py) | pos (a signed terminal)
+    seller: Mapped[str] = mapped_column(String(64))  # the operator's or the terminal's name
+    # A terminal's idempotency key: the same key again is the same sale, never a second one.
+    key: Mapped[str | None] = mapped_column(String(80), unique=True)
+    first_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
+    last_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
+    quantity: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    sold_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    day: Mapped[dt.date] = mapped_column(Date)
+
+    __table_args__ = (Index("ix_sales_hall_day", "hall_id", "day"), Index("ix_sales_day", "day"))
+
+
+class CardReturn(Base):
+    """Unsold cards a hall gave back to the warehouse (退库): a run of serials, back in stock."""
+
+    __tablename__ = "card_returns"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    hall_id: Mapped[int] = mapped_column(ForeignKey("halls.id"), index=True)
+    first_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
+    last_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
+    quantity: Mapped[int] = mapped_column(Integer)
+    amount: Mapped[int] = mapped_column(BigInteger)  # face value returned, fen
+    reason: Mapped[str] = mapped_column(String(256))
+    operator: Mapped[str] = mapped_column(String(64))
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class LogEntry(Base):

@@ -46,6 +46,7 @@ class Role(StrEnum):
 class Permission(StrEnum):
     MANAGE_OPERATORS = "manage operators"
     MANAGE_CARDS = "manage cards"
+    SELL_CARDS = "record card sales at a business hall"
     DECIDE_REQUESTS = "approve or reject issue requests"
     VIEW = "view reports and listings"
     VERIFY_LOG = "verify the operation log"
@@ -55,7 +56,8 @@ class Permission(StrEnum):
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset({
-        Permission.MANAGE_OPERATORS, Permission.MANAGE_CARDS, Permission.MANAGE_CLIENTS, Permission.VIEW,
+        Permission.MANAGE_OPERATORS, Permission.MANAGE_CARDS, Permission.SELL_CARDS, Permission.MANAGE_CLIENTS,
+        Permission.VIEW,
         Permission.VERIFY_LOG, Permission.OWN_PASSWORD,
     }),
     Role.FINANCE: frozenset({Permission.DECIDE_REQUESTS, Permission.VIEW, Permission.OWN_PASSWORD}),

@@ -21,6 +21,7 @@ class Outcome(StrEnum):
     CARD_FROZEN = "card_frozen"
     CARD_EXPIRED = "card_expired"
     CARD_NOT_ISSUED = "card_not_issued"
+    CARD_NOT_SOLD = "card_not_sold"
     CARD_HELD = "card_held"
     UNKNOWN_ACCOUNT = "unknown_account"
     LOCKED_OUT = "locked_out"

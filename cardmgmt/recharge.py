@@ -74,7 +74,7 @@ from cardmgmt.states import (
     Event,
     PostStatus,
     QuoteState,
-    is_redeemable,
+    has_expired,
     refusal,
     sources,
 )
@@ -147,9 +147,13 @@ _quotes, _recharges, _failures = Quote.__table__, Recharge.__table__, PinFailure
 # Plain strings: the statements are compiled once, and their parameters are
 # bound as the VARCHAR values the CHECK constraints admit.
 _REDEEMABLE_FROM = sorted(state.value for state in sources(Event.REDEEM))
-_NOT_YET_ISSUED = frozenset(
-    state.value for state, outcome in STATE_OUTCOME.items() if outcome is Outcome.CARD_NOT_ISSUED
-)
+# Cards not yet in a customer's hands (still in the warehouse, or at a hall
+# unsold): a PIN that names one is a guess that hit something, or a stolen
+# card, so it costs an attempt like a wrong PIN, and the caller hears why.
+_NOT_YET_SOLD = {
+    state.value: outcome for state, outcome in STATE_OUTCOME.items()
+    if outcome in (Outcome.CARD_NOT_ISSUED, Outcome.CARD_NOT_SOLD)
+}
 _REDEEMED = CardState.REDEEMED.value
 _HELD, _COMMITTED, _CANCELLED, _EXPIRED = (QuoteState.HELD.value, QuoteState.COMMITTED.value,
                                            QuoteState.CANCELLED.value, QuoteState.EXPIRED.value)
@@ -419,7 +423,8 @@ class RechargeService:
         if held is None:
             return self._not_held(conn, key, caller, account_no, digest, now, since)
         card_id, serial, face_value, expiry = held
-        if not is_redeemable(CardState.ISSUED, expiry, business_day(now)):
+        # The hold only takes cards in a redeemable state; their batch's expiry is the one question left.
+        if has_expired(expiry, business_day(now)):
             raise _Decided(Answer(Outcome.CARD_EXPIRED, {"serial_tail": serial[-4:]}))
         quote = {"key": key, "call_id": call_id, "channel": origin[0], "client": origin[1], "caller": caller,
                  "account_no": account_no, "card_id": card_id, "amount": face_value, "state": _HELD, "hold_until": until,
@@ -450,11 +455,9 @@ class RechargeService:
             left = self._record_failure(conn, caller, account_no, now, since)
             return Answer(Outcome.WRONG_PIN if left else Outcome.LOCKED_OUT, {"attempts_left": left})
         card_id, serial, state, expiry = card
-        if state in _NOT_YET_ISSUED:
-            # A PIN that names a card still in the warehouse is a guess that hit
-            # something: it costs an attempt like any other wrong PIN.
+        if state in _NOT_YET_SOLD:
             left = self._record_failure(conn, caller, account_no, now, since)
-            return Answer(Outcome.CARD_NOT_ISSUED, {"serial_tail": serial[-4:], "attempts_left": left})
+            return Answer(_NOT_YET_SOLD[state], {"serial_tail": serial[-4:], "attempts_left": left})
         if state == _REDEEMED:
             done = conn.execute(_RECHARGE_BY_KEY, {"qkey": key}).first()
             if done is not None:

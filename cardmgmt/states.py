@@ -2,10 +2,15 @@
 
 Cards::
 
-    ordered ──check──▶ produced ──intake──▶ in_stock ──issue──▶ issued ──redeem──▶ redeemed
-       │                  │                    │                  │
-       └──────────────────┴───── void ─────────┴──────────────────┴──▶ voided (final)
-                          produced / in_stock / issued ──freeze──▶ frozen ──unfreeze──▶ (back)
+    ordered ──check──▶ produced ──intake──▶ in_stock ──issue──▶ issued ──sell──▶ sold ──redeem──▶ redeemed
+       │                  │                    │   ◀──return───     │                │
+       └──────────────────┴───── void ─────────┴──────────────────┴────────────────┴──▶ voided (final)
+                produced / in_stock / issued / sold ──freeze──▶ frozen ──unfreeze──▶ (back)
+
+A card issued to a business hall is not yet money: only a card the hall has
+sold (``cardmgmt.sales``) can be redeemed, so a box stolen from a hall is
+worth nothing on the hotline.  Unsold cards may be returned from the hall to
+the warehouse (back to ``in_stock``).
 
 A frozen card remembers the state it was frozen from and returns to it; it
 can also be voided (a lost box that never turns up).  *Expired* is not a
@@ -44,6 +49,7 @@ class CardState(StrEnum):
     PRODUCED = "produced"
     IN_STOCK = "in_stock"
     ISSUED = "issued"
+    SOLD = "sold"
     REDEEMED = "redeemed"
     VOIDED = "voided"
     FROZEN = "frozen"
@@ -53,6 +59,8 @@ class Event(StrEnum):
     CHECK = "check"
     INTAKE = "intake"
     ISSUE = "issue"
+    SELL = "sell"
+    RETURN = "return"
     REDEEM = "redeem"
     VOID = "void"
     FREEZE = "freeze"
@@ -68,9 +76,11 @@ TRANSITIONS: dict[Event, tuple[frozenset[CardState], CardState | None]] = {
     Event.CHECK: (frozenset({S.ORDERED}), S.PRODUCED),
     Event.INTAKE: (frozenset({S.PRODUCED}), S.IN_STOCK),
     Event.ISSUE: (frozenset({S.IN_STOCK}), S.ISSUED),
-    Event.REDEEM: (frozenset({S.ISSUED}), S.REDEEMED),
+    Event.SELL: (frozenset({S.ISSUED}), S.SOLD),
+    Event.RETURN: (frozenset({S.ISSUED}), S.IN_STOCK),
+    Event.REDEEM: (frozenset({S.SOLD}), S.REDEEMED),
     Event.VOID: (frozenset(set(S) - FINAL), S.VOIDED),
-    Event.FREEZE: (frozenset({S.PRODUCED, S.IN_STOCK, S.ISSUED}), S.FROZEN),
+    Event.FREEZE: (frozenset({S.PRODUCED, S.IN_STOCK, S.ISSUED, S.SOLD}), S.FROZEN),
     Event.UNFREEZE: (frozenset({S.FROZEN}), None),
 }
 
@@ -88,7 +98,8 @@ STATE_OUTCOME: dict[CardState, Outcome | None] = {
     S.ORDERED: Outcome.CARD_NOT_ISSUED,
     S.PRODUCED: Outcome.CARD_NOT_ISSUED,
     S.IN_STOCK: Outcome.CARD_NOT_ISSUED,
-    S.ISSUED: None,
+    S.ISSUED: Outcome.CARD_NOT_SOLD,
+    S.SOLD: None,
     S.REDEEMED: Outcome.CARD_USED,
     S.VOIDED: Outcome.CARD_VOIDED,
     S.FROZEN: Outcome.CARD_FROZEN,
@@ -129,9 +140,14 @@ def next_state(state: CardState, event: Event, prior: CardState | None = None) -
     return to
 
 
+def has_expired(expiry: dt.date, today: dt.date) -> bool:
+    """A batch's cards can be redeemed up to and including its expiry date."""
+    return today > expiry
+
+
 def is_redeemable(state: CardState, expiry: dt.date, today: dt.date) -> bool:
-    """Only an issued, unfrozen card whose batch has not expired can be redeemed."""
-    return state in TRANSITIONS[Event.REDEEM][0] and today <= expiry
+    """Only a sold, unfrozen card whose batch has not expired can be redeemed."""
+    return state in TRANSITIONS[Event.REDEEM][0] and not has_expired(expiry, today)
 
 
 def refusal(state: CardState, expiry: dt.date, today: dt.date) -> Outcome | None:
@@ -150,6 +166,8 @@ PAST = {
     Event.CHECK: "checked",
     Event.INTAKE: "taken into stock",
     Event.ISSUE: "issued",
+    Event.SELL: "sold",
+    Event.RETURN: "returned to the warehouse",
     Event.REDEEM: "redeemed",
     Event.VOID: "voided",
     Event.FREEZE: "frozen",

@@ -124,8 +124,14 @@ def apply(
     reason: str | None = None,
     extra_values: dict[str, Any] | None = None,
     extra_log: dict[str, Any] | None = None,
+    guard: Iterable[ColumnElement[bool]] = (),
 ) -> int:
-    """``transition`` on an already resolved selection."""
+    """``transition`` on an already resolved selection.
+
+    ``guard`` adds conditions to the ``UPDATE`` only (say, the hall the cards
+    must still be at): a card that no longer meets them makes the row count
+    fall short, and the whole change fails as a race would.
+    """
     counts = state_counts(ctx.session, r.where)
     total = sum(counts.values())
     if total == 0:
@@ -146,7 +152,7 @@ def apply(
     else:
         values.update(state=to.value, prior_state=None)
     result = ctx.session.execute(
-        update(Card).where(*r.where, Card.state.in_([s.value for s in allowed])).values(**values),
+        update(Card).where(*r.where, *guard, Card.state.in_([s.value for s in allowed])).values(**values),
         execution_options={"synchronize_session": False},
     )
     if result.rowcount != total:

@@ -111,7 +111,8 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
 
-MONEY_KEYS = {"face_value", "amount"}
+# Columns holding fen: tables print them in yuan, --json keeps fen.
+MONEY_KEYS = {"face_value", "amount", "unsold_value", "sold_value"}
 
 
 def emit(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str] | None = None) -> None:
@@ -246,6 +247,7 @@ from cli import (  # noqa: E402, F401
     replay,
     report,
     request,
+    sale,
     serve,
     stock,
 )

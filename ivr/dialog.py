@@ -68,6 +68,7 @@ CARD_VOIDED = "card_voided"
 CARD_FROZEN = "card_frozen"
 CARD_EXPIRED = "card_expired"
 CARD_NOT_ISSUED = "card_not_issued"
+CARD_NOT_SOLD = "card_not_sold"
 CARD_HELD = "card_held"
 UNKNOWN_ACCOUNT = "unknown_account"
 LOCKED_OUT = "locked_out"
@@ -77,7 +78,7 @@ SERVICE_UNAVAILABLE = "service_unavailable"
 
 # Every outcome the dialog knows: the values of ``cardmgmt.recharge.Outcome``.
 OUTCOMES = (
-    OK, WRONG_PIN, CARD_USED, CARD_VOIDED, CARD_FROZEN, CARD_EXPIRED, CARD_NOT_ISSUED, CARD_HELD,
+    OK, WRONG_PIN, CARD_USED, CARD_VOIDED, CARD_FROZEN, CARD_EXPIRED, CARD_NOT_ISSUED, CARD_NOT_SOLD, CARD_HELD,
     UNKNOWN_ACCOUNT, LOCKED_OUT, HOLD_EXPIRED, NO_QUOTE, SERVICE_UNAVAILABLE,
 )
 
@@ -106,6 +107,7 @@ class Prompt(StrEnum):
     CARD_FROZEN = "card-frozen"
     CARD_EXPIRED = "card-expired"
     CARD_NOT_ISSUED = "card-not-issued"
+    CARD_NOT_SOLD = "card-not-sold"
     CARD_HELD = "card-held"
     LOCKED_OUT = "locked-out"
     HOLD_EXPIRED = "hold-expired"
@@ -140,6 +142,7 @@ OUTCOME_PROMPTS = {
     CARD_FROZEN: Prompt.CARD_FROZEN,
     CARD_EXPIRED: Prompt.CARD_EXPIRED,
     CARD_NOT_ISSUED: Prompt.CARD_NOT_ISSUED,
+    CARD_NOT_SOLD: Prompt.CARD_NOT_SOLD,
     CARD_HELD: Prompt.CARD_HELD,
     LOCKED_OUT: Prompt.LOCKED_OUT,
     UNKNOWN_ACCOUNT: Prompt.UNKNOWN_ACCOUNT,
@@ -148,7 +151,7 @@ OUTCOME_PROMPTS = {
     SERVICE_UNAVAILABLE: Prompt.SERVICE_UNAVAILABLE,
 }
 # Refusals after which the caller may simply try another card.
-CARD_REFUSALS = (CARD_USED, CARD_VOIDED, CARD_FROZEN, CARD_EXPIRED, CARD_NOT_ISSUED, CARD_HELD)
+CARD_REFUSALS = (CARD_USED, CARD_VOIDED, CARD_FROZEN, CARD_EXPIRED, CARD_NOT_ISSUED, CARD_NOT_SOLD, CARD_HELD)
 
 
 # --- the two sides the dialog talks to ---------------------------------------------

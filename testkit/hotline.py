@@ -40,7 +40,7 @@ from ivr.client import RechargeClient
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.callscript import Compiled, Injection, compile_script, load
 from testkit.install import PASSWORDS, Installation
-from testkit.lifecycle import Bench, issued_batch, read_pins
+from testkit.lifecycle import Bench, issued_batch, read_pins, sold_batch
 from testkit.pair import Server
 from testkit.replay import CALLER_AUDIO, ScriptResult, run_compiled
 from testkit.sandbox import SANDBOX_WAIT, Sandbox, free_sip_port, start_hotline
@@ -81,11 +81,12 @@ class Hotline:
         self.marketing_engine = create_engine(_psycopg(self.inst.marketing_url), pool_pre_ping=True)
 
     def issue(self, batch_no: str, quantity: int, *, face_value: int = 5000,
-              expiry: dt.date | None = None) -> list[tuple[str, str]]:
-        """A batch whose cards are all issued to a hall; (serial, PIN) in serial order."""
+              expiry: dt.date | None = None, sold: bool = True) -> list[tuple[str, str]]:
+        """A batch whose cards are all issued to a hall and (unless ``sold`` is false) sold there; (serial, PIN)."""
         assert self.bench is not None
         kw = {"expiry": expiry} if expiry else {}
-        pins = issued_batch(self.bench, batch_no, quantity, face_value=face_value, box_size=10, **kw)
+        walk = sold_batch if sold else issued_batch
+        pins = walk(self.bench, batch_no, quantity, face_value=face_value, box_size=10, **kw)
         return sorted(pins.items())
 
     def stock(self, batch_no: str, quantity: int, *, face_value: int = 5000) -> list[tuple[str, str]]:

@@ -5,7 +5,8 @@ stand-in factory, create a batch (writing the new-card file), have the
 factory produce it (``testkit.factory``, with faults when asked), check the
 file that comes back, take the batch into stock, add halls, file and approve
 issue requests.  ``issued_batch`` does the whole walk and returns the PINs,
-read back from the new-card file as the factory would.  Operators other than
+read back from the new-card file as the factory would; ``sold_batch`` also
+sells the cards at the hall, so they can be redeemed.  Operators other than
 alice are signed in on demand with ``testkit.install.PASSWORDS``;
 ``close_others`` signs them out.
 """
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cardmgmt import batches, checks, factories, factory_sim, halls, issuing, operators, stock
+from cardmgmt import batches, checks, factories, factory_sim, halls, issuing, operators, sales, stock
 from cardmgmt.operators import Permission, Role
 from cardmgmt.system import CardSystem
 from testkit import factory
@@ -129,3 +130,11 @@ def issued_batch(bench: Bench, batch_no: str = "B1", quantity: int = 20, **kw: A
     with bench.unit() as ctx:
         issuing.collect(ctx, rid)
     return read_pins(bench, batch_no)
+
+
+def sold_batch(bench: Bench, batch_no: str = "B1", quantity: int = 20, **kw: Any) -> dict[str, str]:
+    """A batch whose cards are all issued to hall H01 and sold there, so they can be redeemed; serial → PIN."""
+    pins = issued_batch(bench, batch_no, quantity, **kw)
+    with bench.unit(Permission.SELL_CARDS) as ctx:
+        sales.sell(ctx, "H01", stock.Selection(batch_no=batch_no))
+    return pins

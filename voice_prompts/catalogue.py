@@ -100,6 +100,11 @@ CATALOGUE: dict[str, dict[str, str]] = {
         "zh": "这张充值卡尚未发售，请到营业厅咨询。",
         "en": "This card has not been released for sale. Please ask at a business hall.",
     },
+    "card-not-sold": {
+        "zh": "这张充值卡尚未售出，不能充值。请持购卡凭证到售卡营业厅咨询。",
+        "en": "This card has not been sold yet and cannot be used. "
+              "Please take your receipt to the business hall that sold it.",
+    },
     "card-held": {
         "zh": "这张充值卡正在另一通电话中使用，请几分钟后再试。",
         "en": "This card is being used in another call. Please try again in a few minutes.",

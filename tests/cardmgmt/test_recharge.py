@@ -6,14 +6,14 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from cardmgmt import lockouts, stock
+from cardmgmt import lockouts, sales, stock
 from cardmgmt.errors import InvalidInput
 from cardmgmt.models import Card, PinFailure, Quote, Recharge
 from cardmgmt.operators import Permission
 from cardmgmt.recharge import Outcome, Policy, RechargeService
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import create_standin
-from testkit.lifecycle import issued_batch, read_pins
+from testkit.lifecycle import issued_batch, read_pins, sold_batch
 
 ACCOUNT = "3100000001"  # 张三明 in the stand-in's sample accounts
 
@@ -40,7 +40,7 @@ def marketing(tmp_path):
 
 @pytest.fixture
 def world(bench, marketing):
-    pins = issued_batch(bench, "B1", 12)
+    pins = sold_batch(bench, "B1", 12)
     clock = Clock()
     service = RechargeService(bench.system.db, marketing, bench.system.keys().pin_key, Policy(hold_seconds=120), clock)
     return bench, service, clock, list(pins.items())
@@ -129,7 +129,7 @@ def test_card_states_each_have_an_outcome(world):
 def test_not_issued_and_expired_cards(bench, marketing):
     bench.stocked_batch("S1", 5)
     in_stock = list(read_pins(bench, "S1").values())
-    soon = issued_batch(bench, "E1", 5, expiry=dt.date.today() + dt.timedelta(days=1))
+    soon = sold_batch(bench, "E1", 5, expiry=dt.date.today() + dt.timedelta(days=1))
     clock = Clock()
     clock.now = dt.datetime.now(dt.UTC)
     service = RechargeService(bench.system.db, marketing, bench.system.keys().pin_key, clock=clock)
@@ -214,7 +214,7 @@ def test_withheld_numbers_share_the_accounts_budget(world):
 
 
 def test_the_service_wide_guard_stops_testing_pins(bench, marketing):
-    cards = list(issued_batch(bench, "B1", 3).items())
+    cards = list(sold_batch(bench, "B1", 3).items())
     clock = Clock()
     service = RechargeService(bench.system.db, marketing, bench.system.keys().pin_key,
                               Policy(guard_failures=6, guard_minutes=10), clock)
@@ -237,6 +237,20 @@ def test_a_correct_pin_of_a_card_not_yet_issued_costs_an_attempt(bench, marketin
     with bench.system.db.transaction() as s:
         assert s.execute(select(func.count()).select_from(PinFailure)).scalar_one() == 1
     assert card_state(bench, serial) == "in_stock"
+
+
+def test_a_card_at_a_hall_is_worth_nothing_until_the_hall_sells_it(bench, marketing):
+    """A box taken from a hall: its PINs are refused (and cost attempts) until a sale is recorded."""
+    (serial, pin), *_ = sorted(issued_batch(bench, "H9", 10).items())
+    service = RechargeService(bench.system.db, marketing, bench.system.keys().pin_key, Policy(), Clock())
+    a = quote(service, pin, call="s1")
+    assert (a.outcome, a.data["attempts_left"]) == (Outcome.CARD_NOT_SOLD, 4)
+    assert card_state(bench, serial) == "issued"
+    with bench.unit(Permission.SELL_CARDS) as ctx:
+        sales.sell(ctx, "H01", stock.Selection.serial(serial))
+    assert quote(service, pin, call="s2").outcome is Outcome.OK
+    assert service.commit(call_id="s2", seq=1).outcome is Outcome.OK
+    assert card_state(bench, serial) == "redeemed"
 
 
 def test_administrator_lists_and_clears_lockouts(world):

@@ -32,9 +32,17 @@ S = CardState
 
 def test_the_normal_life():
     state = S.ORDERED
-    for event in (Event.CHECK, Event.INTAKE, Event.ISSUE, Event.REDEEM):
+    for event in (Event.CHECK, Event.INTAKE, Event.ISSUE, Event.SELL, Event.REDEEM):
         state = next_state(state, event)
     assert state is S.REDEEMED
+
+
+def test_an_issued_card_must_be_sold_before_it_is_redeemed():
+    with pytest.raises(IllegalTransition, match="a card that is issued cannot be redeemed"):
+        next_state(S.ISSUED, Event.REDEEM)
+    assert next_state(S.ISSUED, Event.RETURN) is S.IN_STOCK
+    with pytest.raises(IllegalTransition, match="a card that is sold cannot be returned"):
+        next_state(S.SOLD, Event.RETURN)
 
 
 @pytest.mark.parametrize("final", sorted(FINAL))
@@ -57,11 +65,11 @@ def test_illegal_transition_message_names_state_and_event():
         next_state(S.IN_STOCK, Event.REDEEM)
 
 
-def test_only_issued_unexpired_cards_are_redeemable():
+def test_only_sold_unexpired_cards_are_redeemable():
     today = dt.date(2027, 1, 1)
-    assert is_redeemable(S.ISSUED, today, today)
-    assert not is_redeemable(S.ISSUED, today - dt.timedelta(days=1), today)
-    for s in set(S) - {S.ISSUED}:
+    assert is_redeemable(S.SOLD, today, today)
+    assert not is_redeemable(S.SOLD, today - dt.timedelta(days=1), today)
+    for s in set(S) - {S.SOLD}:
         assert not is_redeemable(s, today, today)
 
 
@@ -100,7 +108,7 @@ def test_random_event_sequences_keep_the_invariants(events):
         if card.state in FINAL:
             seen_final = card.state
         assert (card.state is S.FROZEN) == (card.prior is not None)
-    assert card.redeemed_from in ([], [S.ISSUED]), "redeemed only once, and only from issued"
+    assert card.redeemed_from in ([], [S.SOLD]), "redeemed only once, and only once sold"
 
 
 @given(st.sampled_from(sorted(TRANSITIONS[Event.FREEZE][0])))
@@ -142,8 +150,9 @@ def test_every_state_says_what_a_caller_hears():
 
 def test_refusal_by_state_and_expiry():
     today = dt.date(2027, 1, 1)
-    assert refusal(S.ISSUED, today, today) is None
-    assert refusal(S.ISSUED, today - dt.timedelta(days=1), today) is Outcome.CARD_EXPIRED
+    assert refusal(S.SOLD, today, today) is None
+    assert refusal(S.SOLD, today - dt.timedelta(days=1), today) is Outcome.CARD_EXPIRED
+    assert refusal(S.ISSUED, today, today) is Outcome.CARD_NOT_SOLD
     assert refusal(S.REDEEMED, today, today) is Outcome.CARD_USED
     assert refusal(S.VOIDED, today - dt.timedelta(days=1), today) is Outcome.CARD_VOIDED
     assert refusal(S.FROZEN, today, today) is Outcome.CARD_FROZEN

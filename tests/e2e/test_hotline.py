@@ -62,6 +62,7 @@ ACCOUNT = {
     "card-frozen": "3100000006",
     "card-expired": "3100000006",
     "card-not-issued": "3100000006",
+    "card-not-sold": "3100000006",
     "card-held": "3100000006",
     "unknown-account": "3100000007",
     "decline": "3100000008",
@@ -99,6 +100,7 @@ def hotline(hotline_factory: Callable[[Callable[[Hotline], None]], Hotline], car
         # issue request (by face value) collects the batch meant for it.
         expired = h.issue("X1", 2, face_value=3000, expiry=dt.date.today() + dt.timedelta(days=1))
         main = h.issue("E1", 70)
+        unsold = h.issue("U1", 2, face_value=1000, sold=False)
         in_stock = h.stock("S1", 2, face_value=2000)
         h.expire("X1")
         names = ["one-card", "english", "two-a", "two-b", "wrong-then-right", "decline", "failover",
@@ -106,6 +108,7 @@ def hotline(hotline_factory: Callable[[Callable[[Hotline], None]], Hotline], car
         cards.named = dict(zip(names, main, strict=False))
         cards.named["expired"] = expired[0]
         cards.named["not-issued"] = in_stock[0]
+        cards.named["not-sold"] = unsold[0]
         cards.named["spare"] = main[-1]
         cards.load = main[len(names):len(names) + CONCURRENT]
         h.void(cards.serial("voided"))
@@ -146,6 +149,7 @@ INDEPENDENT = {
     "card-frozen": {"PIN": "frozen"},
     "card-expired": {"PIN": "expired"},
     "card-not-issued": {"PIN": "not-issued"},
+    "card-not-sold": {"PIN": "not-sold"},
     "card-held": {"PIN": "held"},
     "unknown-account": {"UNKNOWN_ACCOUNT": "9999999999"},
     "decline": {"PIN": "decline"},

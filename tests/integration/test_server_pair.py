@@ -26,7 +26,7 @@ from ivr.client import tls_context
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.databases import set_reachable
 from testkit.install import PASSWORDS, Installation
-from testkit.lifecycle import Bench, issued_batch
+from testkit.lifecycle import Bench, sold_batch
 
 ACCOUNTS = [a.account_no for a in SAMPLE_ACCOUNTS]
 
@@ -42,7 +42,7 @@ def inst(tmp_path_factory, factory_key_files):
             system.initialise("alice", PASSWORDS["alice"])
             bench = Bench(system, inst.workdir, factory_key_files)
             bench.add_operator("bob", Role.FINANCE)
-            inst.cards = list(issued_batch(bench, "P1", 600, box_size=100).items())
+            inst.cards = list(sold_batch(bench, "P1", 600, box_size=100).items())
         finally:
             system.close()
         inst.card_engine = create_engine(inst.card_url.replace("postgresql://", "postgresql+psycopg://"))

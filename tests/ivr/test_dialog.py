@@ -436,6 +436,7 @@ def test_hash_alone_counts_as_nothing_entered() -> None:
         ("card_frozen", "card-frozen"),
         ("card_expired", "card-expired"),
         ("card_not_issued", "card-not-issued"),
+        ("card_not_sold", "card-not-sold"),
         ("card_held", "card-held"),
     ],
 )

@@ -33,7 +33,7 @@ from ivr.client import RechargeClient, tls_context
 from marketing_iface.null import NullMarketing
 from recharge_server.api import ERRORS
 from recharge_server.service import makeService
-from testkit.lifecycle import issued_batch
+from testkit.lifecycle import sold_batch
 
 DOC = Path(__file__).resolve().parents[2] / "recharge_server" / "openapi.yaml"
 SPEC = yaml.safe_load(DOC.read_text(encoding="utf-8"))
@@ -152,7 +152,7 @@ TLS: dict[int, Any] = {}  # port -> a client context trusting that installation'
 
 @pytest.fixture
 def live(bench: Any, live_reactor: Any) -> Any:
-    pins = sorted(issued_batch(bench, "FZ1", quantity=4).items())
+    pins = sorted(sold_batch(bench, "FZ1", quantity=4).items())
     settings_ = bench.system.settings
     server = makeService(settings_, "A", "127.0.0.1", 0, None, live_reactor, marketing=NullMarketing([ACCOUNT, SPARE]))
     blockingCallFromThread(live_reactor, server.startService)

@@ -25,7 +25,7 @@ from cardmgmt.secret_files import write_private
 from ivr.client import RechargeClient, tls_context
 from marketing_iface.null import NullMarketing
 from recharge_server.service import RechargeServer, ServerOptions, ServerStartError, ha_status, makeService
-from testkit.lifecycle import issued_batch
+from testkit.lifecycle import sold_batch
 from testkit.ports import free_tcp_port
 
 ACCOUNT = Account("3100000001", "张三明", 12_850)
@@ -55,7 +55,7 @@ def log_lines() -> Iterator[list[str]]:
 
 @pytest.fixture
 def pair(bench: Any, live_reactor: Any) -> Iterator[dict[str, Any]]:
-    pins = issued_batch(bench, "B1", quantity=3)
+    pins = sold_batch(bench, "B1", quantity=3)
     settings = bench.system.settings
     marketing = NullMarketing([ACCOUNT])
     ports = {"A": free_tcp_port(), "B": free_tcp_port()}
