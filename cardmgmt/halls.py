@@ -7,7 +7,7 @@ city; a city is a root).  Only halls receive issued cards and sell them.
 from everything beneath it, so a county sees its halls' stock and sales.
 """
 
-# test-case-name: tests.cardmgmt.test_halls
+# test-case-name: tests.cardmgmt.test_sales
 
 import datetime as dt
 import re

@@ -79,6 +79,12 @@ as bob request collect 1 || echo "(finance cannot collect, exit $?)"
 step "Collection (领卡出库): 300 cards, earliest expiry first, issued to hall H01"
 as dave request collect 1
 
+step "Sale at the hall (售卡): box 1 is sold over the counter; only sold cards can be recharged"
+as alice sale record --hall H01 --batch B2026-001 --box 1 --skip-voided
+as alice sale record --hall H01 --serial 000000000026 || echo "(refused, exit $?: already sold)"
+as carol sale list
+as carol hall list
+
 step "Reports"
 as carol report stock --by face-value
 as carol report stock --by hall

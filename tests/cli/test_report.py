@@ -29,7 +29,8 @@ def test_reports_by_every_dimension(inst: Installation) -> None:
 
     by_state = inst.json("report", "stock", "--by", "state")
     assert by_state == [{"state": st, "cards": n} for st, n in [
-        ("ordered", 0), ("produced", 0), ("in_stock", 37), ("issued", 12), ("redeemed", 0), ("voided", 1), ("frozen", 0)]]
+        ("ordered", 0), ("produced", 0), ("in_stock", 37), ("issued", 12), ("sold", 0), ("redeemed", 0), ("voided", 1),
+        ("frozen", 0)]]
     assert "in_stock  37" in inst.ok("report", "stock", "--by", "state", user="carol")
 
     by_hall = {r["hall"]: r for r in inst.json("report", "stock", "--by", "hall")}
