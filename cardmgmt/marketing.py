@@ -80,6 +80,41 @@ class Posting:
         return self.reverses is not None
 
 
+@dataclass(frozen=True)
+class Receipt:
+    """What the marketing system holds for an account right after a posting to it was written.
+
+    Read in the same transaction as the posting, so ``balance`` is the
+    balance that posting left; it is what the SMS notice tells the customer.
+    """
+
+    balance: int  # fen
+    phone: str | None  # where notices go; None: the marketing system has none
+    masked_name: str  # never the full name: a notice may be read by anyone holding the phone
+
+
+@dataclass(frozen=True)
+class SmsMessage:
+    """One text message handed to the SMS platform's interface table, once per ``message_ref``."""
+
+    message_ref: str  # unique there; a repeat is harmless
+    phone: str
+    text: str
+    queued_at: dt.datetime  # UTC
+
+
+@runtime_checkable
+class SmsPlatform(Protocol):
+    """The SMS platform's interface table, reached (like the marketing system) through ``marketing_iface``."""
+
+    def queue_sms(self, messages: Sequence[SmsMessage]) -> list["bool | PostingRejected"]:
+        """Hand each message over once, all or none: ``True`` now, ``False`` already there, or a refusal.
+
+        ``MarketingUnavailable``: none was handed over.
+        """
+        ...
+
+
 @runtime_checkable
 class MarketingSystem(Protocol):
     def lookup_account(self, account_no: str) -> Account | None:
@@ -102,12 +137,16 @@ class MarketingSystem(Protocol):
         """
         ...
 
-    def post_recharges(self, postings: Sequence[Posting]) -> list["bool | PostingRejected"]:
+    def post_recharges(
+        self, postings: Sequence[Posting], *, receipts: bool = False
+    ) -> list["bool | Receipt | PostingRejected"]:
         """Write several postings exactly once each, all or none (one transaction).
 
         Per posting, in order: ``True`` written now, ``False`` already there
         with the same content, or the ``PostingRejected`` that refuses it for
         good (returned, not raised, so the others are still written).
+        With ``receipts``, a posting written now answers its ``Receipt``
+        (the account's balance just after it, its phone) instead of ``True``.
         ``MarketingUnavailable``: none of them was written.
         """
         ...

@@ -1,9 +1,11 @@
-"""``marketing``: the stand-in marketing database, the outbox of recharges to post, and daily reconciliation."""
+"""``marketing``: the stand-in marketing database, its mapping, the outbox of recharges to post, and daily reconciliation."""
 
 # test-case-name: tests.cli.test_root
 
 import datetime as dt
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
@@ -19,6 +21,49 @@ from marketing_iface.standin import create_standin
 @cli.group()
 def marketing() -> None:
     """The marketing system: stand-in database, outbox, daily reconciliation (对账)."""
+
+
+@contextmanager
+def open_marketing(app: App) -> Iterator[SqlMarketing]:
+    """The marketing system as the settings name it (URL and mapping file); closed after the block."""
+    mkt = SqlMarketing(app.settings.marketing_url, mapping=app.settings.marketing_mapping)
+    try:
+        yield mkt
+    finally:
+        mkt.close()
+
+
+@marketing.command("check-mapping")
+@json_option
+@pass_app
+def marketing_check_mapping(app: App, as_json: bool) -> None:
+    """Check that the marketing database has every table and column the mapping file names.
+
+    The mapping file is CARDS_MARKETING_MAPPING (default: the stand-in's,
+    marketing_iface/standin-mapping.toml); the database is
+    CARDS_MARKETING_URL.  Exits 1 with one line naming the first thing
+    missing; the recharge servers make the same check when they start.
+
+    Example: CARDS_MARKETING_MAPPING=/etc/cards/sg186.toml cli.py marketing check-mapping --json
+    """
+    with open_marketing(app) as mkt:
+        try:
+            problems = mkt.problems()
+        except MarketingUnavailable as e:
+            raise click.ClickException(str(e)) from None
+        source = mkt.mapping.source
+        tables = {"accounts": mkt.mapping.accounts.table, "interface": mkt.mapping.interface.table,
+                  "sms": mkt.mapping.sms.table if mkt.mapping.sms else None}
+    if as_json:
+        emit_json({"mapping": source, "ok": not problems, "tables": tables, "problems": problems})
+        if problems:
+            sys.exit(1)
+        return
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise click.ClickException(f"{source}: {problems[0]}{more}")
+    named = ", ".join(f"{k} {v}" for k, v in tables.items() if v)
+    click.echo(f"{source} fits the marketing database ({named})")
 
 
 @marketing.command("standin")
@@ -57,12 +102,8 @@ def marketing_outbox(app: App, status: str, limit: int, as_json: bool) -> None:
 @pass_app
 def marketing_drain(app: App) -> None:
     """Post due recharges now (the leading recharge server does this every second)."""
-    mkt = SqlMarketing(app.settings.marketing_url)
-    try:
-        with app.unit(Permission.MANAGE_CARDS) as ctx:
-            result = outbox.drain_now(ctx, mkt)
-    finally:
-        mkt.close()
+    with open_marketing(app) as mkt, app.unit(Permission.MANAGE_CARDS) as ctx:
+        result = outbox.drain_now(ctx, mkt)
     click.echo(f"posted {result.posted}, already there {result.repeated}, failed {result.failed}, rejected {result.rejected}")
 
 
@@ -75,14 +116,11 @@ def marketing_reconcile(app: App, day: dt.date, as_json: bool) -> None:
 
     Example: cli.py -u bob marketing reconcile 2026-11-22
     """
-    mkt = SqlMarketing(app.settings.marketing_url)
     try:
-        with app.unit(Permission.VIEW) as ctx:
+        with open_marketing(app) as mkt, app.unit(Permission.VIEW) as ctx:
             rec = reconcile.reconcile_day(ctx, mkt, day)
     except MarketingUnavailable as e:
-        raise click.ClickException(f"marketing system unavailable: {e}") from None
-    finally:
-        mkt.close()
+        raise click.ClickException(str(e)) from None
     if as_json:
         emit_json(rec.to_dict())
     else:

@@ -72,6 +72,18 @@ recharge_interface = Table(
     ),
 )
 
+# The SMS platform's interface table: a row here is a text message it sends.
+sms_outbox = Table(
+    "sms_outbox",
+    metadata,
+    Column("id", _BigId, primary_key=True, autoincrement=True),
+    Column("message_ref", String(32), nullable=False, unique=True),  # one message per reference, whoever retries
+    Column("phone", String(20), nullable=False),
+    Column("text", String(300), nullable=False),
+    Column("queued_at", DateTime(timezone=True), nullable=False),
+    Column("received_at", DateTime(timezone=True), nullable=False, server_default=func.current_timestamp()),
+)
+
 # The marketing system's own processing, reduced to its one effect we rely on:
 # a row landing in the interface table credits the account (a reversal's
 # negative amount debits it), in the same transaction, exactly once per row.
@@ -205,17 +217,20 @@ def check_posting(posting: Posting) -> None:
     for ever.
     """
     c = recharge_interface.c
-    check_posting_fits(posting, {"recharge_ref": c.recharge_ref, "card_serial": c.card_serial,
-                                 "channel": c.channel, "reverses": c.reverses})
+    check_posting_fits(posting, {name: c[name].type.length for name in POSTING_TEXT})  # type: ignore[attr-defined]
 
 
-def check_posting_fits(posting: Posting, columns: dict[str, Column]) -> None:  # type: ignore[type-arg]
-    """``check_posting`` against the given interface columns (``recharge_ref``, ``card_serial``, ``channel``, ``reverses``)."""
-    for name, column in columns.items():
+# The posting's text fields, checked against the interface table's column lengths.
+POSTING_TEXT = ("recharge_ref", "card_serial", "channel", "reverses")
+
+
+def check_posting_fits(posting: Posting, lengths: dict[str, int | None]) -> None:
+    """``check_posting`` against the interface table's lengths of ``POSTING_TEXT`` (``None``: unlimited)."""
+    for name in POSTING_TEXT:
         value = getattr(posting, name)
         if name == "reverses" and value is None:
             continue
-        limit = getattr(column.type, "length", None)
+        limit = lengths.get(name)
         if not isinstance(value, str) or not value or (limit is not None and len(value) > limit):
             raise PostingRejected(f"posting {posting.recharge_ref!r}: {name} must be 1 to {limit} characters")
     amount = posting.amount

@@ -2,8 +2,10 @@
 
 ``SqlMarketing`` runs on a stand-in marketing database on SQLite and on the
 real PostgreSQL server (a throwaway database of its own, never the card
-database); ``NullMarketing`` runs in memory.  Each test below runs on all
-three, so the implementations cannot drift apart.
+database), and on a second schema laid out otherwise (other table and column
+names, the account number stored as a number; ``testkit.marketing.create_billing``)
+through its mapping file, on both; ``NullMarketing`` runs in memory.  Each
+test below runs on all five, so the implementations cannot drift apart.
 """
 
 import dataclasses
@@ -21,24 +23,40 @@ from marketing_iface.null import NullMarketing
 from marketing_iface.sql import SqlMarketing, one_line, with_connect_timeout
 from marketing_iface.standin import create_standin
 from testkit.databases import pg_outage
-from testkit.marketing import balances, reset_standin, sample_null_marketing
+from testkit.marketing import (
+    balances,
+    billing_mapping_file,
+    create_billing,
+    reset_billing,
+    reset_standin,
+    sample_null_marketing,
+)
 
 UTC = dt.UTC
 AT = dt.datetime(2024, 3, 1, 2, 30, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sql-sqlite", "sql-postgresql", "null"])
+@pytest.fixture(params=["sql-sqlite", "sql-postgresql", "billing-sqlite", "billing-postgresql", "null"])
 def marketing(request: pytest.FixtureRequest, tmp_path) -> Iterator[MarketingSystem]:  # type: ignore[no-untyped-def]
     if request.param == "null":
         yield sample_null_marketing()
         return
+    mapping = None
     if request.param == "sql-sqlite":
         url = f"sqlite:///{tmp_path / 'marketing.db'}"
         create_standin(url)
-    else:
+    elif request.param == "sql-postgresql":
         url = request.getfixturevalue("pg_standin_database")
         reset_standin(url)
-    m = SqlMarketing(url)
+    elif request.param == "billing-sqlite":
+        url = f"sqlite:///{tmp_path / 'billing.db'}"
+        create_billing(url)
+        mapping = billing_mapping_file(tmp_path)
+    else:
+        url = request.getfixturevalue("pg_billing_database")
+        reset_billing(url)
+        mapping = billing_mapping_file(tmp_path)
+    m = SqlMarketing(url, mapping=mapping)
     yield m
     m.close()
 
@@ -147,7 +165,7 @@ def test_unknown_account_is_rejected_and_nothing_is_written(marketing):
         {"amount": 0},
         {"amount": -5000},
         {"amount": True},
-        {"recharge_ref": "R" * 25},
+        {"recharge_ref": "R" * 31},  # longer than either schema takes
         {"recharge_ref": ""},
         {"channel": "c" * 17},
         {"card_serial": ""},
@@ -235,7 +253,7 @@ def test_an_outage_raises_unavailable_and_changes_nothing(downable):
 def test_unreachable_server_is_unavailable_within_the_connect_timeout():
     m = SqlMarketing("postgresql://postgres@127.0.0.1:1/marketing")
     started = time.monotonic()
-    with pytest.raises(MarketingUnavailable, match="unavailable \\(account look-up\\): .*refused"):
+    with pytest.raises(MarketingUnavailable, match="unavailable \\(checking the mapping\\): .*refused"):
         m.lookup_account("3100000001")
     assert time.monotonic() - started < 4
     m.close()
@@ -243,7 +261,7 @@ def test_unreachable_server_is_unavailable_within_the_connect_timeout():
 
 def test_a_database_without_the_interface_tables_is_unavailable(tmp_path):
     m = SqlMarketing(f"sqlite:///{tmp_path / 'empty.db'}")
-    with pytest.raises(MarketingUnavailable, match="no such table"):
+    with pytest.raises(MarketingUnavailable, match="does not fit .*standin-mapping.toml.*recharge_interface|accounts"):
         m.post_recharge(posting())
     m.close()
 
@@ -309,7 +327,7 @@ def test_a_reversal_can_take_an_account_into_arrears(marketing):
         ({"amount": 5000}, "must be negative"),
         ({"amount": 0}, "must be negative"),
         ({"reverses": "V24030100000001"}, "cannot reverse itself"),
-        ({"reverses": "R" * 25}, "reverses must be"),
+        ({"reverses": "R" * 31}, "reverses must be"),
     ],
     ids=lambda v: str(v)[:30],
 )
