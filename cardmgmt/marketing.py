@@ -82,15 +82,18 @@ class Posting:
 
 @dataclass(frozen=True)
 class Receipt:
-    """What the marketing system holds for an account right after a posting to it was written.
+    """What the marketing system holds for an account right after a posting to it, for the SMS notice.
 
-    Read in the same transaction as the posting, so ``balance`` is the
-    balance that posting left; it is what the SMS notice tells the customer.
+    Read in the same transaction as the posting.  For a posting written now
+    (``written``) ``balance`` is the balance that posting left; for one that
+    was already there (a retry after a crash) it is the balance now, the
+    nearest the notice can come.
     """
 
     balance: int  # fen
     phone: str | None  # where notices go; None: the marketing system has none
     masked_name: str  # never the full name: a notice may be read by anyone holding the phone
+    written: bool = True  # False: the posting was already there (a harmless repeat)
 
 
 @dataclass(frozen=True)
@@ -145,8 +148,9 @@ class MarketingSystem(Protocol):
         Per posting, in order: ``True`` written now, ``False`` already there
         with the same content, or the ``PostingRejected`` that refuses it for
         good (returned, not raised, so the others are still written).
-        With ``receipts``, a posting written now answers its ``Receipt``
-        (the account's balance just after it, its phone) instead of ``True``.
+        With ``receipts``, a posting that is not refused answers its
+        ``Receipt`` instead (the account's balance just after it and its
+        phone; ``written`` says whether it was written now).
         ``MarketingUnavailable``: none of them was written.
         """
         ...

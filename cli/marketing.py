@@ -13,7 +13,7 @@ from cardmgmt.marketing import MarketingError, MarketingUnavailable
 from cardmgmt.money import format_fen
 from cardmgmt.operators import Permission
 from cli import EXIT_DISCREPANCY, App, cli, emit, emit_json, json_option, parse_date, pass_app
-from marketing_iface import outbox, reconcile
+from marketing_iface import outbox, reconcile, sms
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import create_standin
 
@@ -101,10 +101,38 @@ def marketing_outbox(app: App, status: str, limit: int, as_json: bool) -> None:
 @marketing.command("drain")
 @pass_app
 def marketing_drain(app: App) -> None:
-    """Post due recharges now (the leading recharge server does this every second)."""
+    """Post due recharges now, then hand their SMS notices over (the leading recharge server does both every second).
+
+    Example: cli.py -u alice marketing drain
+    """
     with open_marketing(app) as mkt, app.unit(Permission.MANAGE_CARDS) as ctx:
         result = outbox.drain_now(ctx, mkt)
     click.echo(f"posted {result.posted}, already there {result.repeated}, failed {result.failed}, rejected {result.rejected}")
+    if result.sms is not None:
+        n = result.sms
+        click.echo(f"SMS notices: sent {n.sent}, already there {n.repeated}, failed {n.failed}, rejected {n.rejected}")
+
+
+@marketing.command("sms")
+@click.option("--status", type=click.Choice(sms.STATUSES), default=None, help="Only notices in this state (default: all).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+@pass_app
+def marketing_sms(app: App, status: str | None, limit: int, as_json: bool) -> None:
+    """SMS notices (短信告知) of acknowledged recharges, newest first: pending, sent, skipped (no phone) or rejected.
+
+    Example: cli.py -u carol marketing sms --status pending --json
+    """
+    with app.unit(Permission.VIEW) as ctx:
+        found, summary = sms.list_notices(ctx, status, limit)
+        rows = [{"posting_ref": n.posting_ref, "account_no": n.account_no, "phone": n.phone or "", "status": n.status.value,
+                 "attempts": n.attempts, "created_at": n.created_at, "sent_at": n.sent_at, "last_error": n.last_error or "",
+                 "text": n.text} for n in found]
+    if as_json:
+        emit_json({"counts": summary, "notices": rows})
+        return
+    emit(rows, False, ["posting_ref", "account_no", "phone", "status", "attempts", "sent_at", "last_error"])
+    click.echo(", ".join(f"{count} {name}" for name, count in summary.items()))
 
 
 @marketing.command("reconcile")

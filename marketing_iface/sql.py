@@ -329,8 +329,18 @@ class SqlMarketing:
                 wanted.append(e)
                 continue
             wanted.append(dataclasses.replace(posting, recharged_at=as_utc(posting.recharged_at)))
+        # Written in account order (answered in the caller's): the marketing
+        # side credits each account as a row lands, locking it, so two
+        # workers writing batches that share accounts take those locks in the
+        # same order and wait for each other instead of deadlocking.
+        order = sorted(range(len(wanted)), key=lambda n: (str(getattr(wanted[n], "account_no", "")), n))
+        results: list[bool | Receipt | PostingRejected] = list(wanted)  # type: ignore[arg-type]
         with unavailable_on_database_error("posting"), self.engine.begin() as conn:
-            return [p if isinstance(p, PostingRejected) else self._post_one(conn, p, receipts) for p in wanted]
+            for n in order:
+                p = wanted[n]
+                if not isinstance(p, PostingRejected):
+                    results[n] = self._post_one(conn, p, receipts)
+        return results
 
     def _post_one(self, conn: Connection, wanted: Posting, receipts: bool) -> bool | Receipt | PostingRejected:
         layout = self.layout
@@ -340,13 +350,7 @@ class SqlMarketing:
         statement = layout.post(conn.dialect.name, wanted.is_reversal)
         params = dataclasses.asdict(wanted) | {"account_no": key, "original_amount": -wanted.amount}
         if conn.execute(statement, params).first() is not None:
-            if not receipts:
-                return True
-            # Same transaction: the balance this posting left, whatever comes after it.
-            row = conn.execute(layout.receipt, {"account_no": key}).one()
-            name, balance, phone = row
-            return Receipt(balance=balance, phone=(phone or "").strip() or None,
-                           masked_name=Account(wanted.account_no, name, balance).masked_name)
+            return self._receipt(conn, wanted, key, written=True) if receipts else True
         # Nothing was inserted: read back why, to answer a repeat or say what refused it.
         stored = conn.execute(layout.stored, {"ref": wanted.recharge_ref}).first()
         if stored is not None:
@@ -355,12 +359,18 @@ class SqlMarketing:
                     f"posting {wanted.recharge_ref}: the marketing system already holds this reference "
                     "with different content"
                 )
-            return False
+            return self._receipt(conn, wanted, key, written=False) if receipts else False
         if conn.execute(layout.account, {"account_no": key}).first() is None:
             return PostingRejected(
                 f"posting {wanted.recharge_ref}: no account {wanted.account_no} in the marketing system"
             )
         return self._why_not_reversed(conn, wanted)
+
+    def _receipt(self, conn: Connection, wanted: Posting, key: object, *, written: bool) -> Receipt:
+        """The account as it stands in this transaction: just after the posting, whatever comes after it."""
+        name, balance, phone = conn.execute(self.layout.receipt, {"account_no": key}).one()
+        return Receipt(balance=balance, phone=(phone or "").strip() or None,
+                       masked_name=Account(wanted.account_no, name, balance).masked_name, written=written)
 
     def _why_not_reversed(self, conn: Connection, wanted: Posting) -> PostingRejected:
         """Why a reversal for an existing account inserted nothing: its original is missing, differs or was reversed."""

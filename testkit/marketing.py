@@ -168,7 +168,7 @@ def reset_billing(url: str) -> None:
 
 def sample_null_marketing() -> NullMarketing:
     """The in-memory marketing system, holding the sample accounts with their sample balances."""
-    return NullMarketing([a.account() for a in SAMPLE_ACCOUNTS])
+    return NullMarketing([a.account() for a in SAMPLE_ACCOUNTS], phones={a.account_no: a.phone for a in SAMPLE_ACCOUNTS})
 
 
 def reset_standin(url: str) -> None:

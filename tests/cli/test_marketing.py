@@ -57,3 +57,33 @@ def test_an_outdated_standin_says_to_recreate_it(tmp_path):
     assert_one_line_error(invoke("marketing", "standin", env=env), "accounts has no phone", "--recreate")
     assert_ok(invoke("marketing", "standin", "--recreate", env=env))
     assert_ok(invoke("marketing", "check-mapping", env=env))
+
+
+def test_drain_then_list_the_sms_notices(inst, tmp_path):
+    import datetime as dt
+
+    from cardmgmt.db import Database
+    from testkit.marketing import Ledger
+
+    url = f"sqlite:///{tmp_path / 'marketing.db'}"
+    env = {"CARDS_MARKETING_URL": url}
+    assert_ok(invoke("marketing", "standin", env=env))
+    db = Database(inst.db)
+    try:
+        ledger = Ledger(db)
+        at = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        ledger.add("3100000001", 5000, at)
+        ledger.add("3100000006", 5000, at)  # no phone
+    finally:
+        db.dispose()
+    out = inst.ok("marketing", "drain", env=env)
+    assert out == "posted 2, already there 0, failed 0, rejected 0\nSMS notices: sent 1, already there 0, failed 0, rejected 0\n"
+    doc = json.loads(inst.ok("marketing", "sms", "--json", user="carol", env=env))
+    assert doc["counts"] == {"pending": 0, "sent": 1, "skipped": 1, "rejected": 0}
+    by_status = {n["status"]: n for n in doc["notices"]}
+    assert by_status["sent"]["phone"] == "13803150001" and "张*明" in by_status["sent"]["text"]
+    assert "张三明" not in json.dumps(doc, ensure_ascii=False)
+    assert by_status["skipped"]["last_error"].startswith("no phone number")
+    table = inst.ok("marketing", "sms", "--status", "skipped", user="carol", env=env)
+    assert "3100000006" in table and "3100000001" not in table and "0 pending, 1 sent, 1 skipped, 0 rejected" in table
+    assert "Example: cli.py -u carol marketing sms" in assert_ok(invoke("marketing", "sms", "--help"))
