@@ -18,7 +18,7 @@ from contextlib import AbstractContextManager, contextmanager
 import pytest
 
 from cardmgmt.days import BUSINESS_TZ
-from cardmgmt.marketing import Account, MarketingSystem, MarketingUnavailable, Posting, PostingRejected
+from cardmgmt.marketing import Account, MarketingSystem, MarketingUnavailable, Posting, PostingRejected, Receipt
 from marketing_iface.null import NullMarketing
 from marketing_iface.sql import SqlMarketing, one_line, with_connect_timeout
 from marketing_iface.standin import create_standin
@@ -261,7 +261,7 @@ def test_unreachable_server_is_unavailable_within_the_connect_timeout():
 
 def test_a_database_without_the_interface_tables_is_unavailable(tmp_path):
     m = SqlMarketing(f"sqlite:///{tmp_path / 'empty.db'}")
-    with pytest.raises(MarketingUnavailable, match="does not fit .*standin-mapping.toml.*recharge_interface|accounts"):
+    with pytest.raises(MarketingUnavailable, match=r"does not fit .*standin-mapping.toml\): accounts table 'accounts' is not in"):
         m.post_recharge(posting())
     m.close()
 
@@ -382,3 +382,19 @@ def test_racing_reversals_of_one_original_debit_once(marketing):
     assert results.count(True) == 1
     assert all(isinstance(r, PostingRejected) and "already reversed" in str(r) for r in results if r is not True)
     assert marketing.lookup_account("3100000001").balance == 12_850
+
+
+def test_receipts_give_the_balance_each_posting_left_and_the_phone(marketing):
+    first, second = posting(), posting(ref="R2", amount=2000, serial="900000000002")
+    other = posting(ref="R3", account_no="3100000006", amount=100, serial="900000000003")
+    results = marketing.post_recharges([first, second, other, posting(ref="R4", account_no="3199999999")], receipts=True)
+    assert results[:3] == [
+        Receipt(balance=12_850 + 5000, phone="13803150001", masked_name="张*明", written=True),
+        Receipt(balance=12_850 + 7000, phone="13803150001", masked_name="张*明", written=True),
+        Receipt(balance=-250 + 100, phone=None, masked_name="陈*强", written=True),  # no phone on file
+    ]
+    assert isinstance(results[3], PostingRejected)
+    # A repeat answers the balance as it stands, and says it was already there.
+    assert marketing.post_recharges([first], receipts=True) == [
+        Receipt(balance=12_850 + 7000, phone="13803150001", masked_name="张*明", written=False)]
+    assert marketing.post_recharges([first]) == [False]
