@@ -15,6 +15,8 @@ Environment variables:
 ``CARDS_PASSWORD``      that operator's password (for scripts; otherwise prompted)
 ``CARDS_MARKETING_URL`` SQLAlchemy URL of the marketing system's database;
                         default ``sqlite:///<home>/marketing.db`` (the stand-in)
+``CARDS_MARKETING_MAPPING`` the TOML file naming the marketing database's tables and
+                        columns (``marketing_iface/mapping.py``); default: the stand-in's
 ``CARDS_HOLD_SECONDS``  how long a quote holds a card for its call (default 120)
 ``CARDS_MAX_PIN_FAILURES`` wrong PINs before a lockout (default 5)
 ``CARDS_LOCKOUT_HOURS`` the window those failures are counted in (default 24)
@@ -47,6 +49,7 @@ class Settings:
     pin_guard_failures: int = 100
     pin_guard_minutes: int = 10
     audit_anchor: Path | None = None
+    marketing_mapping: Path | None = None  # None: the stand-in's layout
 
     @property
     def audit_anchor_file(self) -> Path:
@@ -85,6 +88,7 @@ class Settings:
             pin_guard_failures=_positive_int(env, "CARDS_PIN_GUARD_FAILURES", 100),
             pin_guard_minutes=_positive_int(env, "CARDS_PIN_GUARD_MINUTES", 10),
             audit_anchor=Path(env["CARDS_AUDIT_ANCHOR"]) if env.get("CARDS_AUDIT_ANCHOR") else None,
+            marketing_mapping=Path(env["CARDS_MARKETING_MAPPING"]) if env.get("CARDS_MARKETING_MAPPING") else None,
         )
 
 

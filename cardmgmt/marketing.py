@@ -29,6 +29,14 @@ class PostingRejected(MarketingError):
     """The marketing system refuses this posting for good (e.g. the account was closed)."""
 
 
+class MappingError(MarketingError):
+    """The description of the marketing database (the mapping file) is malformed or does not fit the database.
+
+    Not an outage: nothing will get better by retrying, so servers refuse to
+    start and the CLI prints the one line and exits 1.
+    """
+
+
 @dataclass(frozen=True)
 class Account:
     """An electricity account as the card system may see it."""
@@ -50,14 +58,64 @@ class Account:
 
 @dataclass(frozen=True)
 class Posting:
-    """One recharge as written into the marketing system's interface table."""
+    """One recharge, or the reversal (冲正) of one, as written into the marketing system's interface table.
+
+    A reversal is a counter-entry, never a deletion: its own ``recharge_ref``
+    (the reversal's reference), ``reverses`` naming the original posting's
+    ``recharge_ref``, the same account and the original's amount negated
+    (it debits the balance).  ``amount > 0`` exactly when ``reverses`` is
+    ``None``; an original is reversed at most once.
+    """
 
     recharge_ref: str  # unique; the idempotency key of the posting
     account_no: str
-    amount: int  # fen
+    amount: int  # fen; negative only for a reversal
     card_serial: str
     channel: str  # "hotline", later "web", "pos", ...
-    recharged_at: dt.datetime  # UTC, when the card system committed it
+    recharged_at: dt.datetime  # UTC, when the card system committed it (a reversal: when it was approved)
+    reverses: str | None = None  # a reversal: the original posting's recharge_ref
+
+    @property
+    def is_reversal(self) -> bool:
+        return self.reverses is not None
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What the marketing system holds for an account right after a posting to it, for the SMS notice.
+
+    Read in the same transaction as the posting.  For a posting written now
+    (``written``) ``balance`` is the balance that posting left; for one that
+    was already there (a retry after a crash) it is the balance now, the
+    nearest the notice can come.
+    """
+
+    balance: int  # fen
+    phone: str | None  # where notices go; None: the marketing system has none
+    masked_name: str  # never the full name: a notice may be read by anyone holding the phone
+    written: bool = True  # False: the posting was already there (a harmless repeat)
+
+
+@dataclass(frozen=True)
+class SmsMessage:
+    """One text message handed to the SMS platform's interface table, once per ``message_ref``."""
+
+    message_ref: str  # unique there; a repeat is harmless
+    phone: str
+    text: str
+    queued_at: dt.datetime  # UTC
+
+
+@runtime_checkable
+class SmsPlatform(Protocol):
+    """The SMS platform's interface table, reached (like the marketing system) through ``marketing_iface``."""
+
+    def queue_sms(self, messages: Sequence[SmsMessage]) -> list["bool | PostingRejected"]:
+        """Hand each message over once, all or none: ``True`` now, ``False`` already there, or a refusal.
+
+        ``MarketingUnavailable``: none was handed over.
+        """
+        ...
 
 
 @runtime_checkable
@@ -74,19 +132,29 @@ class MarketingSystem(Protocol):
         harmless).  ``PostingRejected`` for a permanent refusal (unknown
         account, or the same reference with different content);
         ``MarketingUnavailable`` when it cannot be reached.
+
+        A reversal (``reverses`` set) is refused unless its original is in
+        the interface table for the same account with ``amount ==
+        -reversal.amount`` and no other reversal of it is there; a
+        non-reversal must have a positive amount, a reversal a negative one.
         """
         ...
 
-    def post_recharges(self, postings: Sequence[Posting]) -> list["bool | PostingRejected"]:
+    def post_recharges(
+        self, postings: Sequence[Posting], *, receipts: bool = False
+    ) -> list["bool | Receipt | PostingRejected"]:
         """Write several postings exactly once each, all or none (one transaction).
 
         Per posting, in order: ``True`` written now, ``False`` already there
         with the same content, or the ``PostingRejected`` that refuses it for
         good (returned, not raised, so the others are still written).
+        With ``receipts``, a posting that is not refused answers its
+        ``Receipt`` instead (the account's balance just after it and its
+        phone; ``written`` says whether it was written now).
         ``MarketingUnavailable``: none of them was written.
         """
         ...
 
     def postings_for_day(self, day: dt.date) -> list[Posting]:
-        """Every posting whose ``recharged_at`` falls on ``day`` (UTC+8 business day), for reconciliation."""
+        """Every posting (reversals too) whose ``recharged_at`` falls on ``day`` (UTC+8 business day), for reconciliation."""
         ...

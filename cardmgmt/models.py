@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cardmgmt.days import business_day
 from cardmgmt.fields import ACCOUNT_DIGITS, CALL_ID_MAX, CALLER_MAX, SERIAL_DIGITS
-from cardmgmt.states import CardState, PostStatus, QuoteState, RequestStatus
+from cardmgmt.states import CardState, NoticeStatus, PostStatus, QuoteState, RequestStatus
 
 # SQLite only auto-numbers an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -397,6 +397,36 @@ class Recharge(Base):
 def recharge_ref(committed_at: dt.datetime, recharge_id: int) -> str:
     """The reference number a caller hears: business day (yymmdd) and the recharge record's number."""
     return f"{business_day(committed_at):%y%m%d}{recharge_id:08d}"
+
+
+class SmsNotice(Base):
+    """The SMS notice (短信告知) of one posting the marketing system acknowledged, and its outbox state.
+
+    Written in the card-database transaction that marks the posting done, at
+    most once per posting (``posting_ref`` unique), then handed to the SMS
+    platform by ``marketing_iface.sms`` until it is acknowledged.
+    """
+
+    __tablename__ = "sms_notices"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # the posting's reference (a recharge's or a reversal's); also the message's reference on the SMS side
+    posting_ref: Mapped[str] = mapped_column(String(24), unique=True)
+    recharge_id: Mapped[int | None] = mapped_column(ForeignKey("recharges.id"), unique=True)  # None: a reversal
+    account_no: Mapped[str] = mapped_column(String(ACCOUNT_DIGITS))
+    phone: Mapped[str | None] = mapped_column(String(32))  # None: the marketing system has none (skipped)
+    text: Mapped[str] = mapped_column(String(500))
+    # pending -> sent, or skipped (no phone) / rejected (needs a person); ix_sms_notices_due serves the drain
+    status: Mapped[NoticeStatus] = mapped_column(state_type(NoticeStatus), default=NoticeStatus.PENDING)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    sent_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(256))  # for skipped: why
+
+    __table_args__ = (
+        Index("ix_sms_notices_due", "status", "next_attempt_at", "id"),
+        one_of("sms_notices", "status", NoticeStatus),
+    )
 
 
 class PinFailure(Base):

@@ -208,3 +208,12 @@ class RequestStatus(StrEnum):
     REJECTED = "rejected"
     COLLECTED = "collected"
     CANCELLED = "cancelled"
+
+
+class NoticeStatus(StrEnum):
+    """Where an SMS notice of a posting (``sms_notices.status``, 短信告知) stands."""
+
+    PENDING = "pending"  # waiting to be handed to the SMS platform
+    SENT = "sent"  # in the SMS platform's interface table
+    SKIPPED = "skipped"  # the marketing system has no phone number for the account; nothing to send
+    REJECTED = "rejected"  # the SMS platform refuses it for good; a person must look at it

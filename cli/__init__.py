@@ -35,6 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cardmgmt.config import Settings
 from cardmgmt.errors import CardError, InvalidInput
+from cardmgmt.marketing import MarketingError
 from cardmgmt.money import format_fen, parse_yuan
 from cardmgmt.operators import Permission
 from cardmgmt.stock import Selection  # not `stock`: that name is the cli.stock module
@@ -53,6 +54,8 @@ class CardCLI(click.Group):
             refused = click.ClickException(e.message)
             refused.exit_code = e.exit_code  # the kind's code, from the one table in cardmgmt.errors
             raise refused from None
+        except MarketingError as e:  # the marketing system's mapping, an outage, a refusal: one line
+            raise click.ClickException(str(e)) from None
         except SQLAlchemyError as e:
             first = str(getattr(e, "orig", e) or e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise click.ClickException(f"database error: {first}") from None

@@ -1,17 +1,19 @@
-"""``marketing``: the stand-in marketing database, the outbox of recharges to post, and daily reconciliation."""
+"""``marketing``: the stand-in marketing database, its mapping, the outbox of recharges to post, and daily reconciliation."""
 
 # test-case-name: tests.cli.test_root
 
 import datetime as dt
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import click
 
-from cardmgmt.marketing import MarketingUnavailable
+from cardmgmt.marketing import MarketingError, MarketingUnavailable
 from cardmgmt.money import format_fen
 from cardmgmt.operators import Permission
 from cli import EXIT_DISCREPANCY, App, cli, emit, emit_json, json_option, parse_date, pass_app
-from marketing_iface import outbox, reconcile
+from marketing_iface import outbox, reconcile, sms
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import create_standin
 
@@ -21,11 +23,61 @@ def marketing() -> None:
     """The marketing system: stand-in database, outbox, daily reconciliation (对账)."""
 
 
-@marketing.command("standin")
+@contextmanager
+def open_marketing(app: App) -> Iterator[SqlMarketing]:
+    """The marketing system as the settings name it (URL and mapping file); closed after the block."""
+    mkt = SqlMarketing(app.settings.marketing_url, mapping=app.settings.marketing_mapping)
+    try:
+        yield mkt
+    finally:
+        mkt.close()
+
+
+@marketing.command("check-mapping")
+@json_option
 @pass_app
-def marketing_standin(app: App) -> None:
-    """Create the stand-in marketing database (sample accounts) at CARDS_MARKETING_URL, for demos and tests."""
-    create_standin(app.settings.marketing_url)
+def marketing_check_mapping(app: App, as_json: bool) -> None:
+    """Check that the marketing database has every table and column the mapping file names.
+
+    The mapping file is CARDS_MARKETING_MAPPING (default: the stand-in's,
+    marketing_iface/standin-mapping.toml); the database is
+    CARDS_MARKETING_URL.  Exits 1 with one line naming the first thing
+    missing; the recharge servers make the same check when they start.
+
+    Example: CARDS_MARKETING_MAPPING=/etc/cards/sg186.toml cli.py marketing check-mapping --json
+    """
+    with open_marketing(app) as mkt:
+        try:
+            problems = mkt.problems()
+        except MarketingUnavailable as e:
+            raise click.ClickException(str(e)) from None
+        source = mkt.mapping.source
+        tables = {"accounts": mkt.mapping.accounts.table, "interface": mkt.mapping.interface.table,
+                  "sms": mkt.mapping.sms.table if mkt.mapping.sms else None}
+    if as_json:
+        emit_json({"mapping": source, "ok": not problems, "tables": tables, "problems": problems})
+        if problems:
+            sys.exit(1)
+        return
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise click.ClickException(f"{source}: {problems[0]}{more}")
+    named = ", ".join(f"{k} {v}" for k, v in tables.items() if v)
+    click.echo(f"{source} fits the marketing database ({named})")
+
+
+@marketing.command("standin")
+@click.option("--recreate", is_flag=True, help="Drop the stand-in's tables first (one made by an earlier version).")
+@pass_app
+def marketing_standin(app: App, recreate: bool) -> None:
+    """Create the stand-in marketing database (sample accounts) at CARDS_MARKETING_URL, for demos and tests.
+
+    Example: cli.py marketing standin --recreate
+    """
+    try:
+        create_standin(app.settings.marketing_url, recreate=recreate)
+    except MarketingError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"stand-in marketing database ready at {app.settings.marketing_url}")
 
 
@@ -49,14 +101,38 @@ def marketing_outbox(app: App, status: str, limit: int, as_json: bool) -> None:
 @marketing.command("drain")
 @pass_app
 def marketing_drain(app: App) -> None:
-    """Post due recharges now (the leading recharge server does this every second)."""
-    mkt = SqlMarketing(app.settings.marketing_url)
-    try:
-        with app.unit(Permission.MANAGE_CARDS) as ctx:
-            result = outbox.drain_now(ctx, mkt)
-    finally:
-        mkt.close()
+    """Post due recharges now, then hand their SMS notices over (the leading recharge server does both every second).
+
+    Example: cli.py -u alice marketing drain
+    """
+    with open_marketing(app) as mkt, app.unit(Permission.MANAGE_CARDS) as ctx:
+        result = outbox.drain_now(ctx, mkt)
     click.echo(f"posted {result.posted}, already there {result.repeated}, failed {result.failed}, rejected {result.rejected}")
+    if result.sms is not None:
+        n = result.sms
+        click.echo(f"SMS notices: sent {n.sent}, already there {n.repeated}, failed {n.failed}, rejected {n.rejected}")
+
+
+@marketing.command("sms")
+@click.option("--status", type=click.Choice(sms.STATUSES), default=None, help="Only notices in this state (default: all).")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
+@json_option
+@pass_app
+def marketing_sms(app: App, status: str | None, limit: int, as_json: bool) -> None:
+    """SMS notices (短信告知) of acknowledged recharges, newest first: pending, sent, skipped (no phone) or rejected.
+
+    Example: cli.py -u carol marketing sms --status pending --json
+    """
+    with app.unit(Permission.VIEW) as ctx:
+        found, summary = sms.list_notices(ctx, status, limit)
+        rows = [{"posting_ref": n.posting_ref, "account_no": n.account_no, "phone": n.phone or "", "status": n.status.value,
+                 "attempts": n.attempts, "created_at": n.created_at, "sent_at": n.sent_at, "last_error": n.last_error or "",
+                 "text": n.text} for n in found]
+    if as_json:
+        emit_json({"counts": summary, "notices": rows})
+        return
+    emit(rows, False, ["posting_ref", "account_no", "phone", "status", "attempts", "sent_at", "last_error"])
+    click.echo(", ".join(f"{count} {name}" for name, count in summary.items()))
 
 
 @marketing.command("reconcile")
@@ -68,19 +144,19 @@ def marketing_reconcile(app: App, day: dt.date, as_json: bool) -> None:
 
     Example: cli.py -u bob marketing reconcile 2026-11-22
     """
-    mkt = SqlMarketing(app.settings.marketing_url)
     try:
-        with app.unit(Permission.VIEW) as ctx:
+        with open_marketing(app) as mkt, app.unit(Permission.VIEW) as ctx:
             rec = reconcile.reconcile_day(ctx, mkt, day)
     except MarketingUnavailable as e:
-        raise click.ClickException(f"marketing system unavailable: {e}") from None
-    finally:
-        mkt.close()
+        raise click.ClickException(str(e)) from None
     if as_json:
         emit_json(rec.to_dict())
     else:
         click.echo(f"{day}: cards {rec.card_count} recharges {format_fen(rec.card_total)} yuan; "
                    f"marketing {rec.marketing_count} postings {format_fen(rec.marketing_total)} yuan")
+        if rec.card_reversals or rec.marketing_reversals:
+            click.echo(f"of which reversals (冲正): cards {rec.card_reversals}, marketing {rec.marketing_reversals}; "
+                       "totals are net")
         findings = rec.findings
         if findings:
             emit([{"finding": kind, "recharge_ref": d.recharge_ref,

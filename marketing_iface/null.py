@@ -14,19 +14,22 @@ without a server.
 import dataclasses
 import datetime as dt
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from cardmgmt.days import as_utc, business_day
-from cardmgmt.marketing import Account, MarketingUnavailable, Posting, PostingRejected
+from cardmgmt.marketing import Account, MarketingUnavailable, Posting, PostingRejected, Receipt, SmsMessage
 from marketing_iface.standin import check_posting
 
 
 class NullMarketing:
     """Accounts and postings in two dicts; ``available = False`` simulates an outage."""
 
-    def __init__(self, accounts: Iterable[Account] = (), *, available: bool = True) -> None:
+    def __init__(self, accounts: Iterable[Account] = (), *, available: bool = True,
+                 phones: Mapping[str, str | None] | None = None) -> None:
         self.accounts: dict[str, Account] = {a.account_no: a for a in accounts}
+        self.phones: dict[str, str | None] = dict(phones or {})
         self.postings: dict[str, Posting] = {}
+        self.sms: dict[str, SmsMessage] = {}  # the SMS platform's table, by message_ref
         self.available = available
         # The recharge servers call in from several threads; the check for a
         # duplicate and the write must be one step, as the database makes it.
@@ -42,15 +45,36 @@ class NullMarketing:
         with self._lock:
             return self.accounts.get(account_no)
 
-    def post_recharges(self, postings: Sequence[Posting]) -> list[bool | PostingRejected]:
-        """Each of ``post_recharge`` in turn; when switched off, none is written."""
+    def post_recharges(self, postings: Sequence[Posting], *, receipts: bool = False) -> list[bool | Receipt | PostingRejected]:
+        """Each of ``post_recharge`` in turn (with its ``Receipt`` if asked); when switched off, none is written."""
         self._check_available()
-        results: list[bool | PostingRejected] = []
+        results: list[bool | Receipt | PostingRejected] = []
         for posting in postings:
             try:
-                results.append(self.post_recharge(posting))
+                written = self.post_recharge(posting)
             except PostingRejected as e:
                 results.append(e)
+                continue
+            if not receipts:
+                results.append(written)
+                continue
+            with self._lock:
+                account = self.accounts[posting.account_no]
+            results.append(Receipt(balance=account.balance, phone=self.phones.get(posting.account_no),
+                                   masked_name=account.masked_name, written=written))
+        return results
+
+    def queue_sms(self, messages: Sequence[SmsMessage]) -> list[bool | PostingRejected]:
+        """Keep each message once per ``message_ref``; see ``SmsPlatform``."""
+        self._check_available()
+        results: list[bool | PostingRejected] = []
+        with self._lock:
+            for m in messages:
+                if m.message_ref in self.sms:
+                    results.append(False)
+                else:
+                    self.sms[m.message_ref] = m
+                    results.append(True)
         return results
 
     def post_recharge(self, posting: Posting) -> bool:
@@ -70,9 +94,27 @@ class NullMarketing:
             account = self.accounts.get(wanted.account_no)
             if account is None:
                 raise PostingRejected(f"posting {wanted.recharge_ref}: no account {wanted.account_no} in the marketing system")
+            if wanted.reverses is not None:
+                self._check_reversal(wanted)
             self.postings[wanted.recharge_ref] = wanted
             self.accounts[account.account_no] = dataclasses.replace(account, balance=account.balance + wanted.amount)
             return True
+
+    def _check_reversal(self, wanted: Posting) -> None:
+        """The rules ``SqlMarketing`` enforces for a reversal, with the same words."""
+        ref, original_ref = wanted.recharge_ref, wanted.reverses
+        original = self.postings.get(original_ref or "")
+        if original is None:
+            raise PostingRejected(f"reversal {ref}: the original posting {original_ref} is not in the marketing system")
+        if original.is_reversal:
+            raise PostingRejected(f"reversal {ref}: {original_ref} is itself a reversal")
+        if original.account_no != wanted.account_no or original.amount != -wanted.amount:
+            raise PostingRejected(
+                f"reversal {ref}: does not match its original {original_ref} (account and amount must be the same, negated)"
+            )
+        other = next((p.recharge_ref for p in self.postings.values() if p.reverses == original_ref), None)
+        if other is not None:
+            raise PostingRejected(f"reversal {ref}: {original_ref} was already reversed by {other}")
 
     def postings_for_day(self, day: dt.date) -> list[Posting]:
         """The postings of business day ``day`` (UTC+8), oldest first."""

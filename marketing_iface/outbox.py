@@ -18,15 +18,21 @@ committed ``posted``; or two workers on SQLite raced) the marketing system
 answers "already there" and credits nothing.  On PostgreSQL each record is
 also locked ``FOR UPDATE SKIP LOCKED`` while it is being posted, so two
 workers never post the same record at the same time in the first place.
+
+When the marketing system acknowledges a record, the same card transaction
+that marks it ``posted`` queues its SMS notice (``sms.queue_notice``, at
+most one per recharge), from the ``Receipt`` the marketing system answered
+in the posting's own transaction (balance after it, phone); ``sms.drain``
+hands notices to the SMS platform.
 """
 
 # test-case-name: tests.marketing_iface.test_outbox
 
+import dataclasses
 import datetime as dt
 import logging
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypedDict
 
@@ -35,11 +41,13 @@ from sqlalchemy.orm import Session
 
 from cardmgmt.days import as_utc
 from cardmgmt.db import Database
-from cardmgmt.marketing import MarketingSystem, MarketingUnavailable, Posting, PostingRejected
+from cardmgmt.marketing import MarketingSystem, MarketingUnavailable, Posting, PostingRejected, Receipt, SmsPlatform
 from cardmgmt.models import Recharge
 from cardmgmt.operators import Permission
 from cardmgmt.states import PostStatus
 from cardmgmt.system import Context
+from marketing_iface import sms
+from marketing_iface.drains import BATCH, backoff, unit_of_work
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +55,6 @@ log = logging.getLogger(__name__)
 PENDING = PostStatus.PENDING.value
 POSTED = PostStatus.POSTED.value
 REJECTED = PostStatus.REJECTED.value
-
-FIRST_RETRY = dt.timedelta(seconds=1)
-MAX_RETRY = dt.timedelta(seconds=300)
 
 _ERROR_LENGTH = Recharge.__table__.c.last_error.type.length  # type: ignore[attr-defined]
 
@@ -62,6 +67,7 @@ class DrainResult:
     repeated: int = 0
     failed: int = 0
     rejected: int = 0
+    sms: "sms.SmsDrainResult | None" = None  # drain_now also hands the SMS notices over
 
 
 class Backlog(TypedDict):
@@ -70,19 +76,6 @@ class Backlog(TypedDict):
     pending: int
     oldest_pending: dt.datetime | None  # committed_at of the oldest pending record, UTC
     rejected: int
-
-
-def backoff(attempts: int) -> dt.timedelta:
-    """How long to wait after the ``attempts``-th failed attempt: 1 s, 2 s, 4 s, ... at most 300 s.
-
-    No jitter: only one server runs the outbox at a time (it holds the
-    lease), so there is no herd of workers to spread out.
-    """
-    if attempts <= 0:
-        return dt.timedelta(0)
-    # The exponent is capped before it is used, so a record that failed a
-    # million times costs no more arithmetic than one that failed ten.
-    return min(FIRST_RETRY * int(2 ** min(attempts - 1, 16)), MAX_RETRY)
 
 
 def posting_for(recharge: Recharge) -> Posting:
@@ -102,19 +95,6 @@ def posting_for(recharge: Recharge) -> Posting:
     )
 
 
-@contextmanager
-def _unit_of_work(cards: Engine | Database) -> Iterator[Session]:
-    if isinstance(cards, Database):
-        with cards.transaction() as session:
-            yield session
-    else:
-        with Session(cards, expire_on_commit=False) as session, session.begin():
-            yield session
-
-
-BATCH = 50  # records selected, posted (one marketing transaction) and marked (one card transaction) at a time
-
-
 def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime, limit: int = 500) -> DrainResult:
     """Post up to ``limit`` pending recharges that are due at ``now``, oldest first.
 
@@ -130,7 +110,7 @@ def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime
     last_id = 0
     taken = 0
     while taken < limit and not counts["failed"]:
-        with _unit_of_work(cards) as session:
+        with unit_of_work(cards) as session:
             batch = session.scalars(
                 select(Recharge)
                 .where(Recharge.post_status == PostStatus.PENDING, Recharge.next_attempt_at <= now, Recharge.id > last_id)
@@ -144,7 +124,7 @@ def drain(cards: Engine | Database, marketing: MarketingSystem, now: dt.datetime
                 break
             last_id = batch[-1].id
             taken += len(batch)
-            counts.update(_post_batch(batch, marketing, now))
+            counts.update(_post_batch(session, batch, marketing, now))
     return DrainResult(**counts)
 
 
@@ -158,14 +138,20 @@ def drain_now(ctx: Context, marketing: MarketingSystem, now: dt.datetime | None 
     ctx.require(Permission.MANAGE_CARDS)
     engine = ctx.session.get_bind()
     assert isinstance(engine, Engine), "a unit of work's session is bound to its database's engine"
-    return drain(engine, marketing, now or dt.datetime.now(dt.UTC), limit)
+    now = now or dt.datetime.now(dt.UTC)
+    result = drain(engine, marketing, now, limit)
+    if isinstance(marketing, SmsPlatform):
+        # The notices the posting just queued go out with it.
+        result = dataclasses.replace(result, sms=sms.drain(engine, marketing, now, limit))
+    return result
 
 
-def _post_batch(batch: Sequence[Recharge], marketing: MarketingSystem, now: dt.datetime) -> Counter[str]:
-    """Post ``batch`` and mark each record; how many were posted, repeated, rejected or failed."""
+def _post_batch(session: Session, batch: Sequence[Recharge], marketing: MarketingSystem, now: dt.datetime,
+                ) -> Counter[str]:
+    """Post ``batch``, mark each record and queue its notice; how many were posted, repeated, rejected or failed."""
     postings = [posting_for(r) for r in batch]
     try:
-        results = marketing.post_recharges(postings)
+        results = marketing.post_recharges(postings, receipts=True)
     except MarketingUnavailable as e:
         # Nothing was written.  The oldest record is the probe that learned
         # so: it alone is charged an attempt and backs off, so an outage does
@@ -188,7 +174,12 @@ def _post_batch(batch: Sequence[Recharge], marketing: MarketingSystem, now: dt.d
         # last_error is kept: with post_attempts it explains a late posted_at.
         recharge.post_status = PostStatus.POSTED
         recharge.posted_at = now
-        counts["posted" if outcome else "repeated"] += 1
+        written = outcome.written if isinstance(outcome, Receipt) else bool(outcome)
+        if isinstance(outcome, Receipt):
+            # A repeat still gets its notice if the mark that would have
+            # queued it was lost; one that has it already is left alone.
+            sms.queue_notice(session, posting, outcome, now, recharge_id=recharge.id)
+        counts["posted" if written else "repeated"] += 1
     return counts
 
 

@@ -1,7 +1,9 @@
 """The background jobs, run only by the server that holds the jobs lease, each in the thread pool.
 
-Four jobs keep the recharge side tidy: the outbox drain posts committed
-recharges to the marketing system (every second), lapsed holds are expired
+Five jobs keep the recharge side tidy: the outbox drain posts committed
+recharges to the marketing system (every second), the SMS drain hands the
+notices of acknowledged postings to the SMS platform (every second, when
+the marketing side has an SMS interface), lapsed holds are expired
 (every five seconds), request nonces older than ten minutes are forgotten
 (every minute; a request that old fails its timestamp check anyway), and
 the pin guard watches the service-wide wrong-PIN rate (every ten seconds),
@@ -51,11 +53,13 @@ def standard_jobs(
     *, db: Any, recharge: Any, marketing: Any, prune_nonces: Callable[[dt.datetime], int],
     watch_guard: Callable[[dt.datetime], object] | None = None,
 ) -> list[Job]:
-    """The recharge server's jobs: outbox drain, hold expiry, nonce pruning and (given) the pin guard."""
-    from marketing_iface import outbox
+    """The recharge server's jobs: outbox and SMS drains, hold expiry, nonce pruning and (given) the pin guard."""
+    from cardmgmt.marketing import SmsPlatform
+    from marketing_iface import outbox, sms
 
     jobs = [
         Job("outbox", 1.0, lambda now: outbox.drain(db, marketing, now)),
+        *([Job("sms", 1.0, lambda now: sms.drain(db, marketing, now))] if isinstance(marketing, SmsPlatform) else []),
         Job("expire-holds", 5.0, lambda now: recharge.expire_holds()),
         Job("prune-nonces", 60.0, lambda now: prune_nonces(now - NONCE_RETENTION)),
     ]

@@ -265,6 +265,31 @@ def check_peer_url(url: str) -> str:
     return url
 
 
+def open_marketing(settings: Settings) -> Any:
+    """The marketing system named by ``settings``, its mapping checked against its database.
+
+    A mapping that is malformed or names a table or column the database
+    lacks refuses the start (``ServerStartError``, one line); a marketing
+    database that cannot be reached now is an outage to ride out: logged,
+    and the start goes on (quotes answer "unavailable", the outbox retries).
+    """
+    from cardmgmt.marketing import MappingError, MarketingUnavailable
+    from marketing_iface.sql import SqlMarketing
+
+    try:
+        marketing = SqlMarketing(settings.marketing_url, mapping=settings.marketing_mapping)
+    except MappingError as e:
+        raise ServerStartError(f"marketing mapping: {e}") from None
+    try:
+        marketing.check()
+    except MappingError as e:
+        marketing.close()
+        raise ServerStartError(f"marketing mapping: {e}") from None
+    except MarketingUnavailable as e:
+        log.warn("marketing mapping not checked at start-up: {error}", error=str(e))
+    return marketing
+
+
 def makeService(
     settings: Settings,
     name: str,
@@ -302,9 +327,7 @@ def makeService(
         with db.transaction() as s:
             check_keyring(s, keys)
         if marketing is None:
-            from marketing_iface.sql import SqlMarketing
-
-            marketing = SqlMarketing(settings.marketing_url)
+            marketing = open_marketing(settings)
         from cardmgmt.recharge import Policy, RechargeService
 
         policy = Policy.from_settings(settings)

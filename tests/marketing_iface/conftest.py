@@ -15,7 +15,7 @@ import pytest
 from cardmgmt.system import CardSystem
 from marketing_iface.standin import create_standin
 from testkit.databases import pg_database
-from testkit.marketing import Ledger
+from testkit.marketing import Ledger, create_billing
 
 
 @pytest.fixture(scope="session")
@@ -23,6 +23,14 @@ def pg_standin_database() -> Iterator[str]:
     """One stand-in marketing database on PostgreSQL for the run; tests ``reset_standin`` it before use."""
     with pg_database("marketing_standin") as url:  # PostgresUnavailable fails the tests that need it, naming the server
         create_standin(url)
+        yield url
+
+
+@pytest.fixture(scope="session")
+def pg_billing_database() -> Iterator[str]:
+    """One database of the second marketing schema (``testkit.marketing.create_billing``) on PostgreSQL for the run."""
+    with pg_database("marketing_billing") as url:
+        create_billing(url)
         yield url
 
 

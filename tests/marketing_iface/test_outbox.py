@@ -136,11 +136,11 @@ class GoesDownAfter:
     def __getattr__(self, name):  # type: ignore[no-untyped-def]
         return getattr(self.inner, name)
 
-    def post_recharges(self, postings: list[Posting]) -> list[bool | PostingRejected]:
+    def post_recharges(self, postings: list[Posting], **kw: bool) -> list[bool | PostingRejected]:
         if self.left == 0:
             raise MarketingUnavailable("marketing system unavailable (gone)")
         self.left -= 1
-        return self.inner.post_recharges(postings)
+        return self.inner.post_recharges(postings, **kw)
 
 
 def test_an_outage_midway_stops_the_drain(system, ledger, null, monkeypatch):
@@ -159,8 +159,8 @@ class CrashAfterPosting:
     def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
         self.inner = inner
 
-    def post_recharges(self, postings: list[Posting]) -> list[bool | PostingRejected]:
-        self.inner.post_recharges(postings)
+    def post_recharges(self, postings: list[Posting], **kw: bool) -> list[bool | PostingRejected]:
+        self.inner.post_recharges(postings, **kw)
         raise KeyboardInterrupt("worker killed")
 
 
@@ -250,10 +250,10 @@ class Slow:
         self.inner = inner
         self.refs: list[str] = []
 
-    def post_recharges(self, postings: list[Posting]) -> list[bool | PostingRejected]:
+    def post_recharges(self, postings: list[Posting], **kw: bool) -> list[bool | PostingRejected]:
         time.sleep(0.002 * len(postings))
         self.refs += [p.recharge_ref for p in postings]
-        return self.inner.post_recharges(postings)
+        return self.inner.post_recharges(postings, **kw)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

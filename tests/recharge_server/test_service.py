@@ -309,3 +309,21 @@ def test_the_ops_listener_serves_metrics_on_the_loopback_only(bench: Any, live_r
             assert "lease_token" in json.loads(r.read())
     finally:
         blockingCallFromThread(live_reactor, server.stopService)
+
+
+def test_a_marketing_mapping_that_does_not_fit_refuses_the_start(system: Any, live_reactor: Any, tmp_path: Any) -> None:
+    import dataclasses
+
+    from marketing_iface.mapping import STANDIN_MAPPING
+    from marketing_iface.standin import create_standin
+
+    url = f"sqlite:///{tmp_path / 'marketing.db'}"
+    create_standin(url)
+    mapping = tmp_path / "mapping.toml"
+    mapping.write_text(STANDIN_MAPPING.read_text(encoding="utf-8").replace('balance = "balance"', 'balance = "ye"'))
+    settings = dataclasses.replace(system.settings, marketing_url=url, marketing_mapping=mapping)
+    with pytest.raises(ServerStartError, match=r"marketing mapping: .*mapping.toml: accounts table 'accounts' has no column 'ye'"):
+        makeService(settings, "A", "127.0.0.1", 0, None, live_reactor)
+    mapping.write_text("[accounts]\n")
+    with pytest.raises(ServerStartError, match="lacks the \\[interface\\] section"):
+        makeService(settings, "A", "127.0.0.1", 0, None, live_reactor)
