@@ -227,11 +227,11 @@ def test_two_cards_in_one_call_are_two_recharges(hotline: Hotline, cards: Cards,
 
 def test_refused_and_declined_cards_are_not_spent(hotline: Hotline, cards: Cards,
                                                   library: Library) -> None:
-    expected = {"decline": "issued", "voided": "voided", "frozen": "frozen", "expired": "issued",
-                "not-issued": "in_stock", "held": "issued", "wrong-then-right": "redeemed"}
+    expected = {"decline": "sold", "voided": "voided", "frozen": "frozen", "expired": "sold",
+                "not-issued": "in_stock", "not-sold": "issued", "held": "sold", "wrong-then-right": "redeemed"}
     states = {name: hotline.card_state(cards.serial(name)) for name in expected}
     assert states == expected
-    untouched = [cards.serial(n) for n in ("decline", "voided", "frozen", "expired", "not-issued", "held")]
+    untouched = [cards.serial(n) for n in ("decline", "voided", "frozen", "expired", "not-issued", "not-sold", "held")]
     assert hotline.recharges(untouched) == []
 
 
@@ -280,13 +280,13 @@ def test_five_wrong_pins_lock_the_caller_out_and_not_the_owner(hotline: Hotline,
     answer = hotline.client().quote(call_id="after-lockout", seq=1, account_no=ACCOUNT["locked-out"],
                                     pin=cards.pin("spare"), caller="+86" + caller)
     assert answer["outcome"] == "locked_out", answer
-    assert hotline.card_state(cards.serial("spare")) == "issued"
+    assert hotline.card_state(cards.serial("spare")) == "sold"
     # The account's owner, calling from their own number, is not locked out by a stranger's wrong PINs.
     answer = hotline.client().quote(call_id="owner-after-lockout", seq=1, account_no=ACCOUNT["locked-out"],
                                     pin=cards.pin("spare"), caller="13900000001")
     assert answer["outcome"] == "ok", answer
     hotline.client().cancel(call_id="owner-after-lockout", seq=1)
-    assert hotline.card_state(cards.serial("spare")) == "issued"
+    assert hotline.card_state(cards.serial("spare")) == "sold"
 
 
 def test_with_no_server_answering_the_caller_hears_the_card_was_not_used(hotline: Hotline, cards: Cards,
@@ -313,7 +313,7 @@ def test_servers_lost_before_the_pin_leave_the_card_unused(hotline: Hotline, car
     finally:
         hotline.restart_stopped_servers()
     assert result.passed, report(result)
-    assert hotline.card_state(cards.serial("unavailable-at-pin")) == "issued"
+    assert hotline.card_state(cards.serial("unavailable-at-pin")) == "sold"
     assert hotline.recharges([cards.serial("unavailable-at-pin")]) == []
 
 
