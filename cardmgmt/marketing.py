@@ -29,6 +29,14 @@ class PostingRejected(MarketingError):
     """The marketing system refuses this posting for good (e.g. the account was closed)."""
 
 
+class MappingError(MarketingError):
+    """The description of the marketing database (the mapping file) is malformed or does not fit the database.
+
+    Not an outage: nothing will get better by retrying, so servers refuse to
+    start and the CLI prints the one line and exits 1.
+    """
+
+
 @dataclass(frozen=True)
 class Account:
     """An electricity account as the card system may see it."""
@@ -50,14 +58,26 @@ class Account:
 
 @dataclass(frozen=True)
 class Posting:
-    """One recharge as written into the marketing system's interface table."""
+    """One recharge, or the reversal (冲正) of one, as written into the marketing system's interface table.
+
+    A reversal is a counter-entry, never a deletion: its own ``recharge_ref``
+    (the reversal's reference), ``reverses`` naming the original posting's
+    ``recharge_ref``, the same account and the original's amount negated
+    (it debits the balance).  ``amount > 0`` exactly when ``reverses`` is
+    ``None``; an original is reversed at most once.
+    """
 
     recharge_ref: str  # unique; the idempotency key of the posting
     account_no: str
-    amount: int  # fen
+    amount: int  # fen; negative only for a reversal
     card_serial: str
     channel: str  # "hotline", later "web", "pos", ...
-    recharged_at: dt.datetime  # UTC, when the card system committed it
+    recharged_at: dt.datetime  # UTC, when the card system committed it (a reversal: when it was approved)
+    reverses: str | None = None  # a reversal: the original posting's recharge_ref
+
+    @property
+    def is_reversal(self) -> bool:
+        return self.reverses is not None
 
 
 @runtime_checkable
@@ -74,6 +94,11 @@ class MarketingSystem(Protocol):
         harmless).  ``PostingRejected`` for a permanent refusal (unknown
         account, or the same reference with different content);
         ``MarketingUnavailable`` when it cannot be reached.
+
+        A reversal (``reverses`` set) is refused unless its original is in
+        the interface table for the same account with ``amount ==
+        -reversal.amount`` and no other reversal of it is there; a
+        non-reversal must have a positive amount, a reversal a negative one.
         """
         ...
 
@@ -88,5 +113,5 @@ class MarketingSystem(Protocol):
         ...
 
     def postings_for_day(self, day: dt.date) -> list[Posting]:
-        """Every posting whose ``recharged_at`` falls on ``day`` (UTC+8 business day), for reconciliation."""
+        """Every posting (reversals too) whose ``recharged_at`` falls on ``day`` (UTC+8 business day), for reconciliation."""
         ...

@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from cardmgmt.marketing import MarketingUnavailable
+from cardmgmt.marketing import MarketingError, MarketingUnavailable
 from cardmgmt.money import format_fen
 from cardmgmt.operators import Permission
 from cli import EXIT_DISCREPANCY, App, cli, emit, emit_json, json_option, parse_date, pass_app
@@ -22,10 +22,17 @@ def marketing() -> None:
 
 
 @marketing.command("standin")
+@click.option("--recreate", is_flag=True, help="Drop the stand-in's tables first (one made by an earlier version).")
 @pass_app
-def marketing_standin(app: App) -> None:
-    """Create the stand-in marketing database (sample accounts) at CARDS_MARKETING_URL, for demos and tests."""
-    create_standin(app.settings.marketing_url)
+def marketing_standin(app: App, recreate: bool) -> None:
+    """Create the stand-in marketing database (sample accounts) at CARDS_MARKETING_URL, for demos and tests.
+
+    Example: cli.py marketing standin --recreate
+    """
+    try:
+        create_standin(app.settings.marketing_url, recreate=recreate)
+    except MarketingError as e:
+        raise click.ClickException(str(e)) from None
     click.echo(f"stand-in marketing database ready at {app.settings.marketing_url}")
 
 
@@ -81,6 +88,9 @@ def marketing_reconcile(app: App, day: dt.date, as_json: bool) -> None:
     else:
         click.echo(f"{day}: cards {rec.card_count} recharges {format_fen(rec.card_total)} yuan; "
                    f"marketing {rec.marketing_count} postings {format_fen(rec.marketing_total)} yuan")
+        if rec.card_reversals or rec.marketing_reversals:
+            click.echo(f"of which reversals (冲正): cards {rec.card_reversals}, marketing {rec.marketing_reversals}; "
+                       "totals are net")
         findings = rec.findings
         if findings:
             emit([{"finding": kind, "recharge_ref": d.recharge_ref,

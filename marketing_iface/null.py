@@ -70,9 +70,27 @@ class NullMarketing:
             account = self.accounts.get(wanted.account_no)
             if account is None:
                 raise PostingRejected(f"posting {wanted.recharge_ref}: no account {wanted.account_no} in the marketing system")
+            if wanted.reverses is not None:
+                self._check_reversal(wanted)
             self.postings[wanted.recharge_ref] = wanted
             self.accounts[account.account_no] = dataclasses.replace(account, balance=account.balance + wanted.amount)
             return True
+
+    def _check_reversal(self, wanted: Posting) -> None:
+        """The rules ``SqlMarketing`` enforces for a reversal, with the same words."""
+        ref, original_ref = wanted.recharge_ref, wanted.reverses
+        original = self.postings.get(original_ref or "")
+        if original is None:
+            raise PostingRejected(f"reversal {ref}: the original posting {original_ref} is not in the marketing system")
+        if original.is_reversal:
+            raise PostingRejected(f"reversal {ref}: {original_ref} is itself a reversal")
+        if original.account_no != wanted.account_no or original.amount != -wanted.amount:
+            raise PostingRejected(
+                f"reversal {ref}: does not match its original {original_ref} (account and amount must be the same, negated)"
+            )
+        other = next((p.recharge_ref for p in self.postings.values() if p.reverses == original_ref), None)
+        if other is not None:
+            raise PostingRejected(f"reversal {ref}: {original_ref} was already reversed by {other}")
 
     def postings_for_day(self, day: dt.date) -> list[Posting]:
         """The postings of business day ``day`` (UTC+8), oldest first."""

@@ -6,13 +6,26 @@ recharge falls on the same day on both sides).  Every difference is listed
 with what each side holds; a record missing in the marketing system carries
 its outbox state, because "still pending" (the outbox is behind) and
 "marked posted but not there" (someone must look) call for different people.
+
+Reversals (冲正) are postings too (a negative amount and ``reverses``
+naming the original's reference), posted and listed by the marketing
+system like recharges; their card-side records are kept by the reversal
+workflow, not here.  ``reconcile`` reads them through a ``CardReversals``
+provider given by the caller (``session, day`` → the card side's reversal
+postings committed that day, each with its outbox state), so this module
+needs nothing of how that workflow stores them; without one, the card side
+has no reversals and any reversal the marketing system lists for the day
+is ``missing_in_cards``.  Counts are of entries, totals are net (a
+reversal's negative amount is subtracted), and a reversal that names a
+different original on each side is ``original_differs``.
 """
 
 # test-case-name: tests.marketing_iface.test_reconcile
 
 import datetime as dt
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +36,22 @@ from cardmgmt.models import Recharge
 from cardmgmt.operators import Permission
 from cardmgmt.system import Context
 from marketing_iface.outbox import posting_for
+
+
+class CardEntry(NamedTuple):
+    """One card-side entry of a day: the posting it makes (or made) and its outbox state."""
+
+    posting: Posting
+    post_status: str | None
+
+
+# (card session, business day) -> the card side's reversal postings committed that day.
+CardReversals = Callable[[Session, dt.date], Iterable[CardEntry]]
+
+
+def no_reversals(session: Session, day: dt.date) -> Iterable[CardEntry]:
+    """The card side's reversals until the reversal workflow provides its own: none."""
+    return ()
 
 
 @dataclass(frozen=True)
@@ -48,10 +77,13 @@ class Reconciliation:
     missing_in_cards: tuple[Discrepancy, ...]
     amount_differs: tuple[Discrepancy, ...]
     account_differs: tuple[Discrepancy, ...]
+    original_differs: tuple[Discrepancy, ...] = ()  # a reversal names another original on the other side
+    card_reversals: int = 0  # of card_count, how many are reversals
+    marketing_reversals: int = 0  # of marketing_count, how many are reversals
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_in_marketing or self.missing_in_cards or self.amount_differs or self.account_differs)
+        return not any(getattr(self, kind) for kind in FINDING_KINDS)
 
     @property
     def has_discrepancies(self) -> bool:
@@ -69,6 +101,7 @@ class Reconciliation:
             "day": self.day.isoformat(), "ok": self.ok,
             "card_count": self.card_count, "card_total": self.card_total,
             "marketing_count": self.marketing_count, "marketing_total": self.marketing_total,
+            "card_reversals": self.card_reversals, "marketing_reversals": self.marketing_reversals,
             "findings": [
                 {"finding": kind, "recharge_ref": d.recharge_ref,
                  "cards": _posting(d.cards), "marketing": _posting(d.marketing), "post_status": d.post_status}
@@ -77,15 +110,21 @@ class Reconciliation:
         }
 
 
-FINDING_KINDS = ("missing_in_marketing", "missing_in_cards", "amount_differs", "account_differs")
+FINDING_KINDS = ("missing_in_marketing", "missing_in_cards", "amount_differs", "account_differs", "original_differs")
 
 
 def _posting(p: Posting | None) -> dict[str, Any] | None:
-    return None if p is None else {"account_no": p.account_no, "amount": p.amount}
+    return None if p is None else {"account_no": p.account_no, "amount": p.amount, "reverses": p.reverses}
 
 
-def reconcile(card_session: Session, marketing: MarketingSystem, day: dt.date) -> Reconciliation:
-    """Reconcile business day ``day`` (UTC+8); ``MarketingUnavailable`` if the marketing system cannot be read."""
+def reconcile(
+    card_session: Session, marketing: MarketingSystem, day: dt.date, reversals: CardReversals = no_reversals
+) -> Reconciliation:
+    """Reconcile business day ``day`` (UTC+8); ``MarketingUnavailable`` if the marketing system cannot be read.
+
+    ``reversals`` gives the card side's reversal postings of the day (see
+    the module docstring); they are matched by reference like recharges.
+    """
     start, end = day_bounds(day)
     records = card_session.scalars(
         select(Recharge)
@@ -96,11 +135,14 @@ def reconcile(card_session: Session, marketing: MarketingSystem, day: dt.date) -
     for r in records:
         posting = posting_for(r)
         ours[posting.recharge_ref] = (posting, r.post_status)
+    for entry in reversals(card_session, day):
+        ours[entry.posting.recharge_ref] = (entry.posting, entry.post_status)
     theirs = {p.recharge_ref: p for p in marketing.postings_for_day(day)}
 
     missing_in_marketing: list[Discrepancy] = []
     amount_differs: list[Discrepancy] = []
     account_differs: list[Discrepancy] = []
+    original_differs: list[Discrepancy] = []
     for ref, (card, status) in ours.items():
         other = theirs.get(ref)
         if other is None:
@@ -110,6 +152,8 @@ def reconcile(card_session: Session, marketing: MarketingSystem, day: dt.date) -
             amount_differs.append(Discrepancy(ref, card, other, status))
         if other.account_no != card.account_no:
             account_differs.append(Discrepancy(ref, card, other, status))
+        if other.reverses != card.reverses:
+            original_differs.append(Discrepancy(ref, card, other, status))
     missing_in_cards = [Discrepancy(ref, None, p, None) for ref, p in theirs.items() if ref not in ours]
 
     return Reconciliation(
@@ -122,10 +166,15 @@ def reconcile(card_session: Session, marketing: MarketingSystem, day: dt.date) -
         missing_in_cards=tuple(missing_in_cards),
         amount_differs=tuple(amount_differs),
         account_differs=tuple(account_differs),
+        original_differs=tuple(original_differs),
+        card_reversals=sum(1 for card, _ in ours.values() if card.is_reversal),
+        marketing_reversals=sum(1 for p in theirs.values() if p.is_reversal),
     )
 
 
-def reconcile_day(ctx: Context, marketing: MarketingSystem, day: dt.date) -> Reconciliation:
+def reconcile_day(
+    ctx: Context, marketing: MarketingSystem, day: dt.date, reversals: CardReversals = no_reversals
+) -> Reconciliation:
     """``reconcile`` for an operator: anyone who may view reports may reconcile."""
     ctx.require(Permission.VIEW)
-    return reconcile(ctx.session, marketing, day)
+    return reconcile(ctx.session, marketing, day, reversals)

@@ -28,7 +28,7 @@ from marketing_iface.standin import accounts, check_posting, recharge_interface
 
 CONNECT_TIMEOUT = 3  # seconds; a caller is waiting while we look an account up
 
-_POSTING_COLUMNS = ("recharge_ref", "account_no", "amount", "card_serial", "channel", "recharged_at")
+_POSTING_COLUMNS = ("recharge_ref", "account_no", "amount", "card_serial", "channel", "recharged_at", "reverses")
 
 
 def with_connect_timeout(url: str, seconds: int = CONNECT_TIMEOUT) -> str:
@@ -64,8 +64,17 @@ def unavailable_on_database_error(what: str) -> Iterator[None]:
         raise MarketingUnavailable(f"marketing system unavailable ({what}): {one_line(e)}") from e
 
 
-def _insert_posting(dialect: str) -> Any:
-    """The one statement that writes a posting: only for an account that exists, only once per reference."""
+def _insert_posting(dialect: str, reversal: bool) -> Any:
+    """The one statement that writes a posting: only for an account that exists, only once per reference.
+
+    A reversal is written only if its original is there, for the same
+    account and the opposite amount, is not itself a reversal, and has no
+    reversal yet.  ``ON CONFLICT DO NOTHING`` names no column: a second
+    reversal of the same original racing this one past the ``NOT EXISTS``
+    meets the unique ``reverses`` column and inserts nothing, exactly like a
+    repeated reference, instead of failing the whole batch.
+    """
+    ri = recharge_interface
     source = select(
         bindparam("recharge_ref", type_=String),
         accounts.c.account_no,
@@ -73,16 +82,29 @@ def _insert_posting(dialect: str) -> Any:
         bindparam("card_serial", type_=String),
         bindparam("channel", type_=String),
         bindparam("recharged_at", type_=DateTime(timezone=True)),
+        bindparam("reverses", type_=String),
     ).where(accounts.c.account_no == bindparam("account_no"))
+    if reversal:
+        original = ri.alias("original")
+        earlier = ri.alias("earlier")
+        source = source.where(
+            select(original.c.id).where(
+                original.c.recharge_ref == bindparam("reverses"),
+                original.c.account_no == bindparam("account_no"),
+                original.c.amount == bindparam("original_amount", type_=BigInteger),
+                original.c.reverses.is_(None),
+            ).exists(),
+            ~select(earlier.c.id).where(earlier.c.reverses == bindparam("reverses")).exists(),
+        )
     return (
-        dialect_insert(dialect, recharge_interface)
+        dialect_insert(dialect, ri)
         .from_select(_POSTING_COLUMNS, source)
-        .on_conflict_do_nothing(index_elements=["recharge_ref"])
-        .returning(recharge_interface.c.id)
+        .on_conflict_do_nothing()
+        .returning(ri.c.id)
     )
 
 
-_POST = {name: _insert_posting(name) for name in ("postgresql", "sqlite")}
+_POST = {(name, reversal): _insert_posting(name, reversal) for name in ("postgresql", "sqlite") for reversal in (False, True)}
 
 _STORED = select(*(recharge_interface.c[name] for name in _POSTING_COLUMNS)).where(
     recharge_interface.c.recharge_ref == bindparam("ref")
@@ -97,7 +119,29 @@ def _posting(row: Row) -> Posting:  # type: ignore[type-arg]
         card_serial=row.card_serial,
         channel=row.channel,
         recharged_at=as_utc(row.recharged_at),
+        reverses=row.reverses,
     )
+
+
+_ACCOUNT = select(accounts.c.account_no).where(accounts.c.account_no == bindparam("account_no"))
+_REVERSED_BY = select(recharge_interface.c.recharge_ref).where(recharge_interface.c.reverses == bindparam("ref"))
+
+
+def _why_not_reversed(conn: Connection, wanted: Posting) -> PostingRejected:
+    """Why a reversal for an existing account inserted nothing: its original is missing, differs or was reversed."""
+    ref, original_ref = wanted.recharge_ref, wanted.reverses
+    row = conn.execute(_STORED, {"ref": original_ref}).first()
+    if row is None:
+        return PostingRejected(f"reversal {ref}: the original posting {original_ref} is not in the marketing system")
+    original = _posting(row)
+    if original.is_reversal:
+        return PostingRejected(f"reversal {ref}: {original_ref} is itself a reversal")
+    if original.account_no != wanted.account_no or original.amount != -wanted.amount:
+        return PostingRejected(
+            f"reversal {ref}: does not match its original {original_ref} (account and amount must be the same, negated)"
+        )
+    other = conn.execute(_REVERSED_BY, {"ref": original_ref}).scalar()
+    return PostingRejected(f"reversal {ref}: {original_ref} was already reversed by {other}")
 
 
 class SqlMarketing:
@@ -141,22 +185,28 @@ class SqlMarketing:
             check_posting(posting)
             wanted.append(dataclasses.replace(posting, recharged_at=as_utc(posting.recharged_at)))
         with unavailable_on_database_error("posting"), self.engine.begin() as conn:
-            return [self._post_one(conn, _POST[conn.dialect.name], p) for p in wanted]
+            return [self._post_one(conn, p) for p in wanted]
 
     @staticmethod
-    def _post_one(conn: Connection, statement: Any, wanted: Posting) -> bool | PostingRejected:
-        if conn.execute(statement, dataclasses.asdict(wanted)).first() is not None:
+    def _post_one(conn: Connection, wanted: Posting) -> bool | PostingRejected:
+        statement = _POST[conn.dialect.name, wanted.is_reversal]
+        params = dataclasses.asdict(wanted) | {"original_amount": -wanted.amount}
+        if conn.execute(statement, params).first() is not None:
             return True
+        # Nothing was inserted: read back why, to answer a repeat or say what refused it.
         stored = conn.execute(_STORED, {"ref": wanted.recharge_ref}).first()
-        if stored is None:
+        if stored is not None:
+            if _posting(stored) != wanted:
+                return PostingRejected(
+                    f"posting {wanted.recharge_ref}: the marketing system already holds this reference "
+                    "with different content"
+                )
+            return False
+        if conn.execute(_ACCOUNT, {"account_no": wanted.account_no}).first() is None:
             return PostingRejected(
                 f"posting {wanted.recharge_ref}: no account {wanted.account_no} in the marketing system"
             )
-        if _posting(stored) != wanted:
-            return PostingRejected(
-                f"posting {wanted.recharge_ref}: the marketing system already holds this reference with different content"
-            )
-        return False
+        return _why_not_reversed(conn, wanted)
 
     def postings_for_day(self, day: dt.date) -> list[Posting]:
         """The postings of business day ``day`` (UTC+8), oldest first."""

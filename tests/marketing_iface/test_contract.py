@@ -10,6 +10,7 @@ import dataclasses
 import datetime as dt
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 
 import pytest
@@ -267,3 +268,99 @@ def test_connect_timeout_is_added_to_postgresql_urls_only():
 def test_one_line_keeps_the_first_line_of_the_driver_message():
     assert one_line(RuntimeError("connection failed:   refused\n\tIs the server running?")) == "connection failed: refused"
     assert one_line(RuntimeError("")) == "RuntimeError"
+
+
+# Reversals (冲正): a counter-entry against an original posting, never a deletion.
+
+
+def reversal(ref: str = "V24030100000001", of: str = "24030100000001", account_no: str = "3100000001",
+             amount: int = -5000, at: dt.datetime = AT + dt.timedelta(hours=3)) -> Posting:
+    return Posting(recharge_ref=ref, account_no=account_no, amount=amount, card_serial="900000000001",
+                   channel="hotline", recharged_at=at, reverses=of)
+
+
+def test_a_reversal_debits_once_and_is_listed_with_its_day(marketing):
+    marketing.post_recharge(posting())
+    before = balances(marketing)
+    assert marketing.post_recharge(reversal()) is True
+    assert marketing.post_recharge(reversal()) is False  # a repeat with the same content is harmless
+    after = balances(marketing)
+    assert after.pop("3100000001") == before.pop("3100000001") - 5000
+    assert after == before
+    assert marketing.postings_for_day(dt.date(2024, 3, 1)) == [posting(), reversal()]
+    assert marketing.postings_for_day(dt.date(2024, 3, 1))[1].is_reversal
+
+
+def test_a_reversal_can_take_an_account_into_arrears(marketing):
+    marketing.post_recharge(posting(account_no="3100000003", amount=5000))
+    marketing.post_recharge(posting(ref="R2", account_no="3100000003", amount=2000, serial="900000000002"))
+    assert marketing.post_recharge(reversal(of="24030100000001", account_no="3100000003")) is True
+    assert marketing.lookup_account("3100000003").balance == 2000
+
+
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ({"reverses": "24039999999999"}, "not in the marketing system"),
+        ({"account_no": "3100000002"}, "does not match its original"),
+        ({"amount": -4999}, "does not match its original"),
+        ({"amount": -5001}, "does not match its original"),
+        ({"account_no": "3199999999"}, "no account 3199999999"),
+        ({"amount": 5000}, "must be negative"),
+        ({"amount": 0}, "must be negative"),
+        ({"reverses": "V24030100000001"}, "cannot reverse itself"),
+        ({"reverses": "R" * 25}, "reverses must be"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_a_reversal_that_does_not_match_its_original_is_rejected(marketing, bad, why):
+    marketing.post_recharge(posting())
+    before = balances(marketing)
+    with pytest.raises(PostingRejected, match=why):
+        marketing.post_recharge(dataclasses.replace(reversal(), **bad))
+    assert balances(marketing) == before
+    assert marketing.postings_for_day(dt.date(2024, 3, 1)) == [posting()]
+    # The refused reference is not used up.
+    assert marketing.post_recharge(reversal()) is True
+
+
+def test_an_original_is_reversed_at_most_once(marketing):
+    marketing.post_recharge(posting())
+    assert marketing.post_recharge(reversal()) is True
+    with pytest.raises(PostingRejected, match="already reversed by V24030100000001"):
+        marketing.post_recharge(reversal(ref="V2"))
+    with pytest.raises(PostingRejected, match="itself a reversal"):
+        marketing.post_recharge(reversal(ref="V3", of="V24030100000001", amount=5000 * -1))
+    assert marketing.lookup_account("3100000001").balance == 12_850
+
+
+def test_a_reversal_reference_with_different_content_is_rejected(marketing):
+    marketing.post_recharge(posting())
+    marketing.post_recharge(posting(ref="R2", serial="900000000002"))
+    marketing.post_recharge(reversal())
+    with pytest.raises(PostingRejected, match="different content"):
+        marketing.post_recharge(reversal(of="R2"))
+    assert marketing.lookup_account("3100000001").balance == 12_850 + 5000
+
+
+def test_a_recharge_and_its_reversal_in_one_batch(marketing):
+    results = marketing.post_recharges([posting(), reversal(), reversal(ref="V2")])
+    assert results[:2] == [True, True]
+    assert isinstance(results[2], PostingRejected) and "already reversed" in str(results[2])
+    assert marketing.lookup_account("3100000001").balance == 12_850
+
+
+def test_racing_reversals_of_one_original_debit_once(marketing):
+    marketing.post_recharge(posting())
+
+    def attempt(i: int) -> bool | PostingRejected:
+        try:
+            return marketing.post_recharge(reversal(ref=f"V{i}"))
+        except PostingRejected as e:
+            return e
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(attempt, range(40)))
+    assert results.count(True) == 1
+    assert all(isinstance(r, PostingRejected) and "already reversed" in str(r) for r in results if r is not True)
+    assert marketing.lookup_account("3100000001").balance == 12_850

@@ -9,9 +9,10 @@ import datetime as dt
 
 import pytest
 
+from cardmgmt.days import business_day
 from cardmgmt.marketing import MarketingUnavailable, Posting
 from marketing_iface.outbox import DrainResult, drain, posting_for
-from marketing_iface.reconcile import Discrepancy, reconcile
+from marketing_iface.reconcile import CardEntry, Discrepancy, reconcile
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import create_standin
 from testkit.marketing import sample_null_marketing
@@ -133,3 +134,61 @@ def test_an_unreachable_marketing_system_is_reported_not_reconciled(system, ledg
     null.available = False
     with pytest.raises(MarketingUnavailable):
         run(system, null)
+
+
+# Reversals: the card side's come from a provider (the reversal workflow keeps them).
+
+
+def reversal_of(original: Posting, ref: str, **change: object) -> Posting:
+    return dataclasses.replace(original, recharge_ref=ref, amount=-original.amount, reverses=original.recharge_ref,
+                               recharged_at=original.recharged_at + dt.timedelta(hours=1), **change)
+
+
+def provider(*entries: CardEntry):  # type: ignore[no-untyped-def]
+    def reversals(session, day):  # type: ignore[no-untyped-def]
+        return [e for e in entries if business_day(e.posting.recharged_at) == day]
+    return reversals
+
+
+def test_a_day_with_a_reversal_on_both_sides_is_ok_and_nets_out(system, ledger, null):
+    ids = day_of_recharges(ledger)
+    drain(system.db, null, NEXT_WEEK)
+    back = reversal_of(posting_for(ledger.get(ids[1])), "V1")
+    assert null.post_recharge(back)
+    with system.db.transaction() as s:
+        rec = reconcile(s, null, DAY, provider(CardEntry(back, "posted")))
+    assert rec.ok
+    assert (rec.card_count, rec.card_total, rec.card_reversals) == (4, 7000, 1)
+    assert (rec.marketing_count, rec.marketing_total, rec.marketing_reversals) == (4, 7000, 1)
+    assert rec.to_dict()["card_reversals"] == 1
+
+
+def test_a_reversal_on_one_side_only_is_found(system, ledger, null):
+    ids = day_of_recharges(ledger)
+    drain(system.db, null, NEXT_WEEK)
+    original = posting_for(ledger.get(ids[0]))
+    back = reversal_of(original, "V1")
+    # Only the card side has it (still pending) ...
+    with system.db.transaction() as s:
+        rec = reconcile(s, null, DAY, provider(CardEntry(back, "pending")))
+    assert rec.missing_in_marketing == (Discrepancy("V1", back, None, "pending"),)
+    # ... then only the marketing side (no provider: the card side has no reversals).
+    null.post_recharge(back)
+    rec = run(system, null)
+    assert rec.missing_in_cards == (Discrepancy("V1", None, back, None),)
+    assert rec.to_dict()["findings"][0]["marketing"] == {"account_no": "3100000001", "amount": -5000, "reverses": original.recharge_ref}
+
+
+def test_a_reversal_naming_another_original_is_original_differs(system, ledger, null):
+    ids = day_of_recharges(ledger)
+    ledger.add("3100000001", 5000, MORNING + dt.timedelta(hours=3))
+    drain(system.db, null, NEXT_WEEK)
+    first, other = posting_for(ledger.get(ids[0])), posting_for(ledger.rows()[-1])
+    theirs = reversal_of(first, "V1")
+    null.post_recharge(theirs)
+    ours = dataclasses.replace(theirs, reverses=other.recharge_ref)
+    with system.db.transaction() as s:
+        rec = reconcile(s, null, DAY, provider(CardEntry(ours, "posted")))
+    assert rec.original_differs == (Discrepancy("V1", ours, theirs, "posted"),)
+    assert rec.amount_differs == rec.account_differs == rec.missing_in_cards == rec.missing_in_marketing == ()
+    assert not rec.ok

@@ -9,7 +9,14 @@ from sqlalchemy import Engine, exc, func, insert, select, update
 
 from cardmgmt.db import make_engine
 from cardmgmt.marketing import Posting, PostingRejected
-from marketing_iface.standin import SAMPLE_ACCOUNTS, accounts, check_posting, create_standin, recharge_interface
+from marketing_iface.standin import (
+    SAMPLE_ACCOUNTS,
+    StandinOutdated,
+    accounts,
+    check_posting,
+    create_standin,
+    recharge_interface,
+)
 from testkit.databases import pg_database
 
 AT = dt.datetime(2024, 3, 1, 2, 30, tzinfo=dt.UTC)
@@ -118,3 +125,36 @@ def test_check_posting_accepts_a_good_posting():
 def test_check_posting_refuses_what_cannot_fit(posting):
     with pytest.raises(PostingRejected):
         check_posting(posting)
+
+
+def test_a_reversal_row_debits_and_the_sign_must_match(empty_url, engine):
+    create_standin(empty_url)
+    with engine.begin() as conn:
+        conn.execute(insert(recharge_interface).values(row("R1")))
+        conn.execute(insert(recharge_interface).values(row("V1", amount=-5000) | {"reverses": "R1"}))
+    assert balance(engine, "3100000001") == 12_850
+    for bad in (row("R2", amount=-10), row("V2", amount=10) | {"reverses": "R1"},
+                row("V3", amount=-5000) | {"reverses": "R1"}):  # R1 is reversed already (unique)
+        with pytest.raises(exc.DBAPIError), engine.begin() as conn:
+            conn.execute(insert(recharge_interface).values(bad))
+    assert balance(engine, "3100000001") == 12_850
+
+
+def test_accounts_carry_phone_numbers_and_one_has_none(empty_url, engine):
+    create_standin(empty_url)
+    with engine.connect() as conn:
+        phones = dict(conn.execute(select(accounts.c.account_no, accounts.c.phone)).all())
+    assert phones["3100000001"] == "13803150001"
+    assert phones["3100000006"] is None
+    assert all(p is None or re.fullmatch(r"1\d{10}", p) for p in phones.values())
+
+
+def test_an_outdated_standin_is_refused_until_recreated(empty_url, engine):
+    with engine.begin() as conn:  # the shape an earlier version made
+        conn.exec_driver_sql("CREATE TABLE accounts (account_no VARCHAR(10) PRIMARY KEY, holder_name VARCHAR(64) "
+                             "NOT NULL, address VARCHAR(200) NOT NULL, balance BIGINT NOT NULL DEFAULT 0)")
+    with pytest.raises(StandinOutdated, match="accounts has no phone.*--recreate"):
+        create_standin(empty_url)
+    create_standin(empty_url, recreate=True)
+    create_standin(empty_url)
+    assert balance(engine, "3100000005") == 35_000
