@@ -17,8 +17,8 @@ from sqlalchemy import String, inspect, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from cardmgmt.db import alembic_config, current_revision, head_revision, make_engine, upgrade
-from cardmgmt.models import Base, Card, IssueRequest, Quote, Recharge, one_of
-from cardmgmt.states import CardState, PostStatus, QuoteState, RequestStatus
+from cardmgmt.models import Base, Card, IssueRequest, Quote, Recharge, Reversal, one_of
+from cardmgmt.states import CardState, PostStatus, QuoteState, RequestStatus, ReversalStatus
 
 # Every state column: its enum and the CHECK constraint that keeps the database to it.
 STATE_COLUMNS = [
@@ -27,6 +27,8 @@ STATE_COLUMNS = [
     (Quote.__table__.c.state, QuoteState),
     (Recharge.__table__.c.post_status, PostStatus),
     (IssueRequest.__table__.c.status, RequestStatus),
+    (Reversal.__table__.c.status, ReversalStatus),
+    (Reversal.__table__.c.post_status, PostStatus),
 ]
 IDS = [f"{c.table.name}.{c.name}" for c, _ in STATE_COLUMNS]
 
@@ -90,7 +92,7 @@ def test_states_read_back_as_members(engine):
 
 
 def test_every_state_column_is_listed_here():
-    enums = (CardState, QuoteState, PostStatus, RequestStatus)
+    enums = (CardState, QuoteState, PostStatus, RequestStatus, ReversalStatus)
     typed = [
         f"{t.name}.{c.name}" for t in Base.metadata.sorted_tables for c in t.columns
         if getattr(c.type, "enum_class", None) in enums
