@@ -236,7 +236,7 @@ def backlog(session: Session) -> Backlog:
             select(Reversal.post_status, func.count())
             .where(Reversal.post_status.in_([PostStatus.PENDING, PostStatus.REJECTED]))
             .group_by(Reversal.post_status)
-        ).tuples().all()
+        ).all()
     )
     return Backlog(pending=count, oldest_pending=as_utc(oldest) if oldest is not None else None, rejected=rejected or 0,
                    reversals_pending=by_status.get(PostStatus.PENDING, 0),
@@ -312,7 +312,7 @@ def drain_reversals(
                 .order_by(Reversal.id)
                 .limit(min(BATCH, limit - taken))
                 .with_for_update(of=Reversal, skip_locked=True)
-            ).tuples().all()
+            ).all()
             if not rows:
                 break
             last_id = rows[-1][0].id
@@ -374,7 +374,7 @@ def entries(session: Session, status: PostStatus | str = PostStatus.PENDING, lim
     revs = session.execute(
         select(Reversal, Recharge.post_status).join(Recharge, Recharge.id == Reversal.recharge_id)
         .where(Reversal.post_status == status).order_by(Reversal.id).limit(limit)
-    ).tuples().all()
+    ).all()
     for rev, original in revs:
         assert rev.decided_at is not None
         waiting = (f"waits for its original {rev.original_ref} ({original})"
