@@ -14,7 +14,7 @@ in ``R``).  Both changes are conditional updates on ``post_status =
 'rejected'``, so a posting is retried or resolved once, whoever races.
 """
 
-# test-case-name: tests.cardmgmt.test_rejected_postings
+# test-case-name: tests.marketing_iface.test_reversal_outbox, tests.cli.test_reversal
 
 import datetime as dt
 

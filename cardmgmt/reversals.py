@@ -19,7 +19,7 @@ deciding at once, the database lets exactly one through.
 business day and channel, in integer fen.
 """
 
-# test-case-name: tests.cardmgmt.test_reversals
+# test-case-name: tests.cardmgmt.test_reversals, tests.marketing_iface.test_reversal_outbox
 
 import datetime as dt
 import re

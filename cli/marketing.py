@@ -1,6 +1,6 @@
 """``marketing``: the stand-in marketing database, the outbox (recharges and reversals to post, rejected ones to retry or resolve), and daily reconciliation."""
 
-# test-case-name: tests.cli.test_root
+# test-case-name: tests.cli.test_root, tests.cli.test_reversal
 
 import datetime as dt
 import sys

@@ -25,7 +25,7 @@ drained the same way by ``drain_reversals`` once their originals are posted
 first, and is what the leading server and ``drain_now`` run.
 """
 
-# test-case-name: tests.marketing_iface.test_outbox
+# test-case-name: tests.marketing_iface.test_outbox, tests.marketing_iface.test_reversal_outbox
 
 import dataclasses
 import datetime as dt

@@ -29,7 +29,7 @@ is no mismatch.  Should the marketing system hold it after all, it is
 matched like any other entry.
 """
 
-# test-case-name: tests.marketing_iface.test_reconcile
+# test-case-name: tests.marketing_iface.test_reconcile, tests.marketing_iface.test_reversal_outbox
 
 import datetime as dt
 from collections.abc import Callable, Iterable
