@@ -107,6 +107,8 @@ def test_a_reversal_from_filing_to_the_marketing_balance(inst: Installation, mkt
     log = inst.json("audit", "log", "--limit", "50")
     actions = [e["action"] for e in log]
     assert {"reversal.file", "reversal.approve", "reversal.post"} <= set(actions)
+    # The posting outcome was logged by the drain in its own transaction and anchored with the unit.
+    assert inst.ok("audit", "verify", user="carol").startswith("operation log intact")
 
 
 def test_rejected_postings_are_retried_or_resolved(inst: Installation, mkt: str, ledger: Ledger) -> None:
@@ -139,3 +141,4 @@ def test_rejected_postings_are_retried_or_resolved(inst: Installation, mkt: str,
     assert inst.json(*m, "marketing", "reconcile", day)["resolved"][0]["recharge_ref"] == second
     actions = [e["action"] for e in inst.json("audit", "log", "--limit", "50")]
     assert actions.count("posting.retry") == 1 and actions.count("posting.resolve") == 1
+    assert inst.ok("audit", "verify", user="carol").startswith("operation log intact")
