@@ -104,9 +104,11 @@ def file(ctx: Context, ref: str, reason: str) -> Reversal:
         status=ReversalStatus.PENDING, reason=reason[:REASON_MAX], filed_by=ctx.actor.name, filed_at=utcnow(),
         post_attempts=0,
     )
-    ctx.session.add(rev)
     try:
-        ctx.session.flush()
+        # In a savepoint: a unique violation then rolls back only the insert,
+        # and the unit ends with the one-line refusal instead of a dead transaction.
+        with ctx.session.begin_nested():
+            ctx.session.add(rev)
     except IntegrityError:
         # Another administrator filed one for the same recharge a moment ago.
         raise ConflictError(f"recharge {recharge.ref} was given a reversal by someone else just now; nothing changed") from None

@@ -254,3 +254,36 @@ def test_figures_by_business_day_and_channel(bench, ledger):
         ReversalFigure(dt.date(2024, 3, 2), "hotline", 1, 3000, 0),
     ]
     assert all(isinstance(r.amount, int) for r in rows)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_two_administrators_filing_at_once_make_one_reversal(bench, ledger):
+    bench.add_operator("dave", Role.ADMIN)
+    refs = [posted(ledger) for _ in range(10)]
+    results: list[object] = []
+
+    def race(ref: str) -> None:
+        barrier = threading.Barrier(2)
+
+        def one(who: str) -> None:
+            barrier.wait()
+            try:
+                results.append(file(bench, ref, who=who))
+            except CardError as e:
+                results.append(e)
+
+        threads = [threading.Thread(target=one, args=(who,)) for who in ("alice", "dave")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+    for ref in refs:
+        race(ref)
+    filed = [r for r in results if isinstance(r, int)]
+    refused = [r for r in results if isinstance(r, CardError)]
+    assert len(filed) == len(refs) and len(refused) == len(refs)
+    assert all(isinstance(e, ConflictError | AlreadyExists) for e in refused)
+    with bench.system.db.transaction() as s:
+        assert sorted(r.original_ref for r in reversals.listing(s)) == sorted(refs)
+        assert s.scalar(select(func.count()).select_from(LogEntry).where(LogEntry.action == "reversal.file")) == len(refs)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 
 from cardmgmt import audit, rejected_postings, reversals
 from cardmgmt.errors import CardError, ConflictError, IllegalTransition, InvalidInput, NotFound, PermissionDenied
@@ -338,3 +338,31 @@ def test_200_concurrent_drains_and_approvals_post_each_reversal_once(system, ben
         assert all(postings[r.ref] == posting_for_reversal(r) for r in revs)
         assert all(s.get(Recharge, r.recharge_id).post_status == PostStatus.POSTED for r in revs)  # type: ignore[union-attr]
     verify_log(system)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_retry_and_a_resolve_racing_settle_each_posting_once(system, bench, ledger, marketing, journal):
+    bench.add_operator("dave", Role.ADMIN)
+    refs = [ledger.get(ledger.add(UNKNOWN, 1000, T0)).ref for _ in range(10)]
+    assert drain(system.db, marketing, T0) == DrainResult(rejected=10)
+
+    def settle(task: tuple[str, str]) -> object:
+        who, ref = task
+        action = rejected_postings.retry if who == "alice" else rejected_postings.resolve
+        try:
+            with bench.unit(who=who) as ctx:
+                return action(ctx, ref, "settled").post_status
+        except CardError as e:
+            return e
+
+    tasks = [(who, ref) for ref in refs for who in ("alice", "dave")]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(settle, tasks))
+    done = [r for r in results if not isinstance(r, CardError)]
+    assert len(done) == len(refs)
+    assert all(isinstance(r, ConflictError | IllegalTransition) for r in results if isinstance(r, CardError))
+    with system.db.transaction() as s:
+        final = Counter(r.post_status for r in s.scalars(select(Recharge)))
+        logged = [e.action for e in audit.entries(s, 100) if e.action.startswith("posting.")]
+    assert final == Counter(done)
+    assert sorted(logged) == sorted(f"posting.{'retry' if r == PostStatus.PENDING else 'resolve'}" for r in done)
