@@ -30,7 +30,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from cardmgmt.days import business_day
 from cardmgmt.fields import ACCOUNT_DIGITS, CALL_ID_MAX, CALLER_MAX, SERIAL_DIGITS
-from cardmgmt.states import CardState, NoticeStatus, PostStatus, QuoteState, RequestStatus
+from cardmgmt.states import CardState, NoticeStatus, PostStatus, QuoteState, RequestStatus, ReversalStatus
 
 # SQLite only auto-numbers an INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit key.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -427,6 +427,58 @@ class SmsNotice(Base):
         Index("ix_sms_notices_due", "status", "next_attempt_at", "id"),
         one_of("sms_notices", "status", NoticeStatus),
     )
+
+
+# A posting's reference must fit the marketing interface table's recharge_ref column.
+POSTING_REF_MAX = 24
+
+
+class Reversal(Base):
+    """A reversal (冲正) of one recharge: filed, decided by finance, then posted as a counter-entry.
+
+    At most one per recharge (unique ``recharge_id``).  The original's
+    account, card, channel and amount are copied at filing (a recharge
+    record never changes), so the counter-entry can be posted from this
+    row alone: ``-amount`` to ``account_no``, naming ``original_ref``.  Its
+    own reference is the original's with ``R`` appended.  The outbox
+    columns are those of ``recharges``; ``post_status`` is NULL until
+    finance approves (nothing to post), and the drain posts it only once
+    its original is ``posted``.
+    """
+
+    __tablename__ = "reversals"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ref: Mapped[str] = mapped_column(String(POSTING_REF_MAX), unique=True)
+    recharge_id: Mapped[int] = mapped_column(ForeignKey("recharges.id"), unique=True)
+    original_ref: Mapped[str] = mapped_column(String(POSTING_REF_MAX))
+    account_no: Mapped[str] = mapped_column(String(ACCOUNT_DIGITS))
+    card_serial: Mapped[str] = mapped_column(String(SERIAL_DIGITS))
+    channel: Mapped[str] = mapped_column(String(16))
+    amount: Mapped[int] = mapped_column(BigInteger)  # the original's amount, fen (> 0); the posting debits it
+    status: Mapped[ReversalStatus] = mapped_column(state_type(ReversalStatus))
+    reason: Mapped[str] = mapped_column(String(256))
+    filed_by: Mapped[str] = mapped_column(String(64))
+    filed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str | None] = mapped_column(String(64))
+    # For an approved reversal, also the counter-entry's time (its recharged_at, its business day).
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    decision_comment: Mapped[str | None] = mapped_column(String(256))
+    post_status: Mapped[PostStatus | None] = mapped_column(state_type(PostStatus))
+    post_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    posted_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(String(256))
+
+    __table_args__ = (
+        Index("ix_reversals_due", "post_status", "next_attempt_at", "id"),
+        one_of("reversals", "status", ReversalStatus),
+        one_of("reversals", "post_status", PostStatus),
+    )
+
+
+def reversal_ref(original_ref: str) -> str:
+    """A reversal's reference: its original's with ``R`` appended (a recharge has at most one reversal)."""
+    return f"{original_ref}R"
 
 
 class PinFailure(Base):

@@ -28,8 +28,12 @@ A recharge quote is ``held`` for one call until it is ``committed``,
 ``cancelled`` or ``expired``; a cancelled or expired quote's key may be
 quoted (held) again.  A recharge record's outbox posting is ``pending``
 until the marketing system takes it (``posted``) or refuses it for good
-(``rejected``).  An issue request is ``pending`` until finance approves or
-rejects it; an approved one is collected, and either may be cancelled first.
+(``rejected``); a person either sends a rejected posting again (back to
+``pending``) or settles it outside the system (``resolved``, final).  A
+reversal is ``pending`` until finance approves or rejects it; an approved
+reversal's own posting has the same outbox states.  An issue request is
+``pending`` until finance approves or rejects it; an approved one is
+collected, and either may be cancelled first.
 
 Every enum here is stored as its values in a VARCHAR column that a CHECK
 constraint limits to them (see ``cardmgmt.models``).
@@ -197,7 +201,16 @@ class PostStatus(StrEnum):
 
     PENDING = "pending"
     POSTED = "posted"
-    REJECTED = "rejected"  # refused for good; a person must look at it
+    REJECTED = "rejected"  # refused for good; a person must look at it (retry it, or resolve it)
+    RESOLVED = "resolved"  # a rejected posting a person settled outside the system (final)
+
+
+class ReversalStatus(StrEnum):
+    """Where a reversal (冲正, ``reversals.status``) stands: filed, then decided by finance."""
+
+    PENDING = "pending"  # filed by an administrator, waiting for finance
+    APPROVED = "approved"  # its counter-entry goes to the marketing system through the outbox
+    REJECTED = "rejected"  # finance refused it (final: a recharge has at most one reversal)
 
 
 class RequestStatus(StrEnum):

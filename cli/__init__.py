@@ -250,6 +250,7 @@ from cli import (  # noqa: E402, F401
     replay,
     report,
     request,
+    reversal,
     sale,
     serve,
     stock,

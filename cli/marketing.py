@@ -1,15 +1,17 @@
-"""``marketing``: the stand-in marketing database, its mapping, the outbox of recharges to post, and daily reconciliation."""
+"""``marketing``: the stand-in marketing database, its mapping, the outbox (recharges and reversals to post, rejected ones to retry or resolve), SMS notices, and daily reconciliation."""
 
-# test-case-name: tests.cli.test_root
+# test-case-name: tests.cli.test_root, tests.cli.test_reversal
 
 import datetime as dt
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import click
 
+from cardmgmt import rejected_postings
 from cardmgmt.marketing import MarketingError, MarketingUnavailable
+from cardmgmt.models import Reversal
 from cardmgmt.money import format_fen
 from cardmgmt.operators import Permission
 from cli import EXIT_DISCREPANCY, App, cli, emit, emit_json, json_option, parse_date, pass_app
@@ -82,26 +84,61 @@ def marketing_standin(app: App, recreate: bool) -> None:
 
 
 @marketing.command("outbox")
-@click.option("--status", type=click.Choice([outbox.PENDING, outbox.REJECTED]), default=outbox.PENDING, show_default=True)
+@click.option("--status", type=click.Choice([outbox.PENDING, outbox.REJECTED, outbox.RESOLVED]), default=outbox.PENDING,
+              show_default=True)
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 10_000))
 @json_option
 @pass_app
 def marketing_outbox(app: App, status: str, limit: int, as_json: bool) -> None:
-    """Recharges not yet posted to the marketing system (or refused by it); amounts in yuan (--json: fen)."""
+    """Recharges and reversals not yet posted to the marketing system (or refused by it); amounts in yuan (--json: fen).
+
+    A reversal's amount is negative; one that waits for its original to be posted says so.
+
+    Example: cli.py -u carol marketing outbox --status rejected
+    """
     with app.unit(Permission.VIEW) as ctx:
         summary = outbox.backlog(ctx.session)
-        rows = [{"recharge_ref": r.ref, "account_no": r.account_no, "amount": r.amount, "committed_at": r.committed_at,
-                 "attempts": r.post_attempts, "next_attempt_at": r.next_attempt_at, "last_error": r.last_error or ""}
-                for r in outbox.pending(ctx.session, limit, status=status)]
-    emit(rows, as_json, None if as_json else ["recharge_ref", "account_no", "amount", "attempts", "next_attempt_at", "last_error"])
+        rows = [e._asdict() for e in outbox.entries(ctx.session, status, limit)]
+    emit(rows, as_json, None if as_json else ["kind", "ref", "account_no", "amount", "attempts", "next_attempt_at",
+                                              "last_error"])
     if not as_json:
-        click.echo(f"{summary['pending']} pending, {summary['rejected']} rejected; oldest pending {summary['oldest_pending'] or '-'}")
+        click.echo(f"{summary['pending']} pending, {summary['rejected']} rejected; "
+                   f"oldest pending {summary['oldest_pending'] or '-'}; reversals: "
+                   f"{summary['reversals_pending']} pending, {summary['reversals_rejected']} rejected")
+
+
+def _settle(action: str) -> Callable[..., None]:
+    @click.argument("ref")
+    @click.option("--reason", required=True)
+    @pass_app
+    def command(app: App, ref: str, reason: str) -> None:
+        with app.unit(Permission.MANAGE_CARDS) as ctx:
+            row = getattr(rejected_postings, action)(ctx, ref, reason)
+        what = "reversal" if isinstance(row, Reversal) else "recharge"
+        tail = "; it goes with the next drain" if action == "retry" else ""
+        click.echo(f"posting of {what} {row.ref} is {row.post_status}{tail}")
+
+    return command
+
+
+marketing.command(
+    "retry",
+    help="Send a posting the marketing system rejected again (administrators), e.g. once the account was fixed there.\n\n"
+         "REF is a recharge's reference or a reversal's (ending in R).  Example: "
+         "cli.py -u alice marketing retry 26112200000042 --reason 'account reopened by billing'",
+)(_settle("retry"))
+marketing.command(
+    "resolve",
+    help="Close a rejected posting that a person settled outside the system (administrators); final.\n\n"
+         "Reconciliation then lists it as resolved instead of a mismatch.  Example: "
+         "cli.py -u alice marketing resolve 26112200000042 --reason 'refunded in cash at hall H01'",
+)(_settle("resolve"))
 
 
 @marketing.command("drain")
 @pass_app
 def marketing_drain(app: App) -> None:
-    """Post due recharges now, then hand their SMS notices over (the leading recharge server does both every second).
+    """Post due recharges, then approved reversals, now; then hand their SMS notices over (the leading recharge server does this every second).
 
     Example: cli.py -u alice marketing drain
     """
@@ -146,7 +183,7 @@ def marketing_reconcile(app: App, day: dt.date, as_json: bool) -> None:
     """
     try:
         with open_marketing(app) as mkt, app.unit(Permission.VIEW) as ctx:
-            rec = reconcile.reconcile_day(ctx, mkt, day)
+            rec = reconcile.reconcile_day(ctx, mkt, day, reconcile.card_reversals)
     except MarketingUnavailable as e:
         raise click.ClickException(str(e)) from None
     if as_json:
@@ -163,6 +200,10 @@ def marketing_reconcile(app: App, day: dt.date, as_json: bool) -> None:
                    "cards": f"{d.cards.account_no} {format_fen(d.cards.amount)}" if d.cards else "-",
                    "marketing": f"{d.marketing.account_no} {format_fen(d.marketing.amount)}" if d.marketing else "-",
                    "post_status": d.post_status or "-"} for kind, d in findings], False)
+        for d in rec.resolved:
+            assert d.cards is not None
+            click.echo(f"resolved outside the system (not a mismatch): {d.recharge_ref} {d.cards.account_no} "
+                       f"{format_fen(d.cards.amount)}")
         click.echo("reconciled: both sides agree" if not rec.has_discrepancies else f"{len(findings)} mismatches")
     if rec.has_discrepancies:
         sys.exit(EXIT_DISCREPANCY)

@@ -18,9 +18,18 @@ has no reversals and any reversal the marketing system lists for the day
 is ``missing_in_cards``.  Counts are of entries, totals are net (a
 reversal's negative amount is subtracted), and a reversal that names a
 different original on each side is ``original_differs``.
+``card_reversals`` is the provider over the card database's ``reversals``
+table (approved reversals, on the business day they were approved).
+
+A posting the marketing system refused and a person then settled outside
+the system (``post_status = 'resolved'``, see
+``cardmgmt.rejected_postings``) is expected to be missing there: it is
+listed under ``resolved``, left out of the card side's count and total, and
+is no mismatch.  Should the marketing system hold it after all, it is
+matched like any other entry.
 """
 
-# test-case-name: tests.marketing_iface.test_reconcile
+# test-case-name: tests.marketing_iface.test_reconcile, tests.marketing_iface.test_reversal_outbox
 
 import datetime as dt
 from collections.abc import Callable, Iterable
@@ -32,10 +41,11 @@ from sqlalchemy.orm import Session
 
 from cardmgmt.days import day_bounds
 from cardmgmt.marketing import MarketingSystem, Posting
-from cardmgmt.models import Recharge
+from cardmgmt.models import Recharge, Reversal
 from cardmgmt.operators import Permission
+from cardmgmt.states import PostStatus, ReversalStatus
 from cardmgmt.system import Context
-from marketing_iface.outbox import posting_for
+from marketing_iface.outbox import posting_for, posting_for_reversal
 
 
 class CardEntry(NamedTuple):
@@ -52,6 +62,17 @@ CardReversals = Callable[[Session, dt.date], Iterable[CardEntry]]
 def no_reversals(session: Session, day: dt.date) -> Iterable[CardEntry]:
     """The card side's reversals until the reversal workflow provides its own: none."""
     return ()
+
+
+def card_reversals(session: Session, day: dt.date) -> list[CardEntry]:
+    """The card side's reversals of business day ``day``: every approved reversal approved that day (UTC+8)."""
+    start, end = day_bounds(day)
+    rows = session.scalars(
+        select(Reversal)
+        .where(Reversal.status == ReversalStatus.APPROVED, Reversal.decided_at >= start, Reversal.decided_at < end)
+        .order_by(Reversal.id)
+    ).all()
+    return [CardEntry(posting_for_reversal(r), r.post_status) for r in rows]
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,7 @@ class Reconciliation:
     original_differs: tuple[Discrepancy, ...] = ()  # a reversal names another original on the other side
     card_reversals: int = 0  # of card_count, how many are reversals
     marketing_reversals: int = 0  # of marketing_count, how many are reversals
+    resolved: tuple[Discrepancy, ...] = ()  # settled by a person outside the system; not in the card totals
 
     @property
     def ok(self) -> bool:
@@ -102,6 +124,7 @@ class Reconciliation:
             "card_count": self.card_count, "card_total": self.card_total,
             "marketing_count": self.marketing_count, "marketing_total": self.marketing_total,
             "card_reversals": self.card_reversals, "marketing_reversals": self.marketing_reversals,
+            "resolved": [{"recharge_ref": d.recharge_ref, "cards": _posting(d.cards)} for d in self.resolved],
             "findings": [
                 {"finding": kind, "recharge_ref": d.recharge_ref,
                  "cards": _posting(d.cards), "marketing": _posting(d.marketing), "post_status": d.post_status}
@@ -143,8 +166,13 @@ def reconcile(
     amount_differs: list[Discrepancy] = []
     account_differs: list[Discrepancy] = []
     original_differs: list[Discrepancy] = []
-    for ref, (card, status) in ours.items():
+    resolved: list[Discrepancy] = []
+    for ref, (card, status) in list(ours.items()):
         other = theirs.get(ref)
+        if other is None and status == PostStatus.RESOLVED:
+            resolved.append(Discrepancy(ref, card, None, status))
+            del ours[ref]
+            continue
         if other is None:
             missing_in_marketing.append(Discrepancy(ref, card, None, status))
             continue
@@ -169,6 +197,7 @@ def reconcile(
         original_differs=tuple(original_differs),
         card_reversals=sum(1 for card, _ in ours.values() if card.is_reversal),
         marketing_reversals=sum(1 for p in theirs.values() if p.is_reversal),
+        resolved=tuple(resolved),
     )
 
 

@@ -1,9 +1,10 @@
 """The background jobs, run only by the server that holds the jobs lease, each in the thread pool.
 
 Five jobs keep the recharge side tidy: the outbox drain posts committed
-recharges to the marketing system (every second), the SMS drain hands the
-notices of acknowledged postings to the SMS platform (every second, when
-the marketing side has an SMS interface), lapsed holds are expired
+recharges, then approved reversals (冲正), to the marketing system (every
+second), the SMS drain hands the notices of acknowledged postings to the SMS
+platform (every second, when the marketing side has an SMS interface), lapsed
+holds are expired
 (every five seconds), request nonces older than ten minutes are forgotten
 (every minute; a request that old fails its timestamp check anyway), and
 the pin guard watches the service-wide wrong-PIN rate (every ten seconds),
@@ -51,14 +52,23 @@ class Job:
 
 def standard_jobs(
     *, db: Any, recharge: Any, marketing: Any, prune_nonces: Callable[[dt.datetime], int],
-    watch_guard: Callable[[dt.datetime], object] | None = None,
+    watch_guard: Callable[[dt.datetime], object] | None = None, journal: Any = None,
 ) -> list[Job]:
-    """The recharge server's jobs: outbox and SMS drains, hold expiry, nonce pruning and (given) the pin guard."""
+    """The recharge server's jobs: outbox and SMS drains, hold expiry, nonce pruning and (given) the pin guard.
+
+    ``journal`` (an ``outbox.PostingLog``) is where reversals' posting
+    outcomes are logged; without one only recharges are drained.
+    """
     from cardmgmt.marketing import SmsPlatform
     from marketing_iface import outbox, sms
 
+    def drain(now: dt.datetime) -> object:
+        if journal is None:
+            return outbox.drain(db, marketing, now)
+        return outbox.drain_all(db, marketing, now, journal)
+
     jobs = [
-        Job("outbox", 1.0, lambda now: outbox.drain(db, marketing, now)),
+        Job("outbox", 1.0, drain),
         *([Job("sms", 1.0, lambda now: sms.drain(db, marketing, now))] if isinstance(marketing, SmsPlatform) else []),
         Job("expire-holds", 5.0, lambda now: recharge.expire_holds()),
         Job("prune-nonces", 60.0, lambda now: prune_nonces(now - NONCE_RETENTION)),

@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 from twisted.web.server import Site
 
-from cardmgmt import channel_clients, ha, nonces
+from cardmgmt import audit, channel_clients, ha, nonces
 from cardmgmt.config import Settings
 from cardmgmt.db import Database
 from cardmgmt.errors import CardError
@@ -354,8 +354,14 @@ def makeService(
             status = lockouts.watch_guard(db, keys, policy, settings.audit_anchor_file, f"server {name}", now)
             return metrics.guard_seen(status)
 
+        from marketing_iface.outbox import PostingLog
+
+        def anchor(seq: int, entry_hash: str) -> None:
+            audit.anchor(settings.audit_anchor_file, keys.system_private, keys.fingerprint, seq, entry_hash)
+
         jobs = standard_jobs(
-            db=db, recharge=recharge, marketing=marketing, prune_nonces=partial(nonces.prune, db), watch_guard=watch_guard
+            db=db, recharge=recharge, marketing=marketing, prune_nonces=partial(nonces.prune, db), watch_guard=watch_guard,
+            journal=PostingLog(keys.audit_key, f"server {name}", anchor),
         )
     runner = JobRunner(
         jobs, is_leader=lambda: keeper.is_leader, run_blocking=run_blocking, reactor=reactor, metrics=metrics

@@ -6,7 +6,8 @@ to exactly those accounts; ``balances`` reads every sample account's
 balance through any implementation of the marketing Protocol, so a test can
 compare before and after.  ``Ledger`` writes committed recharge records
 straight into a card database, so the outbox and reconciliation are tested
-without the recharge core.
+without the recharge core.  ``posting_log`` is the operation log a
+reversal drain records its outcomes in, anchored as a server anchors it.
 
 ``create_billing`` builds a second marketing schema laid out unlike the
 stand-in (the way a utility's own billing database might be: pinyin-initial
@@ -16,7 +17,7 @@ that describes it, so the contract tests prove ``SqlMarketing`` follows the
 mapping rather than the stand-in's names.
 """
 
-# test-case-name: tests.marketing_iface.test_outbox, tests.marketing_iface.test_contract, tests.marketing_iface.test_reconcile
+# test-case-name: tests.marketing_iface.test_outbox, tests.marketing_iface.test_contract, tests.marketing_iface.test_reconcile, tests.marketing_iface.test_reversal_outbox
 
 from __future__ import annotations
 
@@ -39,10 +40,13 @@ from sqlalchemy import (
     select,
 )
 
+from cardmgmt import audit
 from cardmgmt.db import Database, make_engine
 from cardmgmt.marketing import Account, MarketingSystem
 from cardmgmt.models import Batch, Card, Factory, Recharge
+from cardmgmt.system import CardSystem
 from marketing_iface.null import NullMarketing
+from marketing_iface.outbox import PostingLog
 from marketing_iface.standin import SAMPLE_ACCOUNTS, accounts, load_accounts, recharge_interface, sms_outbox
 
 # A marketing database laid out otherwise: 用户档案 (accounts), 电费充值接口 (recharges), 短信待发 (SMS).
@@ -169,6 +173,16 @@ def reset_billing(url: str) -> None:
 def sample_null_marketing() -> NullMarketing:
     """The in-memory marketing system, holding the sample accounts with their sample balances."""
     return NullMarketing([a.account() for a in SAMPLE_ACCOUNTS], phones={a.account_no: a.phone for a in SAMPLE_ACCOUNTS})
+
+
+def posting_log(system: CardSystem, who: str = "server T") -> PostingLog:
+    """Where a drain run as ``who`` logs reversal outcomes: ``system``'s operation log, anchored to its anchor file."""
+    keys = system.keys()
+
+    def anchor(seq: int, entry_hash: str) -> None:
+        audit.anchor(system.settings.audit_anchor_file, keys.system_private, keys.fingerprint, seq, entry_hash)
+
+    return PostingLog(keys.audit_key, who, anchor)
 
 
 def reset_standin(url: str) -> None:

@@ -17,8 +17,8 @@ from sqlalchemy import String, inspect, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from cardmgmt.db import alembic_config, current_revision, head_revision, make_engine, upgrade
-from cardmgmt.models import Base, Card, IssueRequest, Quote, Recharge, SmsNotice, one_of
-from cardmgmt.states import CardState, NoticeStatus, PostStatus, QuoteState, RequestStatus
+from cardmgmt.models import Base, Card, IssueRequest, Quote, Recharge, Reversal, SmsNotice, one_of
+from cardmgmt.states import CardState, NoticeStatus, PostStatus, QuoteState, RequestStatus, ReversalStatus
 
 # Every state column: its enum and the CHECK constraint that keeps the database to it.
 STATE_COLUMNS = [
@@ -28,6 +28,8 @@ STATE_COLUMNS = [
     (Recharge.__table__.c.post_status, PostStatus),
     (IssueRequest.__table__.c.status, RequestStatus),
     (SmsNotice.__table__.c.status, NoticeStatus),
+    (Reversal.__table__.c.status, ReversalStatus),
+    (Reversal.__table__.c.post_status, PostStatus),
 ]
 IDS = [f"{c.table.name}.{c.name}" for c, _ in STATE_COLUMNS]
 
@@ -91,7 +93,7 @@ def test_states_read_back_as_members(engine):
 
 
 def test_every_state_column_is_listed_here():
-    enums = (CardState, QuoteState, PostStatus, RequestStatus, NoticeStatus)
+    enums = (CardState, QuoteState, PostStatus, RequestStatus, NoticeStatus, ReversalStatus)
     typed = [
         f"{t.name}.{c.name}" for t in Base.metadata.sorted_tables for c in t.columns
         if getattr(c.type, "enum_class", None) in enums
@@ -168,3 +170,44 @@ def test_migrations_match_the_models(database_url):
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []
     engine.dispose()
+
+
+def test_0010_down_turns_resolved_postings_back_into_rejected_ones(blank_url):
+    engine = make_engine(blank_url)
+    try:
+        upgrade(engine)
+        now = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+        with engine.begin() as conn:
+            conn.execute(text("INSERT INTO factories (id, name, public_key_pem, fingerprint, registered_at)"
+                              " VALUES (1, 'F1', 'k', 'fp', :now)"), {"now": now})
+            conn.execute(text("INSERT INTO batches (id, batch_no, face_value, quantity, box_size, expiry, first_serial,"
+                              " last_serial, factory_id, new_card_digest, created_by, created_at) VALUES (1, 'B1', 5000,"
+                              " 1, 1, :day, '000000000018', '000000000018', 1, 'd', 'alice', :now)"),
+                         {"day": dt.date(2030, 1, 1), "now": now})
+            conn.execute(text("INSERT INTO cards (id, batch_id, serial, box_no, pin_hash, state)"
+                              " VALUES (1, 1, '000000000018', 1, :a, 'redeemed')"), {"a": b"a" * 32})
+            conn.execute(text("INSERT INTO recharges (id, key, call_id, channel, caller, card_id, card_serial,"
+                              " account_no, amount, committed_at, post_status, post_attempts, next_attempt_at)"
+                              " VALUES (1, 'c#1', 'c', 'hotline', '', 1, '000000000018', '3100000001', 5000, :now,"
+                              " 'resolved', 1, :now)"), {"now": now})
+            conn.execute(text("INSERT INTO reversals (ref, recharge_id, original_ref, account_no, card_serial, channel,"
+                              " amount, status, reason, filed_by, filed_at, post_attempts) VALUES ('26113000000001R', 1,"
+                              " '26113000000001', '3100000001', '000000000018', 'hotline', 5000, 'pending', 'r',"
+                              " 'alice', :now, 0)"), {"now": now})
+        with pytest.raises(IntegrityError, match="ck_reversals_status"), engine.begin() as conn:
+            conn.execute(text("UPDATE reversals SET status = 'lost'"))
+        with pytest.raises(IntegrityError, match="reversals"), engine.begin() as conn:  # one reversal per recharge
+            conn.execute(text("INSERT INTO reversals (ref, recharge_id, original_ref, account_no, card_serial, channel,"
+                              " amount, status, reason, filed_by, filed_at, post_attempts) VALUES ('X', 1, 'X',"
+                              " '3100000001', '000000000018', 'hotline', 5000, 'pending', 'r', 'alice', :now, 0)"),
+                         {"now": now})
+        command.downgrade(alembic_config(engine), "0009")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT post_status FROM recharges")).scalar_one() == "rejected"
+            assert "reversals" not in inspect(conn).get_table_names()
+        with pytest.raises(IntegrityError, match="ck_recharges_post_status"), engine.begin() as conn:
+            conn.execute(text("UPDATE recharges SET post_status = 'resolved'"))
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+    finally:
+        engine.dispose()

@@ -201,16 +201,19 @@ def test_a_reference_taken_with_other_content_is_rejected(system, ledger, null):
 
 def test_backlog_and_pending_listing(system, ledger, null):
     with system.db.transaction() as s:
-        assert outbox.backlog(s) == {"pending": 0, "oldest_pending": None, "rejected": 0}
+        assert outbox.backlog(s) == {"pending": 0, "oldest_pending": None, "rejected": 0,
+                                     "reversals_pending": 0, "reversals_rejected": 0}
     ids = add_three(ledger)
     ledger.add("3199999999", 5000, T0 + 3 * SECOND)
     with system.db.transaction() as s:
-        assert outbox.backlog(s) == {"pending": 4, "oldest_pending": T0, "rejected": 0}
+        assert outbox.backlog(s) == {"pending": 4, "oldest_pending": T0, "rejected": 0,
+                                     "reversals_pending": 0, "reversals_rejected": 0}
         assert [r.id for r in outbox.pending(s, limit=2)] == ids[:2]
     drain(system.db, GoesDownAfter(null, 1), T0 + 3 * SECOND)
     drain(system.db, null, T0 + dt.timedelta(minutes=1))
     with system.db.transaction() as s:
-        assert outbox.backlog(s) == {"pending": 0, "oldest_pending": None, "rejected": 1}
+        assert outbox.backlog(s) == {"pending": 0, "oldest_pending": None, "rejected": 1,
+                                     "reversals_pending": 0, "reversals_rejected": 0}
         assert outbox.pending(s) == []
         assert [r.account_no for r in outbox.pending(s, status="rejected")] == ["3199999999"]
 

@@ -114,3 +114,39 @@ def test_only_results_that_did_something_are_logged(result: Any, noted: bool) ->
     from recharge_server.jobs import _worth_noting
 
     assert _worth_noting(result) is noted
+
+
+def test_the_outbox_job_posts_reversals_after_their_originals_when_given_a_journal(db: Database) -> None:
+    from cardmgmt import audit
+    from cardmgmt.models import LogEntry, Reversal
+    from cardmgmt.states import PostStatus, ReversalStatus
+    from marketing_iface.outbox import DrainResult, PostingLog
+    from testkit.marketing import Ledger, balances, sample_null_marketing
+
+    now = dt.datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+    ledger = Ledger(db)
+    rid = ledger.add("3100000001", 5000, now)
+    original = ledger.get(rid)
+    with db.transaction() as s:
+        s.add(Reversal(ref=original.ref + "R", recharge_id=rid, original_ref=original.ref, account_no="3100000001",
+                       card_serial=original.card_serial, channel="hotline", amount=5000,
+                       status=ReversalStatus.APPROVED, reason="wrong account", filed_by="alice", filed_at=now,
+                       decided_by="bob", decided_at=now, decision_comment="ok", post_status=PostStatus.PENDING,
+                       post_attempts=0, next_attempt_at=now))
+    marketing = sample_null_marketing()
+    before = balances(marketing)
+    heads: list[tuple[int, str]] = []
+    journal = PostingLog(b"k" * 32, "server A", lambda seq, h: heads.append((seq, h)))
+    recharge = StubRecharge()
+    prune = partial(nonces.prune, db)
+    without = {j.name: j for j in standard_jobs(db=db, recharge=recharge, marketing=marketing, prune_nonces=prune)}
+    assert without["outbox"].work(now) == DrainResult(posted=1)  # no journal: recharges only
+    jobs = {j.name: j for j in standard_jobs(db=db, recharge=recharge, marketing=marketing, prune_nonces=prune,
+                                             journal=journal)}
+    assert jobs["outbox"].work(now) == DrainResult(posted=1)
+    assert balances(marketing) == before
+    with db.transaction() as s:
+        [entry] = audit.entries(s, 10)
+        assert (entry.operator, entry.action) == ("server A", "reversal.post")
+        assert heads == [(entry.seq, entry.hash)]
+        assert s.scalar(select(func.count()).select_from(LogEntry)) == 1
