@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cardmgmt.days import as_utc, business_day, day_bounds
+from cardmgmt.db import dialect_insert
 from cardmgmt.errors import AlreadyExists, ConflictError, IllegalTransition, InvalidInput, NotFound, PermissionDenied
 from cardmgmt.models import POSTING_REF_MAX, Recharge, Reversal, reversal_ref, utcnow
 from cardmgmt.operators import Permission
@@ -98,20 +98,22 @@ def file(ctx: Context, ref: str, reason: str) -> Reversal:
     own_ref = reversal_ref(recharge.ref)
     if len(own_ref) > POSTING_REF_MAX:  # a record number past 10^17: not in this system's lifetime
         raise InvalidInput(f"reversal reference {own_ref} is longer than the marketing system takes")
-    rev = Reversal(
-        ref=own_ref, recharge_id=recharge.id, original_ref=recharge.ref, account_no=recharge.account_no,
-        card_serial=recharge.card_serial, channel=recharge.channel, amount=recharge.amount,
-        status=ReversalStatus.PENDING, reason=reason[:REASON_MAX], filed_by=ctx.actor.name, filed_at=utcnow(),
-        post_attempts=0,
-    )
-    try:
-        # In a savepoint: a unique violation then rolls back only the insert,
-        # and the unit ends with the one-line refusal instead of a dead transaction.
-        with ctx.session.begin_nested():
-            ctx.session.add(rev)
-    except IntegrityError:
+    # ON CONFLICT rather than a savepoint (pysqlite commits a savepoint taken
+    # before the transaction's first write when it is released): a racing
+    # filing for the same recharge makes this insert wait, then insert nothing.
+    rev_id = ctx.session.execute(
+        dialect_insert(ctx.session.get_bind().dialect.name, Reversal.__table__)
+        .values(ref=own_ref, recharge_id=recharge.id, original_ref=recharge.ref, account_no=recharge.account_no,
+                card_serial=recharge.card_serial, channel=recharge.channel, amount=recharge.amount,
+                status=ReversalStatus.PENDING.value, reason=reason[:REASON_MAX], filed_by=ctx.actor.name,
+                filed_at=utcnow(), post_attempts=0)
+        .on_conflict_do_nothing()
+        .returning(Reversal.__table__.c.id)
+    ).scalar_one_or_none()
+    if rev_id is None:
         # Another administrator filed one for the same recharge a moment ago.
-        raise ConflictError(f"recharge {recharge.ref} was given a reversal by someone else just now; nothing changed") from None
+        raise ConflictError(f"recharge {recharge.ref} was given a reversal by someone else just now; nothing changed")
+    rev = get(ctx.session, rev_id)
     ctx.log("reversal.file", f"reversal {rev.id} of recharge {recharge.ref}",
             after={"ref": rev.ref, "account_no": rev.account_no, "amount": rev.amount, "reason": rev.reason})
     return rev

@@ -60,7 +60,7 @@ def test_a_reversal_from_filing_to_the_marketing_balance(inst: Installation, mkt
     rid = ledger.add("3100000001", 5000, now)
     ref = ledger.get(rid).ref
     m = ("--marketing-db", mkt)
-    assert inst.ok(*m, "marketing", "drain") == "posted 1, already there 0, failed 0, rejected 0\n"
+    assert inst.ok(*m, "marketing", "drain").splitlines()[0] == "posted 1, already there 0, failed 0, rejected 0"
     credited = balance(mkt, "3100000001")
 
     out = inst.ok("reversal", "file", ref, "--reason", "customer keyed a wrong account")
@@ -94,7 +94,7 @@ def test_a_reversal_from_filing_to_the_marketing_balance(inst: Installation, mkt
     outbox = inst.ok("marketing", "outbox", user="carol")
     assert f"{ref}R" in outbox and "-50.00" in outbox and "reversals: 1 pending, 0 rejected" in outbox
 
-    assert inst.ok(*m, "marketing", "drain") == "posted 1, already there 0, failed 0, rejected 0\n"
+    assert inst.ok(*m, "marketing", "drain").splitlines()[0] == "posted 1, already there 0, failed 0, rejected 0"
     assert balance(mkt, "3100000001") == credited - 5000
     shown = inst.json("reversal", "show", "1")
     assert (shown["post_status"], shown["post_attempts"], shown["comment"]) == ("posted", 1, "call recording checked")
@@ -116,7 +116,7 @@ def test_rejected_postings_are_retried_or_resolved(inst: Installation, mkt: str,
     first = ledger.get(ledger.add(UNKNOWN, 3000, now)).ref
     second = ledger.get(ledger.add(UNKNOWN, 2000, now)).ref
     m = ("--marketing-db", mkt)
-    assert inst.ok(*m, "marketing", "drain") == "posted 0, already there 0, failed 0, rejected 2\n"
+    assert inst.ok(*m, "marketing", "drain").splitlines()[0] == "posted 0, already there 0, failed 0, rejected 2"
     listed = inst.json("marketing", "outbox", "--status", "rejected")
     assert [(r["kind"], r["ref"], r["amount"]) for r in listed] == [("recharge", first, 3000), ("recharge", second, 2000)]
     day = business_day(now).isoformat()
@@ -132,7 +132,7 @@ def test_rejected_postings_are_retried_or_resolved(inst: Installation, mkt: str,
     assert_one_line_error(inst.run("marketing", "retry", second, "--reason", "x", user="carol"), "may not")
     assert_one_line_error(inst.run("marketing", "retry", first, "--reason", " "), "needs a reason")
     assert inst.snapshot() == before
-    assert inst.ok(*m, "marketing", "drain") == "posted 1, already there 0, failed 0, rejected 0\n"
+    assert inst.ok(*m, "marketing", "drain").splitlines()[0] == "posted 1, already there 0, failed 0, rejected 0"
     assert balance(mkt, UNKNOWN) == 3000
     report = inst.ok(*m, "marketing", "reconcile", day, user="carol")
     assert f"resolved outside the system (not a mismatch): {second} {UNKNOWN} 20.00" in report

@@ -20,7 +20,7 @@ from sqlalchemy import insert, select
 from cardmgmt import audit, rejected_postings, reversals
 from cardmgmt.errors import CardError, ConflictError, IllegalTransition, InvalidInput, NotFound, PermissionDenied
 from cardmgmt.marketing import MarketingUnavailable, Posting, PostingRejected
-from cardmgmt.models import Recharge, Reversal
+from cardmgmt.models import Recharge, Reversal, SmsNotice
 from cardmgmt.operators import Permission, Role
 from cardmgmt.states import PostStatus, ReversalStatus
 from marketing_iface import outbox
@@ -127,6 +127,12 @@ def test_the_whole_flow_takes_the_money_back_once_and_reconciles(system, bench, 
     assert (rec.card_count, rec.card_total, rec.card_reversals) == (3, 2000, 1)
     assert (rec.marketing_count, rec.marketing_total, rec.marketing_reversals) == (3, 2000, 1)
     verify_log(system)
+    # The customer is told by SMS that the money was taken back, once, as for the recharge itself.
+    with system.db.transaction() as s:
+        notices = {n.posting_ref: n for n in s.scalars(select(SmsNotice))}
+    assert set(notices) == {ref, ledger.get(other).ref, ref + "R"}
+    assert notices[ref + "R"].recharge_id is None and "冲正" in notices[ref + "R"].text
+    assert "50.00" in notices[ref + "R"].text
 
 
 def test_a_reversal_waits_for_its_original_and_then_follows_it(system, bench, ledger, marketing, journal):
@@ -164,13 +170,13 @@ class CrashAfterPosting:
     def __init__(self, inner) -> None:  # type: ignore[no-untyped-def]
         self.inner = inner
 
-    def post_recharges(self, postings: list[Posting]) -> list[bool | PostingRejected]:
-        self.inner.post_recharges(postings)
+    def post_recharges(self, postings: list[Posting], **kw: bool) -> list[bool | PostingRejected]:
+        self.inner.post_recharges(postings, **kw)
         raise KeyboardInterrupt("worker killed")
 
 
 class Down:
-    def post_recharges(self, postings: list[Posting]) -> list[bool | PostingRejected]:
+    def post_recharges(self, postings: list[Posting], **kw: bool) -> list[bool | PostingRejected]:
         raise MarketingUnavailable("marketing system unavailable (gone)")
 
 
