@@ -19,18 +19,23 @@ def client() -> None:
 @client.command("add")
 @click.argument("name")
 @click.option("--channel", required=True, type=click.Choice(channel_clients.CHANNELS), help="The client's channel.")
+@click.option("--hall", "hall_code", help="A POS terminal's hall: the one hall whose cards it may sell.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="New owner-only file for the client's key, to install on its host (never overwritten).")
 @pass_app
-def client_add(app: App, name: str, channel: str, out: Path) -> None:
+def client_add(app: App, name: str, channel: str, hall_code: str | None, out: Path) -> None:
     """Register a channel client and write its signing key to --out.
 
-    Example: cli.py -u alice client add pos-hall-7 --channel pos --out pos-hall-7.key
+    A POS terminal (--channel pos) sells cards through the sales-point API
+    only with --hall, and only that hall's cards.
+
+    Example: cli.py -u alice client add pos-h01-1 --channel pos --hall H01 --out pos-h01-1.key
     """
     with app.unit(Permission.MANAGE_CLIENTS) as ctx:
         # Written inside the unit: a key file that cannot be written leaves no client registered.
-        channel_clients.write_key_file(out, channel_clients.add(ctx, name, channel))
-    click.echo(f"channel client {name} ({channel}) registered; its key is in {out} (owner-only)")
+        channel_clients.write_key_file(out, channel_clients.add(ctx, name, channel, hall=hall_code))
+    at = f" at hall {hall_code}" if hall_code else ""
+    click.echo(f"channel client {name} ({channel}{at}) registered; its key is in {out} (owner-only)")
 
 
 @client.command("key")
@@ -55,7 +60,7 @@ def client_list(app: App, as_json: bool) -> None:
     """List channel clients, revoked ones included.  Example: cli.py -u alice client list --json"""
     with app.unit(Permission.VIEW) as ctx:
         rows = channel_clients.listing(ctx.session)
-    emit(rows, as_json, None if as_json else ["name", "channel", "created_by", "created_at", "revoked_at", "revoked_by", "reason"])
+    emit(rows, as_json, None if as_json else ["name", "channel", "hall", "created_by", "created_at", "revoked_at", "revoked_by", "reason"])
 
 
 @client.command("revoke")
