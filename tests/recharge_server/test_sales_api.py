@@ -255,6 +255,30 @@ def test_the_sale_key_limit_is_the_tables(bench: Any) -> None:
     assert KEY.max_length == sales.KEY_MAX
 
 
+def test_cli_client_sell_sells_as_the_terminal(shop: Any, live: Any, tmp_path: Any) -> None:
+    from cardmgmt.channel_clients import write_key_file
+    from testkit.commandline import invoke
+    from testkit.live_api import tls_test_certificates
+
+    bench, serials, keys = shop
+    key_file = tmp_path / "pos-h01.key"
+    write_key_file(key_file, keys["pos-h01"])
+    settings = bench.system.settings
+    base = ["--db", settings.database_url, "--key-dir", settings.key_dir, "client", "sell", "pos-h01",
+            "--key-file", key_file, "--server", f"https://127.0.0.1:{live.port}",
+            "--ca", tls_test_certificates() / "tls-ca.pem"]
+    done = invoke(*base, "--sale-key", "R-1", "--batch", "B1", "--box", "1")
+    assert done.exit_code == 0, done.output
+    assert f"sold: sale {done.output.split()[2]}" in done.output and "10 cards" in done.output
+    again = invoke(*base, "--sale-key", "R-1", "--batch", "B1", "--box", "1", "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["repeated"] is True
+    refused = invoke(*base, "--sale-key", "R-2", "--serial", serials[0])
+    assert refused.exit_code == 1 and refused.stderr.count("\n") == 1 and "illegal_transition" in refused.stderr
+    assert bench.states("B1") == {"issued": 30, "sold": 10}
+    help_text = invoke("client", "sell", "--help")
+    assert "Example: cli.py client sell" in help_text.output
+
+
 # --- races, on PostgreSQL ---------------------------------------------------------------------
 
 
