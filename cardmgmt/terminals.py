@@ -21,7 +21,7 @@ new head is anchored outside the database after the commit, as every
 operator's unit of work is.
 """
 
-# test-case-name: tests.recharge_server.test_sales_api
+# test-case-name: tests.cardmgmt.test_terminals, tests.recharge_server.test_sales_api
 
 import datetime as dt
 from collections.abc import Callable
