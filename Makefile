@@ -40,6 +40,7 @@ lint: $(STAMP) ## ruff over the code
 
 bench: $(STAMP) ## run the benchmarks (minutes); results go to bench/RESULTS.md by hand
 	$(PY) bench/bench_batch.py --quantity 1000000
+	$(PY) bench/bench_sales.py --quantity 100000
 
 clean: ## remove the virtualenv and the demo's data
 	rm -rf $(VENV) demo-run

@@ -20,6 +20,10 @@ requests (as unavailable, so the caller fails over) once its snapshot is
 older than ``MAX_AGE_SECONDS``.  A revocation therefore takes effect on both
 servers within ``MAX_AGE_SECONDS`` (5 s), whatever happens to either of them.
 The channel and the client's name are recorded on every quote and recharge.
+
+A POS terminal is a client of channel ``pos`` bound to one hall (``add``
+with ``hall``): it sells that hall's cards, and no other's, through the
+sales-point API (``cardmgmt.terminals``).
 """
 
 # test-case-name: tests.cardmgmt.test_channel_clients
@@ -37,7 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from cardmgmt.errors import AlreadyExists, CardError, InvalidInput, KeyFileError, NotFound
-from cardmgmt.models import ChannelClient, utcnow
+from cardmgmt.models import ChannelClient, Hall, utcnow
 from cardmgmt.secret_files import write_private
 
 if TYPE_CHECKING:  # cardmgmt.system imports this module
@@ -45,6 +49,7 @@ if TYPE_CHECKING:  # cardmgmt.system imports this module
 
 CHANNELS = ("hotline", "pos", "web", "partner")
 HOTLINE = "hotline"  # the client `cli.py init` registers, whose key goes to keys/api.key
+POS = "pos"  # a sales-point terminal at a hall
 # Lower case so that a name means one client whatever the case it is typed in; fits an HTTP header.
 NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 MAX_REASON = 200
@@ -80,11 +85,12 @@ class RegistryStale(CardError):
 
 @dataclass(frozen=True)
 class ClientEntry:
-    """What a server needs to know about one client: its channel and whether it is revoked."""
+    """What a server needs to know about one client: its channel, whether it is revoked, a terminal's hall."""
 
     name: str
     channel: str
     revoked: bool
+    hall: str | None = None  # the hall code a POS terminal sells for
 
 
 def check_name(name: str) -> str:
@@ -109,27 +115,39 @@ def _get(session: Session, name: str) -> ChannelClient:
     return row
 
 
-def add(ctx: "Context", name: str, channel: str, now: dt.datetime | None = None, *, log: bool = True) -> bytes:
+def add(
+    ctx: "Context", name: str, channel: str, now: dt.datetime | None = None, *, log: bool = True,
+    hall: str | None = None,
+) -> bytes:
     """Register client ``name`` on ``channel``; returns its signing key (to install on the client's host).
 
     ``ctx`` is the unit of work of an operator allowed to manage clients;
     ``log=False`` when the caller's own log entry names the client (``init``).
+    ``hall`` binds a ``pos`` client to the one hall whose cards it sells
+    (a ``pos`` client without one can recharge but not sell).
     """
+    from cardmgmt import halls
     from cardmgmt.operators import Permission
 
     ctx.require(Permission.MANAGE_CLIENTS)
     check_name(name)
     check_channel(channel)
     session: Session = ctx.session
+    hall_id = None
+    if hall is not None:
+        if channel != POS:
+            raise InvalidInput(f"only a {POS} client (a sales-point terminal) is bound to a hall, not a {channel} client")
+        hall_id = halls.selling_hall(session, hall).id
     if session.execute(select(ChannelClient.id).where(ChannelClient.name == name)).first():
         raise AlreadyExists(f"channel client {name!r} is already registered (a revoked name is not reused)")
-    session.add(ChannelClient(name=name, channel=channel, created_by=ctx.actor.name, created_at=now or utcnow()))
+    session.add(ChannelClient(name=name, channel=channel, created_by=ctx.actor.name, created_at=now or utcnow(),
+                              hall_id=hall_id))
     try:
         session.flush()
     except IntegrityError:
         raise AlreadyExists(f"channel client {name!r} is already registered") from None
     if log:
-        ctx.log("client.add", f"channel client {name}", after={"channel": channel})
+        ctx.log("client.add", f"channel client {name}", after={"channel": channel, **({"hall": hall} if hall else {})})
     return bytes(ctx.keys.channel_client_key(name))
 
 
@@ -168,16 +186,18 @@ def revoke(ctx: "Context", name: str, reason: str, now: dt.datetime | None = Non
 
 
 def listing(session: Session) -> list[dict[str, Any]]:
-    """Every registered client, revoked ones included, by name."""
-    rows = session.execute(select(ChannelClient).order_by(ChannelClient.name)).scalars()
+    """Every registered client, revoked ones included, by name; ``hall`` is a POS terminal's hall."""
+    rows = session.execute(
+        select(ChannelClient, Hall.code).outerjoin(Hall, Hall.id == ChannelClient.hall_id).order_by(ChannelClient.name)
+    ).all()
     return [
         {
-            "name": r.name, "channel": r.channel, "created_by": r.created_by,
+            "name": r.name, "channel": r.channel, "hall": hall, "created_by": r.created_by,
             "created_at": r.created_at.isoformat(timespec="seconds"),
             "revoked_at": r.revoked_at.isoformat(timespec="seconds") if r.revoked_at else None,
             "revoked_by": r.revoked_by, "reason": r.reason,
         }
-        for r in rows
+        for r, hall in rows
     ]
 
 
@@ -201,8 +221,11 @@ def write_key_file(path: Path, key: bytes, *, replace: bool = False) -> None:
 
 def snapshot(session: Session) -> dict[str, ClientEntry]:
     """Every registered client, as the servers check requests against them."""
-    rows = session.execute(select(ChannelClient.name, ChannelClient.channel, ChannelClient.revoked_at)).all()
-    return {name: ClientEntry(name, channel, revoked_at is not None) for name, channel, revoked_at in rows}
+    rows = session.execute(
+        select(ChannelClient.name, ChannelClient.channel, ChannelClient.revoked_at, Hall.code)
+        .outerjoin(Hall, Hall.id == ChannelClient.hall_id)
+    ).all()
+    return {name: ClientEntry(name, channel, revoked_at is not None, hall) for name, channel, revoked_at, hall in rows}
 
 
 class ClientRegistry:

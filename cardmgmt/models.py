@@ -91,6 +91,7 @@ class Operator(Base):
     __tablename__ = "operators"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
+    # An operator's role (cardmgmt.operators.OPERATOR_ROLES): never ``terminal``, a POS terminal's.
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(256))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -109,6 +110,8 @@ class Operator(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     failed_since: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (CheckConstraint("role IN ('admin', 'finance', 'auditor')", name="ck_operators_role"),)
 
 
 class Factory(Base):
@@ -551,3 +554,7 @@ class ChannelClient(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_by: Mapped[str | None] = mapped_column(String(64))
     reason: Mapped[str | None] = mapped_column(String(200))
+    # A POS terminal's hall: the one hall whose cards it may sell (only a ``pos`` client has one).
+    hall_id: Mapped[int | None] = mapped_column(ForeignKey("halls.id"))
+
+    __table_args__ = (CheckConstraint("hall_id IS NULL OR channel = 'pos'", name="ck_channel_clients_hall_id"),)

@@ -68,6 +68,7 @@ def file_add(ctx: Context, name: str, role: Role, reason: str) -> OperatorReques
     """Ask for a new operator with ``role``; they exist as pending until a second administrator approves."""
     ctx.require(Permission.MANAGE_OPERATORS)
     name = operators.check_name(name)
+    operators.operator_role(role)
     if not reason.strip():
         raise InvalidInput("a request needs a reason")
     if ctx.session.execute(select(Operator.id).where(Operator.name == name)).first():
@@ -80,6 +81,7 @@ def file_add(ctx: Context, name: str, role: Role, reason: str) -> OperatorReques
 def file_role(ctx: Context, name: str, role: Role, reason: str) -> OperatorRequest:
     """Ask for an operator's role to change."""
     ctx.require(Permission.MANAGE_OPERATORS)
+    operators.operator_role(role)
     op = _existing(ctx, name)
     if op.role == role.value:
         raise InvalidInput(f"operator {name!r} is {role.value} already")

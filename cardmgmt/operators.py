@@ -41,6 +41,9 @@ class Role(StrEnum):
     ADMIN = "admin"  # card administrator (卡管理员)
     FINANCE = "finance"  # finance staff (财务)
     AUDITOR = "auditor"  # reads reports and verifies the operation log
+    # A POS terminal selling through the sales-point API (cardmgmt.terminals): the
+    # actor of its sales, never an operator's role (OPERATOR_ROLES; a CHECK on operators.role).
+    TERMINAL = "terminal"
 
 
 class Permission(StrEnum):
@@ -62,7 +65,11 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
     }),
     Role.FINANCE: frozenset({Permission.DECIDE_REQUESTS, Permission.VIEW, Permission.OWN_PASSWORD}),
     Role.AUDITOR: frozenset({Permission.VIEW, Permission.VERIFY_LOG, Permission.OWN_PASSWORD}),
+    # Selling its own hall's cards and nothing else: no listing, no password, no sign-in.
+    Role.TERMINAL: frozenset({Permission.SELL_CARDS}),
 }
+# The roles a person can hold; the terminal's is given only by cardmgmt.terminals.
+OPERATOR_ROLES: tuple[Role, ...] = (Role.ADMIN, Role.FINANCE, Role.AUDITOR)
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MIN_PASSWORD = 8
@@ -138,6 +145,8 @@ def sign_in(
         raise AuthenticationFailed(
             f"operator {name!r} must choose a new password first: cli.py -u {name} operator password"
         )
+    if op.role not in OPERATOR_ROLES:
+        raise AuthenticationFailed(f"operator {name!r} has no operator's role")
     if op.failed_logins:
         op.failed_logins, op.failed_since = 0, None
     return Actor(name=op.name, role=Role(op.role))
@@ -190,10 +199,19 @@ def require(actor: Actor, permission: Permission) -> None:
 
 
 def parse_role(text: str) -> Role:
+    """An operator's role by name; a POS terminal's role is not one."""
     try:
-        return Role(text)
+        return operator_role(Role(text))
     except ValueError:
-        raise InvalidInput(f"role {text!r} is not one of {', '.join(r.value for r in Role)}") from None
+        raise InvalidInput(f"role {text!r} is not one of {', '.join(r.value for r in OPERATOR_ROLES)}") from None
+
+
+def operator_role(role: Role) -> Role:
+    """``role`` if a person may hold it; ``InvalidInput`` for the terminal's role."""
+    if role not in OPERATOR_ROLES:
+        raise InvalidInput(f"role {role.value!r} is a POS terminal's, never an operator's; "
+                           f"choose one of {', '.join(r.value for r in OPERATOR_ROLES)}")
+    return role
 
 
 def check_password_strength(password: str) -> None:
@@ -276,6 +294,7 @@ def create(session: Session, name: str, role: Role, password: str) -> Operator:
     other new operator is filed and approved through ``operator_requests``.
     """
     name = check_name(name)
+    operator_role(role)
     check_password_strength(password)
     if session.execute(select(Operator.id).where(Operator.name == name)).first():
         raise AlreadyExists(f"operator {name!r} already exists")

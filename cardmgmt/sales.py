@@ -85,7 +85,7 @@ def sell(
     if key is not None:
         earlier = _by_key(session, key)
         if earlier is not None:
-            return _repeat(session, earlier, hall, r)
+            return _repeat(session, earlier, hall, r, ctx.actor.name)
     _check_own_cards(session, hall, r)
     lo, hi = _bounds(session, r)
     now = now or utcnow()
@@ -100,7 +100,7 @@ def sell(
     ).scalar_one_or_none()
     if sale_id is None:
         assert key is not None, "only a key can conflict"
-        return _repeat(session, _by_key(session, key), hall, r)
+        return _repeat(session, _by_key(session, key), hall, r, ctx.actor.name)
     count = stock.apply(ctx, r, Event.SELL, extra_values={"sale_id": sale_id}, guard=[Card.hall_id == hall.id],
                         extra_log={"hall": hall.code, "sale": sale_id, "channel": channel})
     sale = session.get_one(Sale, sale_id)
@@ -118,10 +118,15 @@ def _bounds(session: Session, r: stock.Resolved) -> tuple[str | None, str | None
     return lo, hi
 
 
-def _repeat(session: Session, earlier: Sale | None, hall: Hall, r: stock.Resolved) -> Sold:
-    """The earlier sale under the same key, if it sold these very cards at this hall; else a conflict."""
+def _repeat(session: Session, earlier: Sale | None, hall: Hall, r: stock.Resolved, seller: str) -> Sold:
+    """The earlier sale under the same key, if the same seller sold these very cards at this hall; else a conflict.
+
+    The seller must match too: a terminal never gets another terminal's sale
+    back as its own by reusing that terminal's key.
+    """
     assert earlier is not None, "a key that conflicted names a committed sale"
-    if earlier.hall_id != hall.id or _bounds(session, r) != (earlier.first_serial, earlier.last_serial):
+    if (earlier.hall_id != hall.id or earlier.seller != seller
+            or _bounds(session, r) != (earlier.first_serial, earlier.last_serial)):
         raise ConflictError(f"sale key {earlier.key!r} was already used for another sale; nothing changed")
     return Sold(earlier, hall.code, repeated=True)
 

@@ -14,7 +14,7 @@ from cardmgmt.models import OperatorRequest
 from cardmgmt.operators import Permission
 from cli import App, cli, emit, json_option, pass_app
 
-ROLES = click.Choice([r.value for r in operators.Role])
+ROLES = click.Choice([r.value for r in operators.OPERATOR_ROLES])
 
 
 @cli.group()

@@ -15,6 +15,15 @@ transaction, so a captured request is refused when replayed on *either*
 server (409).
 A domain answer, good or bad for the caller, is HTTP 200 with the answer.
 
+``POST /v1/sales`` is the sales-point API: a POS terminal (a channel client
+of channel ``pos``, bound to a hall) sells its hall's cards.  It passes the
+same gate (a client of another channel is refused, 403); its body is checked
+by ``recharge_server.sales_point``; the sale runs in the same thread pool as
+a ``cardmgmt.terminals.SalesPoint`` call, under its own, longer time limit
+(a terminal waits longer than a caller, and a repeat with the same key is
+always safe).  A sale is HTTP 200 with the sale; a refusal by the card domain
+is the status its kind has in ``cardmgmt.errors``, with nothing changed.
+
 ``GET /v1/health`` (unsigned) says who this server is, its role and whether
 its database answers, and nothing more: what a peer or a load balancer
 needs.  The operator's view (the lease token, the peer's last answer) and
@@ -45,17 +54,19 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from cardmgmt import errors
-from cardmgmt.channel_clients import ClientEntry, ClientRevoked, RegistryStale, UnknownClient
+from cardmgmt.channel_clients import POS, ClientEntry, ClientRevoked, RegistryStale, UnknownClient
 from cardmgmt.errors import CardError
 from cardmgmt.nonces import Replayed
 from ivr import protocol
+from recharge_server import sales_point
 from recharge_server.metrics import CONTENT_TYPE, Metrics
 
 log = Logger(namespace="recharge_server.api")
 
 UTC = dt.UTC
 
-ENDPOINTS = tuple(protocol.REQUESTS)  # account, quote, commit, cancel
+SALES = "sales"  # the sales-point API's endpoint, for POS terminals
+ENDPOINTS = (*protocol.REQUESTS, SALES)  # account, quote, commit, cancel; sales
 
 # Every error body is {"error": code, "message": one line}; the code fixes the status.
 ERRORS = {
@@ -269,6 +280,8 @@ class RechargeAPI(Resource):
         shed_after: float = 0.4,
         max_skew: float = protocol.DEFAULT_MAX_SKEW,
         ops: bool = False,
+        sales: Any = None,
+        sale_timeout: float = 10.0,
     ) -> None:
         """
         ``client_key(name)`` is channel client ``name``'s signing key
@@ -280,6 +293,10 @@ class RechargeAPI(Resource):
         the ops health answer; ``db_ping()`` and ``backlog()`` are blocking and run in
         the pool.  ``ops`` makes this the operator's instance: full health and
         metrics, no signed endpoints (see the module docstring).
+        ``sales`` is a ``cardmgmt.terminals.SalesPoint`` (or a stand-in with its
+        ``sell``); without one ``/v1/sales`` is a 404.  ``sale_timeout`` bounds a
+        sale as ``request_timeout`` bounds a recharge request; a sale still queued
+        after half of it is shed (503: the terminal repeats it, same key).
         """
         super().__init__()
         self.name = name
@@ -298,6 +315,8 @@ class RechargeAPI(Resource):
         self.max_skew = max_skew
         self.refusal_log = _LogBudget(reactor)
         self.ops = ops
+        self.sales = sales
+        self.sale_timeout = sale_timeout
 
     def render(self, request: server.Request) -> Any:
         request.setHeader(b"server", b"recharge")
@@ -362,6 +381,9 @@ class RechargeAPI(Resource):
             self._log_refused_client(e.code, "-", e.message)
             ex.unavailable(e.code)
             return
+        if endpoint == SALES:
+            self._sale(ex, entry, nonce, body)
+            return
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):
@@ -379,6 +401,38 @@ class RechargeAPI(Resource):
         d.addTimeout(self.request_timeout, self.reactor)
         d.addCallbacks(lambda answer: ex.json(200, answer, str(answer.get("outcome", "-"))), self._failed, errbackArgs=(ex,))
         d.addErrback(self._crashed, ex)
+
+    def _sale(self, ex: _Exchange, client: ClientEntry, nonce: str, body: bytes) -> None:
+        """A signed request of a known, unrevoked client to ``/v1/sales``: check it is a terminal's sale, then sell."""
+        if self.sales is None:
+            ex.error("not_found", "this server has no sales-point API")
+            return
+        if client.channel != POS:
+            ex.error("permission_denied", f"channel client {client.name!r} is a {client.channel} client; "
+                                          "only a POS terminal sells cards")
+            return
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError):
+            ex.error("bad_request", "the body is not JSON")
+            return
+        try:
+            key, selection = sales_point.validate_sale(payload)
+        except protocol.InvalidRequest as e:
+            ex.error("bad_request", str(e))
+            return
+        ex.call_id = f"sale:{client.name}:{key}"
+        d = self.run_blocking(self._sell, client.name, key, selection, nonce, time.monotonic())
+        d.addTimeout(self.sale_timeout, self.reactor)
+        d.addCallbacks(lambda answer: ex.json(200, answer, "repeated" if answer.get("repeated") else "ok"),
+                       self._failed, errbackArgs=(ex,))
+        d.addErrback(self._crashed, ex)
+
+    def _sell(self, terminal: str, key: str, selection: Any, nonce: str, queued_at: float) -> dict[str, Any]:
+        """In the pool: shed a sale that waited too long (the terminal repeats it), else sell."""
+        if time.monotonic() - queued_at > self.sale_timeout / 2:
+            raise Overloaded()
+        return dict(self.sales.sell(terminal=terminal, key=key, selection=selection, nonce=nonce))
 
     def _log_refused_client(self, code: str, client: str, message: str) -> None:
         """One line per refused client a minute, however many requests it sends: a revoked device may retry hard."""
@@ -410,7 +464,8 @@ class RechargeAPI(Resource):
         elif failure.check(defer.TimeoutError):
             log.warn(
                 "{endpoint} call_id={call_id} timed out after {seconds}s",
-                endpoint=ex.endpoint, call_id=ex.call_id, seconds=self.request_timeout,
+                endpoint=ex.endpoint, call_id=ex.call_id,
+                seconds=self.sale_timeout if ex.endpoint == SALES else self.request_timeout,
             )
             ex.unavailable("timeout")
         elif isinstance(failure.value, CardError) and failure.value.http_status < 500:

@@ -1,6 +1,7 @@
 """Wiring one recharge server together, running it, and reading both servers' state for ``ha status``.
 
-``makeService`` builds the parts (thread pool, HTTP API on its TLS endpoint,
+``makeService`` builds the parts (thread pool, HTTP API — the recharge
+endpoints and the sales-point API for POS terminals — on its TLS endpoint,
 the channel-client table kept fresh, lease keeper, background jobs) from a ``Settings`` and a reactor, and returns
 one ``RechargeServer`` service that starts them in order and stops them in
 the reverse order: stop listening, stop the jobs, give the lease up, drain
@@ -35,6 +36,7 @@ from cardmgmt.db import Database
 from cardmgmt.errors import CardError
 from cardmgmt.keys import load_keyring
 from cardmgmt.system import check_keyring
+from cardmgmt.terminals import SalesPoint
 from recharge_server.api import RechargeAPI, make_site
 from recharge_server.jobs import Job, JobRunner, standard_jobs
 from recharge_server.leadership import LeaseKeeper, PeerMonitor
@@ -63,6 +65,8 @@ class ServerOptions:
     lease_ttl: float = 3.0
     renew_every: float = 1.0
     request_timeout: float = 2.0
+    # A POS terminal's sale (cardmgmt.terminals): a box or a range in one transaction; repeating it is safe.
+    sale_timeout: float = 10.0
     # Measured (bench/RESULTS.md): 8 threads give the pair a lower latency
     # tail than 16 at the same rate; each holds one database connection.
     threads: int = 8
@@ -333,6 +337,7 @@ def makeService(
         policy = Policy.from_settings(settings)
         if recharge is None:
             recharge = RechargeService(db, marketing, keys.pin_key, policy)
+        sales = SalesPoint(db, keys, settings.audit_anchor_file)
         registry = channel_clients.ClientRegistry(partial(_client_snapshot, db), reactor.seconds, options.client_max_age)
         registry.refresh()  # before listening: the first request already needs it
     except BaseException:
@@ -372,6 +377,7 @@ def makeService(
         run_blocking=run_blocking, reactor=reactor,
         metrics=metrics, status=keeper.status, db_ping=partial(_ping, db), backlog=partial(_backlog, db),
         request_timeout=options.request_timeout, max_skew=options.max_skew,
+        sales=sales, sale_timeout=options.sale_timeout,
     )
     api = RechargeAPI(**parts)
     http = HTTPListener(

@@ -158,7 +158,9 @@ class LiveAPI:
 
 
 @contextmanager
-def serve_api(reactor: Any, db: Database, recharge: Any, api_key: bytes, **kw: Any) -> Iterator[LiveAPI]:
+def serve_api(
+    reactor: Any, db: Database, recharge: Any, api_key: bytes, *, threads: int = 4, **kw: Any
+) -> Iterator[LiveAPI]:
     """A ``RechargeAPI`` listening on an ephemeral loopback TLS port of ``reactor``, with its own thread pool.
 
     ``api_key`` is the hotline client's key; ``kw`` may replace ``client_key``
@@ -167,7 +169,7 @@ def serve_api(reactor: Any, db: Database, recharge: Any, api_key: bytes, **kw: A
     from recharge_server.api import RechargeAPI, make_site
     from recharge_server.tls import server_endpoint, server_options
 
-    pool = ThreadPool(minthreads=0, maxthreads=4, name="test-api")
+    pool = ThreadPool(minthreads=0, maxthreads=threads, name="test-api")
     pool.start()
     kw.setdefault("name", "A")
     if isinstance(recharge, StubRecharge) and recharge.db is None:
@@ -179,7 +181,8 @@ def serve_api(reactor: Any, db: Database, recharge: Any, api_key: bytes, **kw: A
         recharge=recharge, run_blocking=partial(deferToThreadPool, reactor, pool), reactor=reactor, **kw,
     )
     site = make_site(api, reactor)
-    endpoint = server_endpoint(reactor, "127.0.0.1", 0, server_options(tls_test_certificates()), 50)
+    # The servers' own backlog: a burst of terminals connecting at once is queued, not reset.
+    endpoint = server_endpoint(reactor, "127.0.0.1", 0, server_options(tls_test_certificates()), 1024)
     port = blockingCallFromThread(reactor, lambda: endpoint.listen(site))
     try:
         yield LiveAPI(port.getHost().port, api, recharge, table)

@@ -70,3 +70,21 @@ def test_an_installation_without_certificates_is_told_what_to_run(inst: Installa
     assert_one_line_error(inst.run("call", "--server", "127.0.0.1:9", "--account", "3100000001", input="1\n"), "cli.py keys tls")
     inst.ok("keys", "tls")
     assert (inst.key_dir / tls.CA_CERT).exists()
+
+
+def test_a_pos_terminal_is_bound_to_a_hall(inst: Installation, tmp_path: Path) -> None:
+    inst.ok("hall", "add", "TS", "Tangshan office", "--level", "city")
+    said = inst.ok("client", "add", "pos-h01-1", "--channel", "pos", "--hall", "H01", "--out", tmp_path / "t.key")
+    assert "pos-h01-1 (pos at hall H01) registered" in said
+    rows = {r["name"]: r for r in inst.json("client", "list")}
+    assert rows["pos-h01-1"]["hall"] == "H01" and rows["hotline"]["hall"] is None
+    assert "H01" in inst.ok("client", "list")
+    before = inst.json("client", "list")
+    for args, words in (
+        (["hotline-2", "--channel", "hotline", "--hall", "H01"], "only a pos client"),
+        (["pos-x", "--channel", "pos", "--hall", "H99"], "does not exist"),
+        (["pos-y", "--channel", "pos", "--hall", "TS"], "city office"),
+    ):
+        assert_one_line_error(inst.run("client", "add", *args, "--out", tmp_path / f"{args[0]}.key"), words)
+        assert not (tmp_path / f"{args[0]}.key").exists()
+    assert inst.json("client", "list") == before

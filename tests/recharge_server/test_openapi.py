@@ -8,6 +8,7 @@ import yaml
 
 from cardmgmt.recharge import Outcome
 from ivr import fields, protocol
+from recharge_server import sales_point
 from recharge_server.api import ERRORS
 
 DOC = Path(__file__).resolve().parents[2] / "recharge_server" / "openapi.yaml"
@@ -32,18 +33,12 @@ def _resolver(spec: dict[str, Any]) -> Any:
 
 def test_it_is_openapi_3(spec: dict[str, Any]) -> None:
     assert spec["openapi"].startswith("3.0")
-    assert set(spec["paths"]) == {f"/v1/{e}" for e in protocol.REQUESTS} | {"/v1/health", "/metrics"}
+    assert set(spec["paths"]) == {f"/v1/{e}" for e in protocol.REQUESTS} | {"/v1/sales", "/v1/health", "/metrics"}
 
 
-@pytest.mark.parametrize("endpoint", sorted(protocol.REQUESTS))
-def test_request_fields_agree(spec: dict[str, Any], endpoint: str) -> None:
-    resolve = _resolver(spec)
-    op = spec["paths"][f"/v1/{endpoint}"]["post"]
-    schema = resolve(op["requestBody"]["content"]["application/json"]["schema"])
-    fields = protocol.REQUESTS[endpoint]
+def _fields_agree(resolve: Any, schema: dict[str, Any], fields: tuple[protocol.Field, ...]) -> None:
     assert schema["additionalProperties"] is False
     assert list(schema["properties"]) == [f.name for f in fields]
-    assert schema["required"] == [f.name for f in fields]
     for f in fields:
         prop = resolve(schema["properties"][f.name])
         assert prop["type"] == f.kind, f.name
@@ -52,6 +47,25 @@ def test_request_fields_agree(spec: dict[str, Any], endpoint: str) -> None:
             assert prop["maxLength"] == f.max_length, f.name
         else:
             assert (prop["minimum"], prop["maximum"]) == (f.minimum, f.maximum), f.name
+
+
+@pytest.mark.parametrize("endpoint", sorted(protocol.REQUESTS))
+def test_request_fields_agree(spec: dict[str, Any], endpoint: str) -> None:
+    resolve = _resolver(spec)
+    op = spec["paths"][f"/v1/{endpoint}"]["post"]
+    schema = resolve(op["requestBody"]["content"]["application/json"]["schema"])
+    fields = protocol.REQUESTS[endpoint]
+    _fields_agree(resolve, schema, fields)
+    assert schema["required"] == [f.name for f in fields]
+
+
+def test_the_sale_request_agrees(spec: dict[str, Any]) -> None:
+    resolve = _resolver(spec)
+    op = spec["paths"][sales_point.PATH]["post"]
+    schema = resolve(op["requestBody"]["content"]["application/json"]["schema"])
+    _fields_agree(resolve, schema, sales_point.SALE_FIELDS)
+    assert schema["required"] == ["key"]
+    assert [tuple(one["required"]) for one in schema["oneOf"]] == list(sales_point.SHAPES)
 
 
 def test_outcomes_agree(spec: dict[str, Any]) -> None:
