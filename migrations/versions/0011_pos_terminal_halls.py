@@ -10,16 +10,16 @@ Operators' roles are now held to the operators' own roles by a CHECK
 constraint: the ``terminal`` role, under which a POS terminal's sale runs,
 is never an operator's.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-11-30
 """
 
 from alembic import op
 import sqlalchemy as sa
 
-revision = '0009'
-down_revision = '0008'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
