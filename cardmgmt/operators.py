@@ -52,6 +52,7 @@ class Permission(StrEnum):
     VERIFY_LOG = "verify the operation log"
     OWN_PASSWORD = "change their own password"
     MANAGE_CLIENTS = "manage channel clients and the servers' certificate"
+    RECORD_PAYMENTS = "record and void halls' settlement payments"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -60,7 +61,8 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.VIEW,
         Permission.VERIFY_LOG, Permission.OWN_PASSWORD,
     }),
-    Role.FINANCE: frozenset({Permission.DECIDE_REQUESTS, Permission.VIEW, Permission.OWN_PASSWORD}),
+    Role.FINANCE: frozenset({Permission.DECIDE_REQUESTS, Permission.RECORD_PAYMENTS, Permission.VIEW,
+                             Permission.OWN_PASSWORD}),
     Role.AUDITOR: frozenset({Permission.VIEW, Permission.VERIFY_LOG, Permission.OWN_PASSWORD}),
 }
 
