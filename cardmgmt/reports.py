@@ -293,7 +293,7 @@ def settlement(session: Session, period: Period, by: str = "hall", hall: str | N
     within = _owed_and_paid(
         session, [Sale.day >= period.first, Sale.day <= period.last, *scope_s],
         [HallPayment.day >= period.first, HallPayment.day <= period.last, *scope_p], by_day=True)
-    codes = dict(session.execute(select(Hall.id, Hall.code)).tuples().all())
+    codes: dict[int, str] = {hid: code for hid, code in session.execute(select(Hall.id, Hall.code))}
     opening = {hid: owed - paid for (hid,), (_c, owed, paid) in before.items()}
     hall_ids = sorted(set(opening) | {hid for hid, _day in within}, key=lambda h: codes[h])
     measures = ["opening", "cards", "owed", "paid", "balance"]
