@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Date, case, cast, func, literal_column, select
+from sqlalchemy import BigInteger, Date, case, cast, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
 from cardmgmt import halls
@@ -261,18 +261,36 @@ def recharges(session: Session, period: Period, by: str = "day", hall: str | Non
 SETTLEMENT_BY = ("hall", "day")
 
 
-def _owed_and_paid(session: Session, where_sales: list[Any], where_paid: list[Any], by_day: bool) -> dict[tuple, list[int]]:
-    """(hall id[, day]) → [cards, owed, paid], from ``sales`` and ``hall_payments`` (voids included, negative)."""
-    out: dict[tuple, list[int]] = {}
-    sold_keys = [Sale.hall_id, Sale.day] if by_day else [Sale.hall_id]
-    paid_keys = [HallPayment.hall_id, HallPayment.day] if by_day else [HallPayment.hall_id]
-    sold = select(*sold_keys, func.sum(Sale.quantity), func.sum(Sale.amount)).where(*where_sales).group_by(*sold_keys)
-    for *k, cards, owed in session.execute(sold):
-        out.setdefault(tuple(k), [0, 0, 0])[:2] = [int(cards), int(owed)]
-    paid = select(*paid_keys, func.sum(HallPayment.amount)).where(*where_paid).group_by(*paid_keys)
-    for *k, amount in session.execute(paid):
-        out.setdefault(tuple(k), [0, 0, 0])[2] = int(amount)
-    return out
+def _owed_and_paid(session: Session, period: Period, ids: list[int] | None) -> tuple[dict[str, int], dict[tuple, list[int]]]:
+    """Per hall code, the balance carried into ``period``; per (hall code, day) in it, [cards, owed, paid].
+
+    One statement over ``sales`` and ``hall_payments`` (voids included, as
+    negative amounts): every day before the period falls into one group per
+    hall (its day NULL), the opening balance; each day of the period is a
+    group of its own.
+    """
+    def day_or_before(day: Any) -> Any:
+        return case((day < period.first, None), else_=day).label("d")
+
+    zero = literal_column("0", BigInteger)
+    sold = select(Sale.hall_id.label("hall_id"), day_or_before(Sale.day), Sale.quantity.label("cards"),
+                  Sale.amount.label("owed"), zero.label("paid")).where(Sale.day <= period.last)
+    paid = select(HallPayment.hall_id, day_or_before(HallPayment.day), zero, zero,
+                  HallPayment.amount).where(HallPayment.day <= period.last)
+    if ids is not None:
+        sold, paid = sold.where(Sale.hall_id.in_(ids)), paid.where(HallPayment.hall_id.in_(ids))
+    both = union_all(sold, paid).subquery()
+    q = (select(Hall.code, both.c.d, func.sum(both.c.cards), func.sum(both.c.owed), func.sum(both.c.paid))
+         .join(Hall, Hall.id == both.c.hall_id).group_by(Hall.code, both.c.d))
+    opening: dict[str, int] = {}
+    within: dict[tuple, list[int]] = {}
+    for code, day, cards, owed, paid_in in session.execute(q):
+        if day is None:
+            opening[code] = int(owed) - int(paid_in)
+        else:
+            within[(code, day if isinstance(day, dt.date) else dt.date.fromisoformat(day))] = [
+                int(cards), int(owed), int(paid_in)]
+    return opening, within
 
 
 def settlement(session: Session, period: Period, by: str = "hall", hall: str | None = None) -> Report:
@@ -286,34 +304,29 @@ def settlement(session: Session, period: Period, by: str = "hall", hall: str | N
     """
     _choose(by, SETTLEMENT_BY)
     ids = halls.beneath(session, hall) if hall is not None else None
-    scope_s = [] if ids is None else [Sale.hall_id.in_(ids)]
-    scope_p = [] if ids is None else [HallPayment.hall_id.in_(ids)]
-    before = _owed_and_paid(session, [Sale.day < period.first, *scope_s], [HallPayment.day < period.first, *scope_p],
-                            by_day=False)
-    within = _owed_and_paid(
-        session, [Sale.day >= period.first, Sale.day <= period.last, *scope_s],
-        [HallPayment.day >= period.first, HallPayment.day <= period.last, *scope_p], by_day=True)
-    codes: dict[int, str] = {hid: code for hid, code in session.execute(select(Hall.id, Hall.code))}
-    opening = {hid: owed - paid for (hid,), (_c, owed, paid) in before.items()}
-    hall_ids = sorted(set(opening) | {hid for hid, _day in within}, key=lambda h: codes[h])
+    opening, within = _owed_and_paid(session, period, ids)
+    codes = sorted(set(opening) | {code for code, _day in within})
     measures = ["opening", "cards", "owed", "paid", "balance"]
     rows: list[Row] = []
     if by == "hall":
-        for hid in hall_ids:
-            balance = opening.get(hid, 0)
+        for code in codes:
+            balance = opening.get(code, 0)
             for day in period.days():
-                cards, owed, paid = within.get((hid, day), (0, 0, 0))
+                cards, owed, paid = within.get((code, day), (0, 0, 0))
                 if balance or cards or owed or paid:
-                    rows.append({"hall": codes[hid], "day": day.isoformat(), "opening": balance, "cards": cards,
+                    rows.append({"hall": code, "day": day.isoformat(), "opening": balance, "cards": cards,
                                  "owed": owed, "paid": paid, "balance": balance + owed - paid})
                 balance += owed - paid
         keys = ["hall", "day"]
     else:
+        per_day: dict[dt.date, list[int]] = {}
+        for (_code, day), figures in within.items():
+            acc = per_day.setdefault(day, [0, 0, 0])
+            for i, v in enumerate(figures):
+                acc[i] += v
         balance = sum(opening.values())
         for day in period.days():
-            cards = sum(v[0] for (_h, d), v in within.items() if d == day)
-            owed = sum(v[1] for (_h, d), v in within.items() if d == day)
-            paid = sum(v[2] for (_h, d), v in within.items() if d == day)
+            cards, owed, paid = per_day.get(day, (0, 0, 0))
             rows.append({"day": day.isoformat(), "opening": balance, "cards": cards, "owed": owed, "paid": paid,
                          "balance": balance + owed - paid})
             balance += owed - paid
