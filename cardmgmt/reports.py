@@ -280,8 +280,12 @@ def _owed_and_paid(session: Session, period: Period, ids: list[int] | None) -> t
     if ids is not None:
         sold, paid = sold.where(Sale.hall_id.in_(ids)), paid.where(HallPayment.hall_id.in_(ids))
     both = union_all(sold, paid).subquery()
-    q = (select(Hall.code, both.c.d, func.sum(both.c.cards), func.sum(both.c.owed), func.sum(both.c.paid))
-         .join(Hall, Hall.id == both.c.hall_id).group_by(Hall.code, both.c.d))
+    # Aggregated before the halls are joined, so the join meets one row per hall and day, not one per sale.
+    per_hall = (select(both.c.hall_id, both.c.d, func.sum(both.c.cards).label("cards"),
+                       func.sum(both.c.owed).label("owed"), func.sum(both.c.paid).label("paid"))
+                .group_by(both.c.hall_id, both.c.d).subquery())
+    q = (select(Hall.code, per_hall.c.d, per_hall.c.cards, per_hall.c.owed, per_hall.c.paid)
+         .join(Hall, Hall.id == per_hall.c.hall_id))
     opening: dict[str, int] = {}
     within: dict[tuple, list[int]] = {}
     for code, day, cards, owed, paid_in in session.execute(q):
