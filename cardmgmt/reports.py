@@ -12,7 +12,7 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, case, cast, func, literal_column, select, union_all
+from sqlalchemy import BigInteger, Date, bindparam, case, cast, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
 from cardmgmt import halls
@@ -261,34 +261,53 @@ def recharges(session: Session, period: Period, by: str = "day", hall: str | Non
 SETTLEMENT_BY = ("hall", "day")
 
 
-def _owed_and_paid(session: Session, period: Period, ids: list[int] | None) -> tuple[dict[str, int], dict[tuple, list[int]]]:
-    """Per hall code, the balance carried into ``period``; per (hall code, day) in it, [cards, owed, paid].
+def _settlement_statement(scoped: bool) -> Any:
+    """Owed and paid per hall code and day up to ``:last``; every day before ``:first`` is one group per hall (day NULL).
 
     One statement over ``sales`` and ``hall_payments`` (voids included, as
-    negative amounts): every day before the period falls into one group per
-    hall (its day NULL), the opening balance; each day of the period is a
-    group of its own.
+    negative amounts), aggregated per hall and day before the halls are
+    joined; built once (two variants: all halls, or the ``:ids`` given), so
+    a day's settlement costs one round trip and no statement building.
     """
-    def day_or_before(day: Any) -> Any:
-        return case((day < period.first, None), else_=day).label("d")
-
+    first, last = bindparam("first", type_=Date), bindparam("last", type_=Date)
+    sales_t, paid_t = Sale.__table__, HallPayment.__table__
     zero = literal_column("0", BigInteger)
-    sold = select(Sale.hall_id.label("hall_id"), day_or_before(Sale.day), Sale.quantity.label("cards"),
-                  Sale.amount.label("owed"), zero.label("paid")).where(Sale.day <= period.last)
-    paid = select(HallPayment.hall_id, day_or_before(HallPayment.day), zero, zero,
-                  HallPayment.amount).where(HallPayment.day <= period.last)
-    if ids is not None:
-        sold, paid = sold.where(Sale.hall_id.in_(ids)), paid.where(HallPayment.hall_id.in_(ids))
+
+    def day_or_before(day: Any) -> Any:
+        return case((day < first, None), else_=day)
+
+    # Each table aggregated on its own first (a hall's sales of a year are one row per hall and day here),
+    # then the two small results added up.
+    sold_day, paid_day = day_or_before(sales_t.c.day), day_or_before(paid_t.c.day)
+    sold = (select(sales_t.c.hall_id.label("hall_id"), sold_day.label("d"), func.sum(sales_t.c.quantity).label("cards"),
+                   func.sum(sales_t.c.amount).label("owed"), zero.label("paid"))
+            .where(sales_t.c.day <= last).group_by(sales_t.c.hall_id, sold_day))
+    paid = (select(paid_t.c.hall_id, paid_day, zero, zero, func.sum(paid_t.c.amount))
+            .where(paid_t.c.day <= last).group_by(paid_t.c.hall_id, paid_day))
+    if scoped:
+        ids = bindparam("ids", expanding=True)
+        sold, paid = sold.where(sales_t.c.hall_id.in_(ids)), paid.where(paid_t.c.hall_id.in_(ids))
     both = union_all(sold, paid).subquery()
-    # Aggregated before the halls are joined, so the join meets one row per hall and day, not one per sale.
     per_hall = (select(both.c.hall_id, both.c.d, func.sum(both.c.cards).label("cards"),
                        func.sum(both.c.owed).label("owed"), func.sum(both.c.paid).label("paid"))
                 .group_by(both.c.hall_id, both.c.d).subquery())
-    q = (select(Hall.code, per_hall.c.d, per_hall.c.cards, per_hall.c.owed, per_hall.c.paid)
-         .join(Hall, Hall.id == per_hall.c.hall_id))
+    halls_t = Hall.__table__
+    return (select(halls_t.c.code, per_hall.c.d, per_hall.c.cards, per_hall.c.owed, per_hall.c.paid)
+            .join(halls_t, halls_t.c.id == per_hall.c.hall_id))
+
+
+_SETTLEMENT = {False: _settlement_statement(False), True: _settlement_statement(True)}
+
+
+def _owed_and_paid(session: Session, period: Period, ids: list[int] | None) -> tuple[dict[str, int], dict[tuple, list[int]]]:
+    """Per hall code, the balance carried into ``period``; per (hall code, day) in it, [cards, owed, paid]."""
+    params: dict[str, Any] = {"first": period.first, "last": period.last}
+    if ids is not None:
+        params["ids"] = ids
     opening: dict[str, int] = {}
     within: dict[tuple, list[int]] = {}
-    for code, day, cards, owed, paid_in in session.execute(q):
+    # Core on the session's connection: plain rows, none of the ORM's per-statement work.
+    for code, day, cards, owed, paid_in in session.connection().execute(_SETTLEMENT[ids is not None], params):
         if day is None:
             opening[code] = int(owed) - int(paid_in)
         else:
