@@ -4,6 +4,15 @@ Every report is a list of plain dicts with stable keys, so the CLI can print
 it as a table or as JSON without knowing what it holds.  Money stays integer
 fen; turning it into yuan text is the printer's job (``money.format_fen``).
 Expired cards are derived from the batch's expiry date, never stored.
+
+The money reports over business days (``sales``, ``recharges``,
+``settlement``, ``stock_value``) each return a ``Report``: rows of integer
+fen and counts grouped by one dimension, and their total, for the CLI's
+table, CSV and JSON and for a console's charts alike.  Every figure is a SQL
+aggregate written in this module; a new report is one function here and one
+command in ``cli/report.py``.  Recharges are picked by their commit time
+within the period's UTC bounds (``ix_recharges_committed_at``) and grouped
+by business day in SQL.
 """
 
 # test-case-name: tests.cardmgmt.test_reports
@@ -109,11 +118,6 @@ def issue_history(session: Session) -> list[Row]:
 
 
 # --- money reports over a period of business days: sales, recharges, settlement, stock value ---------------
-#
-# Each is one function returning a ``Report``: plain rows of integer fen and
-# counts, grouped by one dimension, with their total.  Every figure is a SQL
-# aggregate written here; a new report (say, reversals) is one more function
-# of this shape and one more command in ``cli/report.py``.
 
 
 @dataclass(frozen=True)
