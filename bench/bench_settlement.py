@@ -35,12 +35,9 @@ import statistics
 import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import benchlib as bl  # noqa: E402
+import benchlib as bl
 
 HALLS, COUNTIES = 100, 10
 FACE_VALUES = (2000, 5000, 10_000, 20_000)
