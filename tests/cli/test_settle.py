@@ -106,6 +106,8 @@ def test_reconcile_a_hall_file_exit_0_when_equal_3_on_any_difference(inst: Insta
                                  user="bob"), "is not UTF-8 text")
     r.check("missing", inst.run("settle", "reconcile", "--hall", "H01", "--day", TODAY, tmp_path / "nope.csv",
                                 user="bob"), "No such file")
-    r.check("office", inst.run("settle", "reconcile", "--hall", "H02", "--day", TODAY, equal, user="bob"),
+    r.check("unknown hall", inst.run("settle", "reconcile", "--hall", "H02", "--day", TODAY, equal, user="bob"),
             "hall 'H02' does not exist")
+    inst.ok("hall", "add", "TS", "Tangshan", "--level", "city")
+    r.check("office", inst.run("settle", "reconcile", "--hall", "TS", "--day", TODAY, equal, user="bob"), "city office")
     r.assert_all_clean()
