@@ -327,6 +327,50 @@ class CardReturn(Base):
     at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
+class PaymentKind(StrEnum):
+    """A hall payment row: money a hall paid in, or the counter-entry that voids a mistaken one."""
+
+    PAYMENT = "payment"
+    VOID = "void"
+
+
+class HallPayment(Base):
+    """Money a hall paid finance for the cards it sold (解交), or a void of such a payment; rows are never changed.
+
+    A payment (``kind`` payment, ``amount`` > 0) is recorded by finance staff
+    for a hall and business day with its bank-slip ``reference``.  A mistaken
+    payment is corrected by a *void*: a second row (``kind`` void) for the
+    same hall and day with the negated amount, the reason in ``note`` and
+    ``voids_id`` naming the payment (unique: a payment is voided at most
+    once).  ``live_reference`` is the reference while the payment stands:
+    unique per hall, so a bank slip counts once, and cleared (the one update
+    this table sees; ``reference`` keeps it) when the payment is voided, so
+    the slip can be recorded again with the right amount.
+    """
+
+    __tablename__ = "hall_payments"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    hall_id: Mapped[int] = mapped_column(ForeignKey("halls.id"))
+    day: Mapped[dt.date] = mapped_column(Date)
+    kind: Mapped[PaymentKind] = mapped_column(state_type(PaymentKind))
+    amount: Mapped[int] = mapped_column(BigInteger)  # fen; negative for a void
+    reference: Mapped[str] = mapped_column(String(64))
+    live_reference: Mapped[str | None] = mapped_column(String(64))
+    voids_id: Mapped[int | None] = mapped_column(ForeignKey("hall_payments.id"), unique=True)
+    note: Mapped[str | None] = mapped_column(String(256))
+    recorded_by: Mapped[str] = mapped_column(String(64))
+    recorded_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (
+        Index("ix_hall_payments_hall_day", "hall_id", "day"),
+        Index("ix_hall_payments_day", "day"),
+        Index("uq_hall_payments_live_reference", "hall_id", "live_reference", unique=True),
+        one_of("hall_payments", "kind", PaymentKind),
+        CheckConstraint("(kind = 'payment' AND amount > 0) OR (kind = 'void' AND amount < 0)",
+                        name="ck_hall_payments_amount_sign"),
+    )
+
+
 class LogEntry(Base):
     """The operation log: a keyed hash chain, so any edit, insertion or deletion shows."""
 

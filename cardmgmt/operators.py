@@ -55,6 +55,7 @@ class Permission(StrEnum):
     VERIFY_LOG = "verify the operation log"
     OWN_PASSWORD = "change their own password"
     MANAGE_CLIENTS = "manage channel clients and the servers' certificate"
+    RECORD_PAYMENTS = "record and void halls' settlement payments"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -63,7 +64,8 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.VIEW,
         Permission.VERIFY_LOG, Permission.OWN_PASSWORD,
     }),
-    Role.FINANCE: frozenset({Permission.DECIDE_REQUESTS, Permission.VIEW, Permission.OWN_PASSWORD}),
+    Role.FINANCE: frozenset({Permission.DECIDE_REQUESTS, Permission.RECORD_PAYMENTS, Permission.VIEW,
+                             Permission.OWN_PASSWORD}),
     Role.AUDITOR: frozenset({Permission.VIEW, Permission.VERIFY_LOG, Permission.OWN_PASSWORD}),
     # Selling its own hall's cards and nothing else: no listing, no password, no sign-in.
     Role.TERMINAL: frozenset({Permission.SELL_CARDS}),

@@ -1,20 +1,33 @@
-"""Reports for managers: stock by face value, batch, state or hall; batch summaries; issue history.
+"""Reports for managers: stock, batches, issues; and over business days sales, recharges, settlement, stock value.
 
 Every report is a list of plain dicts with stable keys, so the CLI can print
 it as a table or as JSON without knowing what it holds.  Money stays integer
 fen; turning it into yuan text is the printer's job (``money.format_fen``).
 Expired cards are derived from the batch's expiry date, never stored.
+
+The money reports over business days (``sales``, ``recharges``,
+``settlement``, ``stock_value``) each return a ``Report``: rows of integer
+fen and counts grouped by one dimension, and their total, for the CLI's
+table, CSV and JSON and for a console's charts alike.  Every figure is a SQL
+aggregate written in this module; a new report is one function here and one
+command in ``cli/report.py``.  Recharges are picked by their commit time
+within the period's UTC bounds (``ix_recharges_committed_at``) and grouped
+by business day in SQL.
 """
 
 # test-case-name: tests.cardmgmt.test_reports
 
 import datetime as dt
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import BigInteger, Date, bindparam, case, cast, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
-from cardmgmt.models import Batch, Card, Factory, Hall, IssueRequest
+from cardmgmt import halls
+from cardmgmt.days import BUSINESS_TZ, business_day, day_bounds
+from cardmgmt.errors import InvalidInput
+from cardmgmt.models import Batch, Card, Factory, Hall, HallPayment, IssueRequest, Recharge, Sale, utcnow
 from cardmgmt.states import FINAL, CardState
 
 STATES = [s.value for s in CardState]
@@ -102,3 +115,278 @@ def issue_history(session: Session) -> list[Row]:
         }
         for r, hall in session.execute(q)
     ]
+
+
+# --- money reports over a period of business days: sales, recharges, settlement, stock value ---------------
+
+
+@dataclass(frozen=True)
+class Period:
+    """Business days ``first``..``last``, inclusive (UTC+8 days, ``cardmgmt.days``)."""
+
+    first: dt.date
+    last: dt.date
+
+    @classmethod
+    def of(cls, first: dt.date | None = None, last: dt.date | None = None, *, today: dt.date | None = None) -> "Period":
+        """The period an operator asked for: with no ends today's business day; ``first`` alone runs to today, ``last`` alone is one day."""
+        today = today or business_day(utcnow())
+        if first is None:
+            first = last or today
+        if last is None:
+            last = max(first, today)
+        if first > last:
+            raise InvalidInput(f"--from {first.isoformat()} is after --to {last.isoformat()}")
+        return cls(first, last)
+
+    def days(self) -> list[dt.date]:
+        return [self.first + dt.timedelta(days=i) for i in range((self.last - self.first).days + 1)]
+
+    def bounds(self) -> tuple[dt.datetime, dt.datetime]:
+        """The period as a half-open UTC range, for timestamp columns (served by their indexes)."""
+        return day_bounds(self.first)[0], day_bounds(self.last)[1]
+
+
+@dataclass
+class Report:
+    """A report's rows (dicts of plain values; money in integer fen) and their total.
+
+    ``keys`` are the grouping columns, ``measures`` the summed ones; ``total``
+    holds the measures over every row (for the settlement, the opening
+    balance of the period's first day and the closing balance of its last).
+    """
+
+    name: str
+    period: Period | None
+    by: str
+    keys: list[str]
+    measures: list[str]
+    rows: list[Row]
+    total: Row = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.total:
+            self.total = {m: sum(int(r[m]) for r in self.rows) for m in self.measures}
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.keys, *self.measures]
+
+    def as_dict(self) -> Row:
+        """The report as one JSON-ready document."""
+        period = {"from": self.period.first.isoformat(), "to": self.period.last.isoformat()} if self.period else {}
+        return {"report": self.name, **period, "by": self.by, "rows": self.rows, "total": self.total}
+
+
+def _day_of(column: Any, dialect: str) -> Any:
+    """SQL for the business day (``days.BUSINESS_TZ``) of a UTC timestamp column, as ISO text or a date."""
+    hours = int(BUSINESS_TZ.utcoffset(None).total_seconds() // 3600)  # type: ignore[union-attr]
+    if dialect == "postgresql":
+        # timezone(interval, timestamptz): an interval's sign is ISO's (east positive), unlike a POSIX zone name.
+        return cast(func.timezone(literal_column(f"INTERVAL '{hours} hours'"), column), Date)
+    return func.date(column, f"{hours:+d} hours")
+
+
+def _iso(value: Any) -> str:
+    return value.isoformat() if isinstance(value, dt.date) else str(value)
+
+
+def _hall_filter(session: Session, column: Any, hall: str | None) -> list[Any]:
+    return [] if hall is None else [column.in_(halls.beneath(session, hall))]
+
+
+def _choose(by: str, allowed: tuple[str, ...]) -> None:
+    if by not in allowed:
+        raise InvalidInput(f"--by must be one of {', '.join(allowed)}, not {by!r}")
+
+
+SALES_BY = ("day", "hall", "channel", "face-value")
+
+
+def sales(session: Session, period: Period, by: str = "day", hall: str | None = None) -> Report:
+    """Cards sold at halls (from ``sales``): number of sales, cards and yuan owed, grouped by ``by``."""
+    _choose(by, SALES_BY)
+    key = {
+        "day": Sale.day.label("day"),
+        "hall": Hall.code.label("hall"),
+        "channel": Sale.channel.label("channel"),
+        # A sale is a run of one batch: its first card names the face value.
+        "face-value": Batch.face_value.label("face_value"),
+    }[by]
+    q = (
+        select(key, func.count().label("sales"), func.sum(Sale.quantity).label("cards"),
+               func.sum(Sale.amount).label("amount"))
+        .where(Sale.day >= period.first, Sale.day <= period.last, *_hall_filter(session, Sale.hall_id, hall))
+        .group_by(key).order_by(key)
+    )
+    if by == "hall":
+        q = q.join(Hall, Hall.id == Sale.hall_id)
+    if by == "face-value":
+        q = q.join(Card, Card.serial == Sale.first_serial).join(Batch, Batch.id == Card.batch_id)
+    rows = [{key.name: _iso(r[0]) if by == "day" else r[0], "sales": r[1], "cards": int(r[2]), "amount": int(r[3])}
+            for r in session.execute(q)]
+    return Report("sales", period, by, [key.name], ["sales", "cards", "amount"], rows)
+
+
+RECHARGES_BY = ("day", "hall", "channel", "face-value")
+
+
+def recharges(session: Session, period: Period, by: str = "day", hall: str | None = None) -> Report:
+    """Recharges committed in the period (from ``recharges``): how many and their yuan, grouped by ``by``.
+
+    ``hall`` is the hall that sold the card (the hall it was issued to: a
+    hall sells only its own cards); ``face-value`` is the card's batch's.
+    """
+    _choose(by, RECHARGES_BY)
+    start, end = period.bounds()
+    dialect = session.get_bind().dialect.name
+    key = {
+        "day": _day_of(Recharge.committed_at, dialect).label("day"),
+        "hall": func.coalesce(Hall.code, "(none)").label("hall"),
+        "channel": Recharge.channel.label("channel"),
+        "face-value": Batch.face_value.label("face_value"),
+    }[by]
+    q = (
+        select(key, func.count().label("recharges"), func.sum(Recharge.amount).label("amount"))
+        .where(Recharge.committed_at >= start, Recharge.committed_at < end)
+        .group_by(key).order_by(key)
+    )
+    if by in ("hall", "face-value") or hall is not None:
+        q = q.join(Card, Card.id == Recharge.card_id).where(*_hall_filter(session, Card.hall_id, hall))
+    if by == "hall":
+        q = q.outerjoin(Hall, Hall.id == Card.hall_id)
+    if by == "face-value":
+        q = q.join(Batch, Batch.id == Card.batch_id)
+    rows = [{key.name: _iso(r[0]) if by == "day" else r[0], "recharges": r[1], "amount": int(r[2])}
+            for r in session.execute(q)]
+    return Report("recharges", period, by, [key.name], ["recharges", "amount"], rows)
+
+
+SETTLEMENT_BY = ("hall", "day")
+
+
+def _settlement_statement(scoped: bool) -> Any:
+    """Owed and paid per hall code and day up to ``:last``; every day before ``:first`` is one group per hall (day NULL).
+
+    One statement over ``sales`` and ``hall_payments`` (voids included, as
+    negative amounts), aggregated per hall and day before the halls are
+    joined; built once (two variants: all halls, or the ``:ids`` given), so
+    a day's settlement costs one round trip and no statement building.
+    """
+    first, last = bindparam("first", type_=Date), bindparam("last", type_=Date)
+    sales_t, paid_t = Sale.__table__, HallPayment.__table__
+    zero = literal_column("0", BigInteger)
+
+    def day_or_before(day: Any) -> Any:
+        return case((day < first, None), else_=day)
+
+    # Each table aggregated on its own first (a hall's sales of a year are one row per hall and day here),
+    # then the two small results added up.
+    sold_day, paid_day = day_or_before(sales_t.c.day), day_or_before(paid_t.c.day)
+    sold = (select(sales_t.c.hall_id.label("hall_id"), sold_day.label("d"), func.sum(sales_t.c.quantity).label("cards"),
+                   func.sum(sales_t.c.amount).label("owed"), zero.label("paid"))
+            .where(sales_t.c.day <= last).group_by(sales_t.c.hall_id, sold_day))
+    paid = (select(paid_t.c.hall_id, paid_day, zero, zero, func.sum(paid_t.c.amount))
+            .where(paid_t.c.day <= last).group_by(paid_t.c.hall_id, paid_day))
+    if scoped:
+        ids = bindparam("ids", expanding=True)
+        sold, paid = sold.where(sales_t.c.hall_id.in_(ids)), paid.where(paid_t.c.hall_id.in_(ids))
+    both = union_all(sold, paid).subquery()
+    per_hall = (select(both.c.hall_id, both.c.d, func.sum(both.c.cards).label("cards"),
+                       func.sum(both.c.owed).label("owed"), func.sum(both.c.paid).label("paid"))
+                .group_by(both.c.hall_id, both.c.d).subquery())
+    halls_t = Hall.__table__
+    return (select(halls_t.c.code, per_hall.c.d, per_hall.c.cards, per_hall.c.owed, per_hall.c.paid)
+            .join(halls_t, halls_t.c.id == per_hall.c.hall_id))
+
+
+_SETTLEMENT = {False: _settlement_statement(False), True: _settlement_statement(True)}
+
+
+def _owed_and_paid(session: Session, period: Period, ids: list[int] | None) -> tuple[dict[str, int], dict[tuple, list[int]]]:
+    """Per hall code, the balance carried into ``period``; per (hall code, day) in it, [cards, owed, paid]."""
+    params: dict[str, Any] = {"first": period.first, "last": period.last}
+    if ids is not None:
+        params["ids"] = ids
+    opening: dict[str, int] = {}
+    within: dict[tuple, list[int]] = {}
+    # Core on the session's connection: plain rows, none of the ORM's per-statement work.
+    for code, day, cards, owed, paid_in in session.connection().execute(_SETTLEMENT[ids is not None], params):
+        if day is None:
+            opening[code] = int(owed) - int(paid_in)
+        else:
+            within[(code, day if isinstance(day, dt.date) else dt.date.fromisoformat(day))] = [
+                int(cards), int(owed), int(paid_in)]
+    return opening, within
+
+
+def settlement(session: Session, period: Period, by: str = "hall", hall: str | None = None) -> Report:
+    """Each hall's settlement per business day: cards sold, owed (face value), paid in, balance carried.
+
+    ``balance(d) = balance(d-1) + owed(d) - paid(d)``; ``opening`` is the
+    balance carried into the day.  ``by="hall"`` gives a row per hall and day
+    with anything owed, paid or carried; ``by="day"`` rolls the halls up (all
+    of them, or those beneath office ``hall``) into one row per day of the
+    period.  Voids count on the voided payment's day.
+    """
+    _choose(by, SETTLEMENT_BY)
+    ids = halls.beneath(session, hall) if hall is not None else None
+    opening, within = _owed_and_paid(session, period, ids)
+    codes = sorted(set(opening) | {code for code, _day in within})
+    measures = ["opening", "cards", "owed", "paid", "balance"]
+    rows: list[Row] = []
+    if by == "hall":
+        for code in codes:
+            balance = opening.get(code, 0)
+            for day in period.days():
+                cards, owed, paid = within.get((code, day), (0, 0, 0))
+                if balance or cards or owed or paid:
+                    rows.append({"hall": code, "day": day.isoformat(), "opening": balance, "cards": cards,
+                                 "owed": owed, "paid": paid, "balance": balance + owed - paid})
+                balance += owed - paid
+        keys = ["hall", "day"]
+    else:
+        per_day: dict[dt.date, list[int]] = {}
+        for (_code, day), figures in within.items():
+            acc = per_day.setdefault(day, [0, 0, 0])
+            for i, v in enumerate(figures):
+                acc[i] += v
+        balance = sum(opening.values())
+        for day in period.days():
+            cards, owed, paid = per_day.get(day, (0, 0, 0))
+            rows.append({"day": day.isoformat(), "opening": balance, "cards": cards, "owed": owed, "paid": paid,
+                         "balance": balance + owed - paid})
+            balance += owed - paid
+        keys = ["day"]
+    first = sum(opening.values())
+    cards, owed, paid = (sum(v[i] for v in within.values()) for i in range(3))
+    total = {"opening": first, "cards": cards, "owed": owed, "paid": paid, "balance": first + owed - paid}
+    return Report("settlement", period, by, keys, measures, rows, total)
+
+
+STOCK_VALUE_BY = ("hall", "state")
+WAREHOUSE = "(warehouse)"
+
+
+def stock_value(session: Session, by: str = "hall") -> Report:
+    """Cards now, by state and face value, and their face value in fen.
+
+    ``by="hall"`` adds where the cards are: the hall they were issued to
+    (issued, sold, and redeemed or frozen after that), or the warehouse for
+    cards no hall holds (ordered, produced, in stock, voided before issue).
+    """
+    _choose(by, STOCK_VALUE_BY)
+    keys = [Batch.face_value.label("face_value"), Card.state.label("state")]
+    if by == "hall":
+        keys.insert(0, func.coalesce(Hall.code, WAREHOUSE).label("place"))
+    q = (
+        select(*keys, func.count().label("cards"), func.sum(Batch.face_value).label("value"))
+        .select_from(Card).join(Batch, Batch.id == Card.batch_id).outerjoin(Hall, Hall.id == Card.hall_id)
+        .group_by(*keys)
+    )
+    order = {s: i for i, s in enumerate(STATES)}
+    rows = [{**{k.name: (r[k.name].value if k.name == "state" else r[k.name]) for k in keys},
+             "cards": r["cards"], "value": int(r["value"])} for r in session.execute(q).mappings()]
+    rows.sort(key=lambda r: (r.get("place", ""), r["face_value"], order[r["state"]]))
+    return Report("stock-value", None, by, [k.name for k in keys], ["cards", "value"], rows)
+

@@ -21,8 +21,10 @@ call-script step in ``replay``).
 
 # test-case-name: tests.cli
 
+import csv
 import dataclasses
 import datetime as dt
+import io
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -114,20 +116,57 @@ def json_option(f: Callable[..., Any]) -> Callable[..., Any]:
     return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")(f)
 
 
-# Columns holding fen: tables print them in yuan, --json keeps fen.
-MONEY_KEYS = {"face_value", "amount", "unsold_value", "sold_value"}
+def csv_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--csv", "as_csv", is_flag=True,
+                        help="Print CSV for a spreadsheet instead of a table (money in yuan, two decimals).")(f)
 
 
-def emit(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str] | None = None) -> None:
-    """Print rows as JSON (money in fen) or as an aligned table (money in yuan)."""
+def one_format(as_json: bool, as_csv: bool) -> None:
+    """Refuse ``--json`` together with ``--csv`` (a usage error, before any work)."""
+    if as_json and as_csv:
+        raise click.UsageError("choose --json or --csv, not both")
+
+
+# Columns holding fen: tables and CSV print them in yuan, --json keeps fen.
+MONEY_KEYS = {"face_value", "amount", "unsold_value", "sold_value", "opening", "owed", "paid", "balance", "value",
+              "file_amount", "backend_amount"}
+
+
+def _cell(key: str, value: Any) -> str:
+    if value is None:
+        return ""
+    return format_fen(value) if key in MONEY_KEYS and isinstance(value, int) else str(value)
+
+
+def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: Any) -> None:
+    """The one CSV writer: a header line, then each row; money as yuan text with two decimals (``50.00``).
+
+    Yuan rather than fen because CSV is for spreadsheets, where people read
+    and sum yuan; text with exactly two decimals, so nothing passes through a
+    float on the way.  ``--json`` is the exact, machine-facing form (fen).
+    """
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for r in rows:
+        writer.writerow([_cell(c, r.get(c)) for c in columns])
+
+
+def emit(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str] | None = None, as_csv: bool = False) -> None:
+    """Print rows as JSON (money in fen), CSV or an aligned table (money in yuan)."""
+    one_format(as_json, as_csv)
     if as_json:
         click.echo(json.dumps(list(rows), ensure_ascii=False, indent=2, default=str))
+        return
+    if as_csv:
+        out = io.StringIO()
+        write_csv(rows, list(columns or (rows[0].keys() if rows else [])), out)
+        click.echo(out.getvalue(), nl=False)
         return
     if not rows:
         click.echo("(none)")
         return
     cols = list(columns or rows[0].keys())
-    text = [[format_fen(r[c]) if c in MONEY_KEYS else str(r[c]) for c in cols] for r in rows]
+    text = [[_cell(c, r[c]) for c in cols] for r in rows]
     widths = [max(len(c), *(len(t[i]) for t in text)) for i, c in enumerate(cols)]
     click.echo("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip())
     for t in text:
@@ -253,5 +292,6 @@ from cli import (  # noqa: E402, F401
     reversal,
     sale,
     serve,
+    settle,
     stock,
 )

@@ -1,17 +1,26 @@
-"""``report``: stock, batch and issue reports."""
+"""``report``: stock, batch and issue reports; sales, recharges, settlement and stock value in yuan.
+
+Each report over business days is one function in ``cardmgmt.reports`` and
+one command here, printed by ``emit_report``: a table with a total line,
+``--csv`` (the rows, money in yuan) or ``--json`` (rows and total, fen).
+"""
 
 # test-case-name: tests.cli.test_report
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
 
 import click
 
 from cardmgmt import reports
 from cardmgmt.operators import Permission
-from cli import App, cli, emit, json_option, pass_app
+from cli import App, cli, csv_option, emit, emit_json, json_option, one_format, parse_date, pass_app
 
 
 @cli.group()
 def report() -> None:
-    """Stock, batch and issue reports."""
+    """Stock, batch and issue reports; sales, recharges, settlement and stock value over business days."""
 
 
 @report.command("stock")
@@ -43,3 +52,112 @@ def report_issues(app: App, as_json: bool) -> None:
     with app.unit(Permission.VIEW) as ctx:
         rows = reports.issue_history(ctx.session)
     emit(rows, as_json)
+
+
+# --- reports over business days, in yuan (--json in fen, --csv for spreadsheets) ------------------------------
+
+
+def period_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    """--from/--to: business days (UTC+8), inclusive; today when left out."""
+    f = click.option("--to", "day_to", callback=parse_date, help="Last business day, inclusive (default: today).")(f)
+    return click.option("--from", "day_from", callback=parse_date,
+                        help="First business day, YYYY-MM-DD (default: today).")(f)
+
+
+def hall_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--hall", "hall_code", help="Only this hall, or the halls beneath this office.")(f)
+
+
+def emit_report(rep: reports.Report, as_json: bool, as_csv: bool) -> None:
+    """A report as JSON (the rows and total, money in fen), CSV (the rows, yuan) or a table with a total line (yuan)."""
+    if as_json:
+        one_format(as_json, as_csv)
+        emit_json(rep.as_dict())
+        return
+    if as_csv or not rep.rows:
+        emit(rep.rows, False, rep.columns, as_csv=as_csv)
+        return
+    total = {**{k: "" for k in rep.keys}, rep.keys[0]: "total", **rep.total}
+    emit([*rep.rows, total], False, rep.columns)
+
+
+@report.command("sales")
+@period_options
+@click.option("--by", type=click.Choice(reports.SALES_BY), default="day", show_default=True)
+@hall_option
+@json_option
+@csv_option
+@pass_app
+def report_sales(app: App, day_from: dt.date | None, day_to: dt.date | None, by: str, hall_code: str | None,
+                 as_json: bool, as_csv: bool) -> None:
+    """Cards sold at halls: sales, cards and yuan owed per day, hall, channel or face value.
+
+    Example: cli.py -u carol report sales --from 2027-01-01 --to 2027-01-31 --by hall --csv > sales.csv
+    """
+    one_format(as_json, as_csv)
+    with app.unit(Permission.VIEW) as ctx:
+        rep = reports.sales(ctx.session, reports.Period.of(day_from, day_to), by, hall_code)
+    emit_report(rep, as_json, as_csv)
+
+
+@report.command("recharges")
+@period_options
+@click.option("--by", type=click.Choice(reports.RECHARGES_BY), default="day", show_default=True,
+              help="hall: the hall that sold the card; face-value: the card's batch's.")
+@hall_option
+@json_option
+@csv_option
+@pass_app
+def report_recharges(app: App, day_from: dt.date | None, day_to: dt.date | None, by: str, hall_code: str | None,
+                     as_json: bool, as_csv: bool) -> None:
+    """Recharges committed: how many and their yuan per day, hall, channel or face value.
+
+    Example: cli.py -u carol report recharges --from 2027-01-05 --by channel
+    """
+    one_format(as_json, as_csv)
+    with app.unit(Permission.VIEW) as ctx:
+        rep = reports.recharges(ctx.session, reports.Period.of(day_from, day_to), by, hall_code)
+    emit_report(rep, as_json, as_csv)
+
+
+@report.command("settlement")
+@period_options
+@click.option("--by", type=click.Choice(reports.SETTLEMENT_BY), default="hall", show_default=True,
+              help="hall: a row per hall and day; day: the halls rolled up, a row per day.")
+@hall_option
+@json_option
+@csv_option
+@pass_app
+def report_settlement(app: App, day_from: dt.date | None, day_to: dt.date | None, by: str, hall_code: str | None,
+                      as_json: bool, as_csv: bool) -> None:
+    """Hall settlement (解交) per business day: opening balance, cards sold, owed, paid in, closing balance.
+
+    balance = opening + owed - paid; the opening of a day is the balance of
+    the day before.  With --hall an office, its halls (--by day: rolled up).
+
+    \b
+    Examples:
+      cli.py -u bob report settlement --from 2027-01-01 --to 2027-01-07 --hall H01
+      cli.py -u bob report settlement --from 2027-01-01 --to 2027-01-31 --hall TS --by day --csv
+    """
+    one_format(as_json, as_csv)
+    with app.unit(Permission.VIEW) as ctx:
+        rep = reports.settlement(ctx.session, reports.Period.of(day_from, day_to), by, hall_code)
+    emit_report(rep, as_json, as_csv)
+
+
+@report.command("stock-value")
+@click.option("--by", type=click.Choice(reports.STOCK_VALUE_BY), default="hall", show_default=True,
+              help="hall: where the cards are (a hall, or the warehouse); state: face value and state only.")
+@json_option
+@csv_option
+@pass_app
+def report_stock_value(app: App, by: str, as_json: bool, as_csv: bool) -> None:
+    """Cards now by state and face value, with their face value in yuan; by hall or warehouse.
+
+    Example: cli.py -u carol report stock-value --csv > stock-value.csv
+    """
+    one_format(as_json, as_csv)
+    with app.unit(Permission.VIEW) as ctx:
+        rep = reports.stock_value(ctx.session, by)
+    emit_report(rep, as_json, as_csv)

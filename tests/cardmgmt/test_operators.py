@@ -15,10 +15,13 @@ def test_password_hash_is_salted_scrypt():
 
 
 def test_role_table():
-    assert PERMISSIONS[Role.FINANCE] == {Permission.DECIDE_REQUESTS, Permission.VIEW, Permission.OWN_PASSWORD}
+    assert PERMISSIONS[Role.FINANCE] == {Permission.DECIDE_REQUESTS, Permission.RECORD_PAYMENTS, Permission.VIEW,
+                                         Permission.OWN_PASSWORD}
+    assert [r for r in Role if Permission.RECORD_PAYMENTS in PERMISSIONS[r]] == [Role.FINANCE]
     require(Actor("a", Role.ADMIN), Permission.MANAGE_CARDS)
     for role, perm in [(Role.FINANCE, Permission.MANAGE_CARDS), (Role.AUDITOR, Permission.MANAGE_CARDS),
-                       (Role.ADMIN, Permission.DECIDE_REQUESTS), (Role.AUDITOR, Permission.DECIDE_REQUESTS)]:
+                       (Role.ADMIN, Permission.DECIDE_REQUESTS), (Role.AUDITOR, Permission.DECIDE_REQUESTS),
+                       (Role.ADMIN, Permission.RECORD_PAYMENTS), (Role.AUDITOR, Permission.RECORD_PAYMENTS)]:
         with pytest.raises(PermissionDenied, match=role.value):
             require(Actor("x", role), perm)
 

@@ -2,8 +2,16 @@
 
 import datetime as dt
 
-from cardmgmt import issuing, reports, stock
+import pytest
+from sqlalchemy import select
+
+from cardmgmt import issuing, reports, sales, stock
+from cardmgmt.days import BUSINESS_TZ
+from cardmgmt.errors import InvalidInput
+from cardmgmt.models import Batch, Card, Recharge
 from cardmgmt.operators import Permission
+from cardmgmt.states import CardState, PostStatus
+from testkit.lifecycle import issued_batch
 
 
 def test_reports_follow_the_cards(bench):
@@ -34,3 +42,104 @@ def test_expired_is_derived(bench):
     with bench.unit(Permission.VIEW) as ctx:
         rows = reports.stock(ctx.session, "batch", today=dt.date.today() + dt.timedelta(days=2))
     assert rows[0]["expired"] == 10 and rows[0]["in_stock"] == 10
+
+
+# --- reports over business days --------------------------------------------------------------------------
+
+D1, D2, D3 = dt.date(2026, 3, 1), dt.date(2026, 3, 2), dt.date(2026, 3, 3)
+
+
+def local(day: dt.date, hour: int, minute: int = 0) -> dt.datetime:
+    """A moment of business day ``day`` in Beijing time, as UTC (what the database stores)."""
+    return dt.datetime.combine(day, dt.time(hour, minute), tzinfo=BUSINESS_TZ).astimezone(dt.UTC)
+
+
+def recharge(session, serial: str, when: dt.datetime, channel: str = "hotline") -> None:
+    card = session.scalars(select(Card).where(Card.serial == serial)).one()
+    session.add(Recharge(key=f"call-{serial}#1", call_id=f"call-{serial}", channel=channel, caller="13900000001",
+                         card_id=card.id, card_serial=serial, account_no="3100000001", amount=card_value(session, card),
+                         committed_at=when, post_status=PostStatus.POSTED, post_attempts=1, next_attempt_at=when))
+    card.state = CardState.REDEEMED
+
+
+def card_value(session, card: Card) -> int:
+    return session.get_one(Batch, card.batch_id).face_value
+
+
+@pytest.fixture
+def trade(bench):
+    """H01 sold 12 cards of 50 yuan (D1, D2), H02 10 of 100 yuan (D2); three recharges on D1 and D2."""
+    b1 = sorted(issued_batch(bench, "B1", 20))
+    bench.add_hall("H02")
+    bench.stocked_batch("B2", 10, face_value=10_000)
+    rid = bench.approved_request(10, face_value=10_000, hall="H02")
+    with bench.unit() as ctx:
+        issuing.collect(ctx, rid)
+    with bench.unit(Permission.SELL_CARDS) as ctx:
+        sales.sell(ctx, "H01", stock.Selection(batch_no="B1", box_no=1), now=local(D1, 9))
+        sales.sell(ctx, "H01", stock.Selection(first_serial=b1[10], last_serial=b1[11]), channel="pos", key="T1-1",
+                   now=local(D2, 9))
+        sales.sell(ctx, "H02", stock.Selection(batch_no="B2"), now=local(D2, 0, 5))
+    with bench.system.db.transaction() as s:
+        b2 = list(s.scalars(select(Card.serial).join(Batch).where(Batch.batch_no == "B2").order_by(Card.serial)))
+        recharge(s, b1[0], local(D1, 15))
+        recharge(s, b1[1], local(D2, 0, 30), channel="web")  # 16:30 UTC on D1: still business day D2
+        recharge(s, b2[0], local(D2, 23, 59))
+        recharge(s, b2[1], local(D3, 0, 0))  # midnight belongs to the day it starts
+    return bench
+
+
+def view(bench, fn, *args, **kw):
+    with bench.unit(Permission.VIEW) as ctx:
+        return fn(ctx.session, *args, **kw)
+
+
+def test_sales_by_every_dimension(trade):
+    period = reports.Period(D1, D2)
+    by = {b: view(trade, reports.sales, period, b) for b in reports.SALES_BY}
+    assert by["day"].rows == [{"day": "2026-03-01", "sales": 1, "cards": 10, "amount": 50_000},
+                              {"day": "2026-03-02", "sales": 2, "cards": 12, "amount": 110_000}]
+    assert [(r["hall"], r["cards"], r["amount"]) for r in by["hall"].rows] == [("H01", 12, 60_000), ("H02", 10, 100_000)]
+    assert [(r["channel"], r["sales"]) for r in by["channel"].rows] == [("counter", 2), ("pos", 1)]
+    assert [(r["face_value"], r["cards"]) for r in by["face-value"].rows] == [(5000, 12), (10_000, 10)]
+    for rep in by.values():
+        assert rep.total == {"sales": 3, "cards": 22, "amount": 160_000}
+    assert view(trade, reports.sales, reports.Period(D2, D2), "hall", hall="H02").total["amount"] == 100_000
+    assert view(trade, reports.sales, reports.Period(D3, D3)).rows == []
+
+
+def test_recharges_by_business_day_hall_channel_and_face_value(trade):
+    period = reports.Period(D1, D2)
+    by = {b: view(trade, reports.recharges, period, b) for b in reports.RECHARGES_BY}
+    assert by["day"].rows == [{"day": "2026-03-01", "recharges": 1, "amount": 5000},
+                              {"day": "2026-03-02", "recharges": 2, "amount": 15_000}]
+    assert [(r["hall"], r["recharges"]) for r in by["hall"].rows] == [("H01", 2), ("H02", 1)]
+    assert [(r["channel"], r["amount"]) for r in by["channel"].rows] == [("hotline", 15_000), ("web", 5000)]
+    assert [(r["face_value"], r["recharges"]) for r in by["face-value"].rows] == [(5000, 2), (10_000, 1)]
+    assert all(rep.total == {"recharges": 3, "amount": 20_000} for rep in by.values())
+    assert view(trade, reports.recharges, period, "day", hall="H02").total == {"recharges": 1, "amount": 10_000}
+    assert view(trade, reports.recharges, reports.Period(D3, D3)).rows == [{"day": "2026-03-03", "recharges": 1,
+                                                                            "amount": 10_000}]
+
+
+def test_stock_value_by_place_and_state(trade):
+    by_hall = view(trade, reports.stock_value, "hall")
+    assert {(r["place"], r["face_value"], r["state"]): (r["cards"], r["value"]) for r in by_hall.rows} == {
+        ("H01", 5000, "issued"): (8, 40_000), ("H01", 5000, "sold"): (10, 50_000), ("H01", 5000, "redeemed"): (2, 10_000),
+        ("H02", 10_000, "sold"): (8, 80_000), ("H02", 10_000, "redeemed"): (2, 20_000)}
+    trade.stocked_batch("B3", 10, face_value=2000)
+    by_state = view(trade, reports.stock_value, "state")
+    assert ({"face_value": 2000, "state": "in_stock", "cards": 10, "value": 20_000} in by_state.rows)
+    assert by_state.total == {"cards": 40, "value": 220_000}
+    assert view(trade, reports.stock_value, "hall").rows[0]["place"] == reports.WAREHOUSE
+
+
+def test_a_period_is_business_days_in_order():
+    today = dt.date(2026, 3, 10)
+    assert reports.Period.of(today=today) == reports.Period(today, today)
+    assert reports.Period.of(D1, today=today) == reports.Period(D1, today)
+    assert reports.Period.of(None, D2, today=today) == reports.Period(D2, D2)
+    with pytest.raises(InvalidInput, match="is after"):
+        reports.Period.of(D2, D1)
+    with pytest.raises(InvalidInput, match="--by must be one of"):
+        reports.sales(None, reports.Period(D1, D1), "colour")  # type: ignore[arg-type]
