@@ -1,4 +1,4 @@
-"""Reports for managers: stock, batches, issues; and over business days sales, recharges, settlement, stock value.
+"""Reports for managers: stock, batches, issues; and over business days sales, recharges, reversals, settlement, stock value.
 
 Every report is a list of plain dicts with stable keys, so the CLI can print
 it as a table or as JSON without knowing what it holds.  Money stays integer
@@ -6,7 +6,7 @@ fen; turning it into yuan text is the printer's job (``money.format_fen``).
 Expired cards are derived from the batch's expiry date, never stored.
 
 The money reports over business days (``sales``, ``recharges``,
-``settlement``, ``stock_value``) each return a ``Report``: rows of integer
+``reversals``, ``settlement``, ``stock_value``) each return a ``Report``: rows of integer
 fen and counts grouped by one dimension, and their total, for the CLI's
 table, CSV and JSON and for a console's charts alike.  Every figure is a SQL
 aggregate written in this module; a new report is one function here and one
@@ -27,8 +27,8 @@ from sqlalchemy.orm import Session
 from cardmgmt import halls
 from cardmgmt.days import BUSINESS_TZ, business_day, day_bounds
 from cardmgmt.errors import InvalidInput
-from cardmgmt.models import Batch, Card, Factory, Hall, HallPayment, IssueRequest, Recharge, Sale, utcnow
-from cardmgmt.states import FINAL, CardState
+from cardmgmt.models import Batch, Card, Factory, Hall, HallPayment, IssueRequest, Recharge, Reversal, Sale, utcnow
+from cardmgmt.states import FINAL, CardState, PostStatus, ReversalStatus
 
 STATES = [s.value for s in CardState]
 DIMENSIONS = ("face-value", "batch", "state", "hall")
@@ -260,6 +260,42 @@ def recharges(session: Session, period: Period, by: str = "day", hall: str | Non
     rows = [{key.name: _iso(r[0]) if by == "day" else r[0], "recharges": r[1], "amount": int(r[2])}
             for r in session.execute(q)]
     return Report("recharges", period, by, [key.name], ["recharges", "amount"], rows)
+
+
+REVERSALS_BY = ("day", "channel", "hall")
+
+
+def reversals(session: Session, period: Period, by: str = "day", hall: str | None = None) -> Report:
+    """Approved reversals (冲正) in the period: how many, the yuan taken back, how many are posted, grouped by ``by``.
+
+    A reversal counts on the business day it was approved, which is the day
+    its counter-entry carries in the marketing system; its channel is the
+    original recharge's, its hall the one that sold the card.  Rejected
+    reversals are not figures; ``amount`` is positive (fen taken back).
+    """
+    _choose(by, REVERSALS_BY)
+    start, end = period.bounds()
+    dialect = session.get_bind().dialect.name
+    key = {
+        "day": _day_of(Reversal.decided_at, dialect).label("day"),
+        "channel": Reversal.channel.label("channel"),
+        "hall": func.coalesce(Hall.code, "(none)").label("hall"),
+    }[by]
+    q = (
+        select(key, func.count().label("reversals"), func.sum(Reversal.amount).label("amount"),
+               func.sum(case((Reversal.post_status == PostStatus.POSTED.value, 1), else_=0)).label("posted"))
+        .where(Reversal.status == ReversalStatus.APPROVED.value, Reversal.decided_at >= start,
+               Reversal.decided_at < end)
+        .group_by(key).order_by(key)
+    )
+    if by == "hall" or hall is not None:
+        q = (q.join(Recharge, Recharge.id == Reversal.recharge_id).join(Card, Card.id == Recharge.card_id)
+             .where(*_hall_filter(session, Card.hall_id, hall)))
+    if by == "hall":
+        q = q.outerjoin(Hall, Hall.id == Card.hall_id)
+    rows = [{key.name: _iso(r[0]) if by == "day" else r[0], "reversals": r[1], "amount": int(r[2]),
+             "posted": int(r[3])} for r in session.execute(q)]
+    return Report("reversals", period, by, [key.name], ["reversals", "amount", "posted"], rows)
 
 
 SETTLEMENT_BY = ("hall", "day")

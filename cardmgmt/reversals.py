@@ -23,14 +23,12 @@ business day and channel, in integer fen.
 
 import datetime as dt
 import re
-from collections import defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from cardmgmt.days import as_utc, business_day, day_bounds
+from cardmgmt.days import as_utc
 from cardmgmt.db import dialect_insert
 from cardmgmt.errors import AlreadyExists, ConflictError, IllegalTransition, InvalidInput, NotFound, PermissionDenied
 from cardmgmt.models import POSTING_REF_MAX, Recharge, Reversal, reversal_ref, utcnow
@@ -177,38 +175,3 @@ def describe(rev: Reversal) -> dict[str, Any]:
         "post_status": rev.post_status.value if rev.post_status else None, "post_attempts": rev.post_attempts,
         "posted_at": at(rev.posted_at), "last_error": rev.last_error,
     }
-
-
-@dataclass(frozen=True)
-class ReversalFigure:
-    """Approved reversals of one business day and channel: how many, how much (fen), how many are posted."""
-
-    day: dt.date
-    channel: str
-    count: int
-    amount: int  # fen taken back (positive)
-    posted: int
-
-
-def figures(session: Session, first: dt.date, last: dt.date) -> list[ReversalFigure]:
-    """Approved reversals from business day ``first`` to ``last`` inclusive, by day (of approval) and channel.
-
-    A reversal counts on the business day (UTC+8) it was approved, which is
-    the day its counter-entry carries in the marketing system; the channel is
-    the original recharge's.  Rows are sorted by day, then channel; days and
-    channels without reversals are left out.
-    """
-    if last < first:
-        raise InvalidInput(f"the range ends ({last}) before it starts ({first})")
-    start, end = day_bounds(first)[0], day_bounds(last)[1]
-    rows = session.execute(
-        select(Reversal.decided_at, Reversal.channel, Reversal.amount, Reversal.post_status)
-        .where(Reversal.status == ReversalStatus.APPROVED, Reversal.decided_at >= start, Reversal.decided_at < end)
-    ).all()
-    sums: dict[tuple[dt.date, str], list[int]] = defaultdict(lambda: [0, 0, 0])
-    for decided_at, channel, amount, post_status in rows:
-        entry = sums[(business_day(decided_at), channel)]
-        entry[0] += 1
-        entry[1] += amount
-        entry[2] += post_status == PostStatus.POSTED
-    return [ReversalFigure(day, channel, *sums[(day, channel)]) for day, channel in sorted(sums)]

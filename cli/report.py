@@ -120,6 +120,26 @@ def report_recharges(app: App, day_from: dt.date | None, day_to: dt.date | None,
     emit_report(rep, as_json, as_csv)
 
 
+@report.command("reversals")
+@period_options
+@click.option("--by", type=click.Choice(reports.REVERSALS_BY), default="day", show_default=True,
+              help="day: the business day of approval; channel: the original recharge's; hall: the one that sold the card.")
+@hall_option
+@json_option
+@csv_option
+@pass_app
+def report_reversals(app: App, day_from: dt.date | None, day_to: dt.date | None, by: str, hall_code: str | None,
+                     as_json: bool, as_csv: bool) -> None:
+    """Approved reversals (冲正): how many, the yuan taken back and how many are posted, per day, channel or hall.
+
+    Example: cli.py -u carol report reversals --from 2027-01-01 --to 2027-01-31 --by channel --csv
+    """
+    one_format(as_json, as_csv)
+    with app.unit(Permission.VIEW) as ctx:
+        rep = reports.reversals(ctx.session, reports.Period.of(day_from, day_to), by, hall_code)
+    emit_report(rep, as_json, as_csv)
+
+
 @report.command("settlement")
 @period_options
 @click.option("--by", type=click.Choice(reports.SETTLEMENT_BY), default="hall", show_default=True,

@@ -11,7 +11,7 @@ import threading
 import pytest
 from sqlalchemy import func, select
 
-from cardmgmt import audit, reversals
+from cardmgmt import audit, reports, reversals
 from cardmgmt.errors import (
     AlreadyExists,
     CardError,
@@ -23,7 +23,6 @@ from cardmgmt.errors import (
 )
 from cardmgmt.models import Card, LogEntry, Reversal
 from cardmgmt.operators import Permission, Role
-from cardmgmt.reversals import ReversalFigure
 from cardmgmt.states import PostStatus, ReversalStatus
 from testkit.marketing import Ledger
 
@@ -229,7 +228,7 @@ def test_two_finance_officers_racing_make_exactly_one_decision(bench, ledger):
         assert (decided[rid].post_status is None) == (won[0] == ReversalStatus.REJECTED)
 
 
-def test_figures_by_business_day_and_channel(bench, ledger):
+def test_the_reversals_report_by_business_day_channel_and_hall(bench, ledger):
     day1 = dt.datetime(2024, 3, 1, 2, 0, tzinfo=UTC)
     refs = [posted(ledger, amount=5000), posted(ledger, amount=2000, channel="pos"),
             posted(ledger, amount=10_000), posted(ledger, amount=3000), posted(ledger, amount=700)]
@@ -243,17 +242,23 @@ def test_figures_by_business_day_and_channel(bench, ledger):
     with bench.system.db.transaction() as s:
         s.get(Reversal, ids[0]).post_status = PostStatus.POSTED  # type: ignore[union-attr]
     with bench.system.db.transaction() as s:
-        rows = reversals.figures(s, dt.date(2024, 3, 1), dt.date(2024, 3, 2))
-        assert reversals.figures(s, dt.date(2024, 3, 2), dt.date(2024, 3, 2)) == rows[2:]
-        assert reversals.figures(s, dt.date(2024, 3, 3), dt.date(2024, 3, 9)) == []
+        by_day = reports.reversals(s, reports.Period(dt.date(2024, 3, 1), dt.date(2024, 3, 2)), "day")
+        by_channel = reports.reversals(s, reports.Period(dt.date(2024, 3, 1), dt.date(2024, 3, 2)), "channel")
+        second = reports.reversals(s, reports.Period(dt.date(2024, 3, 2), dt.date(2024, 3, 2)), "day")
+        later = reports.reversals(s, reports.Period(dt.date(2024, 3, 3), dt.date(2024, 3, 9)), "day")
+        by_hall = reports.reversals(s, reports.Period(dt.date(2024, 3, 1), dt.date(2024, 3, 2)), "hall")
         with pytest.raises(InvalidInput):
-            reversals.figures(s, dt.date(2024, 3, 2), dt.date(2024, 3, 1))
-    assert rows == [
-        ReversalFigure(dt.date(2024, 3, 1), "hotline", 2, 15_000, 1),
-        ReversalFigure(dt.date(2024, 3, 1), "pos", 1, 2000, 0),
-        ReversalFigure(dt.date(2024, 3, 2), "hotline", 1, 3000, 0),
+            reports.reversals(s, reports.Period(dt.date(2024, 3, 1), dt.date(2024, 3, 2)), "face-value")
+    assert by_day.rows == [
+        {"day": "2024-03-01", "reversals": 3, "amount": 17_000, "posted": 1},
+        {"day": "2024-03-02", "reversals": 1, "amount": 3000, "posted": 0},
     ]
-    assert all(isinstance(r.amount, int) for r in rows)
+    assert by_channel.rows == [
+        {"channel": "hotline", "reversals": 3, "amount": 18_000, "posted": 1},
+        {"channel": "pos", "reversals": 1, "amount": 2000, "posted": 0},
+    ]
+    assert second.rows == by_day.rows[1:] and later.rows == []
+    assert by_day.total == by_channel.total == by_hall.total == {"reversals": 4, "amount": 20_000, "posted": 1}
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -99,7 +99,14 @@ def test_every_money_report_agrees_in_table_json_and_csv(inst: Installation) -> 
     _recharged(inst, s[:3])
     today = business_day(utcnow()).isoformat()
     inst.ok("settle", "pay", "--hall", "H01", "--day", today, "--amount", "600.25", "--ref", "S1", user="bob")
+    db = Database(inst.db)
+    with db.transaction() as session:
+        first_ref = session.scalars(select(Recharge).order_by(Recharge.id)).first().ref  # type: ignore[union-attr]
+    db.dispose()
+    inst.ok("reversal", "file", first_ref, "--reason", "keyed the neighbour's account")
+    inst.ok("reversal", "approve", "1", "--comment", "recording checked", user="bob")
     commands = [("sales", by) for by in reports.SALES_BY] + [("recharges", by) for by in reports.RECHARGES_BY]
+    commands += [("reversals", by) for by in reports.REVERSALS_BY]
     commands += [("settlement", by) for by in reports.SETTLEMENT_BY] + [("stock-value", by) for by in reports.STOCK_VALUE_BY]
     for name, by in commands:
         doc = inst.json("report", name, "--by", by)
@@ -124,6 +131,8 @@ def test_every_money_report_agrees_in_table_json_and_csv(inst: Installation) -> 
     assert inst.json("report", "sales")["total"] == {"sales": 2, "cards": 15, "amount": 75_000}
     assert inst.json("report", "recharges", "--by", "channel")["total"] == {"recharges": 3, "amount": 15_000}
     assert inst.json("report", "settlement")["total"]["balance"] == 75_000 - 60_025
+    assert inst.json("report", "reversals", "--by", "channel")["rows"] == [
+        {"channel": "web", "reversals": 1, "amount": 5000, "posted": 0}]
     value = {(r["place"], r["state"]): r["value"] for r in inst.json("report", "stock-value")["rows"]}
     assert value[("(warehouse)", "in_stock")] == 100_000 and value[("H01", "redeemed")] == 15_000
     assert_one_line_error(inst.run("report", "sales", "--json", "--csv"), "not both", code=2)
