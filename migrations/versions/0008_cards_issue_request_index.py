@@ -1,0 +1,29 @@
+"""cards: an index on issue_request_id, so an approved request's reserved cards are found without a scan
+
+Finance's approval now reserves the exact cards it approves by writing the
+request's id into ``cards.issue_request_id`` (see ``cardmgmt.issuing``);
+collection, cancellation and the look-ups then find those cards by that id.
+Only the reservation (and its release) writes this index: collection and
+redemption change ``state`` alone and stay heap-only updates (revision 0003).
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-11-30
+"""
+
+from alembic import op
+
+revision = '0008'
+down_revision = '0007'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('cards', schema=None) as batch_op:
+        batch_op.create_index('ix_cards_issue_request', ['issue_request_id'], unique=False)
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('cards', schema=None) as batch_op:
+        batch_op.drop_index('ix_cards_issue_request')
