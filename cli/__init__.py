@@ -130,6 +130,13 @@ def emit(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str] |
         click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
 
 
+def emit_record(row: dict[str, Any]) -> None:
+    """Print one record down the page, a field to a line (money in yuan), for ``show`` commands."""
+    width = max(len(k) for k in row)
+    for k, v in row.items():
+        click.echo(f"{k.ljust(width)}  {format_fen(v) if k in MONEY_KEYS and v != '' else v}".rstrip())
+
+
 def emit_json(doc: Any) -> None:
     """Print one JSON document (money in fen), as every ``--json`` does."""
     click.echo(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
@@ -243,6 +250,7 @@ from cli import (  # noqa: E402, F401
     lockout,
     marketing,
     operator,
+    recharge,
     replay,
     report,
     request,

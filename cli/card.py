@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from cardmgmt import stock
+from cardmgmt import lookups, stock
 from cardmgmt.operators import Permission
 from cardmgmt.states import PAST, Event
 from cardmgmt.system import Context
-from cli import App, cli, emit, json_option, make_selection, pass_app, selection_options
+from cli import App, cli, emit, emit_record, json_option, make_selection, pass_app, selection_options
 
 
 @cli.group()
@@ -44,7 +44,17 @@ _card_change("unfreeze", stock.unfreeze, False, "Unfreeze cards; they return to 
 @json_option
 @pass_app
 def card_show(app: App, serial: str, as_json: bool) -> None:
-    """Show one card: batch, box, state, hall.  Never shows its PIN."""
+    """Show one card: batch, box, state, hall, the request it is reserved for or was issued under, and its recharge.
+
+    A redeemed card shows its recharge: reference, time (Beijing), the account
+    (masked), channel and whether the marketing system has it (post_status).
+    Never shows the PIN.
+
+    Example: cli.py -u carol card show 000000000018 --json
+    """
     with app.unit(Permission.VIEW) as ctx:
-        row = stock.describe_card(ctx.session, serial)
-    emit([row], as_json)
+        row = lookups.card(ctx, serial)
+    if as_json:
+        emit([row], True)
+    else:
+        emit_record(row)
