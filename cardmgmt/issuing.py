@@ -63,7 +63,7 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, cast, func, select, text, update
 from sqlalchemy.orm import Session
 
-from cardmgmt import halls
+from cardmgmt import halls, stock
 from cardmgmt.db import is_postgresql
 from cardmgmt.errors import (
     ConflictError,
@@ -344,6 +344,21 @@ def reservations(session: Session) -> dict[int, int]:
         .join(IssueRequest, IssueRequest.id == Card.issue_request_id)
         .where(IssueRequest.status == RequestStatus.APPROVED.value, Card.state.in_(_ISSUABLE))
         .group_by(Card.issue_request_id)
+    )
+    return {rid: n for rid, n in session.execute(q)}
+
+
+def reserved_among(session: Session, sel: stock.Selection) -> dict[int, int]:
+    """Approved (uncollected) requests that cards of ``sel`` are reserved for → how many, whatever the cards' state now.
+
+    For the card commands to say, after a void or freeze, whose reservation they touched.
+    """
+    q = (
+        select(Card.issue_request_id, func.count())
+        .join(IssueRequest, IssueRequest.id == Card.issue_request_id)
+        .where(*stock.resolve(session, sel).where, IssueRequest.status == RequestStatus.APPROVED.value)
+        .group_by(Card.issue_request_id)
+        .order_by(Card.issue_request_id)
     )
     return {rid: n for rid, n in session.execute(q)}
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from cardmgmt import lookups, stock
+from cardmgmt import issuing, lookups, stock
 from cardmgmt.operators import Permission
 from cardmgmt.states import PAST, Event
 from cardmgmt.system import Context
@@ -31,7 +31,14 @@ def _card_change(name: str, service: Callable[[Context, stock.Selection, str | N
             click.confirm(f"{name} {selection.describe()}? This cannot be undone", abort=True)
         with app.unit(Permission.MANAGE_CARDS) as ctx:
             n = service(ctx, selection, reason)
+            held = issuing.reserved_among(ctx.session, selection)
         click.echo(f"{n} cards {PAST[Event(name)]}")
+        for rid, k in held.items():
+            if name == "unfreeze":
+                click.echo(f"{k} of them are reserved for issue request {rid} again")
+            else:
+                click.echo(f"{k} of them are reserved for issue request {rid}; it is collected only when every card it"
+                           " reserved is in stock (unfreeze them, or cancel the request)")
 
 
 _card_change("void", stock.void, True, "Void cards for good (damaged, wrong, lost).\n\nExample: cli.py -u alice card void --serial 000000000017 --reason 'torn at pick check'")

@@ -132,10 +132,13 @@ def test_approval_reserves_so_a_second_approval_cannot_count_on_the_same_cards(i
     (by_face,) = inst.json("report", "stock")
     assert (by_face["in_stock"], by_face["reserved"], by_face["free"]) == (30, 20, 10)
     # A reserved card frozen meanwhile: collection refuses and names it; unfrozen, it is reserved again.
-    inst.ok("card", "freeze", "--serial", s[3], "--reason", "reported missing")
+    assert inst.ok("card", "freeze", "--serial", s[3], "--reason", "reported missing") == (
+        f"1 cards frozen\n1 of them are reserved for issue request {first}; it is collected only when every card it"
+        " reserved is in stock (unfreeze them, or cancel the request)\n")
     assert (inst.card(s[3])["state"], inst.card(s[3])["reserved_for"]) == ("frozen", first)
     assert_one_line_error(inst.run("request", "collect", first), "of its 20 reserved cards 1 frozen", s[3])
-    inst.ok("card", "unfreeze", "--serial", s[3], "--reason", "found")
+    assert inst.ok("card", "unfreeze", "--serial", s[3], "--reason", "found") == (
+        f"1 cards unfrozen\n1 of them are reserved for issue request {first} again\n")
     issued = inst.json("request", "collect", first, user="alice")
     assert issued == [{"first_serial": s[0], "last_serial": s[19], "cards": 20}]
     assert (inst.card(s[0])["state"], inst.card(s[0])["reserved_for"], inst.card(s[0])["issue_request"]) == (
