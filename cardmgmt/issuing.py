@@ -58,6 +58,7 @@ existed (no card carries its id) reserves at collection, the old way.
 # test-case-name: tests.cardmgmt.test_issuing
 
 import datetime as dt
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import BigInteger, ColumnElement, cast, func, select, text, update
@@ -82,6 +83,7 @@ from cardmgmt.system import Context
 
 MAX_REQUEST = 1_000_000
 UPDATE_CHUNK = 5_000
+Progress = Callable[[int, int], None]  # (cards just done, cards in all)
 # pg_advisory_xact_lock(RESERVE_LOCK, face value) serialises approvals of one face value.
 RESERVE_LOCK = 0x52455356  # "RESV"
 _INT4 = 2**31 - 1
@@ -173,10 +175,11 @@ def _move(ctx: Context, req: IssueRequest, frm: RequestStatus, to: RequestStatus
     ctx.session.refresh(req)
 
 
-def _reserve(ctx: Context, req: IssueRequest, today: dt.date, what: str) -> int:
+def _reserve(ctx: Context, req: IssueRequest, today: dt.date, what: str, progress: Progress | None = None) -> int:
     """Reserve ``req.quantity`` free cards for ``req``, earliest expiry first, or raise and reserve none.
 
     Called inside the unit that moves the request; raising rolls the whole unit back.
+    ``progress(n, total)`` hears of each chunk reserved.
     """
     session = ctx.session
     if is_postgresql(session):
@@ -196,12 +199,15 @@ def _reserve(ctx: Context, req: IssueRequest, today: dt.date, what: str) -> int:
         raise _short(session, req.face_value, len(ids), req.quantity, what)
     changed = 0
     for i in range(0, len(ids), UPDATE_CHUNK):
+        chunk = ids[i : i + UPDATE_CHUNK]
         changed += session.execute(
             update(Card)
-            .where(Card.id.in_(ids[i : i + UPDATE_CHUNK]), Card.state.in_(_ISSUABLE), Card.issue_request_id.is_(None))
+            .where(Card.id.in_(chunk), Card.state.in_(_ISSUABLE), Card.issue_request_id.is_(None))
             .values(issue_request_id=req.id),
             execution_options={"synchronize_session": False},
         ).rowcount
+        if progress:
+            progress(len(chunk), len(ids))
     if changed != len(ids):
         raise ConflictError(f"cards for request {req.id} changed while being reserved; nothing changed, try again")
     return changed
@@ -231,11 +237,15 @@ def _log_runs(runs: list[tuple[str, str, int]]) -> list[str]:
     return [f"{a}-{b}" for a, b, _ in runs][:20]
 
 
-def decide(ctx: Context, request_id: int, *, approve: bool, comment: str, today: dt.date | None = None) -> IssueRequest:
+def decide(
+    ctx: Context, request_id: int, *, approve: bool, comment: str, today: dt.date | None = None,
+    progress: Progress | None = None,
+) -> IssueRequest:
     """Finance approves (reserving the cards) or rejects a pending request, with a comment.
 
     An approval that stock cannot cover is refused whole: the request stays
-    pending and nothing is reserved.
+    pending and nothing is reserved.  ``progress(n, total)`` hears of the
+    reservation's progress (a million cards take a while).
     """
     ctx.require(Permission.DECIDE_REQUESTS)
     req = get(ctx.session, request_id)
@@ -249,7 +259,8 @@ def decide(ctx: Context, request_id: int, *, approve: bool, comment: str, today:
     _move(ctx, req, RequestStatus.PENDING, to, decided_by=ctx.actor.name, decided_at=utcnow(), decision_comment=comment.strip()[:256])
     after: dict[str, Any] = {"status": to.value, "comment": req.decision_comment}
     if approve:
-        after["reserved"] = _reserve(ctx, req, today or dt.date.today(), f"approved in request {req.id}; it stays pending")
+        after["reserved"] = _reserve(ctx, req, today or dt.date.today(), f"approved in request {req.id}; it stays pending",
+                                     progress)
         after["runs"] = _log_runs(runs_of_request(ctx.session, req.id))
     ctx.log(f"request.{'approve' if approve else 'reject'}", f"issue request {req.id}", before={"status": RequestStatus.PENDING.value}, after=after)
     return req

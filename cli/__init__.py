@@ -26,7 +26,7 @@ import datetime as dt
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,21 @@ def progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+
+
+@contextmanager
+def progress_to(label: str) -> Iterator[Callable[[int, int], None]]:
+    """``progress`` for a service that learns the total itself: it calls ``update(n, total)``."""
+    with ExitStack() as stack:
+        bar: Callable[[int], None] | None = None
+
+        def update(n: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = stack.enter_context(progress(total, label))
+            bar(n)
+
+        yield update
 
 
 def parse_date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dt.date | None:

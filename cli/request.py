@@ -8,7 +8,7 @@ import click
 
 from cardmgmt import issuing, reports
 from cardmgmt.operators import Permission
-from cli import App, cli, emit, json_option, parse_money, pass_app
+from cli import App, cli, emit, json_option, parse_money, pass_app, progress_to
 
 
 @cli.group()
@@ -43,8 +43,8 @@ def _decide(approve: bool) -> Callable[..., None]:
     @click.option("--comment", required=True)
     @pass_app
     def command(app: App, request_id: int, comment: str) -> None:
-        with app.unit(Permission.DECIDE_REQUESTS) as ctx:
-            req = issuing.decide(ctx, request_id, approve=approve, comment=comment)
+        with app.unit(Permission.DECIDE_REQUESTS) as ctx, progress_to("reserving cards") as update:
+            req = issuing.decide(ctx, request_id, approve=approve, comment=comment, progress=update)
         reserved = f"; {req.quantity} cards reserved" if approve else ""
         click.echo(f"issue request {req.id} {req.status}{reserved}")
 

@@ -8,6 +8,7 @@ import json
 
 from testkit.commandline import (
     Installation,
+    assert_ok,
     assert_one_line_error,
 )
 
@@ -118,7 +119,9 @@ def test_collect_is_refused_when_a_reserved_card_was_voided_and_cancel_releases(
 def test_approval_reserves_so_a_second_approval_cannot_count_on_the_same_cards(inst: Installation) -> None:
     s = inst.stocked_batch("B1", 30)
     first, second = inst.file_request(20), inst.file_request(20)
-    inst.ok("request", "approve", first, "--comment", "ok", user="bob")
+    approved = inst.run("request", "approve", first, "--comment", "ok", user="bob")
+    assert assert_ok(approved) == f"issue request {first} approved; 20 cards reserved\n"
+    assert "reserving cards" in approved.stderr, "the reservation shows its progress"
     assert inst.card(s[0])["reserved_for"] == first and inst.card(s[0])["state"] == "in_stock"
     assert inst.card(s[20])["reserved_for"] == ""
     before = inst.snapshot()
