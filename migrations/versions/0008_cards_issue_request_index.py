@@ -3,8 +3,12 @@
 Finance's approval now reserves the exact cards it approves by writing the
 request's id into ``cards.issue_request_id`` (see ``cardmgmt.issuing``);
 collection, cancellation and the look-ups then find those cards by that id.
-Only the reservation (and its release) writes this index: collection and
-redemption change ``state`` alone and stay heap-only updates (revision 0003).
+The reservation pays for it: changing an indexed column is not a heap-only
+update, so a million-card approval takes about twice as long on PostgreSQL
+(bench/RESULTS.md); without it every collection and cancellation would scan
+the whole ``cards`` table, however few cards it concerns.  Redemption and
+the other state changes do not touch this column and stay heap-only
+(revision 0003).
 
 Revision ID: 0008
 Revises: 0007
