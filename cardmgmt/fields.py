@@ -6,12 +6,20 @@ factory files, the HTTP protocol, the phone dialog and the spoken prompts
 all depend on.  They are stated here and nowhere else in ``cardmgmt``; the
 per-call package ``ivr`` (standard library only, copied into Asterisk's
 sandbox) keeps its own copy in ``ivr/fields.py``, which a test keeps equal
-to this one.
+to this one.  How much of an account number staff who need not see it whole
+are shown (``mask_account``) is stated here too, so every front end masks it
+alike.
 """
 
 # test-case-name: tests.cardmgmt.test_fields
 
 ACCOUNT_DIGITS = 10  # an electricity account number (户号)
+# An account number shown to staff who need not see it whole (customer
+# service's look-ups): its first and last digits, the rest as MASK_CHAR
+# (3100000001 → 31****0001).  The caller who keyed it hears it whole.
+ACCOUNT_SHOWN_HEAD = 2
+ACCOUNT_SHOWN_TAIL = 4
+MASK_CHAR = "*"
 PIN_DIGITS = 18  # a card PIN (卡密): about 60 bits
 SERIAL_DIGITS = 12  # a card serial: an 11-digit sequence and a Luhn check digit
 
@@ -36,3 +44,15 @@ CALLER_PATTERN = f"[{CALLER_CHARS}]{{0,{CALLER_MAX}}}"
 
 # The recharge key "<call id>#<seq>" (cardmgmt.recharge.recharge_key) must fit its column.
 RECHARGE_KEY_MAX = CALL_ID_MAX + 1 + len(str(MAX_SEQ))
+
+
+def mask_account(account_no: str) -> str:
+    """``account_no`` with all but its first ``ACCOUNT_SHOWN_HEAD`` and last ``ACCOUNT_SHOWN_TAIL`` digits masked.
+
+    The one rule for showing an account number in part; anything too short
+    to keep both ends is masked whole.
+    """
+    hidden = len(account_no) - ACCOUNT_SHOWN_HEAD - ACCOUNT_SHOWN_TAIL
+    if hidden <= 0:
+        return MASK_CHAR * len(account_no)
+    return account_no[:ACCOUNT_SHOWN_HEAD] + MASK_CHAR * hidden + account_no[-ACCOUNT_SHOWN_TAIL:]

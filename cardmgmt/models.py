@@ -181,6 +181,8 @@ class Card(Base):
     # The state a frozen card returns to when unfrozen (see cardmgmt.states).
     prior_state: Mapped[CardState | None] = mapped_column(state_type(CardState))
     hall_id: Mapped[int | None] = mapped_column(ForeignKey("halls.id"))
+    # The issue request the card belongs to: reserved for it while the card is
+    # in stock (approved, not yet collected), issued under it once collected.
     issue_request_id: Mapped[int | None] = mapped_column(ForeignKey("issue_requests.id"))
     # The sale that put the card in a customer's hands (NULL: not sold, or sold before revision 0008).
     sale_id: Mapped[int | None] = mapped_column(ForeignKey("sales.id"))
@@ -196,6 +198,8 @@ class Card(Base):
     # See migration 0003 and bench/RESULTS.md.
     __table_args__ = (
         Index("ix_cards_batch_box", "batch_id", "box_no"),
+        # An approved request's reserved cards, and a collected one's issued cards (cardmgmt.issuing).
+        Index("ix_cards_issue_request", "issue_request_id"),
         one_of("cards", "state", CardState),
         one_of("cards", "prior_state", CardState),
         {"postgresql_with": {"fillfactor": 50}},

@@ -5,6 +5,12 @@ it as a table or as JSON without knowing what it holds.  Money stays integer
 fen; turning it into yuan text is the printer's job (``money.format_fen``).
 Expired cards are derived from the batch's expiry date, never stored.
 
+In-stock cards reserved for an approved issue request (``cardmgmt.issuing``)
+are still in stock, so ``in_stock`` counts them, but they are not free: the
+stock reports show ``reserved`` and ``free`` (in stock and reserved for no
+request) beside it, and ``free`` is what new requests can draw on (less any
+expired).
+
 The money reports over business days (``sales``, ``recharges``,
 ``reversals``, ``settlement``, ``stock_value``) each return a ``Report``: rows of integer
 fen and counts grouped by one dimension, and their total, for the CLI's
@@ -24,7 +30,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Date, bindparam, case, cast, func, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
-from cardmgmt import halls
+from cardmgmt import halls, issuing
 from cardmgmt.days import BUSINESS_TZ, business_day, day_bounds
 from cardmgmt.errors import InvalidInput
 from cardmgmt.models import Batch, Card, Factory, Hall, HallPayment, IssueRequest, Recharge, Reversal, Sale, utcnow
@@ -42,8 +48,17 @@ def _expired_column(today: dt.date):  # type: ignore[no-untyped-def]
     return func.sum(case(((Batch.expiry < today) & live, 1), else_=0))
 
 
+def _reserved_column():  # type: ignore[no-untyped-def]
+    """In-stock cards carrying an issue request's id: reserved for an approved request, not yet collected."""
+    return func.sum(case(((Card.state == CardState.IN_STOCK.value) & Card.issue_request_id.is_not(None), 1), else_=0))
+
+
 def stock(session: Session, by: str, today: dt.date | None = None) -> list[Row]:
-    """Card counts per state, grouped by ``by`` (one of ``DIMENSIONS``)."""
+    """Card counts per state, grouped by ``by`` (one of ``DIMENSIONS``), with in-stock cards split into reserved and free.
+
+    By ``state`` the rows are ``{"state", "cards", "reserved"}``: only the
+    ``in_stock`` row can have reserved cards.
+    """
     today = today or dt.date.today()
     keys = {
         "face-value": [Batch.face_value.label("face_value")],
@@ -52,7 +67,8 @@ def stock(session: Session, by: str, today: dt.date | None = None) -> list[Row]:
         "hall": [func.coalesce(Hall.code, "(none)").label("hall")],
     }[by]
     q = (
-        select(*keys, Card.state, func.count().label("n"), _expired_column(today).label("expired"))
+        select(*keys, Card.state, func.count().label("n"), _expired_column(today).label("expired"),
+               _reserved_column().label("reserved"))
         .select_from(Card)
         .join(Batch, Batch.id == Card.batch_id)
         .outerjoin(Hall, Hall.id == Card.hall_id)
@@ -61,13 +77,19 @@ def stock(session: Session, by: str, today: dt.date | None = None) -> list[Row]:
     table: dict[tuple, Row] = {}
     for row in session.execute(q).mappings():
         key = tuple(row[k.name] for k in keys)
-        out = table.setdefault(key, {**{k.name: row[k.name] for k in keys}, **{s: 0 for s in STATES}, "expired": 0, "total": 0})
+        out = table.setdefault(key, {**{k.name: row[k.name] for k in keys}, **{s: 0 for s in STATES},
+                                     "reserved": 0, "free": 0, "expired": 0, "total": 0})
         out[row["state"]] += row["n"]
+        out["reserved"] += row["reserved"] or 0
         out["expired"] += row["expired"] or 0
         out["total"] += row["n"]
     rows = [table[k] for k in sorted(table)]
+    for r in rows:
+        r["free"] = r[CardState.IN_STOCK.value] - r["reserved"]
     if by == "state":
-        rows = [{"state": s, "cards": rows[0][s] if rows else 0} for s in STATES]
+        reserved = rows[0]["reserved"] if rows else 0
+        rows = [{"state": s, "cards": rows[0][s] if rows else 0, "reserved": reserved if s == CardState.IN_STOCK.value else 0}
+                for s in STATES]
     return rows
 
 
@@ -75,8 +97,11 @@ def batch_summary(session: Session, today: dt.date | None = None) -> list[Row]:
     """One row per batch: the order and how its cards stand now."""
     today = today or dt.date.today()
     counts: dict[int, dict[str, int]] = {}
-    for batch_id, state, n in session.execute(select(Card.batch_id, Card.state, func.count()).group_by(Card.batch_id, Card.state)):
-        counts.setdefault(batch_id, {})[state] = n
+    q = select(Card.batch_id, Card.state, func.count(), _reserved_column()).group_by(Card.batch_id, Card.state)
+    for batch_id, state, n, reserved in session.execute(q):
+        c = counts.setdefault(batch_id, {"reserved": 0})
+        c[state] = n
+        c["reserved"] += reserved or 0
     rows = []
     for b, factory in session.execute(select(Batch, Factory.name).join(Factory, Factory.id == Batch.factory_id).order_by(Batch.id)):
         c = counts.get(b.id, {})
@@ -92,13 +117,15 @@ def batch_summary(session: Session, today: dt.date | None = None) -> list[Row]:
                 "factory": factory,
                 "created_by": b.created_by,
                 **{s: c.get(s, 0) for s in STATES},
+                "reserved": c.get("reserved", 0),
             }
         )
     return rows
 
 
 def issue_history(session: Session) -> list[Row]:
-    """Every issue request with its decision and collection."""
+    """Every issue request with its decision and collection, and how many of an approved one's reserved cards are in stock."""
+    reserved = issuing.reservations(session)
     q = select(IssueRequest, Hall.code).join(Hall, Hall.id == IssueRequest.hall_id).order_by(IssueRequest.id)
     return [
         {
@@ -112,6 +139,7 @@ def issue_history(session: Session) -> list[Row]:
             "decided_by": r.decided_by or "",
             "comment": r.decision_comment or "",
             "collected_by": r.collected_by or "",
+            "reserved": reserved.get(r.id, 0),
         }
         for r, hall in session.execute(q)
     ]

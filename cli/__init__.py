@@ -28,7 +28,7 @@ import io
 import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,13 @@ def emit(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str] |
         click.echo("  ".join(v.ljust(w) for v, w in zip(t, widths, strict=True)).rstrip())
 
 
+def emit_record(row: dict[str, Any]) -> None:
+    """Print one record down the page, a field to a line (money in yuan), for ``show`` commands."""
+    width = max(len(k) for k in row)
+    for k, v in row.items():
+        click.echo(f"{k.ljust(width)}  {format_fen(v) if k in MONEY_KEYS and v != '' else v}".rstrip())
+
+
 def emit_json(doc: Any) -> None:
     """Print one JSON document (money in fen), as every ``--json`` does."""
     click.echo(json.dumps(doc, ensure_ascii=False, indent=2, default=str))
@@ -195,6 +202,21 @@ def progress(length: int, label: str) -> Iterator[Callable[[int], None]]:
     finally:
         if bar is not None:
             bar.__exit__(None, None, None)
+
+
+@contextmanager
+def progress_to(label: str) -> Iterator[Callable[[int, int], None]]:
+    """``progress`` for a service that learns the total itself: it calls ``update(n, total)``."""
+    with ExitStack() as stack:
+        bar: Callable[[int], None] | None = None
+
+        def update(n: int, total: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = stack.enter_context(progress(total, label))
+            bar(n)
+
+        yield update
 
 
 def parse_date(_ctx: click.Context, _param: click.Parameter, value: str | None) -> dt.date | None:
@@ -286,6 +308,7 @@ from cli import (  # noqa: E402, F401
     lockout,
     marketing,
     operator,
+    recharge,
     replay,
     report,
     request,

@@ -7,11 +7,11 @@ from typing import Any
 
 import click
 
-from cardmgmt import stock
+from cardmgmt import issuing, lookups, stock
 from cardmgmt.operators import Permission
 from cardmgmt.states import PAST, Event
 from cardmgmt.system import Context
-from cli import App, cli, emit, json_option, make_selection, pass_app, selection_options
+from cli import App, cli, emit, emit_record, json_option, make_selection, pass_app, selection_options
 
 
 @cli.group()
@@ -31,7 +31,14 @@ def _card_change(name: str, service: Callable[[Context, stock.Selection, str | N
             click.confirm(f"{name} {selection.describe()}? This cannot be undone", abort=True)
         with app.unit(Permission.MANAGE_CARDS) as ctx:
             n = service(ctx, selection, reason)
+            held = issuing.reserved_among(ctx.session, selection)
         click.echo(f"{n} cards {PAST[Event(name)]}")
+        for rid, k in held.items():
+            if name == "unfreeze":
+                click.echo(f"{k} of them are reserved for issue request {rid} again")
+            else:
+                click.echo(f"{k} of them are reserved for issue request {rid}; it is collected only when every card it"
+                           " reserved is in stock (unfreeze them, or cancel the request)")
 
 
 _card_change("void", stock.void, True, "Void cards for good (damaged, wrong, lost).\n\nExample: cli.py -u alice card void --serial 000000000017 --reason 'torn at pick check'")
@@ -44,7 +51,17 @@ _card_change("unfreeze", stock.unfreeze, False, "Unfreeze cards; they return to 
 @json_option
 @pass_app
 def card_show(app: App, serial: str, as_json: bool) -> None:
-    """Show one card: batch, box, state, hall.  Never shows its PIN."""
+    """Show one card: batch, box, state, hall, the request it is reserved for or was issued under, and its recharge.
+
+    A redeemed card shows its recharge: reference, time (Beijing), the account
+    (masked), channel and whether the marketing system has it (post_status).
+    Never shows the PIN.
+
+    Example: cli.py -u carol card show 000000000018 --json
+    """
     with app.unit(Permission.VIEW) as ctx:
-        row = stock.describe_card(ctx.session, serial)
-    emit([row], as_json)
+        row = lookups.card(ctx, serial)
+    if as_json:
+        emit([row], True)
+    else:
+        emit_record(row)

@@ -1,4 +1,4 @@
-"""``request``: issue requests (领卡申请), from filing through finance's decision to collection."""
+"""``request``: issue requests (领卡申请), from filing through finance's decision (which reserves the cards) to collection."""
 
 # test-case-name: tests.cli.test_request
 
@@ -8,12 +8,21 @@ import click
 
 from cardmgmt import issuing, reports
 from cardmgmt.operators import Permission
-from cli import App, cli, emit, json_option, parse_money, pass_app
+from cli import App, cli, emit, json_option, parse_money, pass_app, progress_to
 
 
 @cli.group()
 def request() -> None:
-    """Issue requests (领卡申请): file, approve/reject (finance), collect."""
+    """Issue requests (领卡申请): file, approve/reject (finance), collect.
+
+    \b
+    Finance's approval reserves the exact cards it approves (earliest expiry
+    first); collection issues exactly those cards; cancelling an approved
+    request releases them.  Example, a week's supply for hall H01:
+      cli.py -u alice request file --face-value 50 --quantity 200 --hall H01 --reason weekly
+      cli.py -u bob request approve 1 --comment "stock is sufficient"
+      cli.py -u alice request collect 1
+    """
 
 
 @request.command("file")
@@ -34,15 +43,20 @@ def _decide(approve: bool) -> Callable[..., None]:
     @click.option("--comment", required=True)
     @pass_app
     def command(app: App, request_id: int, comment: str) -> None:
-        with app.unit(Permission.DECIDE_REQUESTS) as ctx:
-            req = issuing.decide(ctx, request_id, approve=approve, comment=comment)
-        click.echo(f"issue request {req.id} {req.status}")
+        with app.unit(Permission.DECIDE_REQUESTS) as ctx, progress_to("reserving cards") as update:
+            req = issuing.decide(ctx, request_id, approve=approve, comment=comment, progress=update)
+        reserved = f"; {req.quantity} cards reserved" if approve else ""
+        click.echo(f"issue request {req.id} {req.status}{reserved}")
 
     return command
 
 
-request.command("approve", help="Approve a request (finance; not the requester).\n\nExample: cli.py -u bob request approve 1 --comment ok")(_decide(True))
-request.command("reject", help="Reject a request (finance; not the requester).")(_decide(False))
+request.command("approve", help=(
+    "Approve a request (finance; not the requester) and reserve its cards: in-stock cards of the face value from "
+    "unexpired batches, earliest expiry first.  Refused, with nothing changed, if free stock cannot cover it."
+    "\n\nExample: cli.py -u bob request approve 1 --comment ok"))(_decide(True))
+request.command("reject", help="Reject a request (finance; not the requester); nothing is reserved.\n\n"
+                               "Example: cli.py -u bob request reject 2 --comment 'not this week'")(_decide(False))
 
 
 @request.command("cancel")
@@ -50,7 +64,10 @@ request.command("reject", help="Reject a request (finance; not the requester).")
 @click.option("--reason", required=True)
 @pass_app
 def request_cancel(app: App, request_id: int, reason: str) -> None:
-    """Withdraw a request that has not been collected."""
+    """Withdraw a request that has not been collected; an approved one's reserved cards are released.
+
+    Example: cli.py -u alice request cancel 3 --reason 'hall closed'
+    """
     with app.unit(Permission.MANAGE_CARDS) as ctx:
         issuing.cancel(ctx, request_id, reason)
     click.echo(f"issue request {request_id} cancelled")
@@ -61,7 +78,13 @@ def request_cancel(app: App, request_id: int, reason: str) -> None:
 @json_option
 @pass_app
 def request_collect(app: App, request_id: int, as_json: bool) -> None:
-    """Take an approved request's cards out of stock (earliest expiry first) and issue them to its hall."""
+    """Issue an approved request's reserved cards to its hall: exactly those cards, or none.
+
+    Refused, with nothing issued, if any reserved card has since been frozen,
+    voided or has expired: unfreeze it, or cancel the request and file anew.
+
+    Example: cli.py -u alice request collect 1 --json
+    """
     with app.unit(Permission.MANAGE_CARDS) as ctx:
         issued = issuing.collect(ctx, request_id)
     emit([{"first_serial": a, "last_serial": b, "cards": n} for a, b, n in issued], as_json)
@@ -74,7 +97,10 @@ def request_collect(app: App, request_id: int, as_json: bool) -> None:
 @json_option
 @pass_app
 def request_list(app: App, status: str | None, as_json: bool) -> None:
-    """List issue requests."""
+    """List issue requests; ``reserved`` is how many of an approved request's cards are in stock for it.
+
+    Example: cli.py -u bob request list --status approved
+    """
     with app.unit(Permission.VIEW) as ctx:
         rows = [r for r in reports.issue_history(ctx.session) if status is None or r["status"] == status]
-    emit(rows, as_json, None if as_json else ["id", "face_value", "quantity", "hall", "status", "requested_by", "decided_by", "comment"])
+    emit(rows, as_json, None if as_json else ["id", "face_value", "quantity", "hall", "status", "reserved", "requested_by", "decided_by", "comment"])

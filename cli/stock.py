@@ -1,4 +1,4 @@
-"""``stock``: taking checked cards into stock, and stock counts (盘点)."""
+"""``stock``: taking checked cards into stock, the intake listing (入库明细), and stock counts (盘点)."""
 
 # test-case-name: tests.cli.test_stock
 
@@ -7,14 +7,18 @@ from typing import Any
 
 import click
 
-from cardmgmt import stock
+from cardmgmt import lookups, stock
 from cardmgmt.operators import Permission
 from cli import EXIT_DISCREPANCY, App, cli, emit, emit_json, json_option, make_selection, pass_app, selection_options
 
 
 @cli.group("stock")
 def stock_group() -> None:
-    """Stock intake and stock counts."""
+    """Stock intake, the intake listing and stock counts.
+
+    Cards reserved for approved issue requests are still in stock; `report
+    stock` shows them as reserved beside the free ones.
+    """
 
 
 @stock_group.command("intake")
@@ -30,6 +34,25 @@ def stock_intake(app: App, **sel: Any) -> None:
         rows = [{"box": r.box_no, "first_serial": r.first_serial, "last_serial": r.last_serial, "cards": r.quantity} for r in records]
     emit(rows, False)
     click.echo(f"{sum(r['cards'] for r in rows)} cards taken into stock")
+
+
+@stock_group.command("intakes")
+@click.option("--batch", "batch_no", help="Only this batch's intakes.")
+@click.option("--from", "first_day", metavar="DAY", help="From this business day (Beijing time), like 2026-11-01.")
+@click.option("--to", "last_day", metavar="DAY", help="Up to and including this business day.")
+@json_option
+@pass_app
+def stock_intakes(app: App, batch_no: str | None, first_day: str | None, last_day: str | None, as_json: bool) -> None:
+    """List stock intakes (入库明细), oldest first: batch, box, serial range, cards, who and when.
+
+    \b
+    Examples:
+      cli.py -u carol stock intakes --batch B001
+      cli.py -u carol stock intakes --from 2026-11-01 --to 2026-11-30 --json
+    """
+    with app.unit(Permission.VIEW) as ctx:
+        rows = lookups.intakes(ctx, batch_no=batch_no, first_day=first_day, last_day=last_day)
+    emit(rows, as_json)
 
 
 @stock_group.command("count")

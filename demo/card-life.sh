@@ -149,6 +149,11 @@ for ref, acct, amount in db.execute("SELECT recharge_ref, account_no, amount FRO
 print("balance of 3100000001 now: %.2f yuan (was 128.50)" % (db.execute("SELECT balance FROM accounts WHERE account_no='3100000001'").fetchone()[0] / 100))
 PY
 
+step "Customer service looks the recharge up: by card, by account (shown masked), and the card itself"
+as carol recharge find --serial "$CARD"
+as carol recharge find --account 3100000001 --json
+as carol card show "$CARD"
+
 step "A customer phones the hotline (95598): a real Asterisk runs the phone dialog against the same pair"
 # The Asterisk sandbox (testkit/sandbox.py) is brought up the way the end-to-end tests do it
 # (testkit/sandbox.py, start_hotline): built on first use, then started with the prompts and the AGI pointed at A and B.

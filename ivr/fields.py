@@ -10,6 +10,12 @@ builds the request fields (and so the OpenAPI description) from them.
 # test-case-name: tests.ivr.test_fields
 
 ACCOUNT_DIGITS = 10  # an electricity account number (户号)
+# An account number shown to staff who need not see it whole (customer
+# service's look-ups): its first and last digits, the rest as MASK_CHAR
+# (3100000001 → 31****0001).  The caller who keyed it hears it whole.
+ACCOUNT_SHOWN_HEAD = 2
+ACCOUNT_SHOWN_TAIL = 4
+MASK_CHAR = "*"
 PIN_DIGITS = 18  # a card PIN (卡密): about 60 bits
 SERIAL_DIGITS = 12  # a card serial: an 11-digit sequence and a Luhn check digit
 

@@ -82,14 +82,18 @@ def test_freeze_and_unfreeze_return_cards_to_their_prior_state(inst: Installatio
 
 def test_card_show(inst: Installation) -> None:
     s = inst.stocked_batch("B1", 20)
-    table = inst.ok("card", "show", s[12], user="bob").splitlines()
-    assert table[0].split() == ["serial", "batch_no", "box", "face_value", "expiry", "state", "frozen_from", "hall",
-                                "issue_request"]
-    assert table[1].split() == [s[12], "B1", "2", "50.00", FAR_EXPIRY, "in_stock"]
+    lines = inst.ok("card", "show", s[12], user="bob").splitlines()
+    assert [line.split()[0] for line in lines] == [
+        "serial", "batch_no", "box", "face_value", "expiry", "state", "frozen_from", "hall", "issue_request",
+        "reserved_for", "recharge_ref", "recharged_at", "account", "channel", "post_status"]
+    assert [line.split() for line in lines[:6]] == [
+        ["serial", s[12]], ["batch_no", "B1"], ["box", "2"], ["face_value", "50.00"], ["expiry", FAR_EXPIRY],
+        ["state", "in_stock"]]
     assert inst.card(s[12]) == {"serial": s[12], "batch_no": "B1", "box": 2, "face_value": 5000, "expiry": FAR_EXPIRY,
-                                "state": "in_stock", "frozen_from": "", "hall": "", "issue_request": ""}
+                                "state": "in_stock", "frozen_from": "", "hall": "", "issue_request": "",
+                                "reserved_for": "", "recharge_ref": "", "recharged_at": "", "account": "",
+                                "channel": "", "post_status": ""}
     assert_one_line_error(inst.run("card", "show", make_serial(parse_serial(s[-1]) + 1)), "does not exist")
-
 
 
 def test_a_serial_with_a_wrong_check_digit_is_refused(inst: Installation) -> None:
