@@ -85,13 +85,15 @@ def test_card_show(inst: Installation) -> None:
     lines = inst.ok("card", "show", s[12], user="bob").splitlines()
     assert [line.split()[0] for line in lines] == [
         "serial", "batch_no", "box", "face_value", "expiry", "state", "frozen_from", "hall", "issue_request",
-        "reserved_for", "recharge_ref", "recharged_at", "account", "channel", "post_status"]
+        "reserved_for", "sale", "sale_hall", "sold_at", "sold_by", "sale_channel", "recharge_ref", "recharged_at",
+        "account", "channel", "post_status"]
     assert [line.split() for line in lines[:6]] == [
         ["serial", s[12]], ["batch_no", "B1"], ["box", "2"], ["face_value", "50.00"], ["expiry", FAR_EXPIRY],
         ["state", "in_stock"]]
     assert inst.card(s[12]) == {"serial": s[12], "batch_no": "B1", "box": 2, "face_value": 5000, "expiry": FAR_EXPIRY,
                                 "state": "in_stock", "frozen_from": "", "hall": "", "issue_request": "",
-                                "reserved_for": "", "recharge_ref": "", "recharged_at": "", "account": "",
+                                "reserved_for": "", "sale": "", "sale_hall": "", "sold_at": "", "sold_by": "",
+                                "sale_channel": "", "recharge_ref": "", "recharged_at": "", "account": "",
                                 "channel": "", "post_status": ""}
     assert_one_line_error(inst.run("card", "show", make_serial(parse_serial(s[-1]) + 1)), "does not exist")
 

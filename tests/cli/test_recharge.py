@@ -23,6 +23,7 @@ def recharged(inst: Installation):
     rid = inst.file_request(12)
     inst.ok("request", "approve", rid, "--comment", "ok", user="bob")
     inst.ok("request", "collect", rid)
+    inst.ok("sale", "record", "--hall", "H01", "--from", s[0], "--to", s[5])
     pins = read_pins(inst.workdir / "B1.newcard", inst.factory_keys / "factory.pem", inst.key_dir / "system.pub.pem")
     marketing = f"sqlite:///{inst.workdir / 'marketing.db'}"
     create_standin(marketing)
