@@ -81,89 +81,57 @@ def emit_report(rep: reports.Report, as_json: bool, as_csv: bool) -> None:
     emit([*rep.rows, total], False, rep.columns)
 
 
-@report.command("sales")
-@period_options
-@click.option("--by", type=click.Choice(reports.SALES_BY), default="day", show_default=True)
-@hall_option
-@json_option
-@csv_option
-@pass_app
-def report_sales(app: App, day_from: dt.date | None, day_to: dt.date | None, by: str, hall_code: str | None,
-                 as_json: bool, as_csv: bool) -> None:
-    """Cards sold at halls: sales, cards and yuan owed per day, hall, channel or face value.
+def _period_report(
+    name: str, service: Callable[..., reports.Report], dimensions: tuple[str, ...], default: str, by_help: str | None,
+    doc: str,
+) -> None:
+    """Register ``report NAME``: a money report over business days, by one of ``dimensions``, for one hall or office."""
 
-    Example: cli.py -u carol report sales --from 2027-01-01 --to 2027-01-31 --by hall --csv > sales.csv
-    """
-    one_format(as_json, as_csv)
-    with app.unit(Permission.VIEW) as ctx:
-        rep = reports.sales(ctx.session, reports.Period.of(day_from, day_to), by, hall_code)
-    emit_report(rep, as_json, as_csv)
-
-
-@report.command("recharges")
-@period_options
-@click.option("--by", type=click.Choice(reports.RECHARGES_BY), default="day", show_default=True,
-              help="hall: the hall that sold the card; face-value: the card's batch's.")
-@hall_option
-@json_option
-@csv_option
-@pass_app
-def report_recharges(app: App, day_from: dt.date | None, day_to: dt.date | None, by: str, hall_code: str | None,
-                     as_json: bool, as_csv: bool) -> None:
-    """Recharges committed: how many and their yuan per day, hall, channel or face value.
-
-    Example: cli.py -u carol report recharges --from 2027-01-05 --by channel
-    """
-    one_format(as_json, as_csv)
-    with app.unit(Permission.VIEW) as ctx:
-        rep = reports.recharges(ctx.session, reports.Period.of(day_from, day_to), by, hall_code)
-    emit_report(rep, as_json, as_csv)
+    @report.command(name, help=doc)
+    @period_options
+    @click.option("--by", type=click.Choice(dimensions), default=default, show_default=True, help=by_help)
+    @hall_option
+    @json_option
+    @csv_option
+    @pass_app
+    def command(app: App, day_from: dt.date | None, day_to: dt.date | None, by: str, hall_code: str | None,
+                as_json: bool, as_csv: bool) -> None:
+        one_format(as_json, as_csv)
+        with app.unit(Permission.VIEW) as ctx:
+            rep = service(ctx.session, reports.Period.of(day_from, day_to), by, hall_code)
+        emit_report(rep, as_json, as_csv)
 
 
-@report.command("reversals")
-@period_options
-@click.option("--by", type=click.Choice(reports.REVERSALS_BY), default="day", show_default=True,
-              help="day: the business day of approval; channel: the original recharge's; hall: the one that sold the card.")
-@hall_option
-@json_option
-@csv_option
-@pass_app
-def report_reversals(app: App, day_from: dt.date | None, day_to: dt.date | None, by: str, hall_code: str | None,
-                     as_json: bool, as_csv: bool) -> None:
-    """Approved reversals (冲正): how many, the yuan taken back and how many are posted, per day, channel or hall.
+_period_report("sales", reports.sales, reports.SALES_BY, "day", None, """\
+Cards sold at halls: sales, cards and yuan owed per day, hall, channel or face value.
 
-    Example: cli.py -u carol report reversals --from 2027-01-01 --to 2027-01-31 --by channel --csv
-    """
-    one_format(as_json, as_csv)
-    with app.unit(Permission.VIEW) as ctx:
-        rep = reports.reversals(ctx.session, reports.Period.of(day_from, day_to), by, hall_code)
-    emit_report(rep, as_json, as_csv)
+Example: cli.py -u carol report sales --from 2027-01-01 --to 2027-01-31 --by hall --csv > sales.csv
+""")
+_period_report("recharges", reports.recharges, reports.RECHARGES_BY, "day",
+               "hall: the hall that sold the card; face-value: the card's batch's.", """\
+Recharges committed: how many and their yuan per day, hall, channel or face value.
 
+Example: cli.py -u carol report recharges --from 2027-01-05 --by channel
+""")
+_period_report("reversals", reports.reversals, reports.REVERSALS_BY, "day",
+               "day: the business day of approval; channel: the original recharge's; hall: the one that sold the card.",
+               """\
+Approved reversals (冲正): how many, the yuan taken back and how many are posted, per day, channel or hall.
 
-@report.command("settlement")
-@period_options
-@click.option("--by", type=click.Choice(reports.SETTLEMENT_BY), default="hall", show_default=True,
-              help="hall: a row per hall and day; day: the halls rolled up, a row per day.")
-@hall_option
-@json_option
-@csv_option
-@pass_app
-def report_settlement(app: App, day_from: dt.date | None, day_to: dt.date | None, by: str, hall_code: str | None,
-                      as_json: bool, as_csv: bool) -> None:
-    """Hall settlement (解交) per business day: opening balance, cards sold, owed, paid in, closing balance.
+Example: cli.py -u carol report reversals --from 2027-01-01 --to 2027-01-31 --by channel --csv
+""")
+_period_report("settlement", reports.settlement, reports.SETTLEMENT_BY, "hall",
+               "hall: a row per hall and day; day: the halls rolled up, a row per day.", """\
+Hall settlement (解交) per business day: opening balance, cards sold, owed, paid in, closing balance.
 
-    balance = opening + owed - paid; the opening of a day is the balance of
-    the day before.  With --hall an office, its halls (--by day: rolled up).
+balance = opening + owed - paid; the opening of a day is the balance of
+the day before.  With --hall an office, its halls (--by day: rolled up).
 
-    \b
-    Examples:
-      cli.py -u bob report settlement --from 2027-01-01 --to 2027-01-07 --hall H01
-      cli.py -u bob report settlement --from 2027-01-01 --to 2027-01-31 --hall TS --by day --csv
-    """
-    one_format(as_json, as_csv)
-    with app.unit(Permission.VIEW) as ctx:
-        rep = reports.settlement(ctx.session, reports.Period.of(day_from, day_to), by, hall_code)
-    emit_report(rep, as_json, as_csv)
+\b
+Examples:
+  cli.py -u bob report settlement --from 2027-01-01 --to 2027-01-07 --hall H01
+  cli.py -u bob report settlement --from 2027-01-01 --to 2027-01-31 --hall TS --by day --csv
+""")
 
 
 @report.command("stock-value")

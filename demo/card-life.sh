@@ -209,6 +209,30 @@ CARD2=000000000034
 echo "\$ python cli.py call ... --account 3100000005 --yes   (A is down: the client moves to B)"
 scratch "$CARD2" | python cli.py call --server "127.0.0.1:$PORT_A" --server "127.0.0.1:$PORT_B" --account 3100000005 --yes
 
+step "A reversal (冲正): the last recharge went to the wrong account; an administrator files it, finance approves it"
+REF=$(CARDS_PASSWORD=pw-carol-2026 python cli.py -u carol recharge find --serial "$CARD2" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["ref"])')
+as alice reversal file "$REF" --reason "the customer keyed a neighbour's account"
+as alice reversal approve 1 --comment "self-approval" || echo "(refused, exit $?: the filer cannot approve)"
+as bob reversal approve 1 --comment "call recording checked"
+sleep 3   # the leading server posts the counter-entry once its original is posted
+as carol reversal show 1
+
+step "SMS notices (短信告知) queued for the customers: each recharge, and the reversal"
+as carol marketing sms
+
+TODAY=$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(hours=8)).date())')
+step "The day's settlement at hall H01 (电费解交): what its sales owe, the bank slip finance records, the balance"
+as alice settle pay --hall H01 --day "$TODAY" --amount 4000.00 --ref SLIP-0001 || echo "(refused, exit $?: only finance records payments)"
+as bob settle pay --hall H01 --day "$TODAY" --amount 4000.00 --ref SLIP-0001
+as bob settle pay --hall H01 --day "$TODAY" --amount 4000.001 --ref SLIP-0002 || echo "(refused, exit $?)"
+as carol report settlement --from "$TODAY" --to "$TODAY"
+
+step "Reports in yuan (--json in fen, --csv for spreadsheets)"
+as carol report sales --by hall
+as carol report recharges --by channel
+as carol report reversals --by channel
+as carol report stock-value --by hall
+
 step "Daily reconciliation (对账) with the marketing system"
 sleep 2
-as bob marketing reconcile "$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(hours=8)).date())')"
+as bob marketing reconcile "$TODAY"
