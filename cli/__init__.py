@@ -240,6 +240,7 @@ from cli import (  # noqa: E402, F401
     call,
     card,
     client,
+    console,
     factory,
     ha,
     hall,
