@@ -33,7 +33,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from cardmgmt import operators
@@ -46,6 +46,8 @@ from cardmgmt.system import CardSystem, Context
 TOKEN_BYTES = 32
 # A token as the cookie carries it: token_urlsafe(32) is 43 characters; anything longer is not ours.
 TOKEN_MAX = 64
+
+KEEP_ENDED = dt.timedelta(days=7)
 
 REFUSED = "the console session has ended or expired, or the cookie is not valid; sign in again"
 
@@ -100,6 +102,9 @@ def start(ctx: Context, policy: Policy, now: dt.datetime) -> str:
     """Open a session for the unit's operator (who has just signed in with a password); its token, logged."""
     token = secrets.token_urlsafe(TOKEN_BYTES)
     expires = now + policy.lifetime
+    # Sessions long over are of no use to anyone (the log keeps each sign-in and sign-out): the table stays small.
+    ctx.session.execute(delete(ConsoleSession).where(ConsoleSession.expires_at < now - KEEP_ENDED),
+                        execution_options={"synchronize_session": False})
     ctx.session.add(ConsoleSession(token_hash=token_hash(token), operator=ctx.actor.name, created_at=now,
                                    last_seen=now, expires_at=expires))
     ctx.session.flush()

@@ -226,8 +226,14 @@ class Console:
             return self._signin_page(req, lang, error=e, status=e.http_status)
         return Outgoing(status=303, location="/requests", cookies=[Cookie(SESSION_COOKIE, token)])
 
+    def _no_session(self, req: Incoming, lang: str) -> Outgoing:
+        """A form sent with no session cookie at all (signed out in another tab): the sign-in page, nothing touched."""
+        return self._signin_page(req, lang, error=AuthenticationFailed(console_sessions.REFUSED), status=401)
+
     def _sign_out(self, req: Incoming, lang: str) -> Outgoing:
         token = req.cookies.get(SESSION_COOKIE, "")
+        if not token:
+            return self._no_session(req, lang)
         if not console_sessions.csrf_ok(token, req.form.get("csrf")):
             return self._error_page(lang, i18n.text(lang, "error.csrf"), "", 403)
         try:
@@ -279,6 +285,8 @@ class Console:
 
     def _act(self, req: Incoming, lang: str, page: Page, name: str) -> Outgoing:
         token = req.cookies.get(SESSION_COOKIE, "")
+        if not token:
+            return self._no_session(req, lang)
         if not console_sessions.csrf_ok(token, req.form.get("csrf")):
             # Checked before any unit of work: a forged form touches nothing, not even the session's timer.
             return self._error_page(lang, i18n.text(lang, "error.csrf"), "", 403)

@@ -103,3 +103,16 @@ def test_the_form_token_belongs_to_its_session():
     assert console_sessions.csrf_ok(a, console_sessions.csrf_token(a))
     assert not console_sessions.csrf_ok(a, console_sessions.csrf_token(b))
     assert not console_sessions.csrf_ok(a, None) and not console_sessions.csrf_ok(a, "")
+
+
+def test_sessions_long_over_are_pruned_at_the_next_sign_in(bench):
+    from sqlalchemy import func, select
+
+    from cardmgmt.models import ConsoleSession
+
+    old = utcnow() - console_sessions.KEEP_ENDED - POLICY.lifetime - dt.timedelta(minutes=1)
+    console_sessions.sign_in(bench.system, "bob", PASSWORDS["bob"], policy=POLICY, now=old)
+    console_sessions.sign_in(bench.system, "bob", PASSWORDS["bob"], policy=POLICY, now=old + dt.timedelta(days=1))
+    console_sessions.sign_in(bench.system, "bob", PASSWORDS["bob"], policy=POLICY)
+    with bench.system.db.transaction() as s:
+        assert s.execute(select(func.count()).select_from(ConsoleSession)).scalar_one() == 2

@@ -10,4 +10,4 @@ def test_csv_writes_yuan_exactly_and_defuses_formulas():
     text = to_csv(table, lambda key: {"col.name": "名称", "col.sold_value": "销售金额（元）"}[key]).decode("utf-8")
     assert text.startswith("\ufeff")
     assert text[1:].split("\r\n") == [
-        "名称,销售金额（元）", "'=HYPERLINK(\"\"x\"\"),1234567.89", "'-1+1,0.01", "-12.50,", "\"厅, \"\"一\"\"\",0.00", ""]
+        "名称,销售金额（元）", "\"'=HYPERLINK(\"\"x\"\")\",1234567.89", "'-1+1,0.01", "-12.50,", "\"厅, \"\"一\"\"\",0.00", ""]
