@@ -285,3 +285,25 @@ def test_unknown_pages_methods_and_oversized_forms_get_one_line(client_for):
     assert_refused(c.post("/requests/erase", {"csrf": "x"}), 405)
     assert_refused(c.post("/requests/decide", {"csrf": "x", "comment": "y" * 70_000}), 413)
     assert c.get("/").status == 303
+
+
+def test_the_access_log_names_no_form_value_cookie_or_query(client_for):
+    from twisted.logger import formatEvent, globalLogPublisher
+
+    seen: list[str] = []
+
+    def observe(event):
+        seen.append(formatEvent(event))
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        c = client_for()
+        c.sign_in("bob", "my-wrong-password-XYZ")
+        c.sign_in("bob")
+        c.get("/halls?from=QUERYVALUE")
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    text = "\n".join(seen)
+    assert "POST /signin 401" in text and "GET /halls 400" in text
+    for secret in ("my-wrong-password-XYZ", PASSWORDS["bob"], "QUERYVALUE", c.cookies["__Host-console"]):
+        assert secret not in text
