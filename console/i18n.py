@@ -127,6 +127,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "verdict.ok": ("操作日志完整", "The operation log is intact"),
     "verdict.tampered": ("操作日志被篡改！", "The operation log was tampered with!"),
     "verdict.entries": ("条记录，最新", "entries, head"),
+    "verdict.run": ("校验整个操作日志（audit verify）", "Verify the whole operation log (audit verify)"),
     "verdict.not_for_role": ("您的角色不能校验操作日志", "Your role cannot verify the operation log"),
     "outbox.empty": ("营销系统入账无积压", "Nothing waits to be posted to the marketing system"),
     "servers.none": ("尚无充值服务器上报心跳", "No recharge server has reported yet"),

@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from cardmgmt import audit, issuing, operators
 from cardmgmt.models import ConsoleSession, LogEntry
 from cardmgmt.operators import Permission
+from console.i18n import text as i18n_text
 from testkit.console import file_request
 from testkit.install import PASSWORDS
 
@@ -242,6 +243,19 @@ def test_a_disabled_operator_loses_their_session(client_for, console_bench):
     assert_refused(c.get("/requests"), 401)
 
 
+def test_the_cards_by_state_are_report_stock_by_state(client_for, console_bench):
+    from cardmgmt import reports
+
+    rid = console_bench.approved_request(5)
+    with console_bench.unit() as ctx:
+        issuing.collect(ctx, rid)  # 5 cards issued to H01, 35 left in stock: two halls' rows, "(none)" and H01
+    with console_bench.unit() as ctx:
+        expected = {r["state"]: r["cards"] for r in reports.stock(ctx.session, "state")}
+    rows = signed_in(client_for, "carol").get("/stock.csv?table=by_state&lang=en").body.decode("utf-8-sig").splitlines()[1:]
+    shown = {state: int(n) for state, n in (line.split(",") for line in rows)}
+    assert shown == {i18n_text("en", f"state.{s}"): n for s, n in expected.items()}
+
+
 def test_every_table_downloads_as_csv(client_for, console_bench):
     rid = file_request(console_bench)
     c = signed_in(client_for, "carol")
@@ -265,17 +279,19 @@ def test_the_operation_log_is_paged_with_the_verdict_for_those_who_may_verify(cl
             ctx.log("test.entry", f"entry {i}")
     carol = signed_in(client_for, "carol")
     first = carol.get("/audit")
-    assert 'data-ok="yes"' in first.text and first.text.count('data-col="seq"') == 50
+    assert 'id="verify"' in first.text and 'data-ok' not in first.text and first.text.count('data-col="seq"') == 50
+    assert 'data-ok="yes"' in carol.get("/audit?verify=1").text
     older = first.text.split('id="older" href="', 1)[0]
     assert 'id="older"' in first.text
     seq = int(first.text.split('href="/audit?before=', 1)[1].split('"', 1)[0])
     second = carol.get(f"/audit?before={seq}")
     assert second.status == 200 and f'data-col="seq">{seq - 1}<' in second.text and older
-    assert 'data-ok="unknown"' in signed_in(client_for, "bob").get("/audit").text  # finance may read, not verify
+    finance = signed_in(client_for, "bob").get("/audit?verify=1").text  # finance may read the log, not verify it
+    assert 'data-ok="unknown"' in finance and 'id="verify"' not in finance
     assert_refused(carol.get("/audit?before=abc"), 400, "whole number")
     with console_bench.system.db.transaction() as s:
         s.execute(update(LogEntry).where(LogEntry.action == "test.entry", LogEntry.object == "entry 3").values(object="edited"))
-    assert 'data-ok="no"' in carol.get("/audit").text
+    assert 'data-ok="no"' in carol.get("/audit?verify=1").text
 
 
 def test_unknown_pages_methods_and_oversized_forms_get_one_line(client_for):
