@@ -47,7 +47,8 @@ from testkit.install import PASSWORDS, settings_for
 from testkit.keys import make_key_dir
 from testkit.live_api import running_reactor
 
-PAGES = ("/requests", "/stock", "/halls", "/halls?from=2026-01-01&to=2026-06-30", "/audit", "/health", "/stock.csv?table=by_hall")
+PAGES = ("/requests", "/stock", "/halls", "/halls?from=2026-01-01&to=2026-06-30", "/audit", "/audit?verify=1", "/health",
+         "/stock.csv?table=by_hall")
 BATCHES = 10
 FACE_VALUES = (2000, 5000, 10000)
 
@@ -176,7 +177,7 @@ def main() -> None:
     table = bl.markdown_table(["page", "p50 ms", "p95 ms", "max ms", "answer KiB"], rows)
     body = (f"{args.cards:,} cards in {BATCHES} batches, 1 city, {args.counties} counties, {args.halls} halls, "
             f"{args.days * args.halls:,} sales ({args.days} days), 30 pending requests, {args.log_entries:,} log entries; "
-            f"signed in as an auditor (the log page runs `audit verify` over the whole log); {args.repeat} fetches "
+            f"signed in as an auditor (`/audit?verify=1` runs `audit verify` over the whole log); {args.repeat} fetches "
             f"per page after one warm-up, one at a time, over HTTPS on the loopback.\n\n{table}")
     print(body)
     if args.record:
