@@ -18,6 +18,7 @@ GAP = 6
 LABEL_WIDTH = 140
 BAR_WIDTH = 320
 VALUE_WIDTH = 120
+TITLE_HEIGHT = 28
 
 
 @dataclass(frozen=True)
@@ -30,15 +31,16 @@ class Bar:
 def bar_chart(title: str, bars: Sequence[Bar]) -> Markup:
     """A horizontal bar chart with one bar per entry; an empty chart says so in its title alone."""
     top = max((b.value for b in bars), default=0)
-    height = max(1, len(bars)) * (BAR_HEIGHT + GAP) + GAP
+    height = TITLE_HEIGHT + max(1, len(bars)) * (BAR_HEIGHT + GAP) + GAP
     width = LABEL_WIDTH + BAR_WIDTH + VALUE_WIDTH
     parts = [
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
         f'aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
+        f'<text class="chart-title" x="8" y="20" font-size="14" font-weight="bold" fill="#222">{escape(title)}</text>',
     ]
     for i, bar in enumerate(bars):
-        y = GAP + i * (BAR_HEIGHT + GAP)
+        y = TITLE_HEIGHT + GAP + i * (BAR_HEIGHT + GAP)
         length = 0 if top <= 0 else max(1, round(BAR_WIDTH * max(bar.value, 0) / top)) if bar.value > 0 else 0
         mid = y + BAR_HEIGHT // 2 + 5
         parts.append(
