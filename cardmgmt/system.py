@@ -4,7 +4,10 @@
 through: it checks the schema revision, loads the key directory and checks
 it belongs to this database, opens a transaction, authenticates the operator
 and checks the role's permission, and hands the services a ``Context``.  A
-second front end (a web page, a POS terminal) reuses it as it is.  A sign-in
+second front end (a web page, a POS terminal) reuses it as it is:
+``unit_for`` takes the name and password from a sign-in form instead of the
+settings, and ``unit_by`` lets a web console's session
+(``console_sessions``) vouch for the operator on later requests.  A sign-in
 refused for an unknown name, a wrong password or a lockout is counted in a
 transaction of its own (the unit's is rolled back), and the lockout it may
 cause is written to the operation log.
