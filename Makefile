@@ -3,8 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-# Debian packages the tests and the demo use: prompt rendering, SIPp, the Asterisk sandbox build.
-SYSTEM_PACKAGES := espeak-ng sox sip-tester debootstrap
+# Debian packages the tests and the demo use: prompt rendering, SIPp, the Asterisk sandbox build,
+# and the web console's browser tests (headless Chromium, its WebDriver, a font with Chinese glyphs for screenshots).
+SYSTEM_PACKAGES := espeak-ng sox sip-tester debootstrap chromium chromium-driver fonts-wqy-zenhei
 
 .PHONY: help venv system-deps sandbox demo test lint bench clean
 
@@ -36,7 +37,7 @@ test: $(STAMP) system-deps ## run the whole suite: SQLite, the real PostgreSQL o
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff over the code
-	$(VENV)/bin/ruff check cardmgmt marketing_iface ivr recharge_server testkit voice_prompts asterisk_conf cli cli.py tests bench
+	$(VENV)/bin/ruff check cardmgmt marketing_iface ivr recharge_server console testkit voice_prompts asterisk_conf cli cli.py tests bench
 
 bench: $(STAMP) ## run the benchmarks (minutes); results go to bench/RESULTS.md by hand
 	$(PY) bench/bench_batch.py --quantity 1000000

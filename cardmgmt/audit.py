@@ -236,11 +236,13 @@ def verify_installation(session: Session, keys: KeyRing, anchor_file: Path) -> V
     return result
 
 
-def entries(session: Session, limit: int = 50, action: str | None = None) -> list[LogEntry]:
-    """The newest entries, newest first."""
+def entries(session: Session, limit: int = 50, action: str | None = None, *, before: int | None = None) -> list[LogEntry]:
+    """The newest entries, newest first; with ``before``, only those older than entry ``before`` (the next page)."""
     q = select(LogEntry).order_by(LogEntry.seq.desc()).limit(limit)
     if action:
         q = q.where(LogEntry.action == action)
+    if before is not None:
+        q = q.where(LogEntry.seq < before)
     return list(session.execute(q).scalars())
 
 

@@ -606,3 +606,21 @@ class ChannelClient(Base):
     hall_id: Mapped[int | None] = mapped_column(ForeignKey("halls.id"))
 
     __table_args__ = (CheckConstraint("hall_id IS NULL OR channel = 'pos'", name="ck_channel_clients_hall_id"),)
+
+
+class ConsoleSession(Base):
+    """A sign-in to the web console (``cardmgmt.console_sessions``).
+
+    Only the SHA-256 of the session's token is kept, so whoever reads this
+    table holds no session.  ``ended_at`` is set by signing out: from then on
+    the token is refused, whichever copy of the cookie presents it.
+    """
+
+    __tablename__ = "console_sessions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    operator: Mapped[str] = mapped_column(String(64), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

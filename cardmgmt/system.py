@@ -4,7 +4,10 @@
 through: it checks the schema revision, loads the key directory and checks
 it belongs to this database, opens a transaction, authenticates the operator
 and checks the role's permission, and hands the services a ``Context``.  A
-second front end (a web page, a POS terminal) reuses it as it is.  A sign-in
+second front end (a web page, a POS terminal) reuses it as it is:
+``unit_for`` takes the name and password from a sign-in form instead of the
+settings, and ``unit_by`` lets a web console's session
+(``console_sessions``) vouch for the operator on later requests.  A sign-in
 refused for an unknown name, a wrong password or a lockout is counted in a
 transaction of its own (the unit's is rolled back), and the lockout it may
 cause is written to the operation log.
@@ -12,7 +15,7 @@ cause is written to the operation log.
 
 # test-case-name: tests.cardmgmt.test_system
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -134,12 +137,18 @@ class CardSystem:
         ``Permission.OWN_PASSWORD`` is the one unit an operator who must
         choose a new password may open.
         """
+        with self.unit_for(self.settings.operator, self.settings.password, permission) as ctx:
+            yield ctx
+
+    @contextmanager
+    def unit_for(self, name: str | None, password: str | None, permission: Permission) -> Iterator[Context]:
+        """``unit`` for an operator named here rather than in the settings (a web console's sign-in form)."""
         self.db.check_schema()
         keys = self.keys()
-        name, actor = self.settings.operator, None
+        actor = None
         with self.db.transaction() as session:
             check_keyring(session, keys)
-            actor = operators.sign_in(session, name, self.settings.password,
+            actor = operators.sign_in(session, name, password,
                                       password_change=permission is Permission.OWN_PASSWORD)
             if actor is not None:
                 operators.require(actor, permission)
@@ -148,6 +157,25 @@ class CardSystem:
         if actor is None:
             self._count_failure(name or "", keys)
             raise operators.refused(name or "")
+        self._anchor(ctx)
+
+    @contextmanager
+    def unit_by(self, authenticate: Callable[[Session], Actor], permission: Permission) -> Iterator[Context]:
+        """A unit whose operator is vouched for by ``authenticate`` instead of a password.
+
+        ``authenticate`` runs in the unit's own transaction and returns the
+        actor or raises (``AuthenticationFailed``); the web console passes its
+        session check (``console_sessions.authenticate``).  Permissions, the
+        operation log and its anchor work exactly as in ``unit``.
+        """
+        self.db.check_schema()
+        keys = self.keys()
+        with self.db.transaction() as session:
+            check_keyring(session, keys)
+            actor = authenticate(session)
+            operators.require(actor, permission)
+            ctx = Context(session, keys, actor)
+            yield ctx
         self._anchor(ctx)
 
     def _count_failure(self, name: str, keys: KeyRing) -> None:

@@ -301,6 +301,7 @@ from cli import (  # noqa: E402, F401
     call,
     card,
     client,
+    console,
     factory,
     ha,
     hall,

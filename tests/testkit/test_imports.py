@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PRODUCT = ("cardmgmt", "marketing_iface", "ivr", "recharge_server", "voice_prompts", "asterisk_conf")
+PRODUCT = ("cardmgmt", "marketing_iface", "ivr", "recharge_server", "console", "voice_prompts", "asterisk_conf")
 KIT_USERS = ("testkit", "bench", "demo")
 
 

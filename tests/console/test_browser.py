@@ -1,0 +1,190 @@
+"""The console in a real browser: Debian's headless Chromium, driven by Selenium, one browser for the whole run.
+
+The browser and the console (on a PostgreSQL installation of its own) are
+started once (``browser_console`` in conftest); each test signs in as the
+role it needs, files the requests it needs, and signs out.  A failed test
+leaves a screenshot and the page's HTML under ``test-artifacts/console/``.
+Forms the console would never send (no form token; an auditor's decision)
+are built in the page with WebDriver's own script call, which the page's
+content-security policy does not govern; the page itself runs no script.
+"""
+
+import re
+
+import pytest
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from cardmgmt import audit, issuing
+from testkit.console import file_request
+from testkit.install import PASSWORDS
+
+
+def go(bc, path):
+    bc.driver.get(bc.url + path)
+
+
+def submitting(bc, act):
+    """Run ``act`` (a click that submits a form) and wait until the browser shows the answer's page."""
+    old = bc.driver.find_element(By.TAG_NAME, "html")
+    act()
+    WebDriverWait(bc.driver, 10).until(expected_conditions.staleness_of(old))
+
+
+def click(bc, element_id):
+    submitting(bc, bc.driver.find_element(By.ID, element_id).click)
+
+
+def sign_in(bc, name):
+    go(bc, "/signin")
+    d = bc.driver
+    d.find_element(By.ID, "name").send_keys(name)
+    d.find_element(By.ID, "password").send_keys(PASSWORDS[name])
+    click(bc, "signin")
+    assert name in d.find_element(By.ID, "who").text
+
+
+def sign_out(bc):
+    click(bc, "signout")
+    assert bc.driver.current_url.endswith("/signin?done=signed_out")
+
+
+def message(bc):
+    return bc.driver.find_element(By.ID, "error").text
+
+
+def status_of(bc, rid):
+    with bc.bench.system.db.transaction() as s:
+        r = issuing.get(s, rid)
+        return r.status, r.decided_by
+
+
+def post_form(bc, action, fields):
+    """Submit a form the page does not hold (as a forger would), from inside the page."""
+    submitting(bc, lambda: bc.driver.execute_script(
+        """const f = document.createElement('form'); f.method = 'post'; f.action = arguments[0];
+           for (const [k, v] of Object.entries(arguments[1])) {
+             const i = document.createElement('input'); i.type = 'hidden'; i.name = k; i.value = v; f.appendChild(i); }
+           document.body.appendChild(f); f.submit();""",
+        action, fields))
+
+
+@pytest.fixture
+def bc(browser_console):
+    browser_console.driver.delete_all_cookies()
+    yield browser_console
+    browser_console.driver.delete_all_cookies()
+
+
+def test_finance_approves_and_rejects_with_a_comment(bc):
+    first, second = file_request(bc.bench), file_request(bc.bench)
+    sign_in(bc, "bob")
+    d = bc.driver
+    d.find_element(By.ID, f"comment-{first}").send_keys("stock checked")
+    click(bc, f"approve-{first}")
+    assert f"已批准申请 {first}" in d.find_element(By.ID, "done").text
+    d.find_element(By.ID, f"comment-{second}").send_keys("too many")
+    click(bc, f"reject-{second}")
+    assert f"已驳回申请 {second}" in d.find_element(By.ID, "done").text
+    assert status_of(bc, first) == ("approved", "bob") and status_of(bc, second) == ("rejected", "bob")
+    with bc.bench.system.db.transaction() as s:
+        assert [(e.operator, e.action) for e in audit.entries(s, 2)] == [("bob", "request.reject"), ("bob", "request.approve")]
+    sign_out(bc)
+
+
+def test_every_page_in_both_languages_on_a_narrow_screen(bc):
+    sign_in(bc, "carol")
+    d = bc.driver
+    d.set_window_size(390, 844)
+    try:
+        for path, marker in (("/requests", "t-pending"), ("/stock", "t-by_hall"), ("/halls", "t-halls"),
+                             ("/audit", "t-log"), ("/health", "t-outbox")):
+            go(bc, path)
+            assert d.find_element(By.ID, marker).is_displayed()
+            assert not d.find_elements(By.ID, "error")
+            # Nothing wider than the screen but the tables' own cells: the page does not scroll sideways.
+            assert d.execute_script("return document.documentElement.scrollWidth") <= 400
+            if path == "/audit":
+                click(bc, "verify")
+                assert d.find_element(By.ID, "verdict").get_attribute("data-ok") == "yes"
+        click(bc, "lang")
+        assert d.find_element(By.TAG_NAME, "h1").text == "System health"
+        go(bc, "/stock")
+        assert d.find_element(By.TAG_NAME, "h1").text == "Stock"
+        click(bc, "lang")
+        assert d.find_element(By.TAG_NAME, "h1").text == "库存"
+    finally:
+        d.set_window_size(1200, 900)
+    sign_out(bc)
+
+
+def test_the_chart_agrees_with_the_table_to_the_fen(bc):
+    sign_in(bc, "carol")
+    go(bc, "/stock")
+    d = bc.driver
+    bars = {g.get_attribute("data-label"): int(g.get_attribute("data-value")) for g in d.find_elements(By.CSS_SELECTOR, "svg .bar")}
+    rows = d.find_elements(By.CSS_SELECTOR, "#t-by_state tbody tr")
+    table = {r.find_element(By.CSS_SELECTOR, '[data-col="state"]').get_attribute("textContent"):
+             int(r.find_element(By.CSS_SELECTOR, '[data-col="cards"]').get_attribute("textContent")) for r in rows}
+    assert bars == table and sum(bars.values()) == 200
+    sign_out(bc)
+
+
+def test_a_forged_form_without_the_token_changes_nothing(bc):
+    rid = file_request(bc.bench)
+    sign_in(bc, "bob")
+    post_form(bc, "/requests/decide", {"id": str(rid), "decision": "approve", "comment": "forged"})
+    assert "表单已过期或并非本控制台发出" in message(bc)
+    assert status_of(bc, rid) == ("pending", None)
+    go(bc, "/requests")
+    sign_out(bc)
+
+
+def test_a_second_tab_after_sign_out(bc):
+    rid = file_request(bc.bench)
+    sign_in(bc, "bob")
+    d = bc.driver
+    stolen = d.get_cookie("__Host-console")
+    first = d.current_window_handle
+    d.switch_to.new_window("tab")
+    go(bc, "/requests")
+    assert d.find_element(By.ID, f"approve-{rid}").is_displayed()
+    d.switch_to.window(first)
+    sign_out(bc)
+    d.switch_to.window([h for h in d.window_handles if h != first][0])
+    d.find_element(By.ID, f"comment-{rid}").send_keys("from the old tab")
+    click(bc, f"approve-{rid}")
+    assert "has ended or expired" in message(bc)
+    assert d.find_element(By.ID, "signin").is_displayed()
+    # The session's cookie, copied before the sign-out and put back: the session is over on the server too.
+    d.add_cookie({k: stolen[k] for k in ("name", "value", "path", "secure", "httpOnly", "sameSite")})
+    go(bc, "/requests")
+    assert "has ended or expired" in message(bc)
+    assert status_of(bc, rid) == ("pending", None)
+    d.close()
+    d.switch_to.window(first)
+
+
+def test_the_filer_and_an_auditor_see_but_cannot_act(bc):
+    rid = file_request(bc.bench, who="alice")
+    for name, why, line in (("alice", "own", "may not approve"), ("carol", "role", "may not approve")):
+        sign_in(bc, name)
+        d = bc.driver
+        row = d.find_element(By.CSS_SELECTOR, f'#t-pending tr[data-id="{rid}"]')
+        assert row.find_element(By.CSS_SELECTOR, ".why-not").get_attribute("data-why") == why
+        assert not d.find_elements(By.ID, f"approve-{rid}")
+        token = d.find_element(By.CSS_SELECTOR, 'input[name="csrf"]').get_attribute("value")
+        post_form(bc, "/requests/decide", {"csrf": token, "id": str(rid), "decision": "approve", "comment": "try"})
+        assert "无权执行此操作" in message(bc) and line in message(bc)
+        assert status_of(bc, rid) == ("pending", None)
+        go(bc, "/requests")
+        sign_out(bc)
+
+
+def test_csv_links_name_the_table(bc):
+    sign_in(bc, "carol")
+    go(bc, "/halls")
+    link = bc.driver.find_element(By.ID, "csv-halls").get_attribute("href")
+    assert re.search(r"/halls\.csv\?table=halls$", link)
+    sign_out(bc)
