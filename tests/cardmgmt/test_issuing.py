@@ -357,14 +357,13 @@ def test_200_concurrent_approvals_and_collections_against_limited_stock(stocked)
         assert refused and all(q > free(stocked) for q in refused), "refused only for want of stock"
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)  # SQLite has a single writer anyway
 def test_an_approval_waits_for_one_under_way_instead_of_passing_its_cards_over(stocked):
     """An approval that is going to fail must not make a concurrent one that fits fail too (PostgreSQL)."""
     import time
 
     from sqlalchemy import text
 
-    if stocked.system.db.engine.dialect.name != "postgresql":
-        pytest.skip("SQLite has a single writer; the advisory lock is PostgreSQL's")
     rid = file(stocked, 40)
     outcome: list[object] = []
 
