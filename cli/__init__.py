@@ -21,7 +21,6 @@ call-script step in ``replay``).
 
 # test-case-name: tests.cli
 
-import csv
 import dataclasses
 import datetime as dt
 import io
@@ -35,6 +34,7 @@ from typing import Any
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from cardmgmt import csvfile
 from cardmgmt.config import Settings
 from cardmgmt.errors import CardError, InvalidInput
 from cardmgmt.marketing import MarketingError
@@ -139,16 +139,13 @@ def _cell(key: str, value: Any) -> str:
 
 
 def write_csv(rows: Sequence[dict[str, Any]], columns: Sequence[str], out: Any) -> None:
-    """The one CSV writer: a header line, then each row; money as yuan text with two decimals (``50.00``).
+    """Rows as CSV (through ``cardmgmt.csvfile``): a header line, then each row; money as yuan text (``50.00``).
 
     Yuan rather than fen because CSV is for spreadsheets, where people read
     and sum yuan; text with exactly two decimals, so nothing passes through a
     float on the way.  ``--json`` is the exact, machine-facing form (fen).
     """
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(columns)
-    for r in rows:
-        writer.writerow([_cell(c, r.get(c)) for c in columns])
+    csvfile.write(out, columns, ([_cell(c, r.get(c)) for c in columns] for r in rows))
 
 
 def emit(rows: Sequence[dict[str, Any]], as_json: bool, columns: Sequence[str] | None = None, as_csv: bool = False) -> None:

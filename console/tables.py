@@ -6,20 +6,18 @@ to show, each with its catalogue text.  The page shows money in yuan
 (``money.format_fen``) and so does the CSV: it is read by people in a
 spreadsheet, and yuan text is exact, so no float ever carries an amount.
 
-A cell that a spreadsheet would take for a formula (starting with ``=``,
-``+``, ``-``, ``@``, a tab or a carriage return) is written with a leading
-apostrophe, so a hall's name or a log entry cannot run anything on the
-reader's machine.
+CSV goes through ``cardmgmt.csvfile``, the writer the command line's
+``--csv`` uses too (it keeps a cell from being read as a formula).
 """
 
 # test-case-name: tests.console.test_tables
 
-import csv
 import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from cardmgmt import csvfile
 from cardmgmt.money import format_fen
 
 Row = dict[str, Any]
@@ -54,27 +52,9 @@ class Table:
         return str(value)
 
 
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _safe(text: str) -> str:
-    return "'" + text if text.startswith(_FORMULA_START) and not _is_number(text) else text
-
-
-def _is_number(text: str) -> bool:
-    # A negative amount ("-12.50") is a number, not a formula; leave it as it is.
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def to_csv(table: Table, heading: Callable[[str], str]) -> bytes:
     """The table as CSV in UTF-8 with a byte-order mark (so spreadsheets read the Chinese), headings translated."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([_safe(heading(c.heading)) for c in table.columns])
-    for row in table.rows:
-        writer.writerow([_safe(table.cell(row, c)) for c in table.columns])
+    csvfile.write(out, [heading(c.heading) for c in table.columns],
+                  ([table.cell(row, c) for c in table.columns] for row in table.rows), lineterminator="\r\n")
     return ("\ufeff" + out.getvalue()).encode("utf-8")
