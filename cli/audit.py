@@ -20,7 +20,10 @@ def audit_group() -> None:
 @audit_group.command("verify")
 @pass_app
 def audit_verify(app: App) -> None:
-    """Check the whole operation log; exits 3 and lists problems if it was tampered with."""
+    """Check the whole operation log; exits 3 and lists problems if it was tampered with.
+
+    Example: cli.py -u carol audit verify
+    """
     with app.unit(Permission.VERIFY_LOG) as ctx:
         result = audit.verify_installation(ctx.session, ctx.keys, app.settings.audit_anchor_file)
     if result.ok:
@@ -37,7 +40,10 @@ def audit_verify(app: App) -> None:
 @json_option
 @pass_app
 def audit_log(app: App, limit: int, action: str | None, as_json: bool) -> None:
-    """Show the newest operation-log entries."""
+    """Show the newest operation-log entries.
+
+    Example: cli.py -u carol audit log --limit 20 --json
+    """
     with app.unit(Permission.VIEW) as ctx:
         rows = [
             {"seq": e.seq, "at": e.at[:19], "operator": e.operator, "action": e.action, "object": e.object,

@@ -55,7 +55,10 @@ def batch_create(app: App, batch_no: str, face_value: int, quantity: int, expiry
 @json_option
 @pass_app
 def batch_list(app: App, as_json: bool) -> None:
-    """List batches with how their cards stand (the columns of `report batches` that matter at the desk)."""
+    """List batches with how their cards stand (the columns of `report batches` that matter at the desk).
+
+    Example: cli.py -u alice batch list --json
+    """
     with app.unit(Permission.VIEW) as ctx:
         rows = reports.batch_summary(ctx.session)
     emit(rows, as_json, None if as_json else BATCH_COLUMNS)

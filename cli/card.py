@@ -43,7 +43,7 @@ def _card_change(name: str, service: Callable[[Context, stock.Selection, str | N
 
 _card_change("void", stock.void, True, "Void cards for good (damaged, wrong, lost).\n\nExample: cli.py -u alice card void --serial 000000000017 --reason 'torn at pick check'")
 _card_change("freeze", stock.freeze, False, "Freeze cards reported lost or stolen.\n\nExample: cli.py -u alice card freeze --batch B001 --box 7 --reason 'box reported stolen'")
-_card_change("unfreeze", stock.unfreeze, False, "Unfreeze cards; they return to the state they were frozen from.")
+_card_change("unfreeze", stock.unfreeze, False, "Unfreeze cards; they return to the state they were frozen from.\n\nExample: cli.py -u alice card unfreeze --batch B001 --box 7 --reason 'box found at the hall'")
 
 
 @card.command("show")

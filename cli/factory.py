@@ -33,7 +33,10 @@ def factory_register(app: App, name: str, public_key: Path) -> None:
 @json_option
 @pass_app
 def factory_list(app: App, as_json: bool) -> None:
-    """List registered factories."""
+    """List registered factories.
+
+    Example: cli.py -u carol factory list --json
+    """
     with app.unit(Permission.VIEW) as ctx:
         rows = [{"name": f.name, "key": f.fingerprint, "registered_at": f.registered_at} for f in factories.listing(ctx.session)]
     emit(rows, as_json)
@@ -47,7 +50,10 @@ def factory_sim_group() -> None:
 @factory_sim_group.command("keygen")
 @click.argument("directory", type=click.Path(path_type=Path))
 def sim_keygen(directory: Path) -> None:
-    """Create the factory's key pair: DIRECTORY/factory.pem and factory.pub.pem."""
+    """Create the factory's key pair: DIRECTORY/factory.pem and factory.pub.pem.
+
+    Example: cli.py factory-sim keygen var/factory
+    """
     directory.mkdir(parents=True, exist_ok=True)
     if (directory / "factory.pem").exists():
         raise InvalidInput(f"{directory / 'factory.pem'} already exists")

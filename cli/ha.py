@@ -16,7 +16,10 @@ def ha() -> None:
 @json_option
 @pass_app
 def ha_status(app: App, as_json: bool) -> None:
-    """Each server's role, health and last heartbeat, and who holds the jobs lease."""
+    """Each server's role, health and last heartbeat, and who holds the jobs lease.
+
+    Example: cli.py -u carol ha status --json
+    """
     with app.unit(Permission.VIEW) as ctx:
         rows = pair.status(ctx)
     if not as_json:

@@ -33,7 +33,10 @@ def db_upgrade(app: App) -> None:
 @db.command("current")
 @pass_app
 def db_current(app: App) -> None:
-    """Show the schema revision of the database and the newest one known."""
+    """Show the schema revision of the database and the newest one known.
+
+    Example: cli.py db current
+    """
     engine = make_engine(app.settings.database_url)
     click.echo(f"database: {current_revision(engine) or 'empty'}; newest: {head_revision()}")
     engine.dispose()

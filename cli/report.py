@@ -38,7 +38,10 @@ def report_stock(app: App, by: str, as_json: bool) -> None:
 @json_option
 @pass_app
 def report_batches(app: App, as_json: bool) -> None:
-    """Batch summary: order, expiry, factory and card states."""
+    """Batch summary: order, expiry, factory and card states.
+
+    Example: cli.py -u carol report batches --json
+    """
     with app.unit(Permission.VIEW) as ctx:
         rows = reports.batch_summary(ctx.session)
     emit(rows, as_json)
@@ -48,7 +51,10 @@ def report_batches(app: App, as_json: bool) -> None:
 @json_option
 @pass_app
 def report_issues(app: App, as_json: bool) -> None:
-    """Issue history: requests, decisions, collections."""
+    """Issue history: requests, decisions, collections.
+
+    Example: cli.py -u carol report issues
+    """
     with app.unit(Permission.VIEW) as ctx:
         rows = reports.issue_history(ctx.session)
     emit(rows, as_json)
