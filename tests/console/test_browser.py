@@ -9,6 +9,8 @@ are built in the page with WebDriver's own script call, which the page's
 content-security policy does not govern; the page itself runs no script.
 """
 
+import datetime as dt
+import json
 import re
 
 import pytest
@@ -17,8 +19,11 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cardmgmt import audit, issuing
+from cardmgmt.days import day_bounds
+from testkit.commandline import invoke
 from testkit.console import file_request
 from testkit.install import PASSWORDS
+from testkit.marketing import Ledger
 
 
 def go(bc, path):
@@ -70,6 +75,17 @@ def post_form(bc, action, fields):
         action, fields))
 
 
+@pytest.fixture(scope="module")
+def ledger(browser_console):
+    """Recharge records written straight into the browser's installation (one ledger: its serials are its own)."""
+    return Ledger(browser_console.bench.system.db)
+
+
+def chart_bars(bc, name):
+    return {g.get_attribute("data-label"): int(g.get_attribute("data-value"))
+            for g in bc.driver.find_elements(By.CSS_SELECTOR, f'svg[data-chart="{name}"] .bar')}
+
+
 @pytest.fixture
 def bc(browser_console):
     browser_console.driver.delete_all_cookies()
@@ -99,7 +115,7 @@ def test_every_page_in_both_languages_on_a_narrow_screen(bc):
     d.set_window_size(390, 844)
     try:
         for path, marker in (("/requests", "t-pending"), ("/stock", "t-by_hall"), ("/halls", "t-halls"),
-                             ("/audit", "t-log"), ("/health", "t-outbox")):
+                             ("/reports", "t-recharges"), ("/audit", "t-log"), ("/health", "t-outbox")):
             go(bc, path)
             assert d.find_element(By.ID, marker).is_displayed()
             assert not d.find_elements(By.ID, "error")
@@ -187,4 +203,28 @@ def test_csv_links_name_the_table(bc):
     go(bc, "/halls")
     link = bc.driver.find_element(By.ID, "csv-halls").get_attribute("href")
     assert re.search(r"/halls\.csv\?table=halls$", link)
+    sign_out(bc)
+
+
+def test_the_recharges_chart_is_report_recharges_by_day_to_the_fen(bc, ledger):
+    first, last = dt.date(2026, 5, 10), dt.date(2026, 5, 12)
+    for day, amounts in ((first, (5000, 1234)), (last, (99999, 1))):
+        start = day_bounds(day)[0]
+        for i, fen in enumerate(amounts):
+            ledger.add(f"31000000{i:02d}", fen, start + dt.timedelta(hours=3 + i), channel=("hotline", "pos")[i])
+    sign_in(bc, "carol")
+    go(bc, "/reports")
+    d = bc.driver
+    d.find_element(By.ID, "from").send_keys(first.strftime("%m%d%Y"))
+    d.find_element(By.ID, "to").send_keys(last.strftime("%m%d%Y"))
+    click(bc, "show")
+    assert f"from={first}" in d.current_url and not d.find_elements(By.ID, "error")
+    settings = bc.bench.system.settings
+    cli = invoke("--db", settings.database_url, "--key-dir", settings.key_dir, "-u", "carol", "report", "recharges",
+                 "--by", "day", "--from", first, "--to", last, "--json", env={"CARDS_PASSWORD": PASSWORDS["carol"]})
+    assert cli.exit_code == 0, cli.output
+    expected = {r["day"]: r["amount"] for r in json.loads(cli.stdout)["rows"]}
+    assert expected == {"2026-05-10": 6234, "2026-05-12": 100000}
+    assert chart_bars(bc, "recharges") == expected
+    assert chart_bars(bc, "recharges-pos") == {"2026-05-10": 1234, "2026-05-12": 1}
     sign_out(bc)
