@@ -42,6 +42,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "page.audit": ("操作日志", "Operation log"),
     "page.health": ("系统状态", "System health"),
     "page.reports": ("报表", "Reports"),
+    "page.reversals": ("冲正审核", "Reversals"),
     "page.signin": ("登录", "Sign in"),
     "page.error": ("出错了", "Something was refused"),
     "table.pending": ("待审核的申请", "Pending requests"),
@@ -62,6 +63,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "chart.sales_by_day": ("每日售卡金额（元）", "Sales per day (yuan)"),
     "chart.reversals_by_day": ("每日冲正金额（元）", "Reversals per day (yuan)"),
     "chart.unsold_value_by_place": ("各地点未售卡金额（元，在库与已出库）", "Unsold value by place (yuan, in stock and issued)"),
+    "table.reversals_pending": ("待审核的冲正", "Reversals waiting for a decision"),
+    "table.reversals_decided": ("最近审核的冲正", "Reversals decided last"),
     "chart.cards_by_state": ("各状态卡数", "Cards by state"),
     "chart.stock_value_by_hall": ("各营业厅未售库存金额（元）", "Unsold stock value by hall (yuan)"),
     # Columns
@@ -118,6 +121,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "col.posted": ("已入账", "Posted"),
     "col.place": ("存放地点", "Place"),
     "col.total_value": ("金额（元）", "Value (yuan)"),
+    "col.recharge_ref": ("原充值流水号", "Recharge reference"),
+    "col.account": ("户号", "Account"),
+    "col.filed_by": ("提交人", "Filed by"),
+    "col.filed_at": ("提交时间（UTC）", "Filed at (UTC)"),
+    "col.decided_at": ("审核时间（UTC）", "Decided at (UTC)"),
+    "col.post_status": ("入账状态", "Posting"),
     # Values
     "state.ordered": ("已订制", "ordered"),
     "state.produced": ("已生产", "produced"),
@@ -142,6 +151,12 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "why_not.own": ("本人提交的申请，不能由本人审核", "Filed by you: someone else must decide it"),
     "why_not.role": ("您的角色不能审核申请", "Your role cannot decide requests"),
     "why_not.decided": ("已审核", "Already decided"),
+    "why_not_reversal.own": ("本人提交的冲正，不能由本人审核", "Filed by you: someone else must decide it"),
+    "why_not_reversal.role": ("您的角色不能审核冲正", "Your role cannot decide reversals"),
+    "why_not_reversal.decided": ("已审核", "Already decided"),
+    "reversal.approved": ("已批准", "approved"),
+    "reversal.rejected": ("已驳回", "rejected"),
+    "reversal.pending": ("待审核", "pending"),
     # The log's verdict
     "verdict.ok": ("操作日志完整", "The operation log is intact"),
     "verdict.tampered": ("操作日志被篡改！", "The operation log was tampered with!"),
@@ -153,6 +168,8 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     # Outcomes
     "done.approved": ("已批准申请", "Approved request"),
     "done.rejected": ("已驳回申请", "Rejected request"),
+    "done.reversal_approved": ("已批准冲正", "Approved reversal"),
+    "done.reversal_rejected": ("已驳回冲正", "Rejected reversal"),
     "done.signed_out": ("您已退出", "You have signed out"),
     # Refusals, by kind; the domain's own line follows
     "error.authentication_failed": ("登录失败或会话已失效，请重新登录", "Not signed in, or the session has ended: please sign in"),

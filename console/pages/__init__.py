@@ -98,6 +98,7 @@ def date_field(form: Form, name: str) -> dt.date | None:
         raise InvalidInput(f"{text[:20]!r} is not a date like 2027-01-31") from None
 
 
-from console.pages import audit, halls, health, reports, requests, stock  # noqa: E402
+from console.pages import audit, halls, health, reports, requests, reversals, stock  # noqa: E402
 
-PAGES: tuple[Page, ...] = (requests.PAGE, stock.PAGE, halls.PAGE, reports.PAGE, audit.PAGE, health.PAGE)
+PAGES: tuple[Page, ...] = (requests.PAGE, reversals.PAGE, stock.PAGE, halls.PAGE, reports.PAGE, audit.PAGE,
+                           health.PAGE)

@@ -9,8 +9,10 @@ changed nothing.
 import datetime as dt
 import re
 
-from cardmgmt import reports
+from cardmgmt import audit, reports, reversals
 from cardmgmt.days import day_bounds
+from cardmgmt.operators import Permission
+from cardmgmt.states import PostStatus
 from testkit.marketing import Ledger
 
 DAY1, DAY2 = dt.date(2026, 3, 2), dt.date(2026, 3, 3)
@@ -91,3 +93,78 @@ def test_a_bad_period_is_one_line_and_every_role_sees_the_page(client_for):
     assert_refused(c.get(f"/reports?from={DAY2}&to={DAY1}"), 400, "is after")
     for name in ("alice", "bob"):
         assert signed_in(client_for, name).get("/reports?lang=en").status == 200
+
+
+def filed_reversals(bench, count):
+    """``count`` posted recharges, each with a reversal filed by alice; the reversals' ids."""
+    ledger = Ledger(bench.system.db)
+    ids = []
+    for i in range(count):
+        rid = ledger.add(f"31000000{i:02d}", 5000 + i, day_bounds(DAY1)[0] + dt.timedelta(hours=i))
+        ledger.update(rid, post_status=PostStatus.POSTED, posted_at=day_bounds(DAY1)[0] + dt.timedelta(hours=i))
+        with bench.unit(Permission.MANAGE_CARDS) as ctx:
+            ids.append(reversals.file(ctx, ledger.get(rid).ref, "customer keyed a wrong account").id)
+    return ids
+
+
+def reversal_snapshot(bench):
+    with bench.system.db.transaction() as s:
+        return [reversals.describe(r) for r in reversals.listing(s)], audit.count(s)
+
+
+def test_finance_approves_and_rejects_reversals_and_the_log_names_them(client_for, console_bench):
+    first, second = filed_reversals(console_bench, 2)
+    c = signed_in(client_for, "bob")
+    page = c.get("/reversals")
+    assert f'id="approve-{first}"' in page.text and f'id="reject-{second}"' in page.text
+    r = c.post("/reversals/decide", {"csrf": page.csrf(), "id": str(first), "decision": "approve", "comment": "recording heard"})
+    assert r.status == 303 and r.header("location") == f"/reversals?done=reversal_approved&ref={first}"
+    assert f"已批准冲正 {first}" in c.get(r.header("location")).text
+    r = c.post("/reversals/decide", {"csrf": page.csrf(), "id": str(second), "decision": "reject", "comment": "no proof"})
+    assert r.status == 303
+    with console_bench.system.db.transaction() as s:
+        got = [(r.status.value, r.decided_by, r.decision_comment) for r in reversals.listing(s)]
+        log = [(e.operator, e.action) for e in audit.entries(s, 2)]
+    assert got == [("approved", "bob", "recording heard"), ("rejected", "bob", "no proof")]
+    assert log == [("bob", "reversal.reject"), ("bob", "reversal.approve")]
+    shown = c.get("/reversals?lang=en").text
+    assert "Reversals decided last" in shown and 'data-col="status">rejected<' in shown
+    rows = csv_rows(c, "/reversals.csv?table=reversals_decided")
+    assert [r[0] for r in rows[1:]] == [str(second), str(first)] and rows[1][3] == "50.01"
+
+
+def test_a_reversal_decided_twice_an_unknown_id_and_bad_fields_change_nothing(client_for, console_bench):
+    (rid,) = filed_reversals(console_bench, 1)
+    c = signed_in(client_for, "bob")
+    csrf = c.get("/reversals").csrf()
+    assert c.post("/reversals/decide", {"csrf": csrf, "id": str(rid), "decision": "approve", "comment": "ok"}).status == 303
+    before = reversal_snapshot(console_bench)
+    cases = [
+        ({"id": str(rid), "decision": "reject", "comment": "again"}, 409, "is approved, not pending"),
+        ({"id": "999", "decision": "approve", "comment": "x"}, 404, "reversal 999 does not exist"),
+        ({"id": "x1", "decision": "approve", "comment": "x"}, 400, "must be a whole number"),
+        ({"id": "", "decision": "approve", "comment": "x"}, 400, "no reversal id"),
+        ({"id": str(rid), "decision": "undo", "comment": "x"}, 400, "approve or reject"),
+    ]
+    for fields, status, line in cases:
+        r = c.post("/reversals/decide", {"csrf": csrf, **fields})
+        assert_refused(r, status, line)
+        assert r.text.count('id="error"') == 1
+    assert reversal_snapshot(console_bench) == before
+
+
+def test_the_filer_and_an_auditor_see_a_reversal_but_cannot_decide_it(client_for, console_bench):
+    (rid,) = filed_reversals(console_bench, 1)
+    before = reversal_snapshot(console_bench)
+    for name, why, status in (("alice", "own", 403), ("carol", "role", 403), ("dave", "role", 403)):
+        c = signed_in(client_for, name)
+        page = c.get("/reversals")
+        assert f'data-why="{why}"' in page.text and f'id="approve-{rid}"' not in page.text
+        r = c.post("/reversals/decide", {"csrf": page.csrf(), "id": str(rid), "decision": "approve", "comment": "try"})
+        assert_refused(r, status)
+    pending = signed_in(client_for, "bob").get("/reversals")
+    assert f'id="approve-{rid}"' in pending.text
+    after = reversal_snapshot(console_bench)
+    assert after[0] == before[0]  # the log has only the sign-ins since
+    with console_bench.system.db.transaction() as s:
+        assert {e.action for e in audit.entries(s, after[1] - before[1])} == {"console.sign_in"}
