@@ -228,3 +228,33 @@ def test_the_recharges_chart_is_report_recharges_by_day_to_the_fen(bc, ledger):
     assert chart_bars(bc, "recharges") == expected
     assert chart_bars(bc, "recharges-pos") == {"2026-05-10": 1234, "2026-05-12": 1}
     sign_out(bc)
+
+
+def test_finance_approves_a_reversal_the_filer_cannot(bc, ledger):
+    from cardmgmt import reversals
+    from cardmgmt.operators import Permission
+    from cardmgmt.states import PostStatus
+
+    at = dt.datetime(2026, 5, 11, 2, tzinfo=dt.UTC)
+    recharge = ledger.add("3100000099", 4200, at)
+    ledger.update(recharge, post_status=PostStatus.POSTED, posted_at=at)
+    with bc.bench.unit(Permission.MANAGE_CARDS) as ctx:
+        rid = reversals.file(ctx, ledger.get(recharge).ref, "wrong account keyed").id
+    sign_in(bc, "alice")
+    go(bc, "/reversals")
+    d = bc.driver
+    assert d.find_element(By.CSS_SELECTOR, f'#t-reversals_pending tr[data-id="{rid}"] .why-not').get_attribute("data-why") == "own"
+    sign_out(bc)
+    sign_in(bc, "bob")
+    go(bc, "/reversals")
+    d.find_element(By.ID, f"comment-{rid}").send_keys("recording heard")
+    click(bc, f"approve-{rid}")
+    assert f"已批准冲正 {rid}" in d.find_element(By.ID, "done").text
+    post_form(bc, "/reversals/decide", {"csrf": d.find_element(By.CSS_SELECTOR, 'input[name="csrf"]').get_attribute("value"),
+                                        "id": str(rid), "decision": "reject", "comment": "twice"})
+    assert "is approved, not pending" in message(bc) and len(d.find_elements(By.ID, "error")) == 1
+    with bc.bench.system.db.transaction() as s:
+        rev = reversals.get(s, rid)
+        assert (rev.status.value, rev.decided_by) == ("approved", "bob")
+    go(bc, "/reversals")
+    sign_out(bc)
