@@ -37,6 +37,7 @@ class Done:
 
     key: str
     ref: str = ""
+    query: Mapping[str, str] = field(default_factory=dict)  # what the page returned to shows (a settlement's day)
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ def date_field(form: Form, name: str) -> dt.date | None:
         raise InvalidInput(f"{text[:20]!r} is not a date like 2027-01-31") from None
 
 
-from console.pages import audit, halls, health, reports, requests, reversals, stock  # noqa: E402
+from console.pages import audit, halls, health, reports, requests, reversals, settlement, stock  # noqa: E402
 
-PAGES: tuple[Page, ...] = (requests.PAGE, reversals.PAGE, stock.PAGE, halls.PAGE, reports.PAGE, audit.PAGE,
+PAGES: tuple[Page, ...] = (requests.PAGE, reversals.PAGE, settlement.PAGE, stock.PAGE, halls.PAGE, reports.PAGE, audit.PAGE,
                            health.PAGE)

@@ -168,3 +168,75 @@ def test_the_filer_and_an_auditor_see_a_reversal_but_cannot_decide_it(client_for
     assert after[0] == before[0]  # the log has only the sign-ins since
     with console_bench.system.db.transaction() as s:
         assert {e.action for e in audit.entries(s, after[1] - before[1])} == {"console.sign_in"}
+
+
+def payments_now(bench):
+    from cardmgmt import settlement
+
+    with bench.system.db.transaction() as s:
+        return settlement.payments(s)
+
+
+def test_finance_records_and_voids_a_payment_and_the_day_settles(client_for, console_bench):
+    c = signed_in(client_for, "bob")
+    page = c.get(f"/settlement?day={DAY1}")
+    assert 'id="pay-form"' in page.text
+    r = c.post(f"/settlement/pay?day={DAY1}", {"csrf": page.csrf(), "day": str(DAY1), "hall": "H01", "amount": "100.50",
+                                               "reference": "SLIP-1", "note": "counter 2"})
+    assert r.status == 303, r.text
+    (paid,) = payments_now(console_bench)
+    assert (paid["hall"], paid["day"], paid["amount"], paid["reference"], paid["recorded_by"]) == (
+        "H01", str(DAY1), 10050, "SLIP-1", "bob")
+    assert r.header("location") == f"/settlement?done=paid&ref={paid['payment']}&day={DAY1}"
+    shown = c.get(r.header("location"))
+    assert f"已录入解款 {paid['payment']}" in shown.text and f'id="void-{paid["payment"]}"' in shown.text
+    rows = csv_rows(c, f"/settlement.csv?table=settlement&day={DAY1}&lang=en")
+    assert rows == [["Hall", "Carried in (yuan)", "Cards", "Owed (yuan)", "Paid in (yuan)", "Balance (yuan)"],
+                    ["H01", "0.00", "0", "0.00", "100.50", "-100.50"]]
+    with console_bench.unit() as ctx:
+        report = reports.settlement(ctx.session, reports.Period(DAY1, DAY1), "hall")
+    assert report.total["paid"] == 10050 and report.total["balance"] == -10050
+    r = c.post(f"/settlement/void?day={DAY1}", {"csrf": page.csrf(), "id": str(paid["payment"]), "reason": "wrong slip"})
+    assert r.status == 303 and "done=voided" in r.header("location")
+    with console_bench.unit() as ctx:
+        assert reports.settlement(ctx.session, reports.Period(DAY1, DAY1), "hall").total["paid"] == 0
+        assert [(e.operator, e.action) for e in audit.entries(ctx.session, 2)] == [("bob", "settle.void"), ("bob", "settle.pay")]
+
+
+def test_bad_payments_and_voids_are_one_line_and_change_nothing(client_for, console_bench):
+    c = signed_in(client_for, "bob")
+    csrf = c.get(f"/settlement?day={DAY1}").csrf()
+    good = {"csrf": csrf, "day": str(DAY1), "hall": "H01", "amount": "50", "reference": "SLIP-9"}
+    assert c.post(f"/settlement/pay?day={DAY1}", good).status == 303
+    (paid,) = payments_now(console_bench)
+    assert c.post("/settlement/void", {"csrf": csrf, "id": str(paid["payment"]), "reason": "typo"}).status == 303
+    assert c.post(f"/settlement/pay?day={DAY1}", good).status == 303  # voiding freed the slip
+    before = payments_now(console_bench)
+    standing = before[-1]["payment"]
+    cases = [
+        ("pay", {**good, "amount": "1.234"}, 400, "more than two decimal places"),
+        ("pay", {**good, "amount": "fifty", "reference": "SLIP-10"}, 400, "is not a number of yuan"),
+        ("pay", {**good, "amount": "", "reference": "SLIP-10"}, 400, "is not a number of yuan"),
+        ("pay", good, 409, "already recorded"),
+        ("pay", {**good, "hall": "NOPE", "reference": "SLIP-11"}, 404, "does not exist"),
+        ("pay", {**good, "day": "2099-01-01", "reference": "SLIP-12"}, 400, "in the future"),
+        ("void", {"csrf": csrf, "id": str(paid["payment"]), "reason": "again"}, 409, "already voided"),
+        ("void", {"csrf": csrf, "id": "999", "reason": "x"}, 404, "payment 999 does not exist"),
+        ("void", {"csrf": csrf, "id": str(standing), "reason": " "}, 400, "give a reason"),
+    ]
+    for action, fields, status, line in cases:
+        r = c.post(f"/settlement/{action}?day={DAY1}", fields)
+        assert_refused(r, status, line)
+        assert r.text.count('id="error"') == 1 and f'value="{DAY1}"' in r.text
+    assert payments_now(console_bench) == before
+
+
+def test_an_auditor_and_an_administrator_see_settlement_but_cannot_act(client_for, console_bench):
+    for name in ("carol", "alice"):
+        c = signed_in(client_for, name)
+        page = c.get(f"/settlement?day={DAY1}")
+        assert page.status == 200 and 'id="pay-form"' not in page.text and 'data-why="role"' in page.text
+        r = c.post(f"/settlement/pay?day={DAY1}", {"csrf": page.csrf(), "day": str(DAY1), "hall": "H01",
+                                                   "amount": "10", "reference": f"SLIP-{name}"})
+        assert_refused(r, 403, "record and void")
+    assert payments_now(console_bench) == []
