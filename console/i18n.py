@@ -70,6 +70,9 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "table.reversals_decided": ("最近审核的冲正", "Reversals decided last"),
     "table.settlement": ("当日各营业厅解款", "The day's settlement by hall"),
     "table.payments": ("当日解款记录", "The day's payments"),
+    "table.hourly": ("最近24小时（按小时，UTC）", "The last 24 hours, hour by hour (UTC)"),
+    "chart.backlog": ("营销系统待入账（每小时末）", "Waiting to be posted (at each hour's end, UTC)"),
+    "chart.wrong_pins": ("每小时输错卡密次数", "Wrong PINs per hour (UTC)"),
     "chart.cards_by_state": ("各状态卡数", "Cards by state"),
     "chart.stock_value_by_hall": ("各营业厅未售库存金额（元）", "Unsold stock value by hall (yuan)"),
     # Columns
@@ -140,6 +143,11 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "col.voids": ("冲销的解款", "Voids payment"),
     "col.note": ("备注", "Note"),
     "col.recorded_by": ("录入人", "Recorded by"),
+    "col.hour_end": ("小时末（UTC）", "Hour's end (UTC)"),
+    "col.backlog": ("待入账", "Waiting"),
+    "col.committed": ("本小时充值", "Committed in the hour"),
+    "col.posted_in_hour": ("本小时入账", "Posted in the hour"),
+    "col.wrong_pins": ("输错卡密", "Wrong PINs"),
     # Values
     "payment.payment": ("解款", "payment"),
     "payment.void": ("冲销", "void"),

@@ -20,7 +20,7 @@ def test_every_literal_key_in_templates_and_pages_is_in_the_catalogue():
     used.update(f"table.{name}" for name in ("pending", "history", "by_hall", "by_state", "halls", "log", "servers",
                                              "outbox", "lockouts", "recharges", "recharges_by_channel", "sales",
                                              "reversals", "stock_value", "reversals_pending", "reversals_decided",
-                                             "settlement", "payments"))
+                                             "settlement", "payments", "hourly"))
     used.update(("payment.payment", "payment.void"))
     used.update(f"why_not_reversal.{w}" for w in ("own", "role", "decided"))
     used.update(f"reversal.{s}" for s in ("pending", "approved", "rejected"))

@@ -240,3 +240,23 @@ def test_an_auditor_and_an_administrator_see_settlement_but_cannot_act(client_fo
                                                    "amount": "10", "reference": f"SLIP-{name}"})
         assert_refused(r, 403, "record and void")
     assert payments_now(console_bench) == []
+
+
+def test_the_health_page_charts_the_last_day_hour_by_hour(client_for, console_bench):
+    from cardmgmt.models import PinFailure, utcnow
+
+    now = utcnow()
+    ledger = Ledger(console_bench.system.db)
+    ledger.add("3100000001", 5000, now - dt.timedelta(hours=3))  # pending ever since
+    with console_bench.system.db.transaction() as s:
+        s.add(PinFailure(caller="13800138000", account_no="3100000001", at=now - dt.timedelta(hours=2)))
+    page = signed_in(client_for, "carol").get("/health")
+    assert page.status == 200 and 'id="t-hourly"' in page.text
+    with console_bench.unit() as ctx:
+        rows = reports.hourly(ctx.session, utcnow())
+    whole = {r["hour"][5:16].replace("T", " "): r for r in rows[:24]}  # the whole hours; the one under way moves on
+    backlog, wrong = bars(page.text, "backlog"), bars(page.text, "wrong-pins")
+    assert {k: v for k, v in backlog.items() if k in whole} == {k: r["backlog"] for k, r in whole.items()}
+    assert {k: v for k, v in wrong.items() if k in whole} == {k: r["wrong_pins"] for k, r in whole.items()}
+    assert sum(wrong.values()) == 1 and list(backlog.values())[-1] == 1
+    assert csv_rows(signed_in(client_for, "bob"), "/health.csv?table=hourly")[0][0] == "小时末（UTC）"
