@@ -258,3 +258,35 @@ def test_finance_approves_a_reversal_the_filer_cannot(bc, ledger):
         assert (rev.status.value, rev.decided_by) == ("approved", "bob")
     go(bc, "/reversals")
     sign_out(bc)
+
+
+def test_finance_records_a_payment_and_a_bad_amount_changes_nothing(bc):
+    from cardmgmt import settlement
+
+    def recorded():
+        with bc.bench.system.db.transaction() as s:
+            return [(p["hall"], p["amount"], p["reference"]) for p in settlement.payments(s, day_from=dt.date.fromisoformat(day),
+                                                                                     day_to=dt.date.fromisoformat(day))]
+
+    day = "2026-05-11"
+    sign_in(bc, "bob")
+    go(bc, f"/settlement?day={day}")
+    d = bc.driver
+    before = recorded()
+    d.find_element(By.ID, "pay-amount").send_keys("12.345")
+    d.find_element(By.ID, "pay-reference").send_keys("BR-SLIP-1")
+    click(bc, "pay")
+    assert "more than two decimal places" in message(bc) and recorded() == before
+    assert d.find_element(By.ID, "day").get_attribute("value") == day
+    d.find_element(By.ID, "pay-amount").send_keys("12.34")
+    d.find_element(By.ID, "pay-reference").send_keys("BR-SLIP-1")
+    click(bc, "pay")
+    assert "已录入解款" in d.find_element(By.ID, "done").text and f"day={day}" in d.current_url
+    assert recorded() == [*before, ("H01", 1234, "BR-SLIP-1")]
+    paid = d.find_element(By.CSS_SELECTOR, '#t-settlement td[data-col="paid"]').text
+    assert paid == "12.34"
+    sign_out(bc)
+    sign_in(bc, "carol")
+    go(bc, f"/settlement?day={day}")
+    assert not d.find_elements(By.ID, "pay-form") and not d.find_elements(By.CSS_SELECTOR, "#t-payments form")
+    sign_out(bc)
