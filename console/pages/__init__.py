@@ -8,8 +8,7 @@ permission its unit is opened with.  The web layer does the rest: the
 session, the form token, the unit of work, the CSV of any table
 (``/<slug>.csv?table=<name>``), errors as one line.
 
-Adding a page (settlement, reversals, the reports with their charts) is one
-module here that defines ``PAGE``, one template in ``console/templates``,
+Adding a page is one module here that defines ``PAGE``, one template in ``console/templates``,
 its texts in ``console/i18n.py``, and its line in ``PAGES`` below.
 """
 
