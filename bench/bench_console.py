@@ -3,9 +3,11 @@
 Builds a card database with ``--cards`` cards (default 1,000,000) in ten
 batches spread over a hall hierarchy (a city, ``--counties`` counties,
 ``--halls`` halls), in every state a card reaches (in stock, issued to a
-hall, sold, redeemed), a year of daily sales per hall, pending issue
-requests, and ``--log-entries`` entries of a real hash-chained operation
-log.  The cards and sales are written with ``COPY`` straight into the
+hall, sold, redeemed), a year of daily sales per hall, ``--recharges``
+recharges spread over the same year (one per card, on three channels,
+all posted but the last hour's), pending issue requests, and
+``--log-entries`` entries of a real hash-chained operation
+log.  The cards, sales and recharges are written with ``COPY`` straight into the
 tables (the services would take minutes to walk a million cards through
 their life, and the console only reads them); the log is written by
 ``audit.record``, so ``audit verify`` on the log page does its real work.
@@ -47,8 +49,11 @@ from testkit.install import PASSWORDS, settings_for
 from testkit.keys import make_key_dir
 from testkit.live_api import running_reactor
 
+TODAY = dt.date.today()
 PAGES = ("/requests", "/stock", "/halls", "/halls?from=2026-01-01&to=2026-06-30", "/audit", "/audit?verify=1", "/health",
-         "/stock.csv?table=by_hall")
+         "/stock.csv?table=by_hall", "/reports", f"/reports?from={TODAY - dt.timedelta(days=30)}&to={TODAY}",
+         f"/reports?from={TODAY - dt.timedelta(days=364)}&to={TODAY}", "/reversals", f"/settlement?day={TODAY}")
+CHANNELS = ("hotline", "pos", "web")
 BATCHES = 10
 FACE_VALUES = (2000, 5000, 10000)
 
@@ -112,6 +117,29 @@ def populate(db: Database, cards: int, counties: int, halls: int, days: int) -> 
     bl.log(f"{days * halls:,} sales, 30 pending requests")
 
 
+def write_recharges(db: Database, count: int, days: int) -> None:
+    """``count`` recharges (COPY), one per card from the first, evenly over the last ``days`` days up to now."""
+    now = dt.datetime.now(dt.UTC)
+    step = dt.timedelta(days=days) / max(count, 1)
+    with db.transaction() as s:
+        raw = s.connection().connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute("SELECT c.id, c.serial, b.face_value FROM cards c JOIN batches b ON b.id = c.batch_id "
+                        "ORDER BY c.id LIMIT %s", (count,))
+            cards = cur.fetchall()
+        with raw.cursor() as cur, cur.copy(
+            "COPY recharges (key, call_id, channel, caller, card_id, card_serial, account_no, amount, committed_at, "
+            "post_status, post_attempts, next_attempt_at, posted_at) FROM STDIN"
+        ) as copy:
+            for i, (card_id, serial, face_value) in enumerate(cards):
+                at = now - dt.timedelta(days=days) + step * i
+                posted = at < now - dt.timedelta(hours=1)
+                copy.write_row((f"bench-{i}#1", f"bench-{i}", CHANNELS[i % len(CHANNELS)], "13800138000", card_id, serial,
+                                f"31{i % 10**8:08d}", face_value, at, "posted" if posted else "pending", 1 if posted else 0,
+                                at, at + dt.timedelta(seconds=30) if posted else None))
+    bl.log(f"{len(cards):,} recharges over {days} days")
+
+
 def write_log(system: CardSystem, entries: int) -> None:
     """``entries`` real operation-log entries (hash-chained, anchored), in units of 5,000."""
     done = 0
@@ -134,6 +162,7 @@ def main() -> None:
     parser.add_argument("--counties", type=int, default=10)
     parser.add_argument("--halls", type=int, default=200)
     parser.add_argument("--days", type=int, default=365, help="Days of daily sales per hall.")
+    parser.add_argument("--recharges", type=int, default=1_000_000, help="Recharges over the same days (at most --cards).")
     parser.add_argument("--log-entries", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--record", action="store_true", help="Append the figures to bench/RESULTS.md.")
@@ -150,6 +179,7 @@ def main() -> None:
             operators.create(ctx.session, "carol", Role.AUDITOR, PASSWORDS["carol"])
         t0 = time.perf_counter()
         populate(system.db, args.cards, args.counties, args.halls, args.days)
+        write_recharges(system.db, args.recharges, args.days)
         write_log(system, args.log_entries)
         with system.db.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")
@@ -176,7 +206,8 @@ def main() -> None:
         databases.drop_database(name)
     table = bl.markdown_table(["page", "p50 ms", "p95 ms", "max ms", "answer KiB"], rows)
     body = (f"{args.cards:,} cards in {BATCHES} batches, 1 city, {args.counties} counties, {args.halls} halls, "
-            f"{args.days * args.halls:,} sales ({args.days} days), 30 pending requests, {args.log_entries:,} log entries; "
+            f"{args.days * args.halls:,} sales ({args.days} days), {min(args.recharges, args.cards):,} recharges over the same days, "
+            f"30 pending requests, {args.log_entries:,} log entries; "
             f"signed in as an auditor (`/audit?verify=1` runs `audit verify` over the whole log); {args.repeat} fetches "
             f"per page after one warm-up, one at a time, over HTTPS on the loopback.\n\n{table}")
     print(body)

@@ -437,6 +437,7 @@ class Recharge(Base):
 
     __table_args__ = (
         Index("ix_recharges_due", "post_status", "next_attempt_at", "id"),
+        Index("ix_recharges_posted_at", "posted_at"),  # the backlog hour by hour (reports.hourly)
         one_of("recharges", "post_status", PostStatus),
     )
 

@@ -33,7 +33,19 @@ from sqlalchemy.orm import Session
 from cardmgmt import halls, issuing
 from cardmgmt.days import BUSINESS_TZ, business_day, day_bounds
 from cardmgmt.errors import InvalidInput
-from cardmgmt.models import Batch, Card, Factory, Hall, HallPayment, IssueRequest, Recharge, Reversal, Sale, utcnow
+from cardmgmt.models import (
+    Batch,
+    Card,
+    Factory,
+    Hall,
+    HallPayment,
+    IssueRequest,
+    PinFailure,
+    Recharge,
+    Reversal,
+    Sale,
+    utcnow,
+)
 from cardmgmt.states import FINAL, CardState, PostStatus, ReversalStatus
 
 STATES = [s.value for s in CardState]
@@ -454,3 +466,87 @@ def stock_value(session: Session, by: str = "hall") -> Report:
     rows.sort(key=lambda r: (r.get("place", ""), r["face_value"], order[r["state"]]))
     return Report("stock-value", None, by, [k.name for k in keys], ["cards", "value"], rows)
 
+
+
+def recharges_by_day_and_channel(session: Session, period: Period) -> Report:
+    """Recharges committed in the period by business day and channel: ``recharges(by="day")`` split by channel.
+
+    Summed over the channels, each day's row is exactly ``recharges(by="day")``'s.
+    """
+    start, end = period.bounds()
+    day = _day_of(Recharge.committed_at, session.get_bind().dialect.name).label("day")
+    q = (
+        select(day, Recharge.channel, func.count(), func.sum(Recharge.amount))
+        .where(Recharge.committed_at >= start, Recharge.committed_at < end)
+        .group_by(day, Recharge.channel).order_by(day, Recharge.channel)
+    )
+    rows = [{"day": _iso(d), "channel": channel, "recharges": n, "amount": int(amount)}
+            for d, channel, n, amount in session.execute(q)]
+    return Report("recharges", period, "day,channel", ["day", "channel"], ["recharges", "amount"], rows)
+
+
+# --- the last hours, hour by hour: the outbox's backlog and wrong PINs -------------------------------------
+
+
+def _hour_of(column: Any, dialect: str) -> Any:
+    """SQL for the UTC hour a timestamp column falls in, as text ``YYYY-MM-DD HH``."""
+    if dialect == "postgresql":
+        return func.to_char(func.timezone("UTC", column), "YYYY-MM-DD HH24")
+    return func.strftime("%Y-%m-%d %H", column)
+
+
+def _hour_ends(now: dt.datetime, hours: int) -> list[dt.datetime]:
+    """The ends of the last ``hours`` whole UTC hours and of the hour under way (``now``), oldest first."""
+    top = now.astimezone(dt.UTC).replace(minute=0, second=0, microsecond=0)
+    return [top - dt.timedelta(hours=hours - 1 - i) for i in range(hours)] + ([now] if now > top else [])
+
+
+def hourly(session: Session, now: dt.datetime | None = None, hours: int = 24) -> list[Row]:
+    """Hour by hour over the last ``hours`` (UTC): the outbox's backlog at each hour's end, and wrong PINs in the hour.
+
+    ``backlog`` at an hour's end ``h`` is the recharges committed before
+    ``h`` that the marketing system had not taken by ``h`` and that are not
+    set aside as rejected or resolved by a person now (their posting never
+    comes; ``outbox.backlog`` shows them apart).  It is computed as the
+    backlog at the window's start plus each hour's commits less each hour's
+    postings, all in SQL over the ``committed_at`` and ``posted_at`` indexes
+    and the outbox's own ``(post_status, ...)`` index, so it does not read a
+    year of recharges.  ``wrong_pins`` counts the ``pin_failures`` rows of the hour:
+    every wrong PIN a caller entered, whether or not it ended in a lockout
+    (a lockout is a number of them inside a window, ``lockouts.active``).
+    Each row: ``hour`` (its end, UTC, ISO), ``backlog``, ``committed``,
+    ``posted``, ``wrong_pins``.
+    """
+    now = (now or utcnow()).astimezone(dt.UTC)
+    ends = _hour_ends(now, hours)
+    start = ends[0] - dt.timedelta(hours=1)
+    dialect = session.get_bind().dialect.name
+    live = Recharge.post_status.in_([PostStatus.PENDING.value, PostStatus.POSTED.value])
+    # At the window's start: committed before it, and still pending now (the outbox's own index) or posted
+    # since (``ix_recharges_posted_at``); two counts, each over its index, rather than one OR over the table.
+    still_pending = session.scalar(
+        select(func.count()).select_from(Recharge)
+        .where(Recharge.post_status == PostStatus.PENDING.value, Recharge.committed_at < start)
+    ) or 0
+    posted_since = session.scalar(
+        select(func.count()).select_from(Recharge)
+        .where(Recharge.posted_at >= start, Recharge.post_status == PostStatus.POSTED.value, Recharge.committed_at < start)
+    ) or 0
+    opening = still_pending + posted_since
+
+    def per_hour(column: Any, *where: Any) -> dict[str, int]:
+        hour = _hour_of(column, dialect)
+        q = select(hour, func.count()).where(column >= start, column < now, *where).group_by(hour)
+        return {str(h): int(n) for h, n in session.execute(q)}
+
+    committed = per_hour(Recharge.committed_at, live)
+    posted = per_hour(Recharge.posted_at, Recharge.post_status == PostStatus.POSTED.value)
+    wrong = per_hour(PinFailure.at)
+    rows: list[Row] = []
+    backlog = opening
+    for end in ends:
+        key = (end - dt.timedelta(microseconds=1)).strftime("%Y-%m-%d %H")
+        backlog += committed.get(key, 0) - posted.get(key, 0)
+        rows.append({"hour": end.isoformat(timespec="minutes"), "backlog": backlog, "committed": committed.get(key, 0),
+                     "posted": posted.get(key, 0), "wrong_pins": wrong.get(key, 0)})
+    return rows

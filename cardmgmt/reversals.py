@@ -28,11 +28,12 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from cardmgmt.approvals import NotDecidable, may
 from cardmgmt.days import as_utc
 from cardmgmt.db import dialect_insert
 from cardmgmt.errors import AlreadyExists, ConflictError, IllegalTransition, InvalidInput, NotFound, PermissionDenied
 from cardmgmt.models import POSTING_REF_MAX, Recharge, Reversal, reversal_ref, utcnow
-from cardmgmt.operators import Permission
+from cardmgmt.operators import Actor, Permission
 from cardmgmt.states import PostStatus, ReversalStatus
 from cardmgmt.system import Context
 
@@ -117,13 +118,31 @@ def file(ctx: Context, ref: str, reason: str) -> Reversal:
     return rev
 
 
+def why_not(actor: Actor, rev: Reversal | dict[str, Any]) -> NotDecidable | None:
+    """None when ``actor`` may approve or reject reversal ``rev`` now; else why not, the filer's own first.
+
+    ``decide`` asks this too, so a front end that shows a reversal as not
+    decidable (the web console) and the decision itself follow one rule.
+    """
+    filed_by = rev["filed_by"] if isinstance(rev, dict) else rev.filed_by
+    status = rev["status"] if isinstance(rev, dict) else rev.status
+    if filed_by == actor.name:
+        return NotDecidable.OWN
+    if not may(actor, Permission.DECIDE_REQUESTS):
+        return NotDecidable.ROLE
+    if status != ReversalStatus.PENDING:
+        return NotDecidable.DECIDED
+    return None
+
+
 def decide(ctx: Context, reversal_id: int, *, approve: bool, comment: str, now: dt.datetime | None = None) -> Reversal:
     """Finance approves or rejects a pending reversal, with a comment; an approved one is queued for posting."""
     ctx.require(Permission.DECIDE_REQUESTS)
     rev = get(ctx.session, reversal_id)
-    if rev.filed_by == ctx.actor.name:
+    why = why_not(ctx.actor, rev)
+    if why is NotDecidable.OWN:
         raise PermissionDenied(f"operator {ctx.actor.name!r} filed reversal {rev.id} and cannot decide it")
-    if rev.status != ReversalStatus.PENDING:
+    if why is not None:
         raise IllegalTransition(f"reversal {rev.id} is {rev.status}, not pending")
     comment = comment.strip()
     if not comment:
@@ -159,6 +178,13 @@ def listing(session: Session, status: ReversalStatus | str | None = None, limit:
     q = select(Reversal).order_by(Reversal.id).limit(limit)
     if status:
         q = q.where(Reversal.status == status)
+    return list(session.scalars(q))
+
+
+def recent(session: Session, limit: int = 50) -> list[Reversal]:
+    """The ``limit`` reversals decided last (approved or rejected), newest decision first."""
+    q = (select(Reversal).where(Reversal.status != ReversalStatus.PENDING)
+         .order_by(Reversal.decided_at.desc(), Reversal.id.desc()).limit(limit))
     return list(session.scalars(q))
 
 

@@ -1,4 +1,4 @@
-"""The web console for finance staff and supervisors: approvals, stock, halls, the operation log, the servers' health.
+"""The web console for finance staff and supervisors: approvals, reversals, settlement, stock, halls, reports, the log, health.
 
 A front end like ``cli/`` and ``recharge_server/``: it holds no rule of the
 card domain.  Each request opens one unit of work through

@@ -21,6 +21,10 @@ VALUE_WIDTH = 120
 TITLE_HEIGHT = 28
 
 
+def _named(name: str) -> str:
+    return f' id="chart-{escape(name)}" data-chart="{escape(name)}"' if name else ""
+
+
 @dataclass(frozen=True)
 class Bar:
     label: str
@@ -28,13 +32,16 @@ class Bar:
     text: str  # how the figure is written beside the bar (yuan for money)
 
 
-def bar_chart(title: str, bars: Sequence[Bar]) -> Markup:
-    """A horizontal bar chart with one bar per entry; an empty chart says so in its title alone."""
+def bar_chart(title: str, bars: Sequence[Bar], name: str = "") -> Markup:
+    """A horizontal bar chart with one bar per entry; an empty chart says so in its title alone.
+
+    ``name`` (when given) is the chart's ``id`` (``chart-<name>``) and ``data-chart``, so a reader can pick it out.
+    """
     top = max((b.value for b in bars), default=0)
     height = TITLE_HEIGHT + max(1, len(bars)) * (BAR_HEIGHT + GAP) + GAP
     width = LABEL_WIDTH + BAR_WIDTH + VALUE_WIDTH
     parts = [
-        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
+        f'<svg class="chart"{_named(name)} xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {width} {height}" '
         f'aria-label="{escape(title)}">',
         f"<title>{escape(title)}</title>",
         f'<text class="chart-title" x="8" y="20" font-size="14" font-weight="bold" fill="#222">{escape(title)}</text>',

@@ -299,7 +299,8 @@ class Console:
         except CardError as e:
             return self._page(req, lang, page, error=e, status=e.http_status)
         ref = f"&ref={urllib.parse.quote(done.ref)}" if done.ref else ""
-        return Outgoing(status=303, location=f"/{page.slug}?done={done.key}{ref}")
+        also = f"&{urllib.parse.urlencode(done.query)}" if done.query else ""
+        return Outgoing(status=303, location=f"/{page.slug}?done={done.key}{ref}{also}")
 
     # -- rendering ---------------------------------------------------------------------------------------------
 

@@ -8,8 +8,7 @@ permission its unit is opened with.  The web layer does the rest: the
 session, the form token, the unit of work, the CSV of any table
 (``/<slug>.csv?table=<name>``), errors as one line.
 
-Adding a page (settlement, reversals, the reports with their charts) is one
-module here that defines ``PAGE``, one template in ``console/templates``,
+Adding a page is one module here that defines ``PAGE``, one template in ``console/templates``,
 its texts in ``console/i18n.py``, and its line in ``PAGES`` below.
 """
 
@@ -37,6 +36,7 @@ class Done:
 
     key: str
     ref: str = ""
+    query: Mapping[str, str] = field(default_factory=dict)  # what the page returned to shows (a settlement's day)
 
 
 @dataclass(frozen=True)
@@ -98,6 +98,7 @@ def date_field(form: Form, name: str) -> dt.date | None:
         raise InvalidInput(f"{text[:20]!r} is not a date like 2027-01-31") from None
 
 
-from console.pages import audit, halls, health, requests, stock  # noqa: E402
+from console.pages import audit, halls, health, reports, requests, reversals, settlement, stock  # noqa: E402
 
-PAGES: tuple[Page, ...] = (requests.PAGE, stock.PAGE, halls.PAGE, audit.PAGE, health.PAGE)
+PAGES: tuple[Page, ...] = (requests.PAGE, reversals.PAGE, settlement.PAGE, stock.PAGE, halls.PAGE, reports.PAGE, audit.PAGE,
+                           health.PAGE)

@@ -143,3 +143,34 @@ def test_a_period_is_business_days_in_order():
         reports.Period.of(D2, D1)
     with pytest.raises(InvalidInput, match="--by must be one of"):
         reports.sales(None, reports.Period(D1, D1), "colour")  # type: ignore[arg-type]
+
+
+def test_hourly_backlog_and_wrong_pins_over_the_last_day(bench):
+    from cardmgmt.models import PinFailure
+    from testkit.marketing import Ledger
+
+    now = dt.datetime(2026, 6, 2, 10, 30, tzinfo=dt.UTC)
+    hour = dt.timedelta(hours=1)
+    ledger = Ledger(bench.system.db)
+    old = ledger.add("3100000001", 5000, now - 30 * hour)  # before the window, posted inside it
+    ledger.update(old, post_status=PostStatus.POSTED, posted_at=now - 20 * hour + dt.timedelta(minutes=5))
+    ledger.add("3100000002", 5000, now - 40 * hour)  # before the window, still pending
+    done = ledger.add("3100000003", 5000, now - 5 * hour)  # committed 05:30, posted 06:10
+    ledger.update(done, post_status=PostStatus.POSTED, posted_at=now - 5 * hour + dt.timedelta(minutes=40))
+    ledger.add("3100000004", 5000, now - dt.timedelta(minutes=10))  # in the hour under way
+    gone = ledger.add("3100000005", 5000, now - 3 * hour)  # rejected by the marketing system: never comes
+    ledger.update(gone, post_status=PostStatus.REJECTED)
+    with bench.system.db.transaction() as s:
+        for minutes in (5, 50, 70):  # 08:35, 09:20, 09:40
+            s.add(PinFailure(caller="13800138000", account_no="3100000001", at=now - 2 * hour + dt.timedelta(minutes=minutes)))
+        s.add(PinFailure(caller="13800138000", account_no="3100000001", at=now - 25 * hour))  # outside the window
+    rows = view(bench, reports.hourly, now)
+    assert len(rows) == 25 and rows[0]["hour"] == "2026-06-01T11:00+00:00" and rows[-1]["hour"] == "2026-06-02T10:30+00:00"
+    by_end = {r["hour"][11:16]: r for r in rows}
+    assert rows[0]["backlog"] == 2  # at 11:00 the day before: the two old ones
+    assert by_end["15:00"]["backlog"] == 1 and by_end["15:00"]["posted"] == 1  # the old one posted at 14:35
+    assert by_end["06:00"]["backlog"] == 2 and by_end["06:00"]["committed"] == 1
+    assert by_end["07:00"]["backlog"] == 1 and by_end["07:00"]["posted"] == 1
+    assert rows[-1]["backlog"] == 2 and rows[-1]["committed"] == 1
+    assert [(r["hour"][11:16], r["wrong_pins"]) for r in rows if r["wrong_pins"]] == [("09:00", 1), ("10:00", 2)]
+    assert sum(r["committed"] for r in rows) == 2 and sum(r["posted"] for r in rows) == 2

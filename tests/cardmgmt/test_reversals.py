@@ -292,3 +292,22 @@ def test_two_administrators_filing_at_once_make_one_reversal(bench, ledger):
     with bench.system.db.transaction() as s:
         assert sorted(r.original_ref for r in reversals.listing(s)) == sorted(refs)
         assert s.scalar(select(func.count()).select_from(LogEntry).where(LogEntry.action == "reversal.file")) == len(refs)
+
+
+def test_why_not_says_before_decide_refuses(bench, ledger):
+    from cardmgmt.approvals import NotDecidable
+    from cardmgmt.operators import Actor
+
+    bench.add_operator("carol", Role.AUDITOR)
+    rid = file(bench, posted(ledger))
+    with bench.system.db.transaction() as s:
+        rev = reversals.get(s, rid)
+        seen = {name: reversals.why_not(Actor(name, role), rev)
+                for name, role in (("alice", Role.ADMIN), ("carol", Role.AUDITOR), ("bob", Role.FINANCE))}
+        shown = reversals.why_not(Actor("alice", Role.ADMIN), reversals.describe(rev))
+    assert seen == {"alice": NotDecidable.OWN, "carol": NotDecidable.ROLE, "bob": None} and shown is NotDecidable.OWN
+    decide(bench, rid)
+    with bench.system.db.transaction() as s:
+        assert reversals.why_not(Actor("bob", Role.FINANCE), reversals.get(s, rid)) is NotDecidable.DECIDED
+    with pytest.raises(IllegalTransition, match="is approved, not pending"):
+        decide(bench, rid)

@@ -9,6 +9,8 @@ are built in the page with WebDriver's own script call, which the page's
 content-security policy does not govern; the page itself runs no script.
 """
 
+import datetime as dt
+import json
 import re
 
 import pytest
@@ -17,8 +19,11 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cardmgmt import audit, issuing
+from cardmgmt.days import day_bounds
+from testkit.commandline import invoke
 from testkit.console import file_request
 from testkit.install import PASSWORDS
+from testkit.marketing import Ledger
 
 
 def go(bc, path):
@@ -70,6 +75,17 @@ def post_form(bc, action, fields):
         action, fields))
 
 
+@pytest.fixture(scope="module")
+def ledger(browser_console):
+    """Recharge records written straight into the browser's installation (one ledger: its serials are its own)."""
+    return Ledger(browser_console.bench.system.db)
+
+
+def chart_bars(bc, name):
+    return {g.get_attribute("data-label"): int(g.get_attribute("data-value"))
+            for g in bc.driver.find_elements(By.CSS_SELECTOR, f'svg[data-chart="{name}"] .bar')}
+
+
 @pytest.fixture
 def bc(browser_console):
     browser_console.driver.delete_all_cookies()
@@ -99,7 +115,7 @@ def test_every_page_in_both_languages_on_a_narrow_screen(bc):
     d.set_window_size(390, 844)
     try:
         for path, marker in (("/requests", "t-pending"), ("/stock", "t-by_hall"), ("/halls", "t-halls"),
-                             ("/audit", "t-log"), ("/health", "t-outbox")):
+                             ("/reports", "t-recharges"), ("/audit", "t-log"), ("/health", "t-outbox")):
             go(bc, path)
             assert d.find_element(By.ID, marker).is_displayed()
             assert not d.find_elements(By.ID, "error")
@@ -187,4 +203,90 @@ def test_csv_links_name_the_table(bc):
     go(bc, "/halls")
     link = bc.driver.find_element(By.ID, "csv-halls").get_attribute("href")
     assert re.search(r"/halls\.csv\?table=halls$", link)
+    sign_out(bc)
+
+
+def test_the_recharges_chart_is_report_recharges_by_day_to_the_fen(bc, ledger):
+    first, last = dt.date(2026, 5, 10), dt.date(2026, 5, 12)
+    for day, amounts in ((first, (5000, 1234)), (last, (99999, 1))):
+        start = day_bounds(day)[0]
+        for i, fen in enumerate(amounts):
+            ledger.add(f"31000000{i:02d}", fen, start + dt.timedelta(hours=3 + i), channel=("hotline", "pos")[i])
+    sign_in(bc, "carol")
+    go(bc, "/reports")
+    d = bc.driver
+    d.find_element(By.ID, "from").send_keys(first.strftime("%m%d%Y"))
+    d.find_element(By.ID, "to").send_keys(last.strftime("%m%d%Y"))
+    click(bc, "show")
+    assert f"from={first}" in d.current_url and not d.find_elements(By.ID, "error")
+    settings = bc.bench.system.settings
+    cli = invoke("--db", settings.database_url, "--key-dir", settings.key_dir, "-u", "carol", "report", "recharges",
+                 "--by", "day", "--from", first, "--to", last, "--json", env={"CARDS_PASSWORD": PASSWORDS["carol"]})
+    assert cli.exit_code == 0, cli.output
+    expected = {r["day"]: r["amount"] for r in json.loads(cli.stdout)["rows"]}
+    assert expected == {"2026-05-10": 6234, "2026-05-12": 100000}
+    assert chart_bars(bc, "recharges") == expected
+    assert chart_bars(bc, "recharges-pos") == {"2026-05-10": 1234, "2026-05-12": 1}
+    sign_out(bc)
+
+
+def test_finance_approves_a_reversal_the_filer_cannot(bc, ledger):
+    from cardmgmt import reversals
+    from cardmgmt.operators import Permission
+    from cardmgmt.states import PostStatus
+
+    at = dt.datetime(2026, 5, 11, 2, tzinfo=dt.UTC)
+    recharge = ledger.add("3100000099", 4200, at)
+    ledger.update(recharge, post_status=PostStatus.POSTED, posted_at=at)
+    with bc.bench.unit(Permission.MANAGE_CARDS) as ctx:
+        rid = reversals.file(ctx, ledger.get(recharge).ref, "wrong account keyed").id
+    sign_in(bc, "alice")
+    go(bc, "/reversals")
+    d = bc.driver
+    assert d.find_element(By.CSS_SELECTOR, f'#t-reversals_pending tr[data-id="{rid}"] .why-not').get_attribute("data-why") == "own"
+    sign_out(bc)
+    sign_in(bc, "bob")
+    go(bc, "/reversals")
+    d.find_element(By.ID, f"comment-{rid}").send_keys("recording heard")
+    click(bc, f"approve-{rid}")
+    assert f"已批准冲正 {rid}" in d.find_element(By.ID, "done").text
+    post_form(bc, "/reversals/decide", {"csrf": d.find_element(By.CSS_SELECTOR, 'input[name="csrf"]').get_attribute("value"),
+                                        "id": str(rid), "decision": "reject", "comment": "twice"})
+    assert "is approved, not pending" in message(bc) and len(d.find_elements(By.ID, "error")) == 1
+    with bc.bench.system.db.transaction() as s:
+        rev = reversals.get(s, rid)
+        assert (rev.status.value, rev.decided_by) == ("approved", "bob")
+    go(bc, "/reversals")
+    sign_out(bc)
+
+
+def test_finance_records_a_payment_and_a_bad_amount_changes_nothing(bc):
+    from cardmgmt import settlement
+
+    def recorded():
+        with bc.bench.system.db.transaction() as s:
+            return [(p["hall"], p["amount"], p["reference"]) for p in settlement.payments(s, day_from=dt.date.fromisoformat(day),
+                                                                                     day_to=dt.date.fromisoformat(day))]
+
+    day = "2026-05-11"
+    sign_in(bc, "bob")
+    go(bc, f"/settlement?day={day}")
+    d = bc.driver
+    before = recorded()
+    d.find_element(By.ID, "pay-amount").send_keys("12.345")
+    d.find_element(By.ID, "pay-reference").send_keys("BR-SLIP-1")
+    click(bc, "pay")
+    assert "more than two decimal places" in message(bc) and recorded() == before
+    assert d.find_element(By.ID, "day").get_attribute("value") == day
+    d.find_element(By.ID, "pay-amount").send_keys("12.34")
+    d.find_element(By.ID, "pay-reference").send_keys("BR-SLIP-1")
+    click(bc, "pay")
+    assert "已录入解款" in d.find_element(By.ID, "done").text and f"day={day}" in d.current_url
+    assert recorded() == [*before, ("H01", 1234, "BR-SLIP-1")]
+    paid = d.find_element(By.CSS_SELECTOR, '#t-settlement td[data-col="paid"]').text
+    assert paid == "12.34"
+    sign_out(bc)
+    sign_in(bc, "carol")
+    go(bc, f"/settlement?day={day}")
+    assert not d.find_elements(By.ID, "pay-form") and not d.find_elements(By.CSS_SELECTOR, "#t-payments form")
     sign_out(bc)

@@ -18,7 +18,12 @@ def test_every_literal_key_in_templates_and_pages_is_in_the_catalogue():
         used.update(re.findall(r'"((?:col|page|chart|table|role|why_not|done|error|verdict|state|level|lockout)\.[a-z_]+)"',
                                path.read_text()))
     used.update(f"table.{name}" for name in ("pending", "history", "by_hall", "by_state", "halls", "log", "servers",
-                                             "outbox", "lockouts"))
+                                             "outbox", "lockouts", "recharges", "recharges_by_channel", "sales",
+                                             "reversals", "stock_value", "reversals_pending", "reversals_decided",
+                                             "settlement", "payments", "hourly"))
+    used.update(("payment.payment", "payment.void"))
+    used.update(f"why_not_reversal.{w}" for w in ("own", "role", "decided"))
+    used.update(f"reversal.{s}" for s in ("pending", "approved", "rejected"))
     used.update(f"state.{s.value}" for s in CardState)
     used.update(p.title for p in PAGES)
     missing = sorted(k for k in used if k not in i18n.CATALOGUE)
