@@ -32,9 +32,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 
 def vm_hwm_mb() -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
