@@ -14,8 +14,8 @@ import json
 import re
 
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from cardmgmt import audit, issuing
@@ -30,11 +30,27 @@ def go(bc, path):
     bc.driver.get(bc.url + path)
 
 
+def _gone(old):
+    """Whether the page ``old`` belonged to has been replaced.
+
+    Chromium answers a question about a node of a page it has just left
+    either as a stale element or, while the new page is being attached, with
+    "Node with given id does not belong to the document"; both mean gone.
+    """
+    def check(_driver):
+        try:
+            old.is_enabled()
+        except (StaleElementReferenceException, WebDriverException):
+            return True
+        return False
+    return check
+
+
 def submitting(bc, act):
     """Run ``act`` (a click that submits a form) and wait until the browser shows the answer's page."""
     old = bc.driver.find_element(By.TAG_NAME, "html")
     act()
-    WebDriverWait(bc.driver, 10).until(expected_conditions.staleness_of(old))
+    WebDriverWait(bc.driver, 10).until(_gone(old))
 
 
 def click(bc, element_id):
