@@ -1,11 +1,12 @@
 """Whether an operator may decide an issue request now, asked before offering the choice.
 
-``issuing.decide`` is the rule that counts: it refuses the wrong role, the
-request's own filer and a request that is no longer pending, inside the
-unit of work that changes it.  A front end that lists requests (the web
-console) asks this module first, so it can show a request as not decidable,
-and why, instead of offering a button that would be refused.  Both read the
-same permission table; a test keeps the two in agreement.
+``why_not_decide`` is the one dual-control rule for what finance decides
+(issue requests here, reversals in ``cardmgmt.reversals``): the wrong role,
+the item's own filer, an item no longer pending.  ``issuing.decide`` and
+``reversals.decide`` refuse by it inside the unit of work that changes the
+item, and a front end that lists items (the web console) asks it first, so
+it can show one as not decidable, and why, instead of offering a button that
+would be refused.
 """
 
 # test-case-name: tests.cardmgmt.test_approvals
@@ -30,15 +31,22 @@ def may(actor: Actor, permission: Permission) -> bool:
     return permission in PERMISSIONS[actor.role]
 
 
-def why_not(actor: Actor, request: IssueRequest | dict) -> NotDecidable | None:  # type: ignore[type-arg]
-    """None when ``actor`` may approve or reject ``request`` now; else the reason, the filer's own first."""
-    requested_by = request["requested_by"] if isinstance(request, dict) else request.requested_by
-    status = request["status"] if isinstance(request, dict) else request.status
-    # The filer hears that it is their own request first: that stays true whatever role they hold.
-    if requested_by == actor.name:
+def why_not_decide(actor: Actor, filed_by: str, pending: bool) -> NotDecidable | None:
+    """The one dual-control rule for anything finance decides: None when ``actor`` may decide it now.
+
+    The filer hears that it is their own first: that stays true whatever role they hold.
+    """
+    if filed_by == actor.name:
         return NotDecidable.OWN
     if not may(actor, Permission.DECIDE_REQUESTS):
         return NotDecidable.ROLE
-    if status != RequestStatus.PENDING:
+    if not pending:
         return NotDecidable.DECIDED
     return None
+
+
+def why_not(actor: Actor, request: IssueRequest | dict) -> NotDecidable | None:  # type: ignore[type-arg]
+    """None when ``actor`` may approve or reject issue request ``request`` now; else the reason."""
+    requested_by = request["requested_by"] if isinstance(request, dict) else request.requested_by
+    status = request["status"] if isinstance(request, dict) else request.status
+    return why_not_decide(actor, requested_by, status == RequestStatus.PENDING)

@@ -64,7 +64,8 @@ from typing import Any
 from sqlalchemy import BigInteger, ColumnElement, cast, func, select, text, update
 from sqlalchemy.orm import Session
 
-from cardmgmt import halls, stock
+from cardmgmt import approvals, halls, stock
+from cardmgmt.approvals import NotDecidable
 from cardmgmt.db import is_postgresql
 from cardmgmt.errors import (
     ConflictError,
@@ -249,9 +250,10 @@ def decide(
     """
     ctx.require(Permission.DECIDE_REQUESTS)
     req = get(ctx.session, request_id)
-    if req.requested_by == ctx.actor.name:
+    why = approvals.why_not(ctx.actor, req)
+    if why is NotDecidable.OWN:
         raise PermissionDenied(f"operator {ctx.actor.name!r} filed request {req.id} and cannot decide it")
-    if req.status != RequestStatus.PENDING:
+    if why is not None:
         raise IllegalTransition(f"issue request {req.id} is {req.status}, not pending")
     if not comment.strip():
         raise InvalidInput("a decision needs a comment")

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from cardmgmt.approvals import NotDecidable, may
+from cardmgmt.approvals import NotDecidable, why_not_decide
 from cardmgmt.days import as_utc
 from cardmgmt.db import dialect_insert
 from cardmgmt.errors import AlreadyExists, ConflictError, IllegalTransition, InvalidInput, NotFound, PermissionDenied
@@ -126,13 +126,7 @@ def why_not(actor: Actor, rev: Reversal | dict[str, Any]) -> NotDecidable | None
     """
     filed_by = rev["filed_by"] if isinstance(rev, dict) else rev.filed_by
     status = rev["status"] if isinstance(rev, dict) else rev.status
-    if filed_by == actor.name:
-        return NotDecidable.OWN
-    if not may(actor, Permission.DECIDE_REQUESTS):
-        return NotDecidable.ROLE
-    if status != ReversalStatus.PENDING:
-        return NotDecidable.DECIDED
-    return None
+    return why_not_decide(actor, filed_by, status == ReversalStatus.PENDING)
 
 
 def decide(ctx: Context, reversal_id: int, *, approve: bool, comment: str, now: dt.datetime | None = None) -> Reversal:
