@@ -39,11 +39,12 @@ from cardmgmt.system import CardSystem
 from ivr.client import RechargeClient
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.callscript import Compiled, Injection, compile_script, load
+from testkit.dispatcher import Dispatcher
 from testkit.install import PASSWORDS, Installation
 from testkit.lifecycle import Bench, issued_batch, read_pins, sold_batch
 from testkit.pair import Server
 from testkit.replay import CALLER_AUDIO, ScriptResult, run_compiled
-from testkit.sandbox import SANDBOX_WAIT, Sandbox, free_sip_port, start_hotline
+from testkit.sandbox import RTP_PORTS, SANDBOX_WAIT, SECOND_RTP_PORTS, Sandbox, free_sip_port, start_hotline
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLS = ROOT / "tests" / "calls"
@@ -65,7 +66,9 @@ class Hotline:
         self.factory_keys = factory_keys
         self.system: CardSystem | None = None
         self.bench: Bench | None = None
-        self.sandbox: Sandbox | None = None
+        self.sandbox: Sandbox | None = None  # the first Asterisk
+        self.sandboxes: list[Sandbox] = []
+        self.dispatcher: Dispatcher | None = None
         self.card_engine: Engine | None = None
         self.marketing_engine: Engine | None = None
 
@@ -160,14 +163,35 @@ class Hotline:
 
     # --- Asterisk ---------------------------------------------------------------------------------
 
-    def start_asterisk(self, root: Path, prompts: Path) -> Sandbox:
+    def start_asterisk(self, root: Path, prompts: Path, rtp_ports: tuple[int, int] = RTP_PORTS) -> Sandbox:
         """Start the sandbox, install the prompts for both languages, point the AGI at both servers."""
         api_key = (self.inst.workdir / "keys" / "api.key").read_bytes()
         ca_cert = (self.inst.workdir / "keys" / "tls-ca.pem").read_bytes()
-        self.sandbox = start_hotline(Sandbox(root, free_sip_port()), prompts,
-                                     [("127.0.0.1", s.port) for s in self.inst.servers], api_key, wait=SANDBOX_WAIT,
-                                     ca_cert=ca_cert)
-        return self.sandbox
+        sandbox = start_hotline(Sandbox(root, free_sip_port(), rtp_ports), prompts,
+                                [("127.0.0.1", s.port) for s in self.inst.servers], api_key, wait=SANDBOX_WAIT,
+                                ca_cert=ca_cert)
+        self.sandboxes.append(sandbox)
+        self.sandbox = self.sandbox or sandbox
+        return sandbox
+
+    def start_front_ends(self, root: Path, prompts: Path) -> Dispatcher:
+        """Two Asterisks (``root`` and a copy of it beside it) behind a Kamailio dispatcher; calls then go to the dispatcher."""
+        second = root.with_name(root.name + "-b")
+        Sandbox(second).build(copy_of=root)
+        self.start_asterisk(root, prompts)
+        self.start_asterisk(second, prompts, SECOND_RTP_PORTS)
+        self.dispatcher = Dispatcher(self.workdir / "dispatcher", [("127.0.0.1", s.sip_port) for s in self.sandboxes])
+        self.dispatcher.start()
+        self.dispatcher.wait_live(len(self.sandboxes))
+        return self.dispatcher
+
+    @property
+    def sip_target(self) -> tuple[str, int]:
+        """Where a caller sends its calls: the dispatcher when there is one, else the one Asterisk."""
+        if self.dispatcher is not None:
+            return self.dispatcher.address, self.dispatcher.port
+        assert self.sandbox is not None
+        return "127.0.0.1", self.sandbox.sip_port
 
     # --- calls ------------------------------------------------------------------------------------
 
@@ -181,10 +205,9 @@ class Hotline:
              calls: int = 1, concurrent: int = 1, rate: float | None = None, rate_period_ms: int = 1000,
              timeout: float | None = None, trace_messages: bool = True) -> ScriptResult:
         """Replay one script (``calls`` copies, ``concurrent`` at once) against this hotline's Asterisk."""
-        assert self.sandbox is not None
         compiled = self.compile(script, variables, injection)
         workdir = self.workdir / "calls" / f"{compiled.script.name}-{time.monotonic_ns()}"
-        return run_compiled(compiled, "127.0.0.1", self.sandbox.sip_port, workdir, calls=calls,
+        return run_compiled(compiled, *self.sip_target, workdir, calls=calls,
                             concurrent=concurrent, rate=rate, rate_period_ms=rate_period_ms, timeout=timeout,
                             trace_messages=trace_messages)
 
@@ -197,7 +220,6 @@ class Hotline:
     def call_while(self, script: str, variables: Mapping[str, str], *, when_step: int,
                    action: Callable[[], None]) -> ScriptResult:
         """Replay ``script`` and run ``action`` as soon as the scenario reaches step ``when_step`` (its log says so)."""
-        assert self.sandbox is not None
         compiled = self.compile(script, variables)
         if when_step not in compiled.sync_steps:
             raise ValueError(f"step {when_step} of {script} is not one the scenario waits for")
@@ -220,7 +242,7 @@ class Hotline:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            result = run_compiled(compiled, "127.0.0.1", self.sandbox.sip_port, workdir)
+            result = run_compiled(compiled, *self.sip_target, workdir)
         finally:
             done.set()
             watcher.join(10)
@@ -277,8 +299,10 @@ class Hotline:
 
     def close(self) -> None:
         try:
-            if self.sandbox is not None:
-                self.sandbox.stop()
+            if self.dispatcher is not None:
+                self.dispatcher.stop()
+            for sandbox in self.sandboxes:
+                sandbox.stop()
         finally:
             for engine in (self.card_engine, self.marketing_engine):
                 if engine is not None:
