@@ -50,6 +50,13 @@ def _modules_dir() -> str:
     raise DispatcherError("Kamailio's modules are not installed (Debian package kamailio; `make system-deps`)")
 
 
+def _last_error(log: Path) -> str:
+    """The last ERROR or CRITICAL line of Kamailio's log, shortened to what it says."""
+    lines = [line for line in log.read_text(encoding="utf-8", errors="replace").splitlines()
+             if "ERROR" in line or "CRITICAL" in line]
+    return re.sub(r"^.*?\]:\s*", "", lines[-1]).strip()[:200] if lines else "no error logged"
+
+
 class Dispatcher:
     """One Kamailio dispatching new calls to ``front_ends`` (``(host, port)`` of each Asterisk's SIP transport)."""
 
@@ -99,7 +106,8 @@ class Dispatcher:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise DispatcherError(f"kamailio exited with {self._process.returncode}; see {self.log}")
+                raise DispatcherError(f"kamailio exited with {self._process.returncode}: {_last_error(self.log)} "
+                                      f"(see {self.log})")
             try:
                 self.states()
                 return
