@@ -35,6 +35,7 @@ from testkit.sandbox import DISPATCHER_ADDR, SandboxError, render_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "kamailio_conf" / "kamailio.cfg"
 MODULES = "/usr/lib/x86_64-linux-gnu/kamailio/modules"
+DEFAULT_PORT = 5170  # the command line's (testkit.frontends); tests take a free port
 PING_S = 1  # OPTIONS probe interval
 FR_TIMER_MS = 1000  # a front end that does not answer an INVITE within this is marked down and the next one tried
 
@@ -117,19 +118,41 @@ class Dispatcher:
         raise DispatcherError(f"kamailio's control socket did not answer within {timeout:.0f} s; see {self.log}")
 
     def stop(self) -> None:
-        """Stop Kamailio (SIGTERM, then SIGKILL); nothing happens if it is not running."""
+        """Stop Kamailio (SIGTERM to its process group, then SIGKILL); nothing happens if it is not running.
+
+        Also stops a Kamailio started from this work directory by another
+        process (the command line's ``start``), found by its pid file.
+        """
         proc, self._process = self._process, None
-        if proc is None or proc.poll() is not None:
+        pid = proc.pid if proc is not None and proc.poll() is None else self._pid_from_file()
+        if pid is None:
             return
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and (proc.poll() is None if proc else Path(f"/proc/{pid}").exists()):
+                time.sleep(0.05)
+            if not (proc.poll() is None if proc else Path(f"/proc/{pid}").exists()):
+                break
+        if proc is not None:
             proc.wait()
 
+    def _pid_from_file(self) -> int | None:
+        try:
+            pid = int((self.workdir / "kamailio.pid").read_text().strip())
+            if Path(f"/proc/{pid}/comm").read_text().strip() != "kamailio":
+                return None
+        except (OSError, ValueError):
+            return None
+        return pid
+
     def is_running(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        if self._process is not None:
+            return self._process.poll() is None
+        return self._pid_from_file() is not None
 
     def states(self) -> dict[str, str]:
         """Each front end's state as the dispatcher sees it: ``live`` or ``down`` (probed, not answering)."""

@@ -40,11 +40,12 @@ from ivr.client import RechargeClient
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.callscript import Compiled, Injection, compile_script, load
 from testkit.dispatcher import Dispatcher
+from testkit.frontends import FrontEnds
 from testkit.install import PASSWORDS, Installation
 from testkit.lifecycle import Bench, issued_batch, read_pins, sold_batch
 from testkit.pair import Server
 from testkit.replay import CALLER_AUDIO, ScriptResult, run_compiled
-from testkit.sandbox import RTP_PORTS, SANDBOX_WAIT, SECOND_RTP_PORTS, Sandbox, free_sip_port, start_hotline
+from testkit.sandbox import SANDBOX_WAIT, Sandbox, free_sip_port, start_hotline
 
 ROOT = Path(__file__).resolve().parents[1]
 CALLS = ROOT / "tests" / "calls"
@@ -69,6 +70,7 @@ class Hotline:
         self.sandbox: Sandbox | None = None  # the first Asterisk
         self.sandboxes: list[Sandbox] = []
         self.dispatcher: Dispatcher | None = None
+        self.front_ends: FrontEnds | None = None
         self.card_engine: Engine | None = None
         self.marketing_engine: Engine | None = None
 
@@ -163,11 +165,11 @@ class Hotline:
 
     # --- Asterisk ---------------------------------------------------------------------------------
 
-    def start_asterisk(self, root: Path, prompts: Path, rtp_ports: tuple[int, int] = RTP_PORTS) -> Sandbox:
+    def start_asterisk(self, root: Path, prompts: Path) -> Sandbox:
         """Start the sandbox, install the prompts for both languages, point the AGI at both servers."""
         api_key = (self.inst.workdir / "keys" / "api.key").read_bytes()
         ca_cert = (self.inst.workdir / "keys" / "tls-ca.pem").read_bytes()
-        sandbox = start_hotline(Sandbox(root, free_sip_port(), rtp_ports), prompts,
+        sandbox = start_hotline(Sandbox(root, free_sip_port()), prompts,
                                 [("127.0.0.1", s.port) for s in self.inst.servers], api_key, wait=SANDBOX_WAIT,
                                 ca_cert=ca_cert)
         self.sandboxes.append(sandbox)
@@ -176,13 +178,13 @@ class Hotline:
 
     def start_front_ends(self, root: Path, prompts: Path) -> Dispatcher:
         """Two Asterisks (``root`` and a copy of it beside it) behind a Kamailio dispatcher; calls then go to the dispatcher."""
-        second = root.with_name(root.name + "-b")
-        Sandbox(second).build(copy_of=root)
-        self.start_asterisk(root, prompts)
-        self.start_asterisk(second, prompts, SECOND_RTP_PORTS)
-        self.dispatcher = Dispatcher(self.workdir / "dispatcher", [("127.0.0.1", s.sip_port) for s in self.sandboxes])
-        self.dispatcher.start()
-        self.dispatcher.wait_live(len(self.sandboxes))
+        api_key = (self.inst.workdir / "keys" / "api.key").read_bytes()
+        ca_cert = (self.inst.workdir / "keys" / "tls-ca.pem").read_bytes()
+        edge = FrontEnds(root, self.workdir / "dispatcher")
+        self.front_ends = edge
+        self.dispatcher = edge.start(prompts, [("127.0.0.1", s.port) for s in self.inst.servers], api_key, ca_cert)
+        self.sandboxes = edge.sandboxes
+        self.sandbox = edge.sandboxes[0]
         return self.dispatcher
 
     @property
@@ -299,8 +301,8 @@ class Hotline:
 
     def close(self) -> None:
         try:
-            if self.dispatcher is not None:
-                self.dispatcher.stop()
+            if self.front_ends is not None:
+                self.front_ends.stop()
             for sandbox in self.sandboxes:
                 sandbox.stop()
         finally:

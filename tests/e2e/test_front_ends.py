@@ -16,6 +16,8 @@ here it is only bounded.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -28,9 +30,12 @@ from cardmgmt.days import business_day
 from cardmgmt.models import utcnow
 from cli import cli
 from testkit.callscript import Injection
+from testkit.frontends import second_root
 from testkit.hotline import Hotline
 from testkit.install import PASSWORDS
+from testkit.ports import free_udp_port
 from testkit.replay import ScriptResult
+from testkit.sandbox import Sandbox
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +50,40 @@ call 95598 from ${CALLER}
 expect prompt=welcome
 hangup
 """
+
+
+def test_the_command_line_starts_shows_and_stops_the_phone_edge(e2e_sandbox_root: Path, prompt_sounds: Path,
+                                                                 tmp_path: Path) -> None:
+    """``python -m testkit.frontends`` (a process of its own, as a tester runs it), before this module's hotline
+    takes the same roots."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "testkit.frontends", "--dir", str(tmp_path / "edge"),
+                               "--root", str(e2e_sandbox_root), *args], capture_output=True, text=True, timeout=300,
+                              check=False)
+
+    started = run("start", "--prompts", str(prompt_sounds), "--port", str(free_udp_port()))
+    try:
+        assert started.returncode == 0, started.stderr
+        assert started.stdout.startswith("call 95598 at udp:127.0.0.2:")
+        shown = run("status", "--json")
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+        assert status["dispatcher"]["running"]
+        assert [(a["running"], a["dispatcher_sees"]) for a in status["asterisks"]] == [(True, "live")] * 2
+    finally:
+        stopped = run("stop")
+    assert stopped.returncode == 0 and stopped.stdout == "stopped\n", stopped.stderr
+    assert "run start first" in run("status").stderr
+    assert not any(Sandbox(root).is_running() for root in (e2e_sandbox_root, second_root(e2e_sandbox_root)))
+    assert not [p for p in Path("/proc").glob("[0-9]*") if _is_kamailio_of(p, tmp_path / "edge")]
+
+
+def _is_kamailio_of(proc: Path, workdir: Path) -> bool:
+    try:
+        return str(workdir) in (proc / "cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
 
 
 @pytest.fixture(scope="module")
