@@ -4,8 +4,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
 # Debian packages the tests and the demo use: prompt rendering, SIPp, the Asterisk sandbox build,
+# the SIP dispatcher in front of two Asterisks (Kamailio),
 # and the web console's browser tests (headless Chromium, its WebDriver, a font with Chinese glyphs for screenshots).
-SYSTEM_PACKAGES := espeak-ng sox sip-tester debootstrap chromium chromium-driver fonts-wqy-zenhei
+SYSTEM_PACKAGES := espeak-ng sox sip-tester debootstrap kamailio chromium chromium-driver fonts-wqy-zenhei
 
 .PHONY: help venv system-deps sandbox demo test lint bench clean
 
