@@ -288,13 +288,15 @@ def summed(split: Report, by: str) -> Report:
 
 
 def monthly(report: Report) -> Report:
-    """A by-day report's rows summed per calendar month (``YYYY-MM``), for a long period's charts."""
-    months: dict[str, Row] = {}
+    """A by-day report's rows summed per calendar month (``YYYY-MM``, in place of ``day``), for long periods."""
+    keys = ["month" if k == "day" else k for k in report.keys]
+    months: dict[tuple, Row] = {}
     for r in report.rows:
-        row = months.setdefault(r["day"][:7], {"month": r["day"][:7], **{m: 0 for m in report.measures}})
+        at = {k: (r["day"][:7] if k == "month" else r[k]) for k in keys}
+        row = months.setdefault(tuple(at.values()), {**at, **{m: 0 for m in report.measures}})
         for m in report.measures:
             row[m] += int(r[m])
-    return Report(report.name, report.period, "month", ["month"], report.measures, [months[k] for k in sorted(months)])
+    return Report(report.name, report.period, ",".join(keys), keys, report.measures, [months[k] for k in sorted(months)])
 
 
 def recharges(session: Session, period: Period, by: str = "day", hall: str | None = None) -> Report:

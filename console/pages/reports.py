@@ -11,9 +11,9 @@ what a day does.  Stock value by place is ``reports.stock_value(by="hall")``;
 its chart shows what each place holds unsold (cards in stock at the
 warehouse, issued at a hall).  It reads every card (as the stock page
 does), so it is shown when asked for (``?value=1``, the page's button), not
-with every period.  Every chart is drawn from the rows of the table beside it,
-by day, or summed by month (``reports.monthly``) for periods longer than
-two months.
+with every period.  Every chart is drawn from the rows of the table beside it.
+Periods longer than two months are shown by month (``reports.monthly``),
+their by-day tables offered as CSV downloads.
 """
 
 # test-case-name: tests.console.test_web
@@ -41,9 +41,9 @@ REVERSALS = [Column("day", "col.day"), Column("reversals", "col.reversals"), Col
 STOCK_VALUE = [Column("place", "col.place"), Column("face_value", "col.face_value", money=True),
                Column("state", "col.state"), Column("cards", "col.cards"), Column("value", "col.total_value", money=True)]
 UNSOLD = (CardState.IN_STOCK.value, CardState.ISSUED.value)
-# Longer periods are charted by month (a bar a day would make a year's chart 10,000 pixels tall);
-# the tables and their CSV stay by day.
-DAILY_CHARTS_UP_TO = 62
+# Longer periods are shown by month (a bar a day would make a year's chart 10,000 pixels tall, and a
+# year's tables thousands of rows); their by-day tables are still there, as CSV downloads.
+DAILY_UP_TO = 62
 
 
 def _money_chart(title: str, name: str, rows: Iterable[Row], label: str, value: str = "amount") -> Markup:
@@ -63,36 +63,40 @@ def _stock_value(ctx: Context, env: Env) -> tuple[Table, Markup]:
     return Table("stock_value", STOCK_VALUE, shown), chart
 
 
+def _by_month(table: Table) -> Table:
+    """A by-day table summed per month (``reports.monthly``), under the name ``<name>_by_month``."""
+    keys = [c.key for c in table.columns if c.key in ("day", "channel")]
+    measures = [c.key for c in table.columns if c.key not in keys]
+    rep = reports.monthly(reports.Report(table.name, None, "day", keys, measures, list(table.rows)))
+    columns = [Column("month", "col.month") if c.key == "day" else c for c in table.columns]
+    return Table(f"{table.name}_by_month", columns, rep.rows)
+
+
 def view(ctx: Context, query: Form, env: Env) -> View:
     period = reports.Period.of(date_field(query, "from"), date_field(query, "to"), today=business_day(env.now))
     s = ctx.session
     split = reports.recharges_by_day_and_channel(s, period)
-    recharges = reports.summed(split, "day")
-    sales = reports.sales(s, period, "day")
-    reversals = reports.reversals(s, period, "day")
+    daily = [Table("recharges", RECHARGES, reports.summed(split, "day").rows),
+             Table("recharges_by_channel", BY_CHANNEL, split.rows),
+             Table("sales", SALES, reports.sales(s, period, "day").rows),
+             Table("reversals", REVERSALS, reports.reversals(s, period, "day").rows)]
+    long = len(period.days()) > DAILY_UP_TO
+    shown = [_by_month(t) for t in daily] if long else daily
+    per = "month" if long else "day"
+    recharges, by_channel, sales, reversals = shown
     channels = sorted({r["channel"] for r in split.rows})
-    per = "month" if len(period.days()) > DAILY_CHARTS_UP_TO else "day"
-
-    def drawn(rep: reports.Report) -> list[Row]:
-        return reports.monthly(rep).rows if per == "month" else rep.rows
-
-    def of_channel(c: str) -> reports.Report:
-        return reports.Report("recharges", period, "day", ["day"], ["recharges", "amount"],
-                              [r for r in split.rows if r["channel"] == c])
-
     title = env.t(f"chart.recharges_by_{per}")
-    charts = [_money_chart(title, "recharges", drawn(recharges), per)]
-    charts += [_money_chart(f"{title} · {c}", f"recharges-{c}", drawn(of_channel(c)), per) for c in channels]
-    charts += [_money_chart(env.t(f"chart.sales_by_{per}"), "sales", drawn(sales), per),
-               _money_chart(env.t(f"chart.reversals_by_{per}"), "reversals", drawn(reversals), per)]
-    tables = [Table("recharges", RECHARGES, recharges.rows), Table("recharges_by_channel", BY_CHANNEL, split.rows),
-              Table("sales", SALES, sales.rows), Table("reversals", REVERSALS, reversals.rows)]
+    charts = [_money_chart(title, "recharges", recharges.rows, per)]
+    charts += [_money_chart(f"{title} · {c}", f"recharges-{c}", (r for r in by_channel.rows if r["channel"] == c), per)
+               for c in channels]
+    charts += [_money_chart(env.t(f"chart.sales_by_{per}"), "sales", sales.rows, per),
+               _money_chart(env.t(f"chart.reversals_by_{per}"), "reversals", reversals.rows, per)]
     with_value = query.get("value") == "1"
     if with_value:
         table, chart = _stock_value(ctx, env)
-        tables.append(table)
+        shown.append(table)
         charts.append(chart)
-    return View(tables=tables, charts=charts,
+    return View(tables=shown, charts=charts, downloads=daily if long else [],
                 facts={"from": period.first.isoformat(), "to": period.last.isoformat(), "value": with_value})
 
 

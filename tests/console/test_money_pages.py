@@ -78,17 +78,21 @@ def test_the_reports_page_shows_recharges_by_day_as_report_recharges_does(client
     assert f'/reports.csv?table=recharges&amp;from={DAY1}&amp;to={DAY2}' in page.text
 
 
-def test_a_long_period_is_charted_by_month_and_tabled_by_day(client_for, console_bench):
+def test_a_long_period_is_shown_by_month_with_its_days_as_csv(client_for, console_bench):
     add_recharges(console_bench)
     first = DAY1 - dt.timedelta(days=70)
     with console_bench.unit() as ctx:
         by_day = reports.recharges(ctx.session, reports.Period(first, DAY2), "day")
     c = signed_in(client_for, "carol")
     page = c.get(f"/reports?from={first}&to={DAY2}&lang=en")
-    assert "Recharges per month" in page.text
+    assert "Recharges per month" in page.text and 'id="t-recharges_by_month"' in page.text
+    assert 'id="t-recharges"' not in page.text, "a long period's days are not on the page"
     assert bars(page.text, "recharges") == {r["month"]: r["amount"] for r in reports.monthly(by_day).rows} == {
         "2026-03": 22345}
     assert bars(page.text, "recharges-pos") == {"2026-03": 10000}
+    assert csv_rows(c, f"/reports.csv?table=recharges_by_channel_by_month&from={first}&to={DAY2}")[1:] == [
+        ["2026-03", "hotline", "3", "123.45"], ["2026-03", "pos", "1", "100.00"]]
+    assert f'/reports.csv?table=recharges&amp;from={first}&amp;to={DAY2}' in page.text, "the days, as CSV"
     assert csv_rows(c, f"/reports.csv?table=recharges&from={first}&to={DAY2}")[1:] == [
         ["2026-03-02", "3", "200.00"], ["2026-03-03", "1", "23.45"]]
 
