@@ -12,10 +12,10 @@ dispatcher.  ``Hotline.start_front_ends`` (the e2e tests and
     python -m testkit.frontends status [--json]
     python -m testkit.frontends stop
 
-The command line keeps what it started in ``/tmp/recharge-topology-phones``
-(or ``--dir``) as ``frontends.json`` (roots, ports), so ``status`` and
-``stop`` find it again; Asterisk and Kamailio run on after ``start``
-returns.  Needs root (the sandbox runs under chroot) and Debian's kamailio.
+``start`` keeps what it started in its work directory as ``frontends.json``
+(roots, ports; the command line's is ``/tmp/recharge-topology-phones`` or
+``--dir``), so ``FrontEnds.load``, ``status`` and ``stop`` find it again;
+Asterisk and Kamailio run on after the command line's ``start`` returns.  Needs root (the sandbox runs under chroot) and Debian's kamailio.
 """
 
 # test-case-name: tests.e2e.test_front_ends, tests.testkit.test_frontends
@@ -83,16 +83,18 @@ class FrontEnds:
         except BaseException:
             self.stop()
             raise
+        (self.workdir / STATE).write_text(json.dumps(self.state(), indent=2), encoding="utf-8")
         return self.dispatcher
 
     def stop(self) -> None:
-        """Stop the dispatcher, then both Asterisks."""
+        """Stop the dispatcher, then both Asterisks; the state file goes with them."""
         try:
             if self.dispatcher is not None:
                 self.dispatcher.stop()
         finally:
             for sandbox in self.sandboxes:
                 sandbox.stop()
+            (self.workdir / STATE).unlink(missing_ok=True)
 
     def state(self) -> dict[str, Any]:
         assert self.dispatcher is not None
@@ -162,7 +164,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="recharge-prompts-") as scratch:
                 dispatcher = edge.start(build_prompts(args.prompts or Path(scratch)),
                                         [parse_server(s) for s in args.server], key, ca, wait=0)
-            (args.dir / STATE).write_text(json.dumps(edge.state(), indent=2), encoding="utf-8")
             ports = ", ".join(str(s.sip_port) for s in edge.sandboxes)
             print(f"call 95598 at udp:{dispatcher.address}:{dispatcher.port} (Asterisks on 127.0.0.1:{ports})")
         elif args.command == "status":
@@ -177,7 +178,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"dispatcher sees it {a['dispatcher_sees']}")
         elif args.command == "stop":
             FrontEnds.load(args.dir).stop()
-            (args.dir / STATE).unlink(missing_ok=True)
             print("stopped")
     except (SandboxError, BuildError) as e:
         print(f"error: {e}", file=sys.stderr)
