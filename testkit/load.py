@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 RETRY_PAUSE = 0.1  # seconds between repeats of a step answered service_unavailable
@@ -82,10 +83,11 @@ class SteadyLoad:
             call_id = f"{self.prefix}-{i}"
             started = time.monotonic()
             deadline = started + self.give_up
-            answer, repeats = self._repeat(lambda: client.quote(call_id=call_id, seq=1, account_no=self.accounts[
-                i % len(self.accounts)], pin=pin, caller=f"139{i:08d}"), deadline)
+            quote = partial(client.quote, call_id=call_id, seq=1, account_no=self.accounts[i % len(self.accounts)],
+                            pin=pin, caller=f"139{i:08d}")
+            answer, repeats = self._repeat(quote, deadline)
             if answer.get("outcome") == "ok":
-                answer, more = self._repeat(lambda: client.commit(call_id=call_id, seq=1), deadline)
+                answer, more = self._repeat(partial(client.commit, call_id=call_id, seq=1), deadline)
                 repeats += more
             with self._lock:
                 self.calls.append(Call(f"{call_id}#1", serial, answer, started, time.monotonic(), repeats))
