@@ -1,0 +1,206 @@
+#!/usr/bin/env python
+"""Benchmark: how soon recharges resume after a kill, and the price of the synchronous standby in throughput.
+
+Two installations are built as the integration tests build one
+(``testkit.install``, ``testkit.lifecycle``), each with its own server pair
+(``cli.py serve A`` and ``B``) and a stand-in marketing database on the
+PostgreSQL server at 127.0.0.1:5432:
+
+``single``  the card database as today: one database on 127.0.0.1:5432;
+``sync``    the card database on the failover topology (``testkit.topology``):
+            a pg_auto_failover monitor, a primary and a synchronous standby
+            (``synchronous_commit = on``, ``ANY 1 (standby)``), reached by the
+            multi-host URL.
+
+**Throughput**: callers (``testkit.load.SteadyLoad``, the real failover
+client, quote then commit, no pause) recharge for ``--seconds`` against each
+pair in turn, alternating ``single``/``sync`` ``--rounds`` times so both
+see the same machine; committed recharges per second per phase, and the
+ratio of the medians.
+
+**Failover**: against the ``sync`` pair under a steady paced load, repeated
+``--runs`` times each: (db) kill -9 the database primary (keeper, postmaster
+and backends: a machine that died); (server) kill -9 the leading recharge
+server; (both) the two at once.  Measured: seconds from the kill to the end
+of the first successful recharge begun after it, median and worst; the killed
+parts are brought back (the old primary rejoins as the standby) and the
+topology is whole again before the next run.
+
+    .venv/bin/python bench/bench_failover.py [--runs 5] [--seconds 10] [--rounds 2] [--record]
+
+``--record`` appends the figures to bench/RESULTS.md.  Goals: recharges
+resume within 5 s of the database primary's death; throughput with the
+synchronous standby at least 70 % of the single database's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import benchlib as bl  # noqa: E402
+
+from cardmgmt.operators import Role  # noqa: E402
+from cardmgmt.system import CardSystem  # noqa: E402
+from marketing_iface.standin import SAMPLE_ACCOUNTS  # noqa: E402
+from testkit.factory import make_factory_keys  # noqa: E402
+from testkit.install import PASSWORDS, Installation  # noqa: E402
+from testkit.lifecycle import Bench, sold_batch  # noqa: E402
+from testkit.load import SteadyLoad  # noqa: E402
+from testkit.topology import DbTopology  # noqa: E402
+from tests.integration.test_db_failover import kill_db_primary, kill_leading_server  # noqa: E402
+from tests.integration.test_server_pair import leader, wait_for  # noqa: E402
+
+ACCOUNTS = [a.account_no for a in SAMPLE_ACCOUNTS]
+
+
+class Cards:
+    """The installation's sold cards, handed out in slices so that no card is recharged twice."""
+
+    def __init__(self, cards: list[tuple[str, str]]) -> None:
+        self.cards, self.used = cards, 0
+
+    def take(self, n: int) -> list[tuple[str, str]]:
+        if self.used + n > len(self.cards):
+            raise SystemExit(f"out of cards ({len(self.cards)}); raise --cards")
+        out = self.cards[self.used:self.used + n]
+        self.used += n
+        return out
+
+
+def build(workdir: Path, card_url: str, n_cards: int, factory_keys: tuple[Path, Path], batch: str) -> Installation:
+    inst = Installation(workdir, given_card_url=card_url)
+    inst.setup()
+    system = CardSystem(inst.settings())
+    try:
+        system.initialise("alice", PASSWORDS["alice"])
+        bench = Bench(system, workdir, factory_keys)
+        bench.add_operator("bob", Role.FINANCE)
+        t = time.monotonic()
+        inst.pool = Cards(list(sold_batch(bench, batch, n_cards, box_size=100).items()))
+        bl.log(f"{n_cards} cards sold in {time.monotonic() - t:.1f}s")
+        bench.close_others()
+    finally:
+        system.close()
+    inst.start_pair()
+    wait_for(lambda: leader(inst), 20)
+    return inst
+
+
+def throughput(inst: Installation, seconds: float, workers: int, tag: str) -> float:
+    load = SteadyLoad(lambda: inst.client(timeout=2.0, total_timeout=4.0), inst.pool.take(int(seconds * 400)),
+                      ACCOUNTS, prefix=f"tp-{tag}", workers=workers).start()
+    time.sleep(1.0)  # warm: connections made, caches filled
+    first = load.ok_count()
+    t = time.monotonic()
+    time.sleep(seconds)
+    n = load.ok_count() - first
+    rate = n / (time.monotonic() - t)
+    load.stop()
+    return rate
+
+
+def failover_run(inst: Installation, kind: str, i: int) -> dict[str, float | int]:
+    load = SteadyLoad(lambda: inst.client(), inst.pool.take(600), ACCOUNTS, prefix=f"fo-{kind}-{i}",
+                      workers=3, think=0.05).start()
+    if not wait_for(lambda: load.ok_count() >= 10, 20):
+        raise SystemExit("no recharges before the kill")
+    if kind == "db":
+        at, restore = kill_db_primary(inst)
+    elif kind == "server":
+        at, restore = kill_leading_server(inst)
+    else:
+        at_s, restore_s = kill_leading_server(inst)
+        at_d, restore_d = kill_db_primary(inst)
+        at = min(at_s, at_d)
+
+        def restore() -> None:
+            restore_d()
+            restore_s()
+    resumed = wait_for(lambda: load.resumed_after(at), 60, step=0.02)
+    calls = load.stop()
+    restore()
+    wait_for(lambda: leader(inst), 20)
+    outcomes = {c.answer.get("outcome") for c in calls}
+    repeated = sum(1 for c in calls if c.repeats)
+    bl.log(f"{kind} #{i}: resumed after {resumed:.2f}s; {len(calls)} calls, {repeated} repeated a step; {outcomes}")
+    if outcomes != {"ok"}:
+        raise SystemExit(f"a call ended {outcomes}")
+    return {"resumed": resumed, "calls": len(calls), "repeated": repeated}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="kills of each kind (default 5)")
+    parser.add_argument("--seconds", type=float, default=10, help="length of each throughput phase (default 10)")
+    parser.add_argument("--rounds", type=int, default=2, help="single/sync throughput alternations (default 2)")
+    parser.add_argument("--workers", type=int, default=8, help="callers in the throughput phases (default 8)")
+    parser.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
+    args = parser.parse_args()
+    logging.getLogger("ivr.client").setLevel(logging.ERROR)  # each failover is hundreds of "trying the next server"
+    machine = bl.machine_summary(bl.PG_ADMIN_URL)
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    work = Path(tempfile.mkdtemp(prefix="bench-failover-"))
+    topo = DbTopology.create()
+    n_cards = int(args.rounds * args.seconds * 400 + 3 * args.runs * 600 + 100)
+    single = sync = None
+    try:
+        t = time.monotonic()
+        topo.start()
+        bl.log(f"topology up in {time.monotonic() - t:.1f}s")
+        keys = make_factory_keys(work / "factory")
+        (work / "single").mkdir()
+        (work / "sync").mkdir()
+        single = build(work / "single", "", int(args.rounds * args.seconds * 400 + 100), keys, "S1")
+        sync = build(work / "sync", topo.url(), n_cards, keys, "H1")
+        sync.topology = topo
+        rates: dict[str, list[float]] = {"single": [], "sync": []}
+        for r in range(args.rounds):
+            for name, inst in (("single", single), ("sync", sync)):
+                rate = throughput(inst, args.seconds, args.workers, f"{name}{r}")
+                rates[name].append(rate)
+                bl.log(f"throughput {name} round {r}: {rate:.1f} recharges/s")
+        runs: dict[str, list[dict[str, float | int]]] = {"db": [], "server": [], "both": []}
+        for i in range(args.runs):
+            for kind in runs:
+                runs[kind].append(failover_run(sync, kind, i))
+    finally:
+        for inst in (single, sync):
+            if inst is not None:
+                inst.teardown()
+        topo.stop()
+    load_after = Path("/proc/loadavg").read_text().split()[:3]
+    med = {k: statistics.median(v) for k, v in rates.items()}
+    rows = [[kind, str(len(v)), bl.fmt(statistics.median(x["resumed"] for x in v), 2),
+             bl.fmt(max(x["resumed"] for x in v), 2), str(sum(int(x["repeated"]) for x in v))]
+            for kind, v in runs.items()]
+    body = (
+        "Failover (kill -9 under steady load, 3 callers; seconds from the kill to the end of the first "
+        "successful recharge begun after it):\n\n"
+        + bl.markdown_table(["killed", "runs", "median s", "worst s", "calls that repeated a step"], rows)
+        + "\n\nThroughput of the pair, committed recharges/s "
+        f"({args.workers} callers without pause, {args.seconds:.0f} s phases, alternated {args.rounds}x):\n\n"
+        + bl.markdown_table(["card database", "phases", "median", "all"],
+                            [[k, str(len(v)), bl.fmt(med[k]), ", ".join(bl.fmt(x) for x in v)]
+                             for k, v in rates.items()])
+        + f"\n\nsynchronous standby / single database: {100 * med['sync'] / med['single']:.0f} % (goal ≥ 70 %). "
+        f"Load average before {' '.join(load_before)}, after {' '.join(load_after)} "
+        "(2 cores, shared with other people's tests and builds)."
+    )
+    print(body)
+    print(json.dumps({"rates": rates, "runs": runs}))
+    if args.record:
+        bl.record("database failover and synchronous replication", "bench/bench_failover.py "
+                  + " ".join(sys.argv[1:]), body, bl.PG_ADMIN_URL, machine)
+
+
+if __name__ == "__main__":
+    main()
