@@ -95,17 +95,49 @@ def build(workdir: Path, card_url: str, n_cards: int, factory_keys: tuple[Path, 
     return inst
 
 
-def throughput(inst: Installation, seconds: float, workers: int, tag: str) -> float:
+def part_cpu(topo: DbTopology, name: str) -> float:
+    """CPU seconds used so far by the live processes of one topology part (keeper, postmaster, backends)."""
+    return sum(bl.proc_cpu_seconds(pid) or 0 for pid in topo.pids(name))
+
+
+def single_backends(inst: Installation) -> list[int]:
+    """The backends of the single card database on 127.0.0.1:5432 (its servers' pooled connections)."""
+    if not inst.card_db:
+        return []
+    import psycopg
+
+    with psycopg.connect(bl.PG_ADMIN_URL, autocommit=True) as conn:
+        return [pid for (pid,) in conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (inst.card_db,))]
+
+
+def cpu_meters(topo: DbTopology, backends: list[int]) -> dict[str, float]:
+    """CPU seconds so far: each topology part, the single database's backends, the whole machine (busy time)."""
+    out = {name: part_cpu(topo, name) for name in ("monitor", *topo.nodes)}
+    out["single db backends"] = sum(bl.proc_cpu_seconds(pid) or 0 for pid in backends)
+    out["machine"] = bl.machine_busy_seconds()
+    return out
+
+
+def throughput(inst: Installation, seconds: float, workers: int, tag: str, topo: DbTopology) -> tuple[float, str]:
     load = SteadyLoad(lambda: inst.client(timeout=2.0, total_timeout=4.0), inst.pool.take(int(seconds * 400)),
                       ACCOUNTS, prefix=f"tp-{tag}", workers=workers).start()
     time.sleep(1.0)  # warm: connections made, caches filled
     first = load.ok_count()
+    backends = single_backends(inst)
+    before = cpu_meters(topo, backends)
+    servers = [bl.proc_cpu_seconds(s.proc.pid) for s in inst.servers]
     t = time.monotonic()
     time.sleep(seconds)
     n = load.ok_count() - first
-    rate = n / (time.monotonic() - t)
+    elapsed = time.monotonic() - t
+    after = cpu_meters(topo, backends)
+    servers_after = [bl.proc_cpu_seconds(s.proc.pid) for s in inst.servers]
+    rate = n / elapsed
     load.stop()
-    return rate
+    per = {k: 1000 * (after[k] - before[k]) / max(n, 1) for k in after}
+    per["servers"] = 1000 * sum((b or 0) - (a or 0) for a, b in zip(servers, servers_after, strict=True)) / max(n, 1)
+    cpu = ", ".join(f"{k} {v:.1f}" for k, v in per.items())
+    return rate, cpu
 
 
 def failover_run(inst: Installation, kind: str, i: int) -> dict[str, float | int]:
@@ -120,7 +152,7 @@ def failover_run(inst: Installation, kind: str, i: int) -> dict[str, float | int
     else:
         at_s, restore_s = kill_leading_server(inst)
         at_d, restore_d = kill_db_primary(inst)
-        at = min(at_s, at_d)
+        at = max(at_s, at_d)  # recharges begun after both are dead
 
         def restore() -> None:
             restore_d()
@@ -163,11 +195,13 @@ def main() -> None:
         sync = build(work / "sync", topo.url(), n_cards, keys, "H1")
         sync.topology = topo
         rates: dict[str, list[float]] = {"single": [], "sync": []}
+        cpus: dict[str, list[str]] = {"single": [], "sync": []}
         for r in range(args.rounds):
             for name, inst in (("single", single), ("sync", sync)):
-                rate = throughput(inst, args.seconds, args.workers, f"{name}{r}")
+                rate, cpu = throughput(inst, args.seconds, args.workers, f"{name}{r}", topo)
                 rates[name].append(rate)
-                bl.log(f"throughput {name} round {r}: {rate:.1f} recharges/s")
+                cpus[name].append(cpu)
+                bl.log(f"throughput {name} round {r}: {rate:.1f} recharges/s; CPU ms per recharge: {cpu}")
         runs: dict[str, list[dict[str, float | int]]] = {"db": [], "server": [], "both": []}
         for i in range(args.runs):
             for kind in runs:
@@ -181,16 +215,19 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in rates.items()}
     rows = [[kind, str(len(v)), bl.fmt(statistics.median(x["resumed"] for x in v), 2),
              bl.fmt(max(x["resumed"] for x in v), 2), str(sum(int(x["repeated"]) for x in v))]
-            for kind, v in runs.items()]
-    body = (
+            for kind, v in runs.items() if v]
+    body = ("" if not rows else
         "Failover (kill -9 under steady load, 3 callers; seconds from the kill to the end of the first "
         "successful recharge begun after it):\n\n"
         + bl.markdown_table(["killed", "runs", "median s", "worst s", "calls that repeated a step"], rows)
-        + "\n\nThroughput of the pair, committed recharges/s "
+        + "\n\n") + ("Throughput of the pair, committed recharges/s "
         f"({args.workers} callers without pause, {args.seconds:.0f} s phases, alternated {args.rounds}x):\n\n"
         + bl.markdown_table(["card database", "phases", "median", "all"],
                             [[k, str(len(v)), bl.fmt(med[k]), ", ".join(bl.fmt(x) for x in v)]
                              for k, v in rates.items()])
+        + "\n\nCPU milliseconds per committed recharge, per phase (the topology's parts by process group; "
+        "servers A+B; machine = all busy CPU, other people's work included):\n\n"
+        + "\n".join(f"- {k} round {i}: {c}" for k, v in cpus.items() for i, c in enumerate(v))
         + f"\n\nsynchronous standby / single database: {100 * med['sync'] / med['single']:.0f} % (goal ≥ 70 %). "
         f"Load average before {' '.join(load_before)}, after {' '.join(load_after)} "
         "(2 cores, shared with other people's tests and builds)."

@@ -18,7 +18,7 @@ SIGKILL), as the ``postgres`` user when started by root (PostgreSQL refuses
 root), with ``XDG_CONFIG_HOME``/``XDG_DATA_HOME`` inside the directory, so
 nothing is left in the postgres user's home.  The PostgreSQL server on
 127.0.0.1:5432 is never touched.  The monitor is tuned to fail over in
-seconds (``FAST_FAILOVER``: health checks every second, a node silent for a
+seconds (``FAST_FAILOVER``: health checks every half second, a node silent for a
 second is unhealthy); pg_auto_failover's defaults take about 30 s.
 
 Command line (``python -m testkit.topology --help``)::
@@ -63,15 +63,17 @@ DEFAULT_DIR = Path("/tmp/recharge-topology-db")
 STATE_FILE = "topology.json"
 # The monitor's failure detection, in milliseconds (pg_auto_failover's defaults in brackets).
 FAST_FAILOVER = {
-    "pgautofailover.health_check_period": 1000,  # [5000]
-    "pgautofailover.health_check_timeout": 1000,  # [5000]
+    "pgautofailover.health_check_period": 500,  # [5000]
+    "pgautofailover.health_check_timeout": 500,  # [5000]
     "pgautofailover.health_check_max_retries": 1,  # [2]
-    "pgautofailover.health_check_retry_delay": 500,  # [2000]
+    "pgautofailover.health_check_retry_delay": 250,  # [2000]
     "pgautofailover.node_considered_unhealthy_timeout": 1000,  # [20000]
     # How long the standby waits for an unreachable primary to demote itself before
     # taking over.  A primary cut off but alive cannot commit meanwhile anyway: its
     # commits wait for the synchronous standby, which no longer follows it.
-    "pgautofailover.primary_demote_timeout": 1000,  # [30000]
+    "pgautofailover.primary_demote_timeout": 500,  # [30000]
+    # No failover for this long after the monitor starts (nodes have not reported yet).
+    "pgautofailover.startup_grace_period": 2000,  # [10000]
 }
 
 
@@ -206,35 +208,57 @@ class DbTopology:
     def kill(self, name: str) -> float:
         """kill -9 every process of a part (keeper, postmaster, backends), as when its machine dies; the kill's moment.
 
-        Returns ``time.monotonic()`` at the signal, once they are all gone.
+        PostgreSQL puts each backend in a session of its own, so the part's
+        process group alone would leave them running: its processes are the
+        group and every descendant (``pids``).  Returns ``time.monotonic()``
+        at the signals, once they are all gone.
         """
         part = self.monitor if name == "monitor" else self.nodes[name]
         at = time.monotonic()
         if part.pgid:
-            try:
-                os.killpg(part.pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            for pid in self.pids(name):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
             proc = self._procs.pop(part.name, None)
             if proc is not None:
                 proc.wait()  # reaped: a zombie leader would keep the group "alive"
             end = time.monotonic() + 10
-            while part.alive() and time.monotonic() < end:
+            while self.pids(name) and time.monotonic() < end:  # zombies not counted: init reaps them
                 time.sleep(0.02)
         return at
+
+    def pids(self, name: str) -> list[int]:
+        """The live processes of a part: its process group and all their descendants (backends included)."""
+        part = self.monitor if name == "monitor" else self.nodes[name]
+        table = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                table[int(stat.parent.name)] = (int(fields[1]), int(fields[2]))
+        found = {pid for pid, (_ppid, pgrp) in table.items() if pgrp == part.pgid}
+        while True:
+            more = {pid for pid, (ppid, _pgrp) in table.items() if ppid in found} - found
+            if not more:
+                return sorted(found)
+            found |= more
 
     def restart(self, name: str) -> None:
         """Start a killed node again (``pg_autoctl run``): the monitor tells it what it is now."""
         self._run_part(self.nodes[name])
 
     def stop(self, remove: bool = True) -> None:
-        """Stop every part (SIGTERM, then SIGKILL after 15 s) and, by default, remove the directory."""
+        """Stop every part (SIGINT: pg_autoctl's fast shutdown; SIGKILL after 5 s) and, by default, remove the directory."""
         parts = [*self.nodes.values(), self.monitor]
         for part in parts:
             if part.alive():
-                os.killpg(part.pgid, signal.SIGTERM)
-        end = time.monotonic() + 15
-        while any(p.alive() for p in parts) and time.monotonic() < end:
+                os.killpg(part.pgid, signal.SIGINT)
+        end = time.monotonic() + 5
+        while any(self.pids(p.name) for p in parts) and time.monotonic() < end:
             time.sleep(0.1)
         for part in parts:
             self.kill(part.name)
@@ -273,7 +297,7 @@ class DbTopology:
         for name, part in self.nodes.items():
             writable = self.writable(name)
             reported, goal = states.get(name, ("?", "?"))
-            nodes.append({"name": name, "address": f"{HOST}:{part.port}", "running": part.alive(),
+            nodes.append({"name": name, "address": f"{HOST}:{part.port}", "running": bool(self.pids(name)),
                           "answers": "no" if writable is None else ("read-write" if writable else "read-only"),
                           "reported_state": reported, "assigned_state": goal})
         sync = None
@@ -282,7 +306,7 @@ class DbTopology:
             rows = self._sql(self.node_url(primary), "SHOW synchronous_standby_names")
             sync = rows[0][0] if rows else None
         return {"directory": str(self.root), "url": self.url(),
-                "monitor": {"address": f"{HOST}:{self.monitor.port}", "running": self.monitor.alive(),
+                "monitor": {"address": f"{HOST}:{self.monitor.port}", "running": bool(self.pids("monitor")),
                             "answers": bool(states)},
                 "nodes": nodes, "primary": primary, "synchronous_standby_names": sync, "healthy": self.healthy()}
 
