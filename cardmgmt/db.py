@@ -39,7 +39,7 @@ MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
 # Seconds psycopg waits for each host of a URL before trying the next (unless the URL says).
-CONNECT_TIMEOUT = 2
+CONNECT_TIMEOUT = 3
 
 
 def normalise_url(url: str) -> str:
