@@ -12,9 +12,9 @@ PostgreSQL server at 127.0.0.1:5432:
             (``synchronous_commit = on``, ``ANY 1 (standby)``), reached by the
             multi-host URL.
 
-**Throughput**: callers (``testkit.load.SteadyLoad``, the real failover
-client, quote then commit, no pause) recharge for ``--seconds`` against each
-pair in turn, alternating ``single``/``sync`` ``--rounds`` times so both
+**Throughput**: after ``--warmup`` seconds of unmeasured load on each,
+callers (``testkit.load.SteadyLoad``, the real failover client, quote then
+commit, no pause) recharge for ``--seconds`` against each pair in turn, alternating ``single``/``sync`` ``--rounds`` times so both
 see the same machine; committed recharges per second per phase, and the
 ratio of the medians.
 
@@ -45,20 +45,17 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import benchlib as bl
 
-import benchlib as bl  # noqa: E402
-
-from cardmgmt.operators import Role  # noqa: E402
-from cardmgmt.system import CardSystem  # noqa: E402
-from marketing_iface.standin import SAMPLE_ACCOUNTS  # noqa: E402
-from testkit.factory import make_factory_keys  # noqa: E402
-from testkit.install import PASSWORDS, Installation  # noqa: E402
-from testkit.lifecycle import Bench, sold_batch  # noqa: E402
-from testkit.load import SteadyLoad  # noqa: E402
-from testkit.topology import DbTopology  # noqa: E402
-from tests.integration.test_db_failover import kill_db_primary, kill_leading_server  # noqa: E402
-from tests.integration.test_server_pair import leader, wait_for  # noqa: E402
+from cardmgmt.operators import Role
+from cardmgmt.system import CardSystem
+from marketing_iface.standin import SAMPLE_ACCOUNTS
+from testkit.chaos import kill_db_primary, kill_leading_server, leader, wait_for
+from testkit.factory import make_factory_keys
+from testkit.install import PASSWORDS, Installation
+from testkit.lifecycle import Bench, sold_batch
+from testkit.load import SteadyLoad
+from testkit.topology import DbTopology
 
 ACCOUNTS = [a.account_no for a in SAMPLE_ACCOUNTS]
 
@@ -191,6 +188,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="kills of each kind (default 5)")
     parser.add_argument("--seconds", type=float, default=10, help="length of each throughput phase (default 10)")
     parser.add_argument("--rounds", type=int, default=2, help="single/sync throughput alternations (default 2)")
+    parser.add_argument("--warmup", type=float, default=5,
+                        help="seconds of unmeasured load on each installation first (default 5)")
     parser.add_argument("--workers", type=int, default=8, help="callers in the throughput phases (default 8)")
     parser.add_argument("--record", action="store_true", help="append the figures to bench/RESULTS.md")
     args = parser.parse_args()
@@ -199,7 +198,7 @@ def main() -> None:
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     work = Path(tempfile.mkdtemp(prefix="bench-failover-"))
     topo = DbTopology.create()
-    n_cards = int(args.rounds * args.seconds * 400 + 3 * args.runs * 600 + 100)
+    n_cards = int((args.rounds * args.seconds + args.warmup) * 400 + 3 * args.runs * 600 + 100)
     single = sync = None
     try:
         t = time.monotonic()
@@ -208,9 +207,12 @@ def main() -> None:
         keys = make_factory_keys(work / "factory")
         (work / "single").mkdir()
         (work / "sync").mkdir()
-        single = build(work / "single", "", int(args.rounds * args.seconds * 400 + 100), keys, "S1")
+        single = build(work / "single", "", int((args.rounds * args.seconds + args.warmup) * 400 + 100), keys, "S1")
         sync = build(work / "sync", topo.url(), n_cards, keys, "H1")
         sync.topology = topo
+        for name, inst in (("single", single), ("sync", sync)):
+            if args.warmup:
+                throughput(inst, args.warmup, args.workers, f"{name}-warm", topo)
         rates: dict[str, list[float]] = {"single": [], "sync": []}
         cpus: dict[str, list[str]] = {"single": [], "sync": []}
         for r in range(args.rounds):
@@ -239,7 +241,8 @@ def main() -> None:
         "successful recharge begun after it):\n\n"
         + bl.markdown_table(["killed", "runs", "median s", "worst s", "calls that repeated a step"], rows)
         + "\n\n") + ("Throughput of the pair, committed recharges/s "
-        f"({args.workers} callers without pause, {args.seconds:.0f} s phases, alternated {args.rounds}x):\n\n"
+        f"({args.workers} callers without pause, {args.seconds:.0f} s phases after {args.warmup:.0f} s of warm-up, "
+        f"alternated {args.rounds}x):\n\n"
         + bl.markdown_table(["card database", "phases", "median", "all"],
                             [[k, str(len(v)), bl.fmt(med[k]), ", ".join(bl.fmt(x) for x in v)]
                              for k, v in rates.items()])

@@ -16,7 +16,6 @@ posted exactly once, every card spent iff recorded, and the day reconciles
 import datetime as dt
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 
@@ -28,12 +27,13 @@ from cardmgmt.db import normalise_url
 from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
 from marketing_iface.standin import SAMPLE_ACCOUNTS
+from testkit.chaos import kill_db_primary, kill_leading_server, wait_for
 from testkit.install import PASSWORDS, Installation
 from testkit.lifecycle import Bench, sold_batch
 from testkit.load import SteadyLoad
 from testkit.pair import ROOT, Server
 from testkit.ports import free_tcp_port
-from tests.integration.test_server_pair import check_books, leader, wait_for
+from tests.integration.test_server_pair import check_books
 
 ACCOUNTS = [a.account_no for a in SAMPLE_ACCOUNTS]
 CARDS_PER_SCENARIO = 150
@@ -94,50 +94,6 @@ def chaos(inst, slot: int, kill) -> float:
     code, out = reconcile_exit_code(inst)
     assert code == 0, out
     return resumed
-
-
-def kill_db_primary(inst):
-    topo = inst.topology
-    old = topo.primary()
-    assert old is not None and topo.healthy()
-    killed_at = topo.kill(old)
-    writable_samples: list[bool | None] = []
-
-    def restore():
-        # The old primary comes back as a standby: at no moment does it take writes.
-        stop = threading.Event()
-
-        def watch():
-            while not stop.is_set():
-                writable_samples.append(topo.writable(old))
-                time.sleep(0.05)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
-            topo.restart(old)
-            topo.wait_healthy(90)
-        finally:
-            stop.set()
-            watcher.join()
-        assert topo.primary() != old
-        assert True not in writable_samples, "the old primary never takes writes again"
-        assert False in writable_samples, "the old primary answered, read-only"
-
-    return killed_at, restore
-
-
-def kill_leading_server(inst):
-    victim: Server = wait_for(lambda: leader(inst), 10)
-    assert victim is not None
-    at = time.monotonic()
-    victim.kill()
-
-    def restore():
-        victim.start()
-        victim.wait_ready()
-
-    return at, restore
 
 
 def test_kill_the_database_primary(ha):
