@@ -246,7 +246,7 @@ def main() -> None:
         + bl.markdown_table(["card database", "phases", "median", "all"],
                             [[k, str(len(v)), bl.fmt(med[k]), ", ".join(bl.fmt(x) for x in v)]
                              for k, v in rates.items()])
-        + "\n\nCPU milliseconds per committed recharge, per phase (the topology's parts by process group; "
+        + "\n\nCPU milliseconds per committed recharge, per phase (each topology part: keeper, postmaster and backends; "
         "servers A+B; machine = all busy CPU, other people's work included):\n\n"
         + "\n".join(f"- {k} round {i}: {c}" for k, v in cpus.items() for i, c in enumerate(v))
         + f"\n\nsynchronous standby / single database: {100 * med['sync'] / med['single']:.0f} % (goal ≥ 70 %). "
