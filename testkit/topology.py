@@ -214,9 +214,11 @@ class DbTopology:
         at the signals, once they are all gone.
         """
         part = self.monitor if name == "monitor" else self.nodes[name]
+        victims = self.pids(name) if part.pgid else []  # found first: the scan takes a while on a busy machine
         at = time.monotonic()
-        if part.pgid:
-            for pid in self.pids(name):
+        end = at + 10
+        while victims and time.monotonic() < end:
+            for pid in victims:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -224,9 +226,8 @@ class DbTopology:
             proc = self._procs.pop(part.name, None)
             if proc is not None:
                 proc.wait()  # reaped: a zombie leader would keep the group "alive"
-            end = time.monotonic() + 10
-            while self.pids(name) and time.monotonic() < end:  # zombies not counted: init reaps them
-                time.sleep(0.02)
+            time.sleep(0.02)
+            victims = self.pids(name)  # anything forked meanwhile; zombies are not counted (init reaps them)
         return at
 
     def pids(self, name: str) -> list[int]:
