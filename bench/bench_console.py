@@ -5,7 +5,8 @@ batches spread over a hall hierarchy (a city, ``--counties`` counties,
 ``--halls`` halls), in every state a card reaches (in stock, issued to a
 hall, sold, redeemed), a year of daily sales per hall, ``--recharges``
 recharges spread over the same year (one per card, on three channels,
-all posted but the last hour's), pending issue requests, and
+all posted but the last hour's), the business days before today closed
+(``reports.close_days``, as the recharge servers' job does), pending issue requests, and
 ``--log-entries`` entries of a real hash-chained operation
 log.  The cards, sales and recharges are written with ``COPY`` straight into the
 tables (the services would take minutes to walk a million cards through
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import benchlib as bl
 
-from cardmgmt import audit, operators, tls
+from cardmgmt import audit, operators, reports, tls
 from cardmgmt.db import Database
 from cardmgmt.models import Batch, Factory, Hall, HallLevel, IssueRequest
 from cardmgmt.operators import Permission, Role
@@ -52,7 +53,8 @@ from testkit.live_api import running_reactor
 TODAY = dt.date.today()
 PAGES = ("/requests", "/stock", "/halls", "/halls?from=2026-01-01&to=2026-06-30", "/audit", "/audit?verify=1", "/health",
          "/stock.csv?table=by_hall", "/reports", f"/reports?from={TODAY - dt.timedelta(days=30)}&to={TODAY}",
-         f"/reports?from={TODAY - dt.timedelta(days=364)}&to={TODAY}", "/reversals", f"/settlement?day={TODAY}")
+         f"/reports?from={TODAY - dt.timedelta(days=364)}&to={TODAY}", "/reports?value=1", "/reversals",
+         f"/settlement?day={TODAY}")
 CHANNELS = ("hotline", "pos", "web")
 BATCHES = 10
 FACE_VALUES = (2000, 5000, 10000)
@@ -140,6 +142,18 @@ def write_recharges(db: Database, count: int, days: int) -> None:
     bl.log(f"{len(cards):,} recharges over {days} days")
 
 
+def close_days(db: Database) -> None:
+    """Close every ended business day, as the recharge servers' ``close-days`` job does, a month of days a unit."""
+    t, closed = time.perf_counter(), 0
+    while True:
+        with db.transaction() as s:
+            done = reports.close_days(s)
+        if not done:
+            break
+        closed += len(done)
+    bl.log(f"{closed} business days closed in {time.perf_counter() - t:.1f} s")
+
+
 def write_log(system: CardSystem, entries: int) -> None:
     """``entries`` real operation-log entries (hash-chained, anchored), in units of 5,000."""
     done = 0
@@ -180,6 +194,7 @@ def main() -> None:
         t0 = time.perf_counter()
         populate(system.db, args.cards, args.counties, args.halls, args.days)
         write_recharges(system.db, args.recharges, args.days)
+        close_days(system.db)
         write_log(system, args.log_entries)
         with system.db.engine.begin() as conn:
             conn.exec_driver_sql("ANALYZE")

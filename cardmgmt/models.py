@@ -446,6 +446,24 @@ class Recharge(Base):
         return recharge_ref(self.committed_at, self.id)
 
 
+class DayClose(Base):
+    """A business day whose recharges are summed into ``recharge_days`` (``reports.close_days``), closed once."""
+
+    __tablename__ = "day_closes"
+    day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
+    closed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class RechargeDay(Base):
+    """A closed business day's recharges on one channel: how many and their fen, read by the reports instead of the day's rows."""
+
+    __tablename__ = "recharge_days"
+    day: Mapped[dt.date] = mapped_column(ForeignKey("day_closes.day"), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    recharges: Mapped[int] = mapped_column(BigInteger)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+
 def recharge_ref(committed_at: dt.datetime, recharge_id: int) -> str:
     """The reference number a caller hears: business day (yymmdd) and the recharge record's number."""
     return f"{business_day(committed_at):%y%m%d}{recharge_id:08d}"

@@ -18,7 +18,10 @@ table, CSV and JSON and for a console's charts alike.  Every figure is a SQL
 aggregate written in this module; a new report is one function here and one
 command in ``cli/report.py``.  Recharges are picked by their commit time
 within the period's UTC bounds (``ix_recharges_committed_at``) and grouped
-by business day in SQL.
+by business day in SQL; by day or by channel over the whole service, the
+business days already closed (``close_days``, run by the recharge servers)
+are read from their totals instead, so a year's report reads a few rows a
+day rather than a year of recharges.
 """
 
 # test-case-name: tests.cardmgmt.test_reports
@@ -27,21 +30,24 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import BigInteger, Date, bindparam, case, cast, func, literal_column, select, union_all
+from sqlalchemy import BigInteger, Date, bindparam, case, cast, func, insert, literal_column, select, union_all
 from sqlalchemy.orm import Session
 
 from cardmgmt import halls, issuing
 from cardmgmt.days import BUSINESS_TZ, business_day, day_bounds
+from cardmgmt.db import dialect_insert
 from cardmgmt.errors import InvalidInput
 from cardmgmt.models import (
     Batch,
     Card,
+    DayClose,
     Factory,
     Hall,
     HallPayment,
     IssueRequest,
     PinFailure,
     Recharge,
+    RechargeDay,
     Reversal,
     Sale,
     utcnow,
@@ -271,6 +277,28 @@ def sales(session: Session, period: Period, by: str = "day", hall: str | None = 
 RECHARGES_BY = ("day", "hall", "channel", "face-value")
 
 
+def summed(split: Report, by: str) -> Report:
+    """``recharges_by_day_and_channel``'s rows summed per ``by`` (day or channel), in its order."""
+    sums: dict[str, Row] = {}
+    for r in split.rows:
+        row = sums.setdefault(r[by], {by: r[by], "recharges": 0, "amount": 0})
+        row["recharges"] += r["recharges"]
+        row["amount"] += r["amount"]
+    return Report("recharges", split.period, by, [by], ["recharges", "amount"], [sums[k] for k in sorted(sums)])
+
+
+def monthly(report: Report) -> Report:
+    """A by-day report's rows summed per calendar month (``YYYY-MM``, in place of ``day``), for long periods."""
+    keys = ["month" if k == "day" else k for k in report.keys]
+    months: dict[tuple, Row] = {}
+    for r in report.rows:
+        at = {k: (r["day"][:7] if k == "month" else r[k]) for k in keys}
+        row = months.setdefault(tuple(at.values()), {**at, **{m: 0 for m in report.measures}})
+        for m in report.measures:
+            row[m] += int(r[m])
+    return Report(report.name, report.period, ",".join(keys), keys, report.measures, [months[k] for k in sorted(months)])
+
+
 def recharges(session: Session, period: Period, by: str = "day", hall: str | None = None) -> Report:
     """Recharges committed in the period (from ``recharges``): how many and their yuan, grouped by ``by``.
 
@@ -278,6 +306,8 @@ def recharges(session: Session, period: Period, by: str = "day", hall: str | Non
     hall sells only its own cards); ``face-value`` is the card's batch's.
     """
     _choose(by, RECHARGES_BY)
+    if by in ("day", "channel") and hall is None:
+        return summed(recharges_by_day_and_channel(session, period), by)
     start, end = period.bounds()
     dialect = session.get_bind().dialect.name
     key = {
@@ -468,21 +498,84 @@ def stock_value(session: Session, by: str = "hall") -> Report:
 
 
 
-def recharges_by_day_and_channel(session: Session, period: Period) -> Report:
-    """Recharges committed in the period by business day and channel: ``recharges(by="day")`` split by channel.
-
-    Summed over the channels, each day's row is exactly ``recharges(by="day")``'s.
-    """
-    start, end = period.bounds()
+def _live_by_day_and_channel(session: Session, start: dt.datetime, end: dt.datetime) -> list[Row]:
+    """Recharges committed in ``[start, end)`` by business day and channel, summed over their rows."""
     day = _day_of(Recharge.committed_at, session.get_bind().dialect.name).label("day")
     q = (
         select(day, Recharge.channel, func.count(), func.sum(Recharge.amount))
         .where(Recharge.committed_at >= start, Recharge.committed_at < end)
-        .group_by(day, Recharge.channel).order_by(day, Recharge.channel)
+        .group_by(day, Recharge.channel)
     )
-    rows = [{"day": _iso(d), "channel": channel, "recharges": n, "amount": int(amount)}
+    return [{"day": _iso(d), "channel": channel, "recharges": int(n), "amount": int(amount)}
             for d, channel, n, amount in session.execute(q)]
+
+
+def recharges_by_day_and_channel(session: Session, period: Period) -> Report:
+    """Recharges committed in the period by business day and channel: ``recharges(by="day")`` split by channel.
+
+    Closed days (``close_days``) are read from their totals in
+    ``recharge_days``, a few rows a day; the days after the last closed one
+    are summed from their recharges.  Summed over the channels, each day's
+    row is exactly ``recharges(by="day")``'s.
+    """
+    closed_through = session.scalar(select(func.max(DayClose.day)))
+    rows: list[Row] = []
+    first_open = period.first
+    if closed_through is not None and closed_through >= period.first:
+        last_closed = min(closed_through, period.last)
+        q = select(RechargeDay).where(RechargeDay.day >= period.first, RechargeDay.day <= last_closed)
+        rows = [{"day": _iso(t.day), "channel": t.channel, "recharges": t.recharges, "amount": t.amount}
+                for t in session.scalars(q)]
+        first_open = last_closed + dt.timedelta(days=1)
+    if first_open <= period.last:
+        rows += _live_by_day_and_channel(session, day_bounds(first_open)[0], day_bounds(period.last)[1])
+    rows.sort(key=lambda r: (r["day"], r["channel"]))
     return Report("recharges", period, "day,channel", ["day", "channel"], ["recharges", "amount"], rows)
+
+
+# --- closing business days: each day's recharge totals, written once ---------------------------------------
+
+# A day is closed this long after it ends, so that a recharge whose commit was
+# under way at midnight (its time is taken before its transaction commits), or
+# stamped by a server whose clock runs a little behind, is in it before its sums are.
+CLOSE_GRACE = dt.timedelta(hours=1)
+CLOSE_DAYS_AT_ONCE = 31
+
+
+def close_days(session: Session, now: dt.datetime | None = None, at_most: int = CLOSE_DAYS_AT_ONCE) -> list[dt.date]:
+    """Close the business days that ended at least ``CLOSE_GRACE`` ago, oldest first, at most ``at_most`` a call.
+
+    Closing a day writes its recharges by channel into ``recharge_days``,
+    so the reports read a year as some thousand rows rather than a million
+    (``recharges_by_day_and_channel``).  Days are closed in order from the
+    day after the last closed one (the first time, from the first recharge's
+    day), so every day up to the last closed one has its totals, a day
+    without recharges as no rows.  A day is claimed by inserting its
+    ``day_closes`` row (``ON CONFLICT DO NOTHING``) in the same transaction as its
+    totals, so two servers closing at once write each day once.  The caller
+    commits.  Returns the days this call closed.
+    """
+    now = now or utcnow()
+    last_due = business_day(now - CLOSE_GRACE) - dt.timedelta(days=1)
+    closed_through = session.scalar(select(func.max(DayClose.day)))
+    if closed_through is None:
+        first_at = session.scalar(select(func.min(Recharge.committed_at)))
+        if first_at is None:
+            return []
+        closed_through = business_day(first_at) - dt.timedelta(days=1)
+    closed: list[dt.date] = []
+    dialect = session.get_bind().dialect.name
+    day = closed_through + dt.timedelta(days=1)
+    while day <= last_due and len(closed) < at_most:
+        claim = (dialect_insert(dialect, DayClose.__table__).values(day=day, closed_at=now)
+                 .on_conflict_do_nothing().returning(DayClose.__table__.c.day))
+        if session.execute(claim).first() is not None:
+            totals = _live_by_day_and_channel(session, *day_bounds(day))
+            if totals:
+                session.execute(insert(RechargeDay), [{**t, "day": day} for t in totals])
+            closed.append(day)
+        day += dt.timedelta(days=1)
+    return closed
 
 
 # --- the last hours, hour by hour: the outbox's backlog and wrong PINs -------------------------------------

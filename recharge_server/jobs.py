@@ -1,12 +1,14 @@
 """The background jobs, run only by the server that holds the jobs lease, each in the thread pool.
 
-Five jobs keep the recharge side tidy: the outbox drain posts committed
+Six jobs keep the recharge side tidy: the outbox drain posts committed
 recharges, then approved reversals (冲正), to the marketing system (every
 second), the SMS drain hands the notices of acknowledged postings to the SMS
 platform (every second, when the marketing side has an SMS interface), lapsed
 holds are expired
 (every five seconds), request nonces older than ten minutes are forgotten
-(every minute; a request that old fails its timestamp check anyway), and
+(every minute; a request that old fails its timestamp check anyway), the
+business days that have ended are closed into their recharge totals for the
+reports (every five minutes, ``reports.close_days``), and
 the pin guard watches the service-wide wrong-PIN rate (every ten seconds),
 alerting through the operation log and the metrics when it trips.  Each is idempotent, so the moment of a leadership change, when the
 old leader may finish a run the new one also starts, does no harm.
@@ -59,8 +61,14 @@ def standard_jobs(
     ``journal`` (an ``outbox.PostingLog``) is where reversals' posting
     outcomes are logged; without one only recharges are drained.
     """
+    from cardmgmt import reports
     from cardmgmt.marketing import SmsPlatform
     from marketing_iface import outbox, sms
+    from marketing_iface.drains import unit_of_work
+
+    def close_days(now: dt.datetime) -> int:
+        with unit_of_work(db) as session:
+            return len(reports.close_days(session, now))
 
     def drain(now: dt.datetime) -> object:
         if journal is None:
@@ -72,6 +80,7 @@ def standard_jobs(
         *([Job("sms", 1.0, lambda now: sms.drain(db, marketing, now))] if isinstance(marketing, SmsPlatform) else []),
         Job("expire-holds", 5.0, lambda now: recharge.expire_holds()),
         Job("prune-nonces", 60.0, lambda now: prune_nonces(now - NONCE_RETENTION)),
+        Job("close-days", 300.0, close_days),
     ]
     if watch_guard is not None:
         jobs.append(Job("pin-guard", 10.0, watch_guard))

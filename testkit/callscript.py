@@ -601,7 +601,7 @@ class _Dialog:
     def request(self, method: str, content_type: str | None = None, body: str = "") -> str:
         self.cseq += 1
         lines = [
-            f"{method} sip:{self.number}@[remote_ip]:[remote_port] SIP/2.0",
+            f"{method} [next_url] SIP/2.0",  # the hotline's Contact: through a dispatcher, the Asterisk that answered
             "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
             _FROM.format(caller=self.caller),
             _TO.format(number=self.number) + "[peer_tag_param]",
@@ -657,7 +657,7 @@ def _build(steps: Sequence[Step], *, caller: str, number: str, name: str,
             out.append('  <nop next="end"/>\n')
     out.append('  <label id="hungup"/>\n')
     # $f is only set where a BYE is watched for; SIPp refuses a variable that is used but never set.
-    out.append(_answer(' next="end"', "fail hungup[$f]" if _HUNG_UP in out else "fail hungup"))
+    out.append(_answer(' next="end"', "fail hungup[$f]" if any(_HUNG_UP in part for part in out) else "fail hungup"))
     out.append('  <label id="end"/>\n</scenario>\n')
     xml = "".join(out)
     size = len(xml.encode("utf-8"))
@@ -689,7 +689,7 @@ def _invite(caller: str, number: str, audio: str | None = None) -> str:
           ["m=audio [media_port] RTP/AVP 0", "a=rtpmap:0 PCMU/8000"]),
     ]
     ack = [
-        f"ACK sip:{number}@[remote_ip]:[remote_port] SIP/2.0",
+        "ACK [next_url] SIP/2.0",
         "Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]",
         _FROM.format(caller=caller),
         _TO.format(number=number) + "[peer_tag_param]",
@@ -704,7 +704,7 @@ def _invite(caller: str, number: str, audio: str | None = None) -> str:
         '  <recv response="100" optional="true"/>\n'
         '  <recv response="180" optional="true"/>\n'
         '  <recv response="183" optional="true"/>\n'
-        f"  <recv response=\"200\">\n    <action>{_log('answer')}</action>\n  </recv>\n"
+        f"  <recv response=\"200\" rrs=\"true\">\n    <action>{_log('answer')}</action>\n  </recv>\n"
         f"  <send>\n{_cdata(ack)}  </send>\n"
         + (f'  <nop><action><exec play_pcap_audio={quoteattr(audio)}/></action></nop>\n' if audio else "")
     )

@@ -39,6 +39,8 @@ from cardmgmt.system import CardSystem
 from ivr.client import RechargeClient
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.callscript import Compiled, Injection, compile_script, load
+from testkit.dispatcher import Dispatcher
+from testkit.frontends import FrontEnds
 from testkit.install import PASSWORDS, Installation
 from testkit.lifecycle import Bench, issued_batch, read_pins, sold_batch
 from testkit.pair import Server
@@ -65,7 +67,10 @@ class Hotline:
         self.factory_keys = factory_keys
         self.system: CardSystem | None = None
         self.bench: Bench | None = None
-        self.sandbox: Sandbox | None = None
+        self.sandbox: Sandbox | None = None  # the first Asterisk
+        self.sandboxes: list[Sandbox] = []
+        self.dispatcher: Dispatcher | None = None
+        self.front_ends: FrontEnds | None = None
         self.card_engine: Engine | None = None
         self.marketing_engine: Engine | None = None
 
@@ -164,10 +169,31 @@ class Hotline:
         """Start the sandbox, install the prompts for both languages, point the AGI at both servers."""
         api_key = (self.inst.workdir / "keys" / "api.key").read_bytes()
         ca_cert = (self.inst.workdir / "keys" / "tls-ca.pem").read_bytes()
-        self.sandbox = start_hotline(Sandbox(root, free_sip_port()), prompts,
-                                     [("127.0.0.1", s.port) for s in self.inst.servers], api_key, wait=SANDBOX_WAIT,
-                                     ca_cert=ca_cert)
-        return self.sandbox
+        sandbox = start_hotline(Sandbox(root, free_sip_port()), prompts,
+                                [("127.0.0.1", s.port) for s in self.inst.servers], api_key, wait=SANDBOX_WAIT,
+                                ca_cert=ca_cert)
+        self.sandboxes.append(sandbox)
+        self.sandbox = self.sandbox or sandbox
+        return sandbox
+
+    def start_front_ends(self, root: Path, prompts: Path) -> Dispatcher:
+        """Two Asterisks (``root`` and a copy of it beside it) behind a Kamailio dispatcher; calls then go to the dispatcher."""
+        api_key = (self.inst.workdir / "keys" / "api.key").read_bytes()
+        ca_cert = (self.inst.workdir / "keys" / "tls-ca.pem").read_bytes()
+        edge = FrontEnds(root, self.workdir / "dispatcher")
+        self.front_ends = edge
+        self.dispatcher = edge.start(prompts, [("127.0.0.1", s.port) for s in self.inst.servers], api_key, ca_cert)
+        self.sandboxes = edge.sandboxes
+        self.sandbox = edge.sandboxes[0]
+        return self.dispatcher
+
+    @property
+    def sip_target(self) -> tuple[str, int]:
+        """Where a caller sends its calls: the dispatcher when there is one, else the one Asterisk."""
+        if self.dispatcher is not None:
+            return self.dispatcher.address, self.dispatcher.port
+        assert self.sandbox is not None
+        return "127.0.0.1", self.sandbox.sip_port
 
     # --- calls ------------------------------------------------------------------------------------
 
@@ -181,10 +207,9 @@ class Hotline:
              calls: int = 1, concurrent: int = 1, rate: float | None = None, rate_period_ms: int = 1000,
              timeout: float | None = None, trace_messages: bool = True) -> ScriptResult:
         """Replay one script (``calls`` copies, ``concurrent`` at once) against this hotline's Asterisk."""
-        assert self.sandbox is not None
         compiled = self.compile(script, variables, injection)
         workdir = self.workdir / "calls" / f"{compiled.script.name}-{time.monotonic_ns()}"
-        return run_compiled(compiled, "127.0.0.1", self.sandbox.sip_port, workdir, calls=calls,
+        return run_compiled(compiled, *self.sip_target, workdir, calls=calls,
                             concurrent=concurrent, rate=rate, rate_period_ms=rate_period_ms, timeout=timeout,
                             trace_messages=trace_messages)
 
@@ -197,7 +222,6 @@ class Hotline:
     def call_while(self, script: str, variables: Mapping[str, str], *, when_step: int,
                    action: Callable[[], None]) -> ScriptResult:
         """Replay ``script`` and run ``action`` as soon as the scenario reaches step ``when_step`` (its log says so)."""
-        assert self.sandbox is not None
         compiled = self.compile(script, variables)
         if when_step not in compiled.sync_steps:
             raise ValueError(f"step {when_step} of {script} is not one the scenario waits for")
@@ -220,7 +244,7 @@ class Hotline:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         try:
-            result = run_compiled(compiled, "127.0.0.1", self.sandbox.sip_port, workdir)
+            result = run_compiled(compiled, *self.sip_target, workdir)
         finally:
             done.set()
             watcher.join(10)
@@ -277,8 +301,10 @@ class Hotline:
 
     def close(self) -> None:
         try:
-            if self.sandbox is not None:
-                self.sandbox.stop()
+            if self.front_ends is not None:
+                self.front_ends.stop()
+            for sandbox in self.sandboxes:
+                sandbox.stop()
         finally:
             for engine in (self.card_engine, self.marketing_engine):
                 if engine is not None:

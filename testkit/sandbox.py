@@ -112,7 +112,10 @@ ENTRY_MODULE = "ivr.agi_main"
 DEFAULT_ROOT = Path("~/.cache/recharge-asterisk/root")
 DEFAULT_SIP_PORT = 5160  # not 5060, so that a real PBX on the same machine is left alone
 RTP_PORTS = (40000, 40399)  # 200 calls' worth of RTP/RTCP pairs
+SECOND_RTP_PORTS = (40400, 40799)  # a second Asterisk's, on the same machine (testkit.frontends)
 TEST_ENDPOINT = "tester"
+# The SIP dispatcher's own loopback address (testkit.dispatcher): calls from it land on the "dispatcher" endpoint.
+DISPATCHER_ADDR = "127.0.0.2"
 BUILD_LOCK_WAIT = 900.0  # seconds: long enough for another process's build to finish
 SANDBOX_WAIT = 900.0  # seconds the whole-hotline runs wait while another process runs their root
 
@@ -149,9 +152,9 @@ def e2e_root(environ: Mapping[str, str]) -> Path:
 
 
 def free_sip_port() -> int:
-    """A free UDP port on 127.0.0.1 outside ``RTP_PORTS``, where Asterisk's RTP would fight the SIP transport for it."""
+    """A free UDP port on 127.0.0.1 outside the RTP ranges, where Asterisk's RTP would fight the SIP transport for it."""
     port = free_udp_port()
-    while RTP_PORTS[0] <= port <= RTP_PORTS[1]:
+    while RTP_PORTS[0] <= port <= SECOND_RTP_PORTS[1]:
         port = free_udp_port()
     return port
 
@@ -286,9 +289,10 @@ class Sandbox:
     ``start`` on the same root is refused.
     """
 
-    def __init__(self, root: Path, sip_port: int = DEFAULT_SIP_PORT) -> None:
+    def __init__(self, root: Path, sip_port: int = DEFAULT_SIP_PORT, rtp_ports: tuple[int, int] = RTP_PORTS) -> None:
         self.root = Path(root)
         self.sip_port = sip_port
+        self.rtp_ports = rtp_ports  # a second Asterisk on this machine gets a range of its own
         self._process: subprocess.Popen[bytes] | None = None
         self._lock_holder: _FileLock | None = None  # held from start() to stop()
 
@@ -321,12 +325,15 @@ class Sandbox:
         except (OSError, IndexError):
             return False
 
-    def build(self, *, force: bool = False) -> bool:
+    def build(self, *, force: bool = False, copy_of: Path | None = None) -> bool:
         """Make the root unless it is already built from this recipe; whether a build happened.
 
         Installs the missing host tools first either way.  The root is built
         beside its final place (``ROOT.partial``) and renamed when complete,
-        so an interrupted build is never taken for a finished one.
+        so an interrupted build is never taken for a finished one.  With
+        ``copy_of``, a root built from this recipe, the new root is a copy of
+        it (seconds, not a debootstrap): how a second Asterisk on the same
+        machine gets its own root.
         """
         ensure_host_tools()
         if self.is_built() and not force:
@@ -342,6 +349,12 @@ class Sandbox:
             log = self.root.with_name(self.root.name + ".build.log")
             log.write_text("", encoding="utf-8")
             _remove_tree(partial)
+            if copy_of is not None and Sandbox(copy_of).is_built():
+                run(["cp", "-a", "--reflink=auto", Path(copy_of), partial], what="copy of the sandbox root", log=log,
+                    timeout=600)
+                _remove_tree(self.root)
+                partial.rename(self.root)
+                return True
             run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, partial],
                 what="debootstrap", log=log, timeout=3600)
             run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
@@ -440,7 +453,8 @@ class Sandbox:
 
     def install_configuration(self) -> list[Path]:
         """Render every ``asterisk_conf/*.conf`` into the root's ``/etc/asterisk``; the files written."""
-        values = {"SIP_BIND": "127.0.0.1", "SIP_PORT": self.sip_port, "RTP_START": RTP_PORTS[0], "RTP_END": RTP_PORTS[1]}
+        values = {"SIP_BIND": "127.0.0.1", "SIP_PORT": self.sip_port, "RTP_START": self.rtp_ports[0],
+                  "RTP_END": self.rtp_ports[1], "DISPATCHER_ADDR": DISPATCHER_ADDR}
         etc = self.path("/etc/asterisk")
         etc.mkdir(parents=True, exist_ok=True)
         for old in etc.glob("*.conf"):
@@ -505,6 +519,19 @@ class Sandbox:
         """Stop Asterisk (``core stop now``, then by its pid if it will not go); nothing happens if it is not running."""
         try:
             self._stop_running(timeout)
+        finally:
+            if self._lock_holder is not None:
+                self._lock_holder.release()
+                self._lock_holder = None
+
+    def kill(self) -> None:
+        """Kill Asterisk at once (SIGKILL, as a machine dies): its calls end without a BYE. ``start`` runs it again."""
+        try:
+            pid = self._pid()
+            if pid is not None:
+                os.kill(pid, signal.SIGKILL)
+                self._wait_gone(pid, 10)
+            self._reap()
         finally:
             if self._lock_holder is not None:
                 self._lock_holder.release()

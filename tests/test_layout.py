@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PRODUCT = ["cardmgmt", "marketing_iface", "ivr", "recharge_server", "console", "testkit", "voice_prompts", "asterisk_conf", "cli", "twisted"]
+PRODUCT = ["cardmgmt", "marketing_iface", "ivr", "recharge_server", "console", "testkit", "voice_prompts", "asterisk_conf", "kamailio_conf", "cli", "twisted"]
 LINE = re.compile(r"^# test-case-name:(.*)$", re.M)
 
 

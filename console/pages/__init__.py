@@ -49,14 +49,15 @@ class Action:
 
 @dataclass
 class View:
-    """What a page shows: tables (each downloadable as CSV), charts, and facts for its template."""
+    """What a page shows: tables (each downloadable as CSV), charts, facts for its template, and CSV-only tables."""
 
     tables: list[Table] = field(default_factory=list)
     charts: list[Markup] = field(default_factory=list)
     facts: dict[str, Any] = field(default_factory=dict)
+    downloads: list[Table] = field(default_factory=list)  # offered as CSV only, not shown on the page
 
     def table(self, name: str) -> Table | None:
-        return next((t for t in self.tables if t.name == name), None)
+        return next((t for t in [*self.tables, *self.downloads] if t.name == name), None)
 
 
 @dataclass(frozen=True)

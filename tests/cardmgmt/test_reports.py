@@ -1,14 +1,16 @@
 """Reports on real data (both backends)."""
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from cardmgmt import issuing, reports, sales, stock
 from cardmgmt.days import BUSINESS_TZ
 from cardmgmt.errors import InvalidInput
-from cardmgmt.models import Batch, Card, Recharge
+from cardmgmt.models import Batch, Card, DayClose, Recharge, RechargeDay
 from cardmgmt.operators import Permission
 from cardmgmt.states import CardState, PostStatus
 from testkit.lifecycle import issued_batch
@@ -120,6 +122,61 @@ def test_recharges_by_business_day_hall_channel_and_face_value(trade):
     assert view(trade, reports.recharges, period, "day", hall="H02").total == {"recharges": 1, "amount": 10_000}
     assert view(trade, reports.recharges, reports.Period(D3, D3)).rows == [{"day": "2026-03-03", "recharges": 1,
                                                                             "amount": 10_000}]
+
+
+def recharge_reports(bench) -> list:
+    """Every recharge report that closed days serve, over periods that start, end and fall between closed days."""
+    periods = [reports.Period(D1, D3), reports.Period(D2, D2), reports.Period(D3, D3 + dt.timedelta(days=3)),
+               reports.Period(D1 - dt.timedelta(days=2), D1)]
+    found = []
+    for p in periods:
+        found.append(view(bench, reports.recharges_by_day_and_channel, p).as_dict())
+        found += [view(bench, reports.recharges, p, by).as_dict() for by in ("day", "channel")]
+    return found
+
+
+def test_closing_days_keeps_every_recharge_report_the_same(trade):
+    before = recharge_reports(trade)
+    assert before[0]["total"] == {"recharges": 4, "amount": 30_000}
+    with trade.system.db.transaction() as s:
+        # 00:30 on D4 is within the grace of D3's end: D1 and D2 are closed, D3 stays open.
+        assert reports.close_days(s, local(D3 + dt.timedelta(days=1), 0, 30)) == [D1, D2]
+    assert recharge_reports(trade) == before
+    with trade.system.db.transaction() as s:
+        assert reports.close_days(s, local(D3 + dt.timedelta(days=3), 9), at_most=2) == [D3, D3 + dt.timedelta(days=1)]
+        assert reports.close_days(s, local(D3 + dt.timedelta(days=3), 9)) == [D3 + dt.timedelta(days=2)]
+        assert reports.close_days(s, local(D3 + dt.timedelta(days=3), 9)) == []
+        totals = s.execute(select(RechargeDay.day, RechargeDay.channel, RechargeDay.recharges)
+                           .order_by(RechargeDay.day, RechargeDay.channel)).all()
+    assert totals == [(D1, "hotline", 1), (D2, "hotline", 1), (D2, "web", 1), (D3, "hotline", 1)]
+    assert recharge_reports(trade) == before
+    with trade.system.db.transaction() as s:
+        later = sorted(s.scalars(select(Card.serial).where(Card.state == CardState.ISSUED)))[0]
+        recharge(s, later, local(D3 + dt.timedelta(days=3), 8), channel="pos")  # the open day, summed from its rows
+    last = view(trade, reports.recharges, reports.Period(D1, D3 + dt.timedelta(days=3)), "channel")
+    assert [(r["channel"], r["recharges"]) for r in last.rows] == [("hotline", 3), ("pos", 1), ("web", 1)]
+
+
+def test_no_recharges_no_day_to_close(bench):
+    with bench.system.db.transaction() as s:
+        assert reports.close_days(s) == []
+        assert s.scalar(select(func.count()).select_from(DayClose)) == 0
+
+
+def test_servers_closing_days_at_once_write_each_day_once(trade):
+    now = local(D3 + dt.timedelta(days=2), 9)
+    start = threading.Barrier(4)
+
+    def close() -> list[dt.date]:
+        with trade.system.db.transaction() as s:
+            start.wait()
+            return reports.close_days(s, now)
+
+    with ThreadPoolExecutor(4) as pool:
+        closed = [d for done in [pool.submit(close) for _ in range(4)] for d in done.result()]
+    assert sorted(closed) == [D1, D2, D3, D3 + dt.timedelta(days=1)]
+    with trade.system.db.transaction() as s:
+        assert s.scalar(select(func.sum(RechargeDay.recharges))) == 4
 
 
 def test_stock_value_by_place_and_state(trade):

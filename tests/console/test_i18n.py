@@ -20,7 +20,8 @@ def test_every_literal_key_in_templates_and_pages_is_in_the_catalogue():
     used.update(f"table.{name}" for name in ("pending", "history", "by_hall", "by_state", "halls", "log", "servers",
                                              "outbox", "lockouts", "recharges", "recharges_by_channel", "sales",
                                              "reversals", "stock_value", "reversals_pending", "reversals_decided",
-                                             "settlement", "payments", "hourly"))
+                                             "settlement", "payments", "hourly", "recharges_by_month",
+                                             "recharges_by_channel_by_month", "sales_by_month", "reversals_by_month"))
     used.update(("payment.payment", "payment.void"))
     used.update(f"why_not_reversal.{w}" for w in ("own", "role", "decided"))
     used.update(f"reversal.{s}" for s in ("pending", "approved", "rejected"))

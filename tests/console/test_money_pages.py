@@ -72,19 +72,41 @@ def test_the_reports_page_shows_recharges_by_day_as_report_recharges_does(client
     split = csv_rows(c, f"/reports.csv?table=recharges_by_channel&from={DAY1}&to={DAY2}")
     assert split[1:] == [["2026-03-02", "hotline", "2", "100.00"], ["2026-03-02", "pos", "1", "100.00"],
                          ["2026-03-03", "hotline", "1", "23.45"]]
-    for name in ("sales", "reversals", "stock_value"):
+    for name in ("sales", "reversals"):
         assert c.get(f"/reports.csv?table={name}").status == 200
     # The link to each table's CSV keeps the period.
     assert f'/reports.csv?table=recharges&amp;from={DAY1}&amp;to={DAY2}' in page.text
+
+
+def test_a_long_period_is_shown_by_month_with_its_days_as_csv(client_for, console_bench):
+    add_recharges(console_bench)
+    first = DAY1 - dt.timedelta(days=70)
+    with console_bench.unit() as ctx:
+        by_day = reports.recharges(ctx.session, reports.Period(first, DAY2), "day")
+    c = signed_in(client_for, "carol")
+    page = c.get(f"/reports?from={first}&to={DAY2}&lang=en")
+    assert "Recharges per month" in page.text and 'id="t-recharges_by_month"' in page.text
+    assert 'id="t-recharges"' not in page.text, "a long period's days are not on the page"
+    assert bars(page.text, "recharges") == {r["month"]: r["amount"] for r in reports.monthly(by_day).rows} == {
+        "2026-03": 22345}
+    assert bars(page.text, "recharges-pos") == {"2026-03": 10000}
+    assert csv_rows(c, f"/reports.csv?table=recharges_by_channel_by_month&from={first}&to={DAY2}")[1:] == [
+        ["2026-03", "hotline", "3", "123.45"], ["2026-03", "pos", "1", "100.00"]]
+    assert f'/reports.csv?table=recharges&amp;from={first}&amp;to={DAY2}' in page.text, "the days, as CSV"
+    assert csv_rows(c, f"/reports.csv?table=recharges&from={first}&to={DAY2}")[1:] == [
+        ["2026-03-02", "3", "200.00"], ["2026-03-03", "1", "23.45"]]
 
 
 def test_stock_value_by_place_is_report_stock_value(client_for, console_bench):
     with console_bench.unit() as ctx:
         expected = reports.stock_value(ctx.session, "hall").rows
     held = sum(r["value"] for r in expected if r["state"] in ("in_stock", "issued"))
-    page = signed_in(client_for, "bob").get("/reports")
+    c = signed_in(client_for, "bob")
+    assert 'id="show-value"' in c.get("/reports").text and "stock-value" not in c.get("/reports").text
+    page = c.get("/reports?value=1")  # the page's button: every card is read only when asked for
     assert sum(bars(page.text, "stock-value").values()) == held == 40 * 5000
-    assert len(csv_rows(signed_in(client_for, "carol"), "/reports.csv?table=stock_value")) == len(expected) + 1
+    assert 'id="show-value"' not in page.text
+    assert len(csv_rows(signed_in(client_for, "carol"), "/reports.csv?table=stock_value&value=1")) == len(expected) + 1
 
 
 def test_a_bad_period_is_one_line_and_every_role_sees_the_page(client_for):

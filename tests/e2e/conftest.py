@@ -52,18 +52,21 @@ def e2e_sandbox_root() -> Path:
 
 @pytest.fixture(scope="module")
 def hotline_factory(tmp_path_factory: pytest.TempPathFactory, factory_key_files: tuple[Path, Path],
-                    e2e_sandbox_root: Path, prompt_sounds: Path) -> Iterator[Callable[[Callable[[Hotline], None]], Hotline]]:
+                    e2e_sandbox_root: Path, prompt_sounds: Path) -> Iterator[Callable[..., Hotline]]:
     """Builds this module's hotline: installation, then ``prepare(hotline)`` (cards), then servers and Asterisk."""
     made: list[Hotline] = []
 
-    def make(prepare: Callable[[Hotline], None]) -> Hotline:
+    def make(prepare: Callable[[Hotline], None], front_ends: bool = False) -> Hotline:
         hotline = Hotline(tmp_path_factory.mktemp("hotline"), factory_key_files)
         made.append(hotline)
         hotline.setup()
         prepare(hotline)
         hotline.start_servers()
         try:
-            hotline.start_asterisk(e2e_sandbox_root, prompt_sounds)
+            if front_ends:  # two Asterisks (the e2e root and a copy) behind the Kamailio dispatcher
+                hotline.start_front_ends(e2e_sandbox_root, prompt_sounds)
+            else:
+                hotline.start_asterisk(e2e_sandbox_root, prompt_sounds)
         except SandboxError as e:
             pytest.fail(f"the Asterisk sandbox could not be started: {e}", pytrace=False)
         return hotline

@@ -100,13 +100,14 @@ def test_the_standard_jobs(db: Database) -> None:
         for j in standard_jobs(db=db, recharge=recharge, marketing=NullMarketing(), prune_nonces=partial(nonces.prune, db))
     }
     assert {n: j.interval for n, j in jobs.items()} == {
-        "outbox": 1.0, "sms": 1.0, "expire-holds": 5.0, "prune-nonces": 60.0}
+        "outbox": 1.0, "sms": 1.0, "expire-holds": 5.0, "prune-nonces": 60.0, "close-days": 300.0}
     assert jobs["prune-nonces"].work(now) == 1
     with db.transaction() as s:
         assert s.scalar(select(func.count()).select_from(RequestNonce)) == 1
     assert jobs["expire-holds"].work(now) == 0
     assert jobs["outbox"].work(now).posted == 0  # type: ignore[attr-defined]
     assert jobs["sms"].work(now).sent == 0  # type: ignore[attr-defined]
+    assert jobs["close-days"].work(now) == 0  # no recharges yet: no day to close
 
 
 @pytest.mark.parametrize("result,noted", [(0, False), (3, True), ({"posted": 0}, False), ({"posted": 1}, True), (None, False)])

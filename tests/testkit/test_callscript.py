@@ -87,7 +87,8 @@ def test_the_scenario_waits_only_for_the_last_expect_before_each_action() -> Non
     compiled = compile_script(parse(EXAMPLE), {"ACCOUNT": "3100000001"})
     assert compiled.sync_steps == {1, 3}, "welcome before 'send 1', enter-account before the account"
     xml = compiled.xml
-    assert xml.count("INFO sip:95598@") == 1 + 11, "one INFO per key"
+    assert xml.count("INFO [next_url] SIP/2.0") == 1 + 11, "one INFO per key, to the Contact of whoever answered"
+    assert 'recv response="200" rrs="true"' in xml and "ACK [next_url] SIP/2.0" in xml
     assert re.findall(r"Signal=(\S+)", xml) == list("1" + "3100000001#")
     assert 'regexp="^prompt=welcome$"' in xml and 'regexp="^prompt=enter-account$"' in xml
     assert xml.count("<pause") == 12, "300 ms before each key; the wait before an expect compiles to nothing"
@@ -100,7 +101,12 @@ def test_the_scenario_waits_only_for_the_last_expect_before_each_action() -> Non
 def test_a_wait_holds_back_the_next_send_and_a_hangup_ends_the_call() -> None:
     xml = compile_script(parse("expect prompt=a\nwait 2s\nsend #\nwait 1.5s\nhangup"), {}).xml
     assert re.findall(r'<pause milliseconds="(\d+)"/>', xml) == ["2000", "300", "1500"]
-    assert "BYE sip:95598@" in xml and "4 wait" in xml and "5 hangup" in xml
+    assert "BYE [next_url]" in xml and "4 wait" in xml and "5 hangup" in xml
+
+
+def test_a_hangup_right_after_an_expect_uses_every_variable_it_sets() -> None:
+    xml = compile_script(parse("expect prompt=welcome\nhangup"), {}).xml
+    assert 'assign_to="f"' in xml and "[$f]" in xml, "SIPp refuses a variable set and never used"
 
 
 def test_per_call_values_come_from_an_injection_file_one_field_per_key() -> None:

@@ -1,0 +1,1 @@
+"""The SIP dispatcher's configuration: ``kamailio.cfg``, rendered by ``testkit.dispatcher`` (``@NAME@`` placeholders)."""
