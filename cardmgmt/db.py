@@ -38,7 +38,7 @@ from cardmgmt.errors import FileTooOpen, SchemaError
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
-# Seconds psycopg waits for each host of a URL before trying the next (unless the URL says).
+# Seconds psycopg waits for each host of a multi-host URL before trying the next (unless the URL says).
 CONNECT_TIMEOUT = 3
 
 
@@ -131,8 +131,9 @@ def make_engine(url: str, *, pool_size: int | None = None, pre_ping: bool = True
             cur.close()
 
         return engine
-    # A host that is gone costs each new connection at most this long before the next host is tried.
-    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": CONNECT_TIMEOUT}
+    # Several hosts: one that is gone costs each new connection at most this long before the next is tried.
+    several = not isinstance(parsed.query.get("host", ""), str)
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT} if several and "connect_timeout" not in parsed.query else {}
     if pool_size is None:
         return create_engine(url, pool_pre_ping=pre_ping, connect_args=connect_args)
     return create_engine(url, pool_pre_ping=pre_ping, pool_size=pool_size, max_overflow=4, connect_args=connect_args)
