@@ -97,10 +97,11 @@ def build(workdir: Path, card_url: str, n_cards: int, factory_keys: tuple[Path, 
 def settle(url: str) -> None:
     """VACUUM ANALYZE and CHECKPOINT the new card database: cards are recharged days after they are loaded.
 
-    Without it the first phase on the replicated database pays for the load
-    once more: pg_auto_failover turns on ``wal_log_hints`` (for ``pg_rewind``),
-    so the first read of each freshly loaded page writes it whole to the WAL,
-    which the synchronous standby must flush before the next commit returns.
+    Both databases then start from the same state.  Without it the replicated
+    one would pay for the load again in the first phase: pg_auto_failover
+    turns on ``wal_log_hints`` (for ``pg_rewind``), so the first read of each
+    freshly loaded page writes it whole to the WAL, for the synchronous
+    standby to flush.
     """
     import psycopg
 
