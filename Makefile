@@ -5,8 +5,10 @@ STAMP := $(VENV)/.installed
 
 # Debian packages the tests and the demo use: prompt rendering, SIPp, the Asterisk sandbox build,
 # the SIP dispatcher in front of two Asterisks (Kamailio),
-# and the web console's browser tests (headless Chromium, its WebDriver, a font with Chinese glyphs for screenshots).
-SYSTEM_PACKAGES := espeak-ng sox sip-tester debootstrap kamailio chromium chromium-driver fonts-wqy-zenhei
+# the web console's browser tests (headless Chromium, its WebDriver, a font with Chinese glyphs for screenshots),
+# and the database failover topology (pg_auto_failover's monitor and keepers over PostgreSQL 15).
+SYSTEM_PACKAGES := espeak-ng sox sip-tester debootstrap kamailio chromium chromium-driver fonts-wqy-zenhei \
+	postgresql-15 postgresql-15-auto-failover pg-auto-failover-cli
 
 .PHONY: help venv system-deps sandbox demo test lint bench clean
 

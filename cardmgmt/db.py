@@ -3,6 +3,15 @@
 The application never creates tables itself: ``upgrade()`` runs the Alembic
 revisions in ``migrations/``, and ``Database`` refuses to work on a database
 that is not at the newest revision, with a message saying what to run.
+
+A replicated card database is named by a multi-host URL, libpq's form
+``postgresql://user@h1:p1,h2:p2/cards?target_session_attrs=read-write``
+(what ``pg_autoctl show uri`` prints) or SQLAlchemy's
+``...@/cards?host=h1:p1&host=h2:p2&...``; ``normalise_url`` turns the first
+into the second, which is the one SQLAlchemy parses, and psycopg then tries
+the hosts in turn for one that takes writes.  ``probe_hosts`` asks each host
+on its own what it is (writable, read-only, unreachable), for the servers'
+start and the topology's status.
 """
 
 # test-case-name: tests.cardmgmt.test_db_files, tests.cardmgmt.test_system, tests.cardmgmt.test_models
@@ -29,11 +38,69 @@ from cardmgmt.errors import FileTooOpen, SchemaError
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
 
 
+# Seconds psycopg waits for each host of a multi-host URL before trying the next (unless the URL says).
+CONNECT_TIMEOUT = 3
+
+
 def normalise_url(url: str) -> str:
-    """Use the psycopg 3 driver for plain ``postgresql://`` URLs."""
+    """Use the psycopg 3 driver for plain ``postgresql://`` URLs, and SQLAlchemy's form for several hosts."""
     if url.startswith("postgresql://") or url.startswith("postgres://"):
-        return "postgresql+psycopg://" + url.split("://", 1)[1]
-    return url
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return _hosts_to_query(url)
+
+
+def _hosts_to_query(url: str) -> str:
+    """``scheme://user@h1:p1,h2:p2/db?q`` → ``scheme://user@/db?host=h1:p1&host=h2:p2&q`` (other URLs unchanged)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or not scheme.startswith("postgresql"):
+        return url
+    netloc, slash, tail = rest.partition("/")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    if "," not in hostlist:
+        return url
+    path, qmark, query = tail.partition("?")
+    hosts = "&".join(f"host={h}" for h in hostlist.split(",") if h)
+    return f"{scheme}://{userinfo}{at}/{path}?{hosts}{'&' + query if query else ''}"
+
+
+def database_hosts(url: str) -> list[str]:
+    """The ``host:port`` entries a PostgreSQL URL names, in the order they are tried."""
+    parsed = make_url(normalise_url(url))
+    hosts = parsed.query.get("host")
+    if hosts:
+        return [hosts] if isinstance(hosts, str) else list(hosts)
+    return [f"{parsed.host or 'localhost'}:{parsed.port or 5432}"]
+
+
+def probe_hosts(url: str, timeout: float = CONNECT_TIMEOUT) -> dict[str, str]:
+    """Each host of a PostgreSQL URL on its own: ``writable``, ``read-only`` or ``unreachable: <reason>``."""
+    import psycopg
+
+    parsed = make_url(normalise_url(url))
+    out = {}
+    for entry in database_hosts(url):
+        host, _, port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "5432")
+        try:
+            with psycopg.connect(host=host, port=int(port or 5432), dbname=parsed.database, user=parsed.username,
+                                 password=parsed.password, connect_timeout=max(1, int(timeout))) as conn:
+                in_recovery = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+                out[entry] = "read-only" if in_recovery and in_recovery[0] else "writable"
+        except psycopg.Error as e:
+            out[entry] = f"unreachable: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}"
+    return out
+
+
+def connection_problem(url: str, error: BaseException) -> str:
+    """One line saying why no unit of work could start on ``url`` (the driver's own message is several)."""
+    orig = getattr(error, "orig", error)
+    first = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+    try:
+        hosts = database_hosts(url)
+    except ArgumentError:
+        hosts = []
+    if "target_session_attrs=read-write" in normalise_url(url) or len(hosts) > 1:
+        return f"no writable database host among {', '.join(hosts)}: {first}"
+    return f"cannot open the database: {first}"
 
 
 def make_engine(url: str, *, pool_size: int | None = None, pre_ping: bool = True) -> Engine:
@@ -64,9 +131,12 @@ def make_engine(url: str, *, pool_size: int | None = None, pre_ping: bool = True
             cur.close()
 
         return engine
+    # Several hosts: one that is gone costs each new connection at most this long before the next is tried.
+    several = not isinstance(parsed.query.get("host", ""), str)
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT} if several and "connect_timeout" not in parsed.query else {}
     if pool_size is None:
-        return create_engine(url, pool_pre_ping=pre_ping)
-    return create_engine(url, pool_pre_ping=pre_ping, pool_size=pool_size, max_overflow=4)
+        return create_engine(url, pool_pre_ping=pre_ping, connect_args=connect_args)
+    return create_engine(url, pool_pre_ping=pre_ping, pool_size=pool_size, max_overflow=4, connect_args=connect_args)
 
 
 def owner_only_file(path: Path) -> None:
@@ -118,6 +188,7 @@ class Database:
     """One card database: hands out units of work on a schema known to be current."""
 
     def __init__(self, url: str, *, pool_size: int | None = None, pre_ping: bool = True) -> None:
+        self.url = url
         self.engine = make_engine(url, pool_size=pool_size, pre_ping=pre_ping)
 
     def check_schema(self) -> None:
@@ -125,7 +196,7 @@ class Database:
         try:
             current = current_revision(self.engine)
         except OperationalError as e:
-            raise SchemaError(f"cannot open the database: {str(e.orig).strip().splitlines()[0]}") from None
+            raise SchemaError(connection_problem(self.url, e)) from None
         if current != head_revision():
             raise SchemaError(
                 f"database schema is at {current or 'nothing'}, expected {head_revision()}; "

@@ -32,7 +32,7 @@ from twisted.web.server import Site
 
 from cardmgmt import audit, channel_clients, ha, nonces
 from cardmgmt.config import Settings
-from cardmgmt.db import Database
+from cardmgmt.db import Database, database_hosts, probe_hosts
 from cardmgmt.errors import CardError
 from cardmgmt.keys import load_keyring
 from cardmgmt.system import check_keyring
@@ -327,6 +327,7 @@ def makeService(
     db = Database(settings.database_url, pool_size=options.threads, pre_ping=False)
     try:
         db.check_schema()
+        warn_unreachable_hosts(settings.database_url)
         keys = load_keyring(settings.key_dir)
         with db.transaction() as s:
             check_keyring(s, keys)
@@ -395,6 +396,22 @@ def makeService(
         name=name, host=listen_host, db=db, marketing=marketing, pool=pool, http=http, keeper=keeper, jobs=runner,
         api=api, clients=refresher, ops=ops,
     )
+
+
+def warn_unreachable_hosts(url: str) -> list[str]:
+    """One warning line per host of a replicated card database that does not answer (a standby down at start).
+
+    The server starts anyway: the writable host is what it needs, and the
+    standby's keeper brings it back; but whoever starts it should know that
+    the database has no failover until then.  Returns the lines.
+    """
+    if len(database_hosts(url)) < 2:
+        return []
+    lines = [f"database host {host} {state}; the card database has no standby to fail over to until it is back"
+             for host, state in probe_hosts(url).items() if state.startswith("unreachable")]
+    for line in lines:
+        log.warn("{line}", line=line)
+    return lines
 
 
 def run(

@@ -7,8 +7,9 @@ operator works with on a given database and key directory.
 ``Installation`` is a real installation on PostgreSQL for the integration
 tests of the hot-standby pair, the end-to-end hotline and the recharge
 benchmark: it creates a card database and a stand-in marketing database of
-its own on the tests' PostgreSQL server, migrates the one and fills the
-other with the sample accounts, and starts ``cli.py serve A`` and
+its own on the tests' PostgreSQL server (or takes the card database it is
+given, such as the failover topology's ``testkit.topology``), migrates the
+one and fills the other with the sample accounts, and starts ``cli.py serve A`` and
 ``cli.py serve B`` (``testkit.pair``) against them.  Its key directory is
 ``workdir/keys``, made by ``CardSystem.initialise`` on first use.
 """
@@ -46,17 +47,19 @@ class Installation:
     card_db: str = ""
     marketing_db: str = ""
     servers: list[Server] = field(default_factory=list)
+    given_card_url: str = ""  # a card database made elsewhere (kept at teardown), instead of a new one
 
     @property
     def card_url(self) -> str:
-        return databases.pg_url(self.card_db)
+        return self.given_card_url or databases.pg_url(self.card_db)
 
     @property
     def marketing_url(self) -> str:
         return databases.pg_url(self.marketing_db)
 
     def setup(self) -> None:
-        self.card_db = databases.create_database("cards_it")
+        if not self.given_card_url:
+            self.card_db = databases.create_database("cards_it")
         self.marketing_db = databases.create_database("marketing_it")
         databases.migrate(self.card_url)
         create_standin(self.marketing_url)

@@ -30,6 +30,7 @@ from testkit.install import PASSWORDS, settings_for
 from testkit.keys import copy_key_dir, make_key_dir
 from testkit.lifecycle import Bench
 from testkit.live_api import running_reactor
+from testkit.topology import DbTopology, TopologyError
 
 
 @pytest.fixture(scope="session")
@@ -41,6 +42,25 @@ def postgresql_database() -> Iterator[str]:
         pytest.fail(str(e), pytrace=False)
     yield databases.migrate(databases.pg_url(name))
     databases.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def db_topology() -> Iterator[DbTopology]:
+    """The card database's failover topology (pg_auto_failover monitor, primary, synchronous standby), once per run.
+
+    Throwaway clusters on free ports under /tmp, removed at the end; tests
+    that kill a node restart it and wait for the pair to be whole again.
+    """
+    topo = DbTopology.create()
+    try:
+        topo.start()
+    except TopologyError as e:
+        topo.stop()
+        pytest.fail(str(e), pytrace=False)
+    try:
+        yield topo
+    finally:
+        topo.stop()
 
 
 @pytest.fixture(scope="session")

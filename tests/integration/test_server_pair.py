@@ -8,11 +8,9 @@ contract's: no card spent twice, no account credited twice, no recharge
 lost, and every call either completed or was refused with its card untouched.
 """
 
-import json
 import random
 import threading
 import time
-import urllib.request
 from collections import Counter
 
 import pytest
@@ -22,8 +20,8 @@ from sqlalchemy.orm import Session
 from cardmgmt.models import Card, Recharge
 from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
-from ivr.client import tls_context
 from marketing_iface.standin import SAMPLE_ACCOUNTS
+from testkit.chaos import leader, wait_for
 from testkit.databases import set_reachable
 from testkit.install import PASSWORDS, Installation
 from testkit.lifecycle import Bench, sold_batch
@@ -54,33 +52,6 @@ def inst(tmp_path_factory, factory_key_files):
             if engine is not None:
                 engine.dispose()
         inst.teardown()
-
-
-def health(server) -> dict:
-    context = tls_context(str(server.env["CARDS_KEY_DIR"] + "/tls-ca.pem"))
-    with urllib.request.urlopen(f"https://127.0.0.1:{server.port}/v1/health", timeout=1, context=context) as r:
-        return json.loads(r.read())
-
-
-def leader(inst):
-    for s in inst.servers:
-        if s.alive:
-            try:
-                if health(s).get("role") == "leader":
-                    return s
-            except OSError:
-                pass
-    return None
-
-
-def wait_for(predicate, timeout: float, step: float = 0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    return predicate()
 
 
 def pending(inst) -> int:
