@@ -223,12 +223,20 @@ class DbTopology:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            proc = self._procs.pop(part.name, None)
-            if proc is not None:
-                proc.wait()  # reaped: a zombie leader would keep the group "alive"
+            self._reap(part.name)  # a zombie leader would keep the group "alive"
             time.sleep(0.02)
             victims = self.pids(name)  # anything forked meanwhile; zombies are not counted (init reaps them)
+        self._reap(part.name)  # gone already (a stop's SIGINT): reaped all the same
         return at
+
+    def _reap(self, name: str) -> None:
+        proc = self._procs.pop(name, None)
+        if proc is not None:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
     def pids(self, name: str) -> list[int]:
         """The live processes of a part: its process group and all their descendants (backends included)."""
