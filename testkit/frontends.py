@@ -5,46 +5,39 @@ beside it, ``<root>-b``, each with its own SIP port and RTP ports), both
 with the prompts and the AGI pointed at the recharge servers, and the
 dispatcher (``testkit.dispatcher``) in front of them; callers call the
 dispatcher.  ``Hotline.start_front_ends`` (the e2e tests and
-``bench/bench_front_ends.py``) and the command line use it::
+``bench/bench_front_ends.py``), ``testkit.stack`` and the command line use it::
 
-    python -m testkit.frontends start --server 127.0.0.1:8441 --server 127.0.0.1:8442 \\
+    python -m testkit.topology phones start --server 127.0.0.1:8441 --server 127.0.0.1:8442 \\
         --api-key-file KEYS/api.key --ca-file KEYS/tls-ca.pem     # prints the dispatcher's address
-    python -m testkit.frontends status [--json]
-    python -m testkit.frontends stop
+    python -m testkit.topology phones status [--json]
+    python -m testkit.topology phones stop
 
 ``start`` keeps what it started in its work directory as ``frontends.json``
 (roots, ports; the command line's is ``/tmp/recharge-topology-phones`` or
 ``--dir``), so ``FrontEnds.load``, ``status`` and ``stop`` find it again;
-Asterisk and Kamailio run on after the command line's ``start`` returns.  Needs root (the sandbox runs under chroot) and Debian's kamailio.
+Asterisk and Kamailio run on after the command line's ``start`` returns.
+Needs root (the sandbox runs under chroot) and Debian's kamailio.
 """
 
 # test-case-name: tests.e2e.test_front_ends, tests.testkit.test_frontends
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
-import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from testkit.dispatcher import DEFAULT_PORT, Dispatcher, DispatcherError
+from testkit.dispatcher import Dispatcher, DispatcherError
 from testkit.sandbox import (
     RTP_PORTS,
     SANDBOX_WAIT,
     SECOND_RTP_PORTS,
     Sandbox,
     SandboxError,
-    build_prompts,
     free_sip_port,
-    parse_server,
-    resolve_root,
     start_hotline,
 )
-from voice_prompts.build import BuildError
 
 STATE = "frontends.json"
 
@@ -128,65 +121,3 @@ class FrontEnds:
                            "dispatcher_sees": seen.get(f"sip:127.0.0.1:{s.sip_port}", "unknown")}
                           for s in self.sandboxes],
         }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m testkit.frontends start|status|stop``; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog="python -m testkit.frontends",
-        description="Two sandboxed Asterisks behind a Kamailio dispatcher, on this machine (needs root).",
-        epilog="Example: python -m testkit.frontends start --server 127.0.0.1:8441 --server 127.0.0.1:8442 "
-               "--api-key-file demo-run/var/keys/api.key --ca-file demo-run/var/keys/tls-ca.pem && "
-               "python -m testkit.frontends status --json",
-    )
-    parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "recharge-topology-phones",
-                        help="where the dispatcher's files and the state are kept (default /tmp/recharge-topology-phones)")
-    parser.add_argument("--root", help="the first Asterisk's root (default: $ASTERISK_SANDBOX_DIR or "
-                                       "~/.cache/recharge-asterisk/root); the second is beside it, <root>-b")
-    commands = parser.add_subparsers(dest="command", required=True)
-    start = commands.add_parser("start", help="start both Asterisks and the dispatcher; print the address to call")
-    start.add_argument("--server", action="append", default=[], metavar="HOST:PORT",
-                       help="a recharge server for the AGI, primary first (repeat)")
-    start.add_argument("--api-key-file", type=Path, help="the hotline client's key (keys/api.key)")
-    start.add_argument("--ca-file", type=Path, help="the installation's CA certificate (keys/tls-ca.pem)")
-    start.add_argument("--prompts", type=Path, metavar="DIR", help="keep the rendered prompts in DIR")
-    start.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"the dispatcher's UDP port (default {DEFAULT_PORT})")
-    status = commands.add_parser("status", help="each Asterisk running or not, and live or down as the dispatcher sees it")
-    status.add_argument("--json", action="store_true", help="print it as JSON")
-    commands.add_parser("stop", help="stop the dispatcher and both Asterisks")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "start":
-            args.dir.mkdir(parents=True, exist_ok=True)
-            edge = FrontEnds(resolve_root(args.root, os.environ), args.dir, args.port)
-            key = args.api_key_file.read_bytes() if args.api_key_file else None
-            ca = args.ca_file.read_bytes() if args.ca_file else None
-            with tempfile.TemporaryDirectory(prefix="recharge-prompts-") as scratch:
-                dispatcher = edge.start(build_prompts(args.prompts or Path(scratch)),
-                                        [parse_server(s) for s in args.server], key, ca, wait=0)
-            ports = ", ".join(str(s.sip_port) for s in edge.sandboxes)
-            print(f"call 95598 at udp:{dispatcher.address}:{dispatcher.port} (Asterisks on 127.0.0.1:{ports})")
-        elif args.command == "status":
-            found = FrontEnds.load(args.dir).status()
-            if args.json:
-                print(json.dumps(found, indent=2))
-            else:
-                d = found["dispatcher"]
-                print(f"dispatcher {d['address']}: {'running' if d['running'] else 'not running'}")
-                for a in found["asterisks"]:
-                    print(f"asterisk {a['sip']} ({a['root']}): {'running' if a['running'] else 'not running'}, "
-                          f"dispatcher sees it {a['dispatcher_sees']}")
-        elif args.command == "stop":
-            FrontEnds.load(args.dir).stop()
-            print("stopped")
-    except (SandboxError, BuildError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"error: {e.filename + ': ' if e.filename else ''}{e.strerror or e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,14 +27,16 @@ import pytest
 from click.testing import CliRunner
 
 from cardmgmt.days import business_day
+from cardmgmt.keys import load_api_key
 from cardmgmt.models import utcnow
 from cli import cli
-from testkit.callscript import Injection
+from ivr.client import RechargeClient, tls_context
+from testkit.callscript import Injection, compile_script, load
 from testkit.frontends import second_root
 from testkit.hotline import Hotline
 from testkit.install import PASSWORDS
 from testkit.ports import free_udp_port
-from testkit.replay import ScriptResult
+from testkit.replay import ScriptResult, run_compiled
 from testkit.sandbox import Sandbox
 
 pytestmark = pytest.mark.slow
@@ -52,31 +54,60 @@ hangup
 """
 
 
+def topology(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m testkit.topology ...`` as a process of its own, as a tester runs it."""
+    return subprocess.run([sys.executable, "-m", "testkit.topology", *args], capture_output=True, text=True,
+                          timeout=600, check=False)
+
+
 def test_the_command_line_starts_shows_and_stops_the_phone_edge(e2e_sandbox_root: Path, prompt_sounds: Path,
                                                                  tmp_path: Path) -> None:
-    """``python -m testkit.frontends`` (a process of its own, as a tester runs it), before this module's hotline
-    takes the same roots."""
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "testkit.frontends", "--dir", str(tmp_path / "edge"),
-                               "--root", str(e2e_sandbox_root), *args], capture_output=True, text=True, timeout=300,
-                              check=False)
-
-    started = run("start", "--prompts", str(prompt_sounds), "--port", str(free_udp_port()))
+    """``topology phones``, before this module's hotline takes the same roots."""
+    where = ["--dir", str(tmp_path / "edge")]
+    started = topology("phones", "start", *where, "--root", str(e2e_sandbox_root), "--prompts", str(prompt_sounds),
+                       "--port", str(free_udp_port()))
     try:
         assert started.returncode == 0, started.stderr
         assert started.stdout.startswith("call 95598 at udp:127.0.0.2:")
-        shown = run("status", "--json")
+        shown = topology("phones", "status", *where, "--json")
         assert shown.returncode == 0, shown.stderr
         status = json.loads(shown.stdout)
         assert status["dispatcher"]["running"]
         assert [(a["running"], a["dispatcher_sees"]) for a in status["asterisks"]] == [(True, "live")] * 2
     finally:
-        stopped = run("stop")
+        stopped = topology("phones", "stop", *where)
     assert stopped.returncode == 0 and stopped.stdout == "stopped\n", stopped.stderr
-    assert "run start first" in run("status").stderr
+    assert "run start first" in topology("phones", "status", *where).stderr
     assert not any(Sandbox(root).is_running() for root in (e2e_sandbox_root, second_root(e2e_sandbox_root)))
     assert not [p for p in Path("/proc").glob("[0-9]*") if _is_kamailio_of(p, tmp_path / "edge")]
+
+
+def test_the_whole_topology_starts_takes_a_call_and_a_request_and_stops(e2e_sandbox_root: Path, tmp_path: Path) -> None:
+    """``topology all``: the failover database, the server pair on it, two Asterisks behind the dispatcher."""
+    where = ["--dir", str(tmp_path / "all")]
+    started = topology("all", "start", *where, "--root", str(e2e_sandbox_root))
+    try:
+        assert started.returncode == 0, started.stderr
+        shown = topology("all", "status", *where, "--json")
+        assert shown.returncode == 0, shown.stderr
+        status = json.loads(shown.stdout)
+        assert status["db"]["healthy"] and [s["running"] for s in status["servers"]] == [True, True]
+        assert [a["dispatcher_sees"] for a in status["phones"]["asterisks"]] == ["live", "live"]
+        host, port = status["call"].split(":")
+        probe = tmp_path / "answer-only.call"
+        probe.write_text(ANSWER_ONLY, encoding="utf-8")
+        answered = run_compiled(compile_script(load(probe), {"CALLER": "13770000000"}), host, int(port),
+                                tmp_path / "call")
+        assert answered.passed, answered.report()
+        keys = tmp_path / "all" / "install" / "keys"
+        client = RechargeClient([("127.0.0.1", s["port"]) for s in status["servers"]], load_api_key(keys),
+                                tls=tls_context(str(keys / "tls-ca.pem")))
+        assert client.account(call_id="topology-all", account_no=ACCOUNTS[0])["outcome"] == "ok"
+    finally:
+        stopped = topology("all", "stop", *where)
+    assert stopped.returncode == 0, stopped.stderr
+    assert not (tmp_path / "all").exists()
+    assert not any(Sandbox(root).is_running() for root in (e2e_sandbox_root, second_root(e2e_sandbox_root)))
 
 
 def _is_kamailio_of(proc: Path, workdir: Path) -> bool:
