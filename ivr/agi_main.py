@@ -260,21 +260,39 @@ def _log_failure(call_id: str, e: BaseException) -> None:
     log.error("call %s: the dialog failed with %s\n%s", call_id, type(e).__name__, stack)
 
 
-def serve(agi: AGI, config_path: str) -> int:
-    """Run one call on a constructed ``AGI``; 0 when the dialog ran, 1 when it had to apologise."""
+@dataclass(frozen=True)
+class Prepared:
+    """What every call needs from the configuration: the settings, the key, the TLS context (read once, shared)."""
+
+    config: AgiConfig
+    key: bytes
+    tls: "ssl.SSLContext"
+
+
+def prepare(config_path: str) -> Prepared:
+    """Read and check the configuration, the key and the CA certificate; ``ConfigError`` (one line) if unusable."""
+    config = load_config(config_path)
+    return Prepared(config, read_api_key(config.api_key_file), _tls_context(config.ca_file))
+
+
+def serve(agi: AGI, setup: "str | Prepared") -> int:
+    """Run one call on a constructed ``AGI``; 0 when the dialog ran, 1 when it had to apologise.
+
+    ``setup`` is the configuration's path (process AGI: read for this call)
+    or what ``prepare`` read (the FastAGI service: read once at its start).
+    """
     env = getattr(agi, "env", {}) or {}
     call_id = call_id_of(env)
     caller = caller_number(env.get("agi_callerid", ""))
     channel: Channel = AGIChannel(agi)
     try:
-        config = load_config(config_path)
+        prepared = setup if isinstance(setup, Prepared) else prepare(setup)
+        config = prepared.config
         channel = AGIChannel(agi, prompt_prefix=config.prompt_prefix, send_text=config.send_text)
-        key = read_api_key(config.api_key_file)
-        tls = _tls_context(config.ca_file)
         # One kept-alive connection per server for the whole call, closed when the call ends.
         with RechargeClient(
-            config.servers, key, timeout=config.timeout, total_timeout=config.total_timeout, tls=tls,
-            client=config.client,
+            config.servers, prepared.key, timeout=config.timeout, total_timeout=config.total_timeout,
+            tls=prepared.tls, client=config.client,
         ) as client:
             log.info("call %s: start (servers %s)", call_id, ", ".join(f"{h}:{p}" for h, p in config.servers))
             result = run_call(
