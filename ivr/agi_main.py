@@ -14,6 +14,7 @@ Asterisk runs this once per call (process AGI): ``python3 -m ivr.agi_main
     digit_timeout_ms = 6000                    ; before the first key and between keys
     prompt_prefix =                            ; e.g. "recharge/" if the prompts sit in a subdirectory
     send_text = yes                            ; prompt=/result= lines as SIP MESSAGEs (call scripts read them)
+    agents = yes                               ; key 0 and repeated failures transfer to an agent (the dialplan's AGENT_DIAL)
 
 The layout that ``testkit/sandbox.py`` writes is read as well: a
 ``[servers]`` section with one ``host:port`` per key in order of preference
@@ -89,6 +90,7 @@ class AgiConfig:
     digit_timeout_ms: int = 6000
     prompt_prefix: str = ""
     send_text: bool = True
+    agents: bool = True
 
 
 def parse_servers(text: str) -> tuple[tuple[str, int], ...]:
@@ -150,7 +152,8 @@ def load_config(path: str | os.PathLike[str]) -> AgiConfig:
             total_timeout=_number(get("total_timeout"), float, AgiConfig.total_timeout, "total_timeout"),
             digit_timeout_ms=_number(get("digit_timeout_ms"), int, AgiConfig.digit_timeout_ms, "digit_timeout_ms"),
             prompt_prefix=get("prompt_prefix") or "",
-            send_text=_flag(get("send_text"), AgiConfig.send_text),
+            send_text=_flag(get("send_text"), AgiConfig.send_text, "send_text"),
+            agents=_flag(get("agents"), AgiConfig.agents, "agents"),
         )
     except ConfigError as e:
         raise ConfigError(f"the AGI configuration {path}: {e}") from None
@@ -170,12 +173,12 @@ def _number(text: str | None, kind: type[N], default: N, name: str) -> N:
         raise ConfigError(f"{name} must be a number, not {text[:20]!r}") from None
 
 
-def _flag(text: str | None, default: bool) -> bool:
+def _flag(text: str | None, default: bool, name: str) -> bool:
     if text is None or text == "":
         return default
     value = configparser.ConfigParser.BOOLEAN_STATES.get(text.lower())
     if value is None:
-        raise ConfigError(f"send_text must be yes or no, not {text[:20]!r}")
+        raise ConfigError(f"{name} must be yes or no, not {text[:20]!r}")
     return value
 
 
@@ -297,7 +300,7 @@ def serve(agi: AGI, setup: "str | Prepared") -> int:
             log.info("call %s: start (servers %s)", call_id, ", ".join(f"{h}:{p}" for h, p in config.servers))
             result = run_call(
                 channel, client, call_id=call_id, caller=caller,
-                settings=DialogSettings(digit_timeout_ms=config.digit_timeout_ms),
+                settings=DialogSettings(digit_timeout_ms=config.digit_timeout_ms, agents=config.agents),
             )
     except ConfigError as e:
         log.error("call %s: %s", call_id, e)
