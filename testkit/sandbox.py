@@ -605,6 +605,10 @@ class Sandbox:
         """``/var/log/asterisk/messages.log`` of this run: each ``Executing [...]`` line and the AGI scripts' VERBOSE lines."""
         return _read(self.log_dir / "messages.log")
 
+    def fastagi_log(self) -> str:
+        """``/var/log/asterisk/fastagi.log`` of this run: the FastAGI service's log (and its supervisor's)."""
+        return _read(self.log_dir / "fastagi.log")
+
     def console_log(self) -> str:
         """Asterisk's own stdout and stderr, which also receive what AGI scripts write to stderr (tracebacks)."""
         return _read(self.log_dir / "console.log")
