@@ -401,9 +401,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("a single call does not pass:\n" + calibration.report())
         call_length = max(s.at_ms or 0 for s in calibration.calls[0].steps) / 1000
         used = 1
+        active = list(modes)  # a mode whose calls failed at a level is not taken to the next
         for n in levels:
             for mode in ("steady", "burst"):
-                for agi in modes:
+                for agi in active:
                     total = 2 * n if mode == "steady" else n
                     rows = tuple((f"1371{i:07d}", ACCOUNTS[i % len(ACCOUNTS)], pin)
                                  for i, (_serial, pin) in enumerate(cards[used:used + total], start=used))
@@ -413,8 +414,11 @@ def main(argv: list[str] | None = None) -> int:
                     results.append(level)
                     if not level.all_passed:
                         bl.log(f"level {n} {mode} {agi}: not every call passed. First: {level.failures[:1]}")
-            if not all(lv.all_passed for lv in results if lv.concurrent == n):
-                bl.log("stopping here")
+            failed = {lv.agi for lv in results if lv.concurrent == n and not lv.all_passed}
+            active = [agi for agi in active if agi not in failed]
+            if failed:
+                bl.log(f"{', '.join(sorted(failed))}: stopping here")
+            if not active:
                 break
     finally:
         hotline.close()
