@@ -343,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--levels", default="10,25,50,100", help="concurrent calls per level (default %(default)s)")
     parser.add_argument("--modes", default="fastagi,process",
                         help="AGI modes, each run side by side at every level (default %(default)s)")
+    parser.add_argument("--keep-going", action="store_true",
+                        help="run every level in every mode even after calls failed (a busy machine's time-outs)")
     parser.add_argument("--import-runs", type=int, default=15, help="timings of the AGI's import (default %(default)s)")
     parser.add_argument("--workdir", type=Path, help=f"default {bl.DEFAULT_WORKDIR.relative_to(ROOT)}/hotline-TIME")
     parser.add_argument("--quiet-wait", type=float, default=60, metavar="SECONDS",
@@ -401,7 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("a single call does not pass:\n" + calibration.report())
         call_length = max(s.at_ms or 0 for s in calibration.calls[0].steps) / 1000
         used = 1
-        active = list(modes)  # a mode whose calls failed at a level is not taken to the next
+        active = list(modes)  # a mode whose calls failed at a level is not taken to the next (unless --keep-going)
+        keep_going = args.keep_going
         for n in levels:
             for mode in ("steady", "burst"):
                 for agi in active:
@@ -415,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
                     if not level.all_passed:
                         bl.log(f"level {n} {mode} {agi}: not every call passed. First: {level.failures[:1]}")
             failed = {lv.agi for lv in results if lv.concurrent == n and not lv.all_passed}
-            active = [agi for agi in active if agi not in failed]
-            if failed:
+            if failed and not keep_going:
+                active = [agi for agi in active if agi not in failed]
                 bl.log(f"{', '.join(sorted(failed))}: stopping here")
             if not active:
                 break
