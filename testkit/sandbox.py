@@ -447,10 +447,14 @@ class Sandbox:
                         encoding="utf-8")
         return conf
 
+    def config_values(self) -> dict[str, str | int]:
+        """What ``@NAME@`` stands for in this sandbox's configuration files."""
+        return {"SIP_BIND": "127.0.0.1", "SIP_PORT": self.sip_port, "RTP_START": RTP_PORTS[0], "RTP_END": RTP_PORTS[1],
+                "FASTAGI_PORT": self.fastagi_port, "AGENT_PORT": self.agent_port}
+
     def install_configuration(self) -> list[Path]:
         """Render every ``asterisk_conf/*.conf`` into the root's ``/etc/asterisk``; the files written."""
-        values = {"SIP_BIND": "127.0.0.1", "SIP_PORT": self.sip_port, "RTP_START": RTP_PORTS[0], "RTP_END": RTP_PORTS[1],
-                  "FASTAGI_PORT": self.fastagi_port, "AGENT_PORT": self.agent_port}
+        values = self.config_values()
         etc = self.path("/etc/asterisk")
         etc.mkdir(parents=True, exist_ok=True)
         for old in etc.glob("*.conf"):
