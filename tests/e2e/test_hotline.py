@@ -20,7 +20,16 @@ wrong PINs counted against one never lock another out, and with cards
 prepared through the card services (issued, voided, frozen, in stock, of an
 expired batch, held by another call, already used).  The scripts that need
 nothing of each other run at once, one SIPp each; the ones that kill
-servers run alone.  Timings are the benchmark's business
+servers run alone.
+
+Both AGI modes run here.  Every script is replayed with the dialplan's
+default, the FastAGI service beside Asterisk (``ivr.fastagi``); the
+independent scripts are replayed a second time, again all at once, with the
+dialplan set to process AGI (``ivr.agi_main``, a Python per call), with
+cards and callers of their own.  The scripts that stop servers, kill the
+FastAGI service or need the agent's phone (a SIPp UAS, ``testkit.agent``)
+run by FastAGI only; the fallback to process AGI when the service is down
+is tested with a recharge of its own.  Timings are the benchmark's business
 (``bench/bench_hotline.py``): nothing here asserts how fast a call went.
 """
 
