@@ -441,7 +441,7 @@ def test_with_the_service_down_a_call_runs_by_process_agi(hotline: Hotline, card
     finally:
         sandbox.start_fastagi()
     assert result.passed, report(result)
-    assert "the FastAGI service did not take it (AGISTATUS=FAILURE); process AGI" in sandbox.messages_log()
+    assert "the FastAGI service did not take it (AGISTATUS=FAILURE), process AGI takes it" in sandbox.messages_log()
     assert hotline.card_state(cards.serial("fallback")) == "redeemed"
 
 
