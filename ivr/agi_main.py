@@ -1,7 +1,8 @@
 """The AGI entry point: read the configuration, build the failover client, run the dialog for one call.
 
 Asterisk runs this once per call (process AGI): ``python3 -m ivr.agi_main
-[--config] [CONFIG]``.  The configuration file (default
+[--config] [CONFIG]``; the FastAGI service (``ivr.fastagi``) runs ``serve``
+for each of its calls with what ``prepare`` read once.  The configuration file (default
 ``/etc/recharge/agi.conf``) is INI::
 
     [agi]

@@ -160,9 +160,8 @@ def read_header(stream: SocketStream, timeout: float) -> dict[str, str]:
     env: dict[str, str] = {}
     for _ in range(MAX_HEADER_LINES + 1):
         line = stream.readline(deadline)
-        if not line:
-            raise _Dropped("stalled or closed before the end of the request header" if not stream.dead or not env
-                           else "stalled in the request header")
+        if not line:  # closed, stalled past the deadline, or a line too long
+            raise _Dropped("closed or stalled in the request header" if env else "no request header")
         line = line.rstrip("\r\n")
         if line == "":
             if "agi_request" not in env:
@@ -216,7 +215,8 @@ class FastAGIServer:
                 if not full:
                     self._active += 1
             if full:
-                self.refused += 1
+                with self._lock:
+                    self.refused += 1
                 log.warning("%d calls already; a connection from %s:%d is refused (process AGI takes it)",
                             self.max_calls, *peer[:2])
                 conn.close()
@@ -237,7 +237,8 @@ class FastAGIServer:
             try:
                 env = read_header(stream, self.header_timeout)
             except _Dropped as e:
-                self.dropped += 1
+                with self._lock:
+                    self.dropped += 1
                 log.warning("a connection from %s:%d is dropped: %s", peer[0], peer[1], e)
                 return
             agi = SocketAGI(stream, env)
@@ -247,7 +248,8 @@ class FastAGIServer:
                 log.info("call %s: gone before the dialog began", env.get("agi_uniqueid", "?"))
                 return
             serve(agi, self.setup)
-            self.served += 1
+            with self._lock:
+                self.served += 1
         except Exception as e:  # serve() handles the call's own failures; this is the connection's
             log.error("a connection from %s:%d failed: %s", peer[0], peer[1], type(e).__name__)
         finally:
