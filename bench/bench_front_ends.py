@@ -95,6 +95,8 @@ def main() -> None:
                 bl.log(f"run {run + 1}: killed front end {run % 2}; first answer {answers[0]:.2f} s, "
                        f"failover answer {answers[1]:.2f} s, probed down {down[-1]:.2f} s")
                 victim.start()
+                victim.start_fastagi()
+    victim.start_fastagi()
                 dispatcher.wait_live(2, timeout=30)
     finally:
         hotline.close()

@@ -11,6 +11,9 @@ files that Asterisk's own ``SAY DIGITS`` and ``SAY NUMBER`` play.
 - ``say_amount`` is ``SAY NUMBER`` for the yuan (Asterisk says numbers in
   Mandarin itself when the channel language is ``zh``) followed by the unit
   prompts: 元/角/分 in Mandarin, "yuan" and "fen" in English.
+- ``transfer`` sets ``RECHARGE_NEXT=agent``; the dialplan dials the agents
+  once the AGI has ended.  ``commit_sent`` sets ``RECHARGE_COMMIT_SENT=yes``,
+  which the dialplan reads should the dialog be lost mid-call.
 - ``send_text`` is ``SEND TEXT`` (an in-dialog SIP MESSAGE on PJSIP); a
   channel that cannot carry text just drops it.
 
@@ -40,6 +43,8 @@ log = logging.getLogger("ivr.agi_channel")
 # What SEND TEXT may carry: no quotes or backslashes (AGI quoting), no line breaks, bounded.
 _UNSAFE_TEXT = re.compile(r'["\\\r\n\x00]')
 MAX_TEXT = 200
+TRANSFER_VARIABLE = "RECHARGE_NEXT"
+COMMIT_VARIABLE = "RECHARGE_COMMIT_SENT"
 
 
 @contextmanager
@@ -145,6 +150,16 @@ class AGIChannel:
             self.agi.hangup()
         except (AGIAppError, AGIUnknownError):
             pass  # already gone
+
+    def commit_sent(self) -> None:
+        # The dialplan's [hotline-lost] then says system-error, never service-unavailable ("card not used").
+        with _hangups():
+            self.agi.set_variable(COMMIT_VARIABLE, "yes")
+
+    def transfer(self) -> None:
+        # The dialplan reads it when AGI returns (asterisk_conf/extensions.conf) and dials the agents.
+        with _hangups():
+            self.agi.set_variable(TRANSFER_VARIABLE, "agent")
 
 
 def amount_parts(fen: int, lang: str) -> list[tuple[str, Any]]:

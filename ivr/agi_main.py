@@ -1,7 +1,8 @@
 """The AGI entry point: read the configuration, build the failover client, run the dialog for one call.
 
 Asterisk runs this once per call (process AGI): ``python3 -m ivr.agi_main
-[--config] [CONFIG]``.  The configuration file (default
+[--config] [CONFIG]``; the FastAGI service (``ivr.fastagi``) runs ``serve``
+for each of its calls with what ``prepare`` read once.  The configuration file (default
 ``/etc/recharge/agi.conf``) is INI::
 
     [agi]
@@ -14,6 +15,7 @@ Asterisk runs this once per call (process AGI): ``python3 -m ivr.agi_main
     digit_timeout_ms = 6000                    ; before the first key and between keys
     prompt_prefix =                            ; e.g. "recharge/" if the prompts sit in a subdirectory
     send_text = yes                            ; prompt=/result= lines as SIP MESSAGEs (call scripts read them)
+    agents = yes                               ; key 0 and repeated failures transfer to an agent (the dialplan's AGENT_DIAL)
 
 The layout that ``testkit/sandbox.py`` writes is read as well: a
 ``[servers]`` section with one ``host:port`` per key in order of preference
@@ -89,6 +91,7 @@ class AgiConfig:
     digit_timeout_ms: int = 6000
     prompt_prefix: str = ""
     send_text: bool = True
+    agents: bool = True
 
 
 def parse_servers(text: str) -> tuple[tuple[str, int], ...]:
@@ -150,7 +153,8 @@ def load_config(path: str | os.PathLike[str]) -> AgiConfig:
             total_timeout=_number(get("total_timeout"), float, AgiConfig.total_timeout, "total_timeout"),
             digit_timeout_ms=_number(get("digit_timeout_ms"), int, AgiConfig.digit_timeout_ms, "digit_timeout_ms"),
             prompt_prefix=get("prompt_prefix") or "",
-            send_text=_flag(get("send_text"), AgiConfig.send_text),
+            send_text=_flag(get("send_text"), AgiConfig.send_text, "send_text"),
+            agents=_flag(get("agents"), AgiConfig.agents, "agents"),
         )
     except ConfigError as e:
         raise ConfigError(f"the AGI configuration {path}: {e}") from None
@@ -170,12 +174,12 @@ def _number(text: str | None, kind: type[N], default: N, name: str) -> N:
         raise ConfigError(f"{name} must be a number, not {text[:20]!r}") from None
 
 
-def _flag(text: str | None, default: bool) -> bool:
+def _flag(text: str | None, default: bool, name: str) -> bool:
     if text is None or text == "":
         return default
     value = configparser.ConfigParser.BOOLEAN_STATES.get(text.lower())
     if value is None:
-        raise ConfigError(f"send_text must be yes or no, not {text[:20]!r}")
+        raise ConfigError(f"{name} must be yes or no, not {text[:20]!r}")
     return value
 
 
@@ -260,26 +264,44 @@ def _log_failure(call_id: str, e: BaseException) -> None:
     log.error("call %s: the dialog failed with %s\n%s", call_id, type(e).__name__, stack)
 
 
-def serve(agi: AGI, config_path: str) -> int:
-    """Run one call on a constructed ``AGI``; 0 when the dialog ran, 1 when it had to apologise."""
+@dataclass(frozen=True)
+class Prepared:
+    """What every call needs from the configuration: the settings, the key, the TLS context (read once, shared)."""
+
+    config: AgiConfig
+    key: bytes
+    tls: "ssl.SSLContext"
+
+
+def prepare(config_path: str) -> Prepared:
+    """Read and check the configuration, the key and the CA certificate; ``ConfigError`` (one line) if unusable."""
+    config = load_config(config_path)
+    return Prepared(config, read_api_key(config.api_key_file), _tls_context(config.ca_file))
+
+
+def serve(agi: AGI, setup: "str | Prepared") -> int:
+    """Run one call on a constructed ``AGI``; 0 when the dialog ran, 1 when it had to apologise.
+
+    ``setup`` is the configuration's path (process AGI: read for this call)
+    or what ``prepare`` read (the FastAGI service: read once at its start).
+    """
     env = getattr(agi, "env", {}) or {}
     call_id = call_id_of(env)
     caller = caller_number(env.get("agi_callerid", ""))
     channel: Channel = AGIChannel(agi)
     try:
-        config = load_config(config_path)
+        prepared = setup if isinstance(setup, Prepared) else prepare(setup)
+        config = prepared.config
         channel = AGIChannel(agi, prompt_prefix=config.prompt_prefix, send_text=config.send_text)
-        key = read_api_key(config.api_key_file)
-        tls = _tls_context(config.ca_file)
         # One kept-alive connection per server for the whole call, closed when the call ends.
         with RechargeClient(
-            config.servers, key, timeout=config.timeout, total_timeout=config.total_timeout, tls=tls,
-            client=config.client,
+            config.servers, prepared.key, timeout=config.timeout, total_timeout=config.total_timeout,
+            tls=prepared.tls, client=config.client,
         ) as client:
             log.info("call %s: start (servers %s)", call_id, ", ".join(f"{h}:{p}" for h, p in config.servers))
             result = run_call(
                 channel, client, call_id=call_id, caller=caller,
-                settings=DialogSettings(digit_timeout_ms=config.digit_timeout_ms),
+                settings=DialogSettings(digit_timeout_ms=config.digit_timeout_ms, agents=config.agents),
             )
     except ConfigError as e:
         log.error("call %s: %s", call_id, e)

@@ -20,6 +20,9 @@ recharge reference → 1 for another card, or goodbye::
     any               third failed try, locked_out,        GOODBYE: release a held card, say goodbye, hang up
                       service_unavailable, commit unanswered
     any               the caller hangs up                  release a held card, stop
+    any menu or entry 0 alone (key 0, or 0#)              AGENT               (when ``agents`` is on)
+    ACCOUNT..ANOTHER  third failed entry (not a PIN)       AGENT               (when ``agents`` is on)
+    AGENT             release a held card, announce, hand the call to the dialplan's agents (转人工)
 
 Around that path:
 
@@ -36,6 +39,13 @@ Around that path:
   (the servers answer a repeat with the first answer); if it still gets
   none, the caller hears that the result is not confirmed (``result-unknown``)
   and never that the card was not used.
+- *A person.*  Key 0 at any menu (or 0 then # at an entry: 0 alone is no
+  account or PIN) asks for an agent, and so do three failed tries at an
+  entry or a menu; three wrong PINs or refused cards end the call as before
+  (the lock-out counts them, and an agent cannot make a card good).  The
+  dialog releases a held card, says ``transfer-agent`` and marks the call
+  (``Channel.transfer``) instead of hanging up; the dialplan dials the agents
+  and, when none answers, says ``agents-busy`` and goodbye.
 - *Observable.*  Every prompt is also sent as text ``prompt=<id>``, every
   decision as ``result=<code>`` (and spoken numbers as ``digits=`` /
   ``amount=``), so a SIPp call script can follow the call step by step.
@@ -84,6 +94,7 @@ OUTCOMES = (
 
 KEYS = "0123456789*#"  # every key stops every prompt (barge-in)
 BACK = "*"
+AGENT = "0"  # alone, at any menu or entry: transfer to an agent
 
 
 class Prompt(StrEnum):
@@ -125,6 +136,8 @@ class Prompt(StrEnum):
     RESULT_UNKNOWN = "result-unknown"
     SYSTEM_ERROR = "system-error"
     GOODBYE = "goodbye"
+    TRANSFER_AGENT = "transfer-agent"
+    AGENTS_BUSY = "agents-busy"  # said by the dialplan (asterisk_conf/extensions.conf) when no agent answers
     # The units a channel's ``say_amount`` plays after its numbers.
     CURRENCY_YUAN = "currency-yuan"
     CURRENCY_JIAO = "currency-jiao"
@@ -195,6 +208,12 @@ class Channel(Protocol):
     def hangup(self) -> None:
         """End the call."""
 
+    def transfer(self) -> None:
+        """Hand the call on to an agent when the dialog ends (the channel stays up; the dialplan dials the agents)."""
+
+    def commit_sent(self) -> None:
+        """A commit is on its way: should the dialog be lost from here on, the caller must not hear "card not used"."""
+
 
 class Backend(Protocol):
     """The recharge service as ``ivr.client.RechargeClient`` offers it: dicts with an ``"outcome"``, never an exception."""
@@ -216,6 +235,7 @@ class DialogSettings:
     digit_timeout_ms: int = 6000  # before the first key and between keys
     commit_attempts: int = 3  # the commit and two repeats when no server answers
     max_inputs: int = 60  # in the whole call, whatever the caller keys
+    agents: bool = False  # key 0 and repeated failures transfer to an agent (the AGI turns it on: ``agents = yes``)
 
 
 # --- the dialog ----------------------------------------------------------------------
@@ -233,6 +253,7 @@ class Step(StrEnum):
     COMMIT = "commit"
     ANOTHER = "another"
     GOODBYE = "goodbye"
+    AGENT = "agent"
     END = "end"
 
 
@@ -286,6 +307,7 @@ class RechargeDialog:
             Step.COMMIT: self._commit,
             Step.ANOTHER: self._another,
             Step.GOODBYE: self._goodbye,
+            Step.AGENT: self._agent,
         }
 
     def run(self) -> str:
@@ -300,6 +322,8 @@ class RechargeDialog:
                     self._play(Prompt.TOO_MANY_TRIES)
                     self._result("too-many-tries")
                     step = Step.GOODBYE
+                except _ToAgent:
+                    step = Step.AGENT
         except CallerHungUp:
             log.info("call %s: caller hung up at %s", self.call_id, step.value)
             self.last_result = "hangup"
@@ -314,7 +338,9 @@ class RechargeDialog:
 
     def _welcome(self) -> Step:
         self._set_language("zh")
-        key = self._play(Prompt.WELCOME, "12")
+        key = self._play(Prompt.WELCOME, "120" if self.settings.agents else "12")
+        if key == AGENT:
+            return Step.AGENT
         if key == "2":
             self._set_language("en")
             self._result("lang-en")
@@ -443,6 +469,7 @@ class RechargeDialog:
         # From here on the card may be spent: no cancel, and never "not used".
         # (An unanswered commit's hold lapses by itself within the hold time.)
         self.held = False
+        self.channel.commit_sent()
         answer: dict[str, Any] = {"outcome": SERVICE_UNAVAILABLE}
         for attempt in range(1, self.settings.commit_attempts + 1):
             answer = self._call("commit", seq=self.seq)
@@ -496,6 +523,15 @@ class RechargeDialog:
         self.channel.hangup()
         return Step.END
 
+    def _agent(self) -> Step:
+        self._pending = []
+        self._release_hold()
+        self._result("transfer")
+        self._play(Prompt.TRANSFER_AGENT)
+        log.info("call %s: to an agent", self.call_id)
+        self.channel.transfer()
+        return Step.END
+
     # --- tries, results, backend -----------------------------------------------------
 
     def _retry(self, step: Step, result: str | None, parts: list[Part]) -> Step:
@@ -511,7 +547,8 @@ class RechargeDialog:
         self._pending = []
         self._play(Prompt.TOO_MANY_TRIES)
         self._result("too-many-tries")
-        return Step.GOODBYE
+        # A caller who cannot get through an entry or a menu gets a person; wrong PINs and refused cards do not.
+        return Step.AGENT if self.settings.agents and step is not Step.PIN else Step.GOODBYE
 
     def _retry_choice(self, step: Step, entry: str | None) -> Step:
         if entry is None:
@@ -610,11 +647,17 @@ class RechargeDialog:
         entry = (entry or "").rstrip("#")
         if not entry:
             return None
+        if entry == AGENT and self.settings.agents:
+            raise _ToAgent
         return BACK if BACK in entry else entry
 
 
 class _TooManyInputs(Exception):
     """More inputs than ``max_inputs`` in one call: it ends politely."""
+
+
+class _ToAgent(Exception):
+    """The caller keyed 0 alone: the call goes to an agent, from whatever step it was at."""
 
 
 def _is_int(value: object) -> TypeGuard[int]:

@@ -76,7 +76,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from testkit.ports import free_udp_port
+from testkit.ports import LOOPBACK, free_tcp_port, free_udp_port
 from voice_prompts.build import BuildError, sounds
 from voice_prompts.build import build as render_prompts
 from voice_prompts.catalogue import LANGS
@@ -106,8 +106,11 @@ CHROOT_SOUNDS_DIR = "/usr/share/asterisk/sounds"
 CHROOT_AGI_CONFIG = "/etc/recharge/agi.conf"
 CHROOT_API_KEY = "/etc/recharge/api.key"
 CHROOT_CA_CERT = "/etc/recharge/tls-ca.pem"
+FASTAGI_PID = "/run/recharge-fastagi.pid"
 ENTRY_SCRIPT = "recharge.agi"
 ENTRY_MODULE = "ivr.agi_main"
+FASTAGI_MODULE = "ivr.fastagi"
+AGI_MODES = ("fastagi", "process")  # the dialplan's global HOTLINE_AGI
 
 DEFAULT_ROOT = Path("~/.cache/recharge-asterisk/root")
 DEFAULT_SIP_PORT = 5160  # not 5060, so that a real PBX on the same machine is left alone
@@ -289,11 +292,17 @@ class Sandbox:
     ``start`` on the same root is refused.
     """
 
-    def __init__(self, root: Path, sip_port: int = DEFAULT_SIP_PORT, rtp_ports: tuple[int, int] = RTP_PORTS) -> None:
+    def __init__(self, root: Path, sip_port: int = DEFAULT_SIP_PORT, rtp_ports: tuple[int, int] = RTP_PORTS, *,
+                 fastagi_port: int | None = None, agent_port: int | None = None) -> None:
         self.root = Path(root)
         self.sip_port = sip_port
         self.rtp_ports = rtp_ports  # a second Asterisk on this machine gets a range of its own
+        # Where the FastAGI service listens (on the host's loopback, which the chroot shares) and where the
+        # agent endpoint's phone answers (a SIPp UAS in the tests); written into the dialplan and pjsip.conf.
+        self.fastagi_port = fastagi_port or free_tcp_port()
+        self.agent_port = agent_port or free_sip_port()
         self._process: subprocess.Popen[bytes] | None = None
+        self._fastagi: subprocess.Popen[bytes] | None = None
         self._lock_holder: _FileLock | None = None  # held from start() to stop()
 
     # --- paths ---------------------------------------------------------------------
@@ -451,10 +460,15 @@ class Sandbox:
                         encoding="utf-8")
         return conf
 
+    def config_values(self) -> dict[str, str | int]:
+        """What ``@NAME@`` stands for in this sandbox's configuration files."""
+        return {"SIP_BIND": "127.0.0.1", "SIP_PORT": self.sip_port, "RTP_START": self.rtp_ports[0],
+                "RTP_END": self.rtp_ports[1], "DISPATCHER_ADDR": DISPATCHER_ADDR, "FASTAGI_PORT": self.fastagi_port,
+                "AGENT_PORT": self.agent_port}
+
     def install_configuration(self) -> list[Path]:
         """Render every ``asterisk_conf/*.conf`` into the root's ``/etc/asterisk``; the files written."""
-        values = {"SIP_BIND": "127.0.0.1", "SIP_PORT": self.sip_port, "RTP_START": self.rtp_ports[0],
-                  "RTP_END": self.rtp_ports[1], "DISPATCHER_ADDR": DISPATCHER_ADDR}
+        values = self.config_values()
         etc = self.path("/etc/asterisk")
         etc.mkdir(parents=True, exist_ok=True)
         for old in etc.glob("*.conf"):
@@ -494,12 +508,13 @@ class Sandbox:
         lock = _FileLock(self._lock_path(), wait=0)
         lock.acquire()
         try:
+            self.stop_fastagi()
             self._stop_running(timeout=15)
             self.install_configuration()
             self.install_app()
             self.install_agi(ENTRY_SCRIPT, entry_script())
             self.log_dir.mkdir(parents=True, exist_ok=True)
-            for name in ("messages.log", "console.log"):
+            for name in ("messages.log", "console.log", "fastagi.log"):
                 (self.log_dir / name).write_text("", encoding="utf-8")
             console = (self.log_dir / "console.log").open("ab")
             try:
@@ -515,9 +530,80 @@ class Sandbox:
             raise
         self._lock_holder = lock
 
-    def stop(self, timeout: float = 15.0) -> None:
-        """Stop Asterisk (``core stop now``, then by its pid if it will not go); nothing happens if it is not running."""
+    def start_fastagi(self, timeout: float = 30.0) -> None:
+        """Start the FastAGI service (``python3 -m ivr.fastagi --supervise``) under the chroot's Python, beside Asterisk.
+
+        It reads ``/etc/recharge/agi.conf`` (``write_agi_config`` first) and
+        listens on 127.0.0.1:``fastagi_port``, where the dialplan's
+        ``AGI(agi://...)`` connects; its log is ``/var/log/asterisk/fastagi.log``.
+        Returns once it accepts connections.  Until then (or when it is down)
+        the dialplan runs calls by process AGI.
+        """
+        self.stop_fastagi()
+        log = (self.log_dir / "fastagi.log").open("ab")
         try:
+            self._fastagi = subprocess.Popen(
+                ["chroot", str(self.root), "/usr/bin/python3", "-m", FASTAGI_MODULE, "--config", CHROOT_AGI_CONFIG,
+                 "--listen", f"{LOOPBACK}:{self.fastagi_port}", "--supervise"],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, cwd="/", start_new_session=True,
+                env={**CHROOT_ENV, "PYTHONPATH": f"{CHROOT_APP_DIR}:{CHROOT_PY_DIR}"})
+        finally:
+            log.close()
+        self.path(FASTAGI_PID).write_text(f"{self._fastagi.pid}\n", encoding="utf-8")
+        deadline = time.monotonic() + timeout
+        while self.fastagi_worker() is None:
+            if self._fastagi.poll() is not None or time.monotonic() > deadline:
+                tail = "\n".join(_read(self.log_dir / "fastagi.log").splitlines()[-10:])
+                self.stop_fastagi()
+                raise SandboxError(f"the FastAGI service did not start on port {self.fastagi_port}:\n{tail}")
+            time.sleep(0.1)
+
+    def fastagi_worker(self) -> int | None:
+        """The pid of the FastAGI service under its supervisor, once it listens; ``None`` when it is not serving."""
+        if self._fastagi is None or self._fastagi.poll() is not None:
+            return None
+        try:
+            children = Path(f"/proc/{self._fastagi.pid}/task/{self._fastagi.pid}/children").read_text().split()
+        except OSError:
+            return None
+        for child in map(int, children):
+            if _listens_on(child, self.fastagi_port):
+                return child
+        return None
+
+    def stop_fastagi(self, timeout: float = 10.0) -> None:
+        """Stop the FastAGI service and its supervisor; nothing happens if it is not running."""
+        process, self._fastagi = self._fastagi, None
+        if process is not None:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            return
+        # Started by another process (the command line's start): by its pid file, if it is still ours.
+        try:
+            pid = int(self.path(FASTAGI_PID).read_text().strip())
+            if os.readlink(f"/proc/{pid}/root") != str(self.root.resolve()):
+                return
+            os.kill(pid, signal.SIGTERM)
+        except (OSError, ValueError):
+            return
+        if not self._wait_gone(pid, timeout):
+            os.killpg(pid, signal.SIGKILL)
+
+    def set_agi_mode(self, mode: str) -> None:
+        """``fastagi`` (the service first, process AGI when it does not take a call) or ``process`` (process AGI only)."""
+        if mode not in AGI_MODES:
+            raise SandboxError(f"AGI mode {mode!r} is not one of {', '.join(AGI_MODES)}")
+        self.rx(f"dialplan set global HOTLINE_AGI {mode}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """Stop Asterisk (``core stop now``, then by its pid if it will not go) and the FastAGI service; nothing happens if it is not running."""
+        try:
+            self.stop_fastagi()
             self._stop_running(timeout)
         finally:
             if self._lock_holder is not None:
@@ -525,8 +611,15 @@ class Sandbox:
                 self._lock_holder = None
 
     def kill(self) -> None:
-        """Kill Asterisk at once (SIGKILL, as a machine dies): its calls end without a BYE. ``start`` runs it again."""
+        """Kill Asterisk and the FastAGI service at once (SIGKILL, as a machine dies): its calls end without a BYE.
+
+        ``start`` (and ``start_fastagi``) run them again.
+        """
         try:
+            service, self._fastagi = self._fastagi, None
+            if service is not None and service.poll() is None:
+                os.killpg(service.pid, signal.SIGKILL)
+                service.wait()
             pid = self._pid()
             if pid is not None:
                 os.kill(pid, signal.SIGKILL)
@@ -549,6 +642,10 @@ class Sandbox:
     def messages_log(self) -> str:
         """``/var/log/asterisk/messages.log`` of this run: each ``Executing [...]`` line and the AGI scripts' VERBOSE lines."""
         return _read(self.log_dir / "messages.log")
+
+    def fastagi_log(self) -> str:
+        """``/var/log/asterisk/fastagi.log`` of this run: the FastAGI service's log (and its supervisor's)."""
+        return _read(self.log_dir / "fastagi.log")
 
     def console_log(self) -> str:
         """Asterisk's own stdout and stderr, which also receive what AGI scripts write to stderr (tracebacks)."""
@@ -653,6 +750,20 @@ class Sandbox:
             self._process = None
 
 
+def _listens_on(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a TCP socket listening on ``port`` (IPv4)."""
+    try:
+        fds = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    except OSError:
+        return False
+    for line in table:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port and f"socket:[{fields[9]}]" in fds:
+            return True
+    return False
+
+
 class _FileLock:
     """An ``flock`` on a file beside the root, so two processes never build, or run, the same root at once.
 
@@ -737,6 +848,9 @@ def start_hotline(sandbox: Sandbox, prompts: Path, servers: Sequence[tuple[str, 
                   client: str = "hotline") -> Sandbox:
     """Build ``sandbox`` if needed, start it, install ``prompts`` (``build_prompts``) and point the AGI at ``servers``.
 
+    With ``servers`` and ``api_key`` it also starts the FastAGI service beside
+    Asterisk (``Sandbox.start_fastagi``), which then takes the calls.
+
     While another process runs the root, waits up to ``wait`` seconds for it
     (``SandboxBusy`` after that).  Without ``servers`` the AGI configuration
     is left as it is; ``api_key``, ``ca_cert`` and ``client`` are as for
@@ -757,6 +871,8 @@ def start_hotline(sandbox: Sandbox, prompts: Path, servers: Sequence[tuple[str, 
         sandbox.install_prompts(prompts)
         if servers:
             sandbox.write_agi_config(servers, api_key, ca_cert=ca_cert, client=client)
+            if api_key is not None:
+                sandbox.start_fastagi()
     except BaseException:
         sandbox.stop()
         raise
@@ -809,6 +925,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             started = time.monotonic()
             with tempfile.TemporaryDirectory(prefix="recharge-prompts-") as scratch:
                 start_hotline(sandbox, build_prompts(args.prompts or Path(scratch)), servers, key, ca_cert=ca)
+            if servers and key:
+                print(f"FastAGI service on tcp:127.0.0.1:{sandbox.fastagi_port} (log {sandbox.log_dir / 'fastagi.log'})")
             print(f"Asterisk is running in {root}, SIP on udp:127.0.0.1:{args.sip_port}, "
                   f"prompts in {', '.join(LANGS)} ({time.monotonic() - started:.1f} s); call 95598")
         elif args.command == "stop":

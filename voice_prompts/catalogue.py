@@ -9,6 +9,8 @@ moment they are played: ``service-unavailable`` (played before any commit)
 says the card was not used; ``result-unknown`` (a commit that got no
 answer) says the result is not confirmed and never that the card was not
 used; ``recharge-cancelled`` follows a declined quote, when no commit was sent.
+The dialplan says ``service-unavailable`` when the dialog is lost mid-call
+only if no commit was sent in the call (``system-error`` otherwise).
 
 ``NUMBER_SOUNDS`` are the ``digits/...`` files that Asterisk's ``SAY DIGITS``
 and ``SAY NUMBER`` play for each language, by the names ``main/say.c`` uses:
@@ -26,8 +28,9 @@ LANGS = ("zh", "en")
 CATALOGUE: dict[str, dict[str, str]] = {
     # --- welcome and account -------------------------------------------------------------
     "welcome": {
-        "zh": "您好，欢迎致电电费充值卡充值热线。普通话服务请按1。For English, press 2.",
-        "en": "Welcome to the electricity recharge card hotline. For Mandarin, press 1. For English, press 2.",
+        "zh": "您好，欢迎致电电费充值卡充值热线。普通话服务请按1，人工服务请随时按0。For English, press 2.",
+        "en": "Welcome to the electricity recharge card hotline. For Mandarin, press 1. For English, press 2. "
+              "For an agent, press 0 at any time.",
     },
     "enter-account": {
         "zh": "请输入您的十位电费户号，以井号键结束。返回上一步请按星号键。",
@@ -173,6 +176,14 @@ CATALOGUE: dict[str, dict[str, str]] = {
     "system-error": {
         "zh": "对不起，系统暂时无法继续为您服务，请稍后再拨。",
         "en": "Sorry, we cannot continue with your call at the moment. Please call again later.",
+    },
+    "transfer-agent": {
+        "zh": "正在为您转接人工服务，请稍候。",
+        "en": "Please hold while we transfer you to an agent.",
+    },
+    "agents-busy": {
+        "zh": "对不起，人工坐席暂时无人接听，请稍后再拨。",
+        "en": "Sorry, no agent is free to take your call at the moment. Please call again later.",
     },
     "goodbye": {
         "zh": "感谢您的来电，再见。",

@@ -214,4 +214,5 @@ def test_an_asterisk_killed_under_calls_loses_its_calls_and_new_calls_go_to_the_
 
     # Started again, the front end is probed live and takes calls again.
     victim.start()
+    victim.start_fastagi()
     assert len(hotline.dispatcher.wait_live(2)) == 2

@@ -20,13 +20,25 @@ wrong PINs counted against one never lock another out, and with cards
 prepared through the card services (issued, voided, frozen, in stock, of an
 expired batch, held by another call, already used).  The scripts that need
 nothing of each other run at once, one SIPp each; the ones that kill
-servers run alone.  Timings are the benchmark's business
+servers run alone.
+
+Both AGI modes run here.  Every script is replayed with the dialplan's
+default, the FastAGI service beside Asterisk (``ivr.fastagi``); the
+independent scripts are replayed a second time, again all at once, with the
+dialplan set to process AGI (``ivr.agi_main``, a Python per call), with
+cards and callers of their own.  The scripts that stop servers, kill the
+FastAGI service or need the agent's phone (a SIPp UAS, ``testkit.agent``)
+run by FastAGI only; the fallback to process AGI when the service is down
+is tested with a recharge of its own.  Timings are the benchmark's business
 (``bench/bench_hotline.py``): nothing here asserts how fast a call went.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import os
+import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -36,6 +48,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from cli import cli
+from testkit.agent import AgentPhone
 from testkit.callscript import Injection, load
 from testkit.hotline import BALANCES, CALLS, Hotline
 from testkit.replay import ScriptResult
@@ -43,6 +56,7 @@ from testkit.replay import ScriptResult
 pytestmark = pytest.mark.slow
 
 FACE = 5000  # fen: the main batch's cards
+AGENT_RING = 4  # seconds the agents' phone rings before the caller hears agents-busy (the dialplan's default is 20)
 CONCURRENT = 50
 WRONG_PIN = "100000000000000001"  # 18 digits that are no card's PIN (a real PIN is 18 random digits)
 
@@ -70,6 +84,9 @@ ACCOUNT = {
     "unavailable-at-pin": "3100000009",
     "recharge-failover": "3100000011",
     "recharge-quick": "3100000012",
+    "transfer-to-agent": "3100000007",
+    "transfer-no-agent": "",
+    "dialog-lost": "",
 }
 CALLER = {name: f"1380000{i:04d}" for i, name in enumerate(sorted(ACCOUNT), start=1)}
 
@@ -99,12 +116,13 @@ def hotline(hotline_factory: Callable[[Callable[[Hotline], None]], Hotline], car
         # The expired batch is issued first, and the stock batch taken in last, so that each
         # issue request (by face value) collects the batch meant for it.
         expired = h.issue("X1", 2, face_value=3000, expiry=dt.date.today() + dt.timedelta(days=1))
-        main = h.issue("E1", 70)
+        main = h.issue("E1", 80)
         unsold = h.issue("U1", 2, face_value=1000, sold=False)
         in_stock = h.stock("S1", 2, face_value=2000)
         h.expire("X1")
         names = ["one-card", "english", "two-a", "two-b", "wrong-then-right", "decline", "failover",
-                 "unavailable-at-pin", "used", "voided", "frozen", "held", "quick", "cli-ok", "cli-fail"]
+                 "unavailable-at-pin", "used", "voided", "frozen", "held", "quick", "cli-ok", "cli-fail",
+                 "transfer", "fallback", *(f"p-{n}" for n in PROCESS_CARDS)]
         cards.named = dict(zip(names, main, strict=False))
         cards.named["expired"] = expired[0]
         cards.named["not-issued"] = in_stock[0]
@@ -115,6 +133,8 @@ def hotline(hotline_factory: Callable[[Callable[[Hotline], None]], Hotline], car
         h.freeze(cards.serial("frozen"))
 
     h = hotline_factory(prepare)
+    assert h.sandbox is not None
+    h.sandbox.rx(f"dialplan set global AGENT_RING {AGENT_RING}")  # nobody answers: the caller waits this long
     # A card that has already recharged an account, through the same servers a caller reaches.
     client = h.client()
     quote = client.quote(call_id="before-the-tests", seq=1, account_no=ACCOUNT["card-used"], pin=cards.pin("used"),
@@ -155,7 +175,11 @@ INDEPENDENT = {
     "decline": {"PIN": "decline"},
 }
 LOCKOUT = ("wrong-pin-three-times", "locked-out")  # in this order, as one caller
-ALONE = {"service-unavailable", "unavailable-at-pin", "recharge-failover"}  # they stop servers
+ALONE = {"service-unavailable", "unavailable-at-pin", "recharge-failover",  # they stop servers
+         "transfer-to-agent", "transfer-no-agent",  # an agent's phone of their own
+         "dialog-lost"}  # kills the FastAGI service
+# The cards the independent scripts spend, again for their replay by process AGI.
+PROCESS_CARDS = ("one-card", "english", "two-a", "two-b", "wrong-then-right", "decline", "quick")
 
 
 @dataclass(frozen=True)
@@ -350,6 +374,121 @@ def test_fifty_concurrent_calls_each_with_its_own_card_all_pass(hotline: Hotline
     assert sorted(r.card_serial for r in recharges) == sorted(serials), "every card spent, once"
     assert len({r.call_id for r in recharges}) == CONCURRENT, "by fifty different calls"
     assert hotline.wait_until_posted()
+
+
+# --- the FastAGI service, transfers to an agent ----------------------------------------------------
+
+
+def test_the_library_s_calls_ran_in_the_fastagi_service(hotline: Hotline, library: Library) -> None:
+    assert hotline.sandbox is not None
+    served = hotline.sandbox.fastagi_log().count(": start (servers ")
+    assert served >= len(INDEPENDENT) + len(LOCKOUT), hotline.sandbox.fastagi_log()[-2000:]
+    assert "did not take it" not in hotline.sandbox.messages_log(), "no call fell back to process AGI"
+
+
+def test_key_zero_with_a_held_card_releases_it_and_an_agent_answers(hotline: Hotline, cards: Cards,
+                                                                    library: Library, tmp_path: Path) -> None:
+    assert hotline.sandbox is not None
+    with AgentPhone(hotline.sandbox.agent_port, tmp_path / "agent", answer=True) as agent:
+        result = hotline.call("transfer-to-agent", variables("transfer-to-agent", PIN=cards.pin("transfer")))
+    assert result.passed, report(result)
+    assert agent.run is not None and agent.run.ok, "the agent's phone was answered and talked to: " + agent.run.explain()
+    assert result.calls[0].text_at("prompt=agents-busy") is None
+    assert hotline.card_state(cards.serial("transfer")) == "sold", "released, not spent"
+    assert hotline.recharges([cards.serial("transfer")]) == []
+
+
+def test_when_no_agent_answers_the_caller_hears_so_and_goodbye(hotline: Hotline, library: Library,
+                                                               tmp_path: Path) -> None:
+    assert hotline.sandbox is not None
+    with AgentPhone(hotline.sandbox.agent_port, tmp_path / "agent", answer=False) as agent:
+        result = hotline.call("transfer-no-agent", variables("transfer-no-agent"))
+    assert result.passed, report(result)
+    assert agent.run is not None and agent.run.ok, "the agent's phone rang and was cancelled: " + agent.run.explain()
+    call = result.calls[0]
+    rang = (call.text_at("result=agent-unanswered") or 0) - (call.text_at("prompt=transfer-agent") or 0)
+    assert rang < (AGENT_RING + 10) * 1000, "bounded: the ring time and the transfer prompt"
+
+
+def test_a_service_that_dies_mid_call_leaves_no_silence_and_is_started_again(hotline: Hotline,
+                                                                            library: Library) -> None:
+    sandbox = hotline.sandbox
+    assert sandbox is not None
+    worker = sandbox.fastagi_worker()
+    assert worker is not None
+
+    def kill_service() -> None:
+        os.kill(worker, signal.SIGKILL)
+
+    name = "dialog-lost"
+    result = hotline.call_while(name, variables(name), when_step=_step(hotline, name, "expect prompt=enter-account"),
+                                action=kill_service)
+    assert result.passed, report(result)
+    assert "the dialog ended without ending the call" in sandbox.messages_log()
+    end = time.monotonic() + 15
+    while sandbox.fastagi_worker() in (None, worker) and time.monotonic() < end:
+        time.sleep(0.2)
+    assert sandbox.fastagi_worker() not in (None, worker), "the supervisor started the service again"
+
+
+def test_with_the_service_down_a_call_runs_by_process_agi(hotline: Hotline, cards: Cards, library: Library) -> None:
+    sandbox = hotline.sandbox
+    assert sandbox is not None
+    sandbox.stop_fastagi()
+    try:
+        values = {"CALLER": "13810009999", "ACCOUNT": "3100000012", "PIN": cards.pin("fallback")}
+        result = hotline.call("recharge-quick", values)
+    finally:
+        sandbox.start_fastagi()
+    assert result.passed, report(result)
+    assert "the FastAGI service did not take it (AGISTATUS=FAILURE), process AGI takes it" in sandbox.messages_log()
+    assert hotline.card_state(cards.serial("fallback")) == "redeemed"
+
+
+# --- the same scripts by process AGI ----------------------------------------------------------------
+
+# What differs when the independent scripts are replayed by process AGI: their own callers, their own cards,
+# and accounts whose counts the first replay does not disturb.
+PROCESS_ACCOUNT = {"recharge-one-card": "3100000002", "wrong-pin-then-right": "3100000001"}
+
+
+@pytest.fixture(scope="module")
+def process_library(hotline: Hotline, cards: Cards, library: Library) -> dict[str, ScriptResult]:
+    """Every independent script again, at once, with the dialplan set to process AGI only."""
+    assert hotline.sandbox is not None
+    client = hotline.client()
+    client.cancel(call_id="another-call", seq=1)  # the first hold may have lapsed by now: hold the card afresh
+    hold = client.quote(call_id="another-call-2", seq=1, account_no="3100000001", pin=cards.pin("held"),
+                        caller="13900000000")
+    assert hold["outcome"] == "ok", hold
+    jobs = {}
+    for i, (name, extra) in enumerate(sorted(INDEPENDENT.items()), start=1):
+        values = {k: cards.pin(f"p-{v}" if f"p-{v}" in cards.named else v) if k.startswith("PIN") else v
+                  for k, v in extra.items()}
+        jobs[name] = {**variables(name, **values), "CALLER": f"1381000{i:04d}"}
+        if name in PROCESS_ACCOUNT:
+            jobs[name]["ACCOUNT"] = PROCESS_ACCOUNT[name]
+    hotline.sandbox.set_agi_mode("process")
+    try:
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            futures = {name: pool.submit(hotline.call, name, values) for name, values in jobs.items()}
+            return {name: f.result() for name, f in futures.items()}
+    finally:
+        hotline.sandbox.set_agi_mode("fastagi")
+        client.cancel(call_id="another-call-2", seq=1)
+
+
+@pytest.mark.parametrize("name", sorted(INDEPENDENT))
+def test_script_passes_by_process_agi(process_library: dict[str, ScriptResult], name: str) -> None:
+    result = process_library[name]
+    assert result.passed, report(result)
+
+
+def test_the_process_agi_replay_ran_by_process_agi(hotline: Hotline, cards: Cards,
+                                                   process_library: dict[str, ScriptResult]) -> None:
+    assert hotline.sandbox is not None
+    assert hotline.sandbox.messages_log().count('"recharge.agi")') >= len(INDEPENDENT)
+    assert hotline.card_state(cards.serial("p-one-card")) == "redeemed"
 
 
 def _step(hotline: Hotline, script: str, source: str) -> int:

@@ -88,6 +88,12 @@ class FakeChannel:
         self.events.append(("hangup",))
         self.hung_up = True
 
+    def transfer(self) -> None:
+        self.events.append(("transfer",))
+
+    def commit_sent(self) -> None:
+        self.events.append(("commit-sent",))
+
     # --- what a test looks at ---
 
     @property
@@ -653,3 +659,68 @@ def test_a_quote_without_an_amount_is_not_offered_to_the_caller() -> None:
     assert channel.prompts[-2:] == ["service-unavailable", "goodbye"]
     assert backend.named("cancel") == [{"call_id": "1712345678.42", "seq": 1}]
     assert backend.named("commit") == []
+
+
+# --- transfer to an agent (转人工) ------------------------------------------------------------
+
+AGENTS = DialogSettings(agents=True)
+
+
+def assert_transferred(channel: FakeChannel) -> None:
+    assert channel.results[-1] == "transfer"
+    assert channel.prompts[-1] == "transfer-agent"
+    assert channel.events[-1] == ("transfer",)
+    assert ("hangup",) not in channel.events, "the dialplan goes on with the call"
+
+
+def test_key_zero_during_the_welcome_transfers() -> None:
+    channel, backend, result = run([], barge={"welcome": ["0"]}, settings=AGENTS)
+    assert channel.prompts == ["welcome", "transfer-agent"]
+    assert result == "transfer"
+    assert_transferred(channel)
+    assert backend.calls == []
+
+
+@pytest.mark.parametrize("entries", [["0"], [ACCOUNT, "0"], [ACCOUNT, "1", "0#"], [ACCOUNT, "1", PIN, "1", "0"]])
+def test_zero_alone_at_any_menu_or_entry_transfers(entries: list[str]) -> None:
+    channel, backend, _ = run(entries, settings=AGENTS)
+    assert_transferred(channel)
+    assert backend.named("cancel") == []
+
+
+def test_a_held_card_is_released_before_the_transfer() -> None:
+    channel, backend, _ = run([ACCOUNT, "1", PIN, "0"], settings=AGENTS)
+    assert channel.results[-4:] == ["account-ok", "quote-ok", "cancelled", "transfer"][-4:]
+    assert backend.named("cancel") == [{"call_id": "1712345678.42", "seq": 1}]
+    assert backend.named("commit") == []
+    assert_transferred(channel)
+
+
+def test_a_zero_during_a_read_back_answers_the_menu_with_a_transfer() -> None:
+    channel, _, _ = run([ACCOUNT], barge={"digits": ["0"]}, settings=AGENTS)
+    assert_transferred(channel)
+
+
+def test_an_account_or_pin_starting_with_zero_is_not_a_transfer() -> None:
+    channel, backend, _ = run([ACCOUNT, "1", "0" + PIN[1:], "1", "2"], settings=AGENTS)
+    assert ACCOUNT.startswith("0") and "transfer" not in channel.results
+    assert [q["pin"] for q in backend.named("quote")] == ["0" + PIN[1:]]
+    assert_goodbye(channel)
+
+
+def test_three_failed_entries_transfer_but_three_bad_pins_say_goodbye() -> None:
+    channel, _, _ = run([None, None, None], settings=AGENTS)
+    assert channel.results == ["lang-zh", "no-input", "no-input", "no-input", "too-many-tries", "transfer"]
+    assert_transferred(channel)
+    channel, backend, _ = run([ACCOUNT, "1", PIN, None, None, None], settings=AGENTS)
+    assert channel.results[-3:] == ["too-many-tries", "cancelled", "transfer"]
+    assert len(backend.named("cancel")) == 1
+    channel, _, _ = run([ACCOUNT, "1", "1", "22", "333"], settings=AGENTS)
+    assert_goodbye(channel)
+
+
+def test_without_agents_zero_is_an_ordinary_key() -> None:
+    channel, _, _ = run(["0", None, None], barge={"welcome": ["0"]})
+    assert "transfer" not in channel.results and ("transfer",) not in channel.events
+    assert "invalid-input" in channel.results
+    assert_goodbye(channel)

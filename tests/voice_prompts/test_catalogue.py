@@ -91,6 +91,10 @@ def test_the_welcome_offers_english_on_key_2() -> None:
     assert "English, press 2" in CATALOGUE["welcome"]["zh"]
 
 
+def test_the_welcome_offers_an_agent_on_key_0() -> None:
+    assert "按0" in CATALOGUE["welcome"]["zh"] and "press 0" in CATALOGUE["welcome"]["en"]
+
+
 def test_number_sounds_are_those_asterisk_say_c_plays() -> None:
     zh, en = NUMBER_SOUNDS["zh"], NUMBER_SOUNDS["en"]
     # ast_say_number_full_zh: digits/0-9, the tens, hundred, thousand, wan, yi
