@@ -96,7 +96,6 @@ def main() -> None:
                        f"failover answer {answers[1]:.2f} s, probed down {down[-1]:.2f} s")
                 victim.start()
                 victim.start_fastagi()
-    victim.start_fastagi()
                 dispatcher.wait_live(2, timeout=30)
     finally:
         hotline.close()
