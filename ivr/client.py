@@ -15,6 +15,15 @@ nothing is spent twice.  The whole round, every server included, is bounded
 by ``total_timeout`` (one second by default), which a caller does not notice.
 When no server answers, the dialog gets ``{"outcome": "service_unavailable"}``.
 
+A server that is overloaded refuses at once with 503 ``busy`` (and
+``Retry-After``): nothing was done, and its connection stays open.  The
+client moves on to the next server; when every server said busy, it backs
+off (a random pause, doubling each time from ``BACKOFF`` seconds) and tries
+them again, as long as the round's time allows; then it gives up with
+``{"outcome": "service_unavailable", "error": "busy"}``.  ``Retry-After``
+(whole seconds, HTTP's unit) is longer than a round, so the round's own
+deadline is what bounds the pauses.
+
 The client keeps one HTTP/1.1 connection to each server open between
 requests (a call makes three or more), and ``close()`` (or leaving a ``with``
 block) closes them when the call ends.  A connection is dropped after any
@@ -41,6 +50,7 @@ never a PIN (request bodies are never logged).
 
 import json
 import logging
+import random
 import socket
 import ssl
 import time
@@ -59,6 +69,8 @@ MAX_LINE = 8192  # bytes in the status line, a header line or a chunk-size line
 MAX_HEADERS = 100
 _RECV = 65536
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+BUSY = "busy"  # a server's refusal under load: nothing done, try elsewhere or later (recharge_server.api)
+BACKOFF = 0.05  # seconds: the first pause after every server said busy; doubled, randomised, within the round
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:
@@ -70,6 +82,10 @@ def tls_context(ca_file: str) -> ssl.SSLContext:
 
 class _TryNext(Exception):
     """This server did not give a usable answer; the reason is the message."""
+
+
+class _Busy(_TryNext):
+    """The server refused the request unseen because it is overloaded (503 ``busy``)."""
 
 
 class _Closed(Exception):
@@ -169,14 +185,42 @@ class RechargeClient:
 
     def _round(self, endpoint: str, call_id: str, method: str, path: str, body: bytes) -> dict[str, Any]:
         deadline = time.monotonic() + self.total_timeout
+        pause = BACKOFF
+        while True:
+            answer, all_busy = self._pass(endpoint, call_id, method, path, body, deadline)
+            if answer is not None:
+                return answer
+            if not all_busy:
+                break
+            # No answer, and a server refused for load: wait a little, at random (so that refused callers
+            # do not come back together), and try them all again if the round leaves time for it.
+            wait = pause * random.uniform(0.5, 1.5)
+            if deadline - time.monotonic() < wait + min(self.timeout, 0.05):
+                log.error("call %s: %s: every recharge server is busy", call_id, endpoint)
+                return {"outcome": SERVICE_UNAVAILABLE, "error": BUSY}
+            time.sleep(wait)
+            pause *= 2
+        log.error("call %s: %s: no recharge server answered", call_id, endpoint)
+        return {"outcome": SERVICE_UNAVAILABLE}
+
+    def _pass(
+        self, endpoint: str, call_id: str, method: str, path: str, body: bytes, deadline: float
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Each server once, in order: (the answer, False), or (None, whether any server said busy)."""
+        busy = tried = 0
         for index in self._order():
             host, port = self.servers[index]
             budget = min(self.timeout, deadline - time.monotonic())
             if budget <= 0.001:
                 log.warning("call %s: %s: no time left to try %s:%d", call_id, endpoint, host, port)
                 break
+            tried += 1
             try:
                 status, answer = self._exchange(index, call_id, method, path, body, time.monotonic() + budget)
+            except _Busy:
+                busy += 1
+                log.info("call %s: %s: %s:%d is busy; trying the next server", call_id, endpoint, host, port)
+                continue
             except _TryNext as e:
                 log.warning("call %s: %s via %s:%d failed (%s); trying the next server", call_id, endpoint, host, port, e)
                 continue
@@ -192,15 +236,14 @@ class RechargeClient:
                 self.current = index
             if status == 200:
                 log.info("call %s: %s -> %s (%s:%d)", call_id, endpoint, answer.get("outcome", "-"), host, port)
-                return answer
+                return answer, False
             # A 4xx: this request is wrong, and would be wrong on the other server too.
             log.error(
                 "call %s: %s refused by %s:%d: HTTP %d %s: %s", call_id, endpoint, host, port, status,
                 answer.get("error", "-"), answer.get("message", "-"),
             )
-            return {"outcome": SERVICE_UNAVAILABLE, "error": answer.get("error", f"http_{status}")}
-        log.error("call %s: %s: no recharge server answered", call_id, endpoint)
-        return {"outcome": SERVICE_UNAVAILABLE}
+            return {"outcome": SERVICE_UNAVAILABLE, "error": answer.get("error", f"http_{status}")}, False
+        return None, busy > 0
 
     def _exchange(
         self, index: int, call_id: str, method: str, path: str, body: bytes, end: float
@@ -237,12 +280,21 @@ class RechargeClient:
         try:
             status, raw, keep = conn.exchange(self._request(host, port, method, path, body), end)
             answer = _decode(status, raw, path)
+        except _Busy:
+            # A whole, deliberate refusal: the connection is sound, and coming back on it spares
+            # the busy server a new TLS handshake.
+            self._keep(index, conn, keep)
+            raise
         except BaseException:
             conn.close()
             raise
+        self._keep(index, conn, keep)
+        return status, answer
+
+    def _keep(self, index: int, conn: "_Connection", keep: bool) -> None:
+        """Keep ``conn`` for the next request to this server, unless it may not serve one or one is kept already."""
         if not keep or self._idle.setdefault(index, conn) is not conn:
             conn.close()
-        return status, answer
 
     def _request(self, host: str, port: int, method: str, path: str, body: bytes) -> bytes:
         """The request's bytes, signed now with a fresh nonce (every attempt is signed again)."""
@@ -258,6 +310,8 @@ class RechargeClient:
 
 def _decode(status: int, raw: bytes, path: str) -> dict[str, Any]:
     """The answer's JSON object, or ``_TryNext`` for a 5xx or an answer that is not one."""
+    if status == 503 and _error_of(raw) == BUSY:
+        raise _Busy("busy")
     if status >= 500:
         raise _TryNext(f"HTTP {status}")
     try:
@@ -267,6 +321,15 @@ def _decode(status: int, raw: bytes, path: str) -> dict[str, Any]:
     if not isinstance(answer, dict) or (status == 200 and path != "/v1/health" and not isinstance(answer.get("outcome"), str)):
         raise _TryNext(f"HTTP {status} with an answer of the wrong shape")
     return answer
+
+
+def _error_of(raw: bytes) -> object:
+    """The ``error`` field of a JSON object answer, or ``None``."""
+    try:
+        answer = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return answer.get("error") if isinstance(answer, dict) else None
 
 
 class _Connection:

@@ -70,6 +70,11 @@ class ServerOptions:
     # Measured (bench/RESULTS.md): 8 threads give the pair a lower latency
     # tail than 16 at the same rate; each holds one database connection.
     threads: int = 8
+    # Admission control (recharge_server.api): at most this many recharge
+    # requests queued for the pool or running in it; more are refused at
+    # once (503 busy) so that the client tries the other server within its
+    # round instead of waiting past it.  Measured in bench/RESULTS.md.
+    max_in_flight: int = 24
     max_skew: float = 30.0
     # The revocation bound (cardmgmt.channel_clients): reload the client table this often, trust it this long.
     client_refresh: float = channel_clients.REFRESH_SECONDS
@@ -376,7 +381,7 @@ def makeService(
         name=name, client_key=keys.channel_client_key, clients=registry.lookup, recharge=recharge,
         run_blocking=run_blocking, reactor=reactor,
         metrics=metrics, status=keeper.status, db_ping=partial(_ping, db), backlog=partial(_backlog, db),
-        request_timeout=options.request_timeout, max_skew=options.max_skew,
+        request_timeout=options.request_timeout, max_skew=options.max_skew, max_in_flight=options.max_in_flight,
         sales=sales, sale_timeout=options.sale_timeout,
     )
     api = RechargeAPI(**parts)
