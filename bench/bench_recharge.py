@@ -51,6 +51,13 @@ concurrent callers, failover wait <= 2 s.
     .venv/bin/python bench/bench_recharge.py                            # both backends, 1/50/200 callers
     .venv/bin/python bench/bench_recharge.py --backend postgresql --record
     .venv/bin/python bench/bench_recharge.py --backend postgresql --clients 200 --phases single --profile
+    .venv/bin/python bench/bench_recharge.py --backend postgresql --phases pair --clients 50,100,200 --cpu-burner
+
+Overload: ``--phases pair --clients 50,100,200`` is the pair at about 1x, 2x
+and 4x the callers it needs to reach its peak; each row says how many of the
+callers' rounds (one client request, failover and back-off included) ended
+busy or unavailable, the longest, and how many took longer than the client's
+deadline.  ``--cpu-burner`` keeps one of the cores busy throughout each phase.
 """
 
 from __future__ import annotations
@@ -134,6 +141,9 @@ class _Recorder:
     def __init__(self, keep_requests: bool) -> None:
         self.recharges: list[tuple[float, float, float, bool, int, str]] = []
         self.requests: list[tuple[float, float, bool]] = []
+        # Every round of the client (one request, failover and back-off included): start, length,
+        # None if answered, else whether the last word was "busy".
+        self.rounds: list[tuple[float, float, bool | None]] = []
         self.keep_requests = keep_requests
         self.exhausted_at: float | None = None
         self.step: Any = None
@@ -172,6 +182,7 @@ def _run_threads(spec: dict[str, Any], make_caller: Any) -> dict[str, Any]:
         "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
         "recharges": [r for rec in recorders for r in rec.recharges],
         "requests": [rec.requests for rec in recorders],
+        "rounds": [r for rec in recorders for r in rec.rounds],
         "exhausted": [rec.exhausted_at for rec in recorders if rec.exhausted_at is not None],
     }
 
@@ -200,6 +211,7 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
                 answer = f(**kw)
                 t1 = time.monotonic()
                 good = answer.get("outcome") != "service_unavailable"
+                rec.rounds.append((t0, t1 - t0, answer.get("error") == "busy" if not good else None))
                 if rec.keep_requests:
                     rec.requests.append((t0, t1, good))
                 if good or tries >= retries:
@@ -682,6 +694,8 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
     return {
         "results": results, "t0": start_at + args.warmup, "stop": stop_at, "kill_at": kill_at, "cpu": CpuMeter.delta(before, after),
         "procs": procs, "recorded": recorded,
+        # A round may overrun its deadline by one socket wait's rounding; more is a caller left waiting.
+        "round_limit": args.client_total_timeout + 0.1, "burner": args.cpu_burner,
     }
 
 
@@ -697,6 +711,8 @@ def summarise_phase(inst: Install, phase: Phase, raw: dict[str, Any], n_cards: i
     total_ms = [(r[2] - r[0]) * 1000 for r in ok]
     commit_ms = [(r[2] - r[1]) * 1000 for r in ok]
     quote_ms = [(r[1] - r[0]) * 1000 for r in ok]
+    rounds = [r for res in raw["results"] for r in res.get("rounds", []) if t0 <= r[0] <= t_end]
+    late = [r for r in rounds if r[1] > raw["round_limit"]]
     cpu = raw["cpu"]
     m0, m1 = t0, t0 + cpu["wall"]
     done_in_meter = sum(1 for r in recs if r[3] and m0 <= r[2] <= m1)
@@ -716,6 +732,10 @@ def summarise_phase(inst: Install, phase: Phase, raw: dict[str, Any], n_cards: i
         "worker_cpu": worker_cpu, "server_cpu": cpu["server"], "pg_cpu": cpu["pg"], "machine_cpu": cpu["machine"],
         "cpu_wall": cpu["wall"], "load0": cpu["load0"], "load1": cpu["load1"],
         "told_ok": all_ok, "recorded": raw["recorded"], "done_in_meter": done_in_meter,
+        "rounds": len(rounds), "rounds_busy": sum(1 for r in rounds if r[2] is True),
+        "rounds_unavailable": sum(1 for r in rounds if r[2] is False),
+        "round_max": max((r[1] for r in rounds), default=None), "rounds_late": len(late),
+        "round_limit": raw["round_limit"], "burner": raw.get("burner", False),
         "ms_client": None if direct else per_worker,
         "ms_server": per_worker if direct else per(cpu["server"]),
         "ms_pg": per(cpu["pg"]),
@@ -858,9 +878,24 @@ def plan(args: argparse.Namespace) -> list[Phase]:
     return phases
 
 
+BURNER = "import time\nend = time.monotonic() + {limit}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def start_burner(limit: float) -> subprocess.Popen[bytes]:
+    """One process spinning on one core for at most ``limit`` seconds (stopped sooner by ``stop_burner``)."""
+    return subprocess.Popen([sys.executable, "-c", BURNER.format(limit=limit)])
+
+
+def stop_burner(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
 def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> list[dict[str, Any]]:
     bl.log(f"{backend}: setting up ({args.cards:,} cards)")
     inst = install(ws, backend, args.cards)
+    burner = None
     meter = CpuMeter(args.pg_url, inst)
     phases = plan(args)
     from testkit.ports import free_tcp_port
@@ -882,8 +917,13 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
                 bl.log(f"{backend}: the servers are still busy ({busy:.2f} cores) after {args.outbox_wait:g} s")
             pending = wait_outbox(inst, args.outbox_wait)
             ws.checkpoint(backend)
+            stop_burner(burner)
             if args.quiet_wait > 0:
                 bl.wait_for_quiet(args.quiet_wait)
+            if args.cpu_burner:
+                # Started after the wait for quiet (which it would defeat), bounded in case this process dies.
+                burner = start_burner(args.duration + args.warmup + 60 + phase.clients / 10)
+                bl.log(f"  CPU burner started (pid {burner.pid}): one core busy")
             weights = [WEIGHT[p.kind] for p in phases[i:]]
             n_cards = int(inst.left * weights[0] / sum(weights))
             cards = inst.take(n_cards)
@@ -911,9 +951,12 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
             if row["recorded"] != row["told_ok"]:
                 bl.log(f"  NOTE: callers were told ok {row['told_ok']} times, the database holds {row['recorded']} recharges "
                        "for this phase (a commit done but its answer lost, or the reverse)")
+            stop_burner(burner)
+            burner = None
             if phase.kind == "failover":
                 inst.servers.pop("A").stop()
     finally:
+        stop_burner(burner)
         stop_servers(inst)
         if not args.keep:
             _drop(ws, inst)
@@ -978,8 +1021,28 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
               f(r["fo_longest_request"], 3), str(r["fo_unavailable_answers"]), str(r["fo_unanswered_callers"]),
               f(r["rps"], 0), f"{r['load0']:.2f}→{r['load1']:.2f}"] for r in fo]))
 
+    http = [r for r in rows if r["kind"] in ("single", "pair", "paced") and r.get("rounds")]
+    if http:
+        parts.append(bl.markdown_table(
+            ["backend", "setup", "callers", "CPU burner", "rec/s", "client rounds", "rounds ended busy",
+             "rounds ended unavailable", "longest round s", f"rounds over {http[0]['round_limit']:g} s",
+             "told ok / recorded", "load 1m"],
+            [[r["backend"], KIND_LABEL[r["kind"]] + (f", {r['rate']:g} rec/s offered" if r["kind"] == "paced" else ""),
+              str(r["clients"]), "one core" if r["burner"] else "no", f(r["rps"], 0), str(r["rounds"]),
+              str(r["rounds_busy"]), str(r["rounds_unavailable"]), f(r["round_max"], 3), str(r["rounds_late"]),
+              f"{r['told_ok']} / {r['recorded']}", f"{r['load0']:.2f}→{r['load1']:.2f}"] for r in http]))
+
     verdicts = []
     for backend in sorted({r["backend"] for r in rows}):
+        pairs = [r for r in rows if r["backend"] == backend and r["kind"] == "pair"]
+        if len(pairs) > 1:
+            peak = max(r["rps"] for r in pairs)
+            for r in pairs:
+                ok = r["rps"] >= 0.9 * peak and r["rounds_late"] == 0 and r["told_ok"] == r["recorded"]
+                verdicts.append([backend, f"overload, {r['clients']} closed-loop callers: ≥ 90 % of the peak "
+                                 f"({peak:.0f} rec/s), every round answered within {r['round_limit']:g} s",
+                                 f"{r['rps']:.0f} rec/s ({r['rps'] / peak:.0%}), {r['rounds_late']} late rounds, "
+                                 f"longest {f(r['round_max'], 3)} s", "PASS" if ok else "FAIL"])
         best = [r for r in rows if r["backend"] == backend and r["kind"] in ("single", "pair")]
         at200 = [r for r in rows if r["backend"] == backend and r["kind"] == "paced"]
         if best:
@@ -1053,6 +1116,8 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory and databases")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy server A during the largest single/pair phase (figures are then perturbed)")
+    parser.add_argument("--cpu-burner", action="store_true",
+                        help="keep one core busy during every phase (a spinning process started by the benchmark)")
     parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
     args = parser.parse_args()
     args.clients = [int(x) for x in args.clients.split(",") if x.strip()]
@@ -1083,7 +1148,8 @@ def main() -> None:
     print(body)
     if args.record:
         command = "bench/bench_recharge.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        bl.record(f"bench_recharge, {','.join(map(str, args.clients))} callers", command, body,
+        bl.record(f"bench_recharge, {','.join(map(str, args.clients))} callers"
+                  + (", one core busy" if args.cpu_burner else ""), command, body,
                   args.pg_url if "postgresql" in chosen else None)
 
 

@@ -105,6 +105,7 @@ class RechargeClient:
         *,
         tls: ssl.SSLContext,
         client: str = "hotline",
+        backoff: float | None = BACKOFF,
     ) -> None:
         """``servers`` in order of preference; ``timeout`` per server, ``total_timeout`` for a whole round.
 
@@ -112,7 +113,9 @@ class RechargeClient:
         from ``tls_context`` that trusts the installation's CA.
 
         ``clock`` gives the wall-clock time that requests are signed with;
-        the time limits are measured on the monotonic clock.
+        the time limits are measured on the monotonic clock.  ``backoff`` is
+        the first pause after a busy refusal (``None``: no second try; the
+        round ends with the busy answer).
         """
         self._idle: dict[int, _Connection] = {}  # server index -> its open connection, while no request uses it
         if not servers:
@@ -125,6 +128,7 @@ class RechargeClient:
         self.total_timeout = total_timeout
         self.clock = clock
         self.current = 0  # index of the server that answered last
+        self.backoff = backoff
 
     # --- the four recharge requests and health ------------------------------------
 
@@ -185,13 +189,16 @@ class RechargeClient:
 
     def _round(self, endpoint: str, call_id: str, method: str, path: str, body: bytes) -> dict[str, Any]:
         deadline = time.monotonic() + self.total_timeout
-        pause = BACKOFF
+        pause = self.backoff
         while True:
-            answer, all_busy = self._pass(endpoint, call_id, method, path, body, deadline)
+            answer, busy = self._pass(endpoint, call_id, method, path, body, deadline)
             if answer is not None:
                 return answer
-            if not all_busy:
+            if not busy:
                 break
+            if pause is None:
+                log.error("call %s: %s: the recharge servers are busy", call_id, endpoint)
+                return {"outcome": SERVICE_UNAVAILABLE, "error": BUSY}
             # No answer, and a server refused for load: wait a little, at random (so that refused callers
             # do not come back together), and try them all again if the round leaves time for it.
             wait = pause * random.uniform(0.5, 1.5)

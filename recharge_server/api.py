@@ -278,7 +278,7 @@ class _Exchange:
             if dropped is None:
                 return
             log.warn(
-                "{endpoint} call_id={call_id} status={status} refused: {outcome}: {detail}{more}",
+                "{endpoint} call_id={call_id} status={status} refused: {outcome}: {detail} ms={ms:.1f}{more}",
                 detail=self.detail, more=f" ({dropped} more refusals not logged)" if dropped else "", **fields,
             )
             return

@@ -777,3 +777,35 @@ def test_plain_http_to_a_server_is_refused(apis: TwistedAPIs, api_key: bytes) ->
             answer = b""
     assert not answer.startswith(b"HTTP/"), "a plain request got an HTTP answer"
     assert live.recharge.calls == []
+
+
+BUSY_ANSWER = _json_answer({"outcome": "service_unavailable", "error": "busy", "message": "24 requests in progress"}).replace(
+    b"200 OK", b"503 Service Unavailable\r\nRetry-After: 1"
+)
+
+
+def test_a_busy_server_moves_the_request_to_the_other_at_once(raw_servers: Any) -> None:
+    a, b = raw_servers([BUSY_ANSWER, OK_ANSWER]), raw_servers([OK_ANSWER])
+    with RechargeClient([a.address, b.address], KEY, tls=TLS) as client:
+        started = time.monotonic()
+        assert commit(client) == {"outcome": "ok", "served_by": "raw"}
+        assert time.monotonic() - started < 0.4, "no back-off when another server answers"
+        assert client.current == 1
+    assert len(a.requests) == 1 and len(b.requests) == 1
+
+
+def test_when_every_server_is_busy_the_client_backs_off_and_tries_again_on_the_same_connection(raw_servers: Any) -> None:
+    a, b = raw_servers([BUSY_ANSWER, OK_ANSWER]), raw_servers([BUSY_ANSWER])
+    with RechargeClient([a.address, b.address], KEY, tls=TLS) as client:
+        assert commit(client) == {"outcome": "ok", "served_by": "raw"}
+    assert len(a.requests) == 2 and a.accepted == 1, "a busy refusal keeps the connection (no new TLS handshake)"
+
+
+def test_a_round_of_busy_servers_ends_within_the_deadline_with_busy(raw_servers: Any) -> None:
+    a, b = raw_servers([BUSY_ANSWER] * 50), raw_servers([BUSY_ANSWER] * 50)
+    with RechargeClient([a.address, b.address], KEY, tls=TLS, timeout=0.5, total_timeout=0.6) as client:
+        started = time.monotonic()
+        assert commit(client) == {"outcome": "service_unavailable", "error": "busy"}
+        took = time.monotonic() - started
+    assert took <= 0.6 + 0.05, took
+    assert 2 <= len(a.requests) <= 6, "backed off between tries, not a busy loop"
