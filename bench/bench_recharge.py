@@ -551,6 +551,161 @@ class CpuMeter:
                 "load0": a["load"], "load1": b["load"]}
 
 
+PG_LOG = Path("/var/log/postgresql/postgresql-15-main.log")
+_CHECKPOINT_LINE = re.compile(r"^(\S+ \S+) UTC \[\d+\] LOG:  checkpoint (starting|complete): (.*)$")
+
+
+class Tracer:
+    """What might stall both servers at once, sampled every ``step`` seconds during a phase (``--trace``).
+
+    Per sample: the wait events of every active PostgreSQL backend (ours and
+    everybody else's: WAL flushes, I/O, locks), whether an autovacuum worker
+    runs (and on which database), the machine's busy cores, each server
+    process's CPU and its number of threads; afterwards the checkpoints the
+    server's log shows in the window.  ``summary`` lines these up against
+    the slow recharges, in 100 ms buckets.
+    """
+
+    def __init__(self, pg_admin_url: str, inst: Install, step: float = 0.05) -> None:
+        self.pg_admin_url, self.inst, self.step = pg_admin_url, inst, step
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.wall0 = time.time() - time.monotonic()  # monotonic -> wall clock
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        ours = set(self.inst.pg_names())
+        pids = {n: s.proc.pid for n, s in self.inst.servers.items() if s.alive}
+        with psycopg.connect(self.pg_admin_url, autocommit=True) as c:
+            last_machine, last_t = bl.machine_busy_seconds(), time.monotonic()
+            last_srv = {n: bl.proc_cpu_seconds(p) or 0.0 for n, p in pids.items()}
+            while not self._stop.wait(self.step):
+                rows = c.execute(
+                    "SELECT datname, backend_type, state, wait_event_type, wait_event "
+                    "FROM pg_stat_activity WHERE pid <> pg_backend_pid()").fetchall()
+                t = time.monotonic()
+                machine = bl.machine_busy_seconds()
+                srv = {n: bl.proc_cpu_seconds(p) or 0.0 for n, p in pids.items()}
+                waits: Counter[str] = Counter()
+                other_active = 0
+                autovac = []
+                for datname, btype, state, wtype, wevent in rows:
+                    if btype == "autovacuum worker":
+                        autovac.append(f"{datname}{'*' if datname in ours else ''}")
+                    if btype == "client backend" and state == "active":
+                        if datname in ours:
+                            waits[f"{wtype}:{wevent}" if wtype else "cpu"] += 1
+                        else:
+                            other_active += 1
+                    if btype in ("checkpointer", "walwriter", "background writer") and wtype and wevent and \
+                            wtype not in ("Activity",):
+                        waits[f"{btype}:{wtype}:{wevent}"] += 1
+                dt_ = t - last_t
+                self.samples.append({
+                    "t": t, "waits": dict(waits), "autovacuum": autovac, "other_active": other_active,
+                    "machine": (machine - last_machine) / dt_ if dt_ > 0 else 0.0,
+                    "servers": {n: (srv[n] - last_srv.get(n, 0.0)) / dt_ if dt_ > 0 else 0.0 for n in srv},
+                })
+                last_machine, last_t, last_srv = machine, t, srv
+
+    def checkpoints(self, t0: float, t1: float) -> list[tuple[float, str, str]]:
+        """(monotonic time, starting|complete, detail) of the checkpoints logged between t0 and t1."""
+        import datetime as dt
+
+        out = []
+        try:
+            lines = PG_LOG.read_text(errors="replace").splitlines()[-5000:]
+        except OSError:
+            return out
+        for line in lines:
+            m = _CHECKPOINT_LINE.match(line)
+            if not m:
+                continue
+            wall = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=dt.UTC).timestamp()
+            t = wall - self.wall0
+            if t0 - 1 <= t <= t1 + 1:
+                out.append((t, m.group(2), m.group(3)[:120]))
+        return out
+
+    def summary(self, recs: list[tuple[float, float, float, bool, int, str]], t0: float, t1: float,
+                slow_ms: float = 50.0) -> str:
+        """The 100 ms buckets with slow recharges (by their end), with what the samples saw then and just before."""
+        bucket = 0.1
+        slow: Counter[int] = Counter()
+        total: Counter[int] = Counter()
+        for r in recs:
+            if r[3] and t0 <= r[2] <= t1:
+                b = int((r[2] - t0) / bucket)
+                total[b] += 1
+                if (r[2] - r[0]) * 1000 > slow_ms:
+                    slow[b] += 1
+        cps = self.checkpoints(t0, t1)
+        cp_spans = []
+        start = None
+        for t, kind, _ in cps:
+            if kind == "starting":
+                start = t
+            elif start is not None:
+                cp_spans.append((start, t))
+                start = None
+
+        def near(b: int) -> dict[str, Any]:
+            lo, hi = t0 + (b - 2) * bucket, t0 + (b + 1) * bucket  # the bucket and the 200 ms before it
+            ss = [x for x in self.samples if lo <= x["t"] < hi]
+            waits: Counter[str] = Counter()
+            for x in ss:
+                waits.update(x["waits"])
+            return {
+                "machine": max((x["machine"] for x in ss), default=0.0),
+                "servers": "/".join(f"{max((x['servers'].get(n, 0.0) for x in ss), default=0.0):.2f}"
+                                    for n in sorted(self.inst.servers)),
+                "waits": ", ".join(f"{k} {v}" for k, v in waits.most_common(4) if k != "cpu"),
+                "cpu": waits.get("cpu", 0),
+                "autovacuum": sorted({a for x in ss for a in x["autovacuum"]}),
+                "other_active": max((x["other_active"] for x in ss), default=0),
+                "checkpoint": any(a - 0.2 <= lo + 0.2 and hi <= b_ + 0.3 for a, b_ in cp_spans)
+                or any(lo - 0.3 <= t <= hi for t, _, _ in cps),
+            }
+
+        lines = [f"{len(cps)} checkpoint log lines in the window: "
+                 + "; ".join(f"{t - t0:+.2f}s {k}" + (f" ({d})" if k == "complete" else "") for t, k, d in cps)]
+        n_slow = sum(slow.values())
+        worst = sorted(slow, key=lambda b: -slow[b])[:12]
+        lines.append(f"{n_slow} recharges over {slow_ms:g} ms in {len(slow)} of {len(total)} buckets of 100 ms; "
+                     "the worst (time into the window: slow/all, machine busy cores max, server CPU max A/B, "
+                     "our backends' waits, active, autovacuum, other databases' active backends, checkpoint):")
+        for b in sorted(worst):
+            n = near(b)
+            lines.append(f"  {b * bucket:5.1f}s {slow[b]}/{total[b]}  machine {n['machine']:.2f}  servers {n['servers']}  "
+                         f"waits [{n['waits']}] active-on-cpu {n['cpu']}  autovacuum {n['autovacuum'] or '-'}  "
+                         f"others {n['other_active']}  checkpoint {'yes' if n['checkpoint'] else 'no'}")
+        # How much of the slowness the suspects cover: slow recharges in buckets where each was seen.
+        cover: Counter[str] = Counter()
+        buckets_with: Counter[str] = Counter()
+        for b in total:
+            n = near(b)
+            flags = {"checkpoint": n["checkpoint"], "autovacuum": bool(n["autovacuum"]),
+                     "WAL wait": "WAL" in n["waits"], "machine ≥ 1.9 cores": n["machine"] >= 1.9,
+                     "other databases busy": n["other_active"] > 0}
+            for k, v in flags.items():
+                if v:
+                    cover[k] += slow[b]
+                    buckets_with[k] += 1
+        lines.append("slow recharges in buckets where each suspect was seen (share of all slow; share of buckets): "
+                     + "; ".join(f"{k} {cover[k] / n_slow if n_slow else 0:.0%} ({buckets_with[k] / len(total) if total else 0:.0%})"
+                                 for k in ("checkpoint", "autovacuum", "WAL wait", "machine ≥ 1.9 cores", "other databases busy")))
+        return "\n".join(lines)
+
+
 def outbox_pending(inst: Install) -> int:
     from sqlalchemy import func, select
 
@@ -666,6 +821,9 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
         p.start()
         workers.append(p)
     _sleep_until(start_at + args.warmup)
+    tracer = Tracer(args.pg_url, inst) if args.trace and inst.backend == "postgresql" else None
+    if tracer is not None:
+        tracer.start()
     before = meter.sample()
     spy = None
     if profile_out is not None and "A" in inst.servers:
@@ -678,6 +836,8 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
         bl.log(f"  SIGKILLed server A (pid {inst.servers['A'].proc.pid})")
     _sleep_until(stop_at)
     after = meter.sample()
+    if tracer is not None:
+        tracer.stop()
     results = []
     for _ in workers:
         r = out.get(timeout=120 + n)
@@ -691,7 +851,13 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
     if spy is not None:
         spy.wait(60)
     recorded = recharges_with_prefix(inst, prefix)
+    trace = None
+    if tracer is not None:
+        recs = [r for res in results for r in res["recharges"]]
+        trace = tracer.summary(recs, start_at + args.warmup, stop_at)
+        print(f"\n--- trace, {phase.label} ---\n{trace}\n", flush=True)
     return {
+        "trace": trace,
         "results": results, "t0": start_at + args.warmup, "stop": stop_at, "kill_at": kill_at, "cpu": CpuMeter.delta(before, after),
         "procs": procs, "recorded": recorded,
         # A round may overrun its deadline by one socket wait's rounding; more is a caller left waiting.
@@ -935,6 +1101,7 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
             raw = run_phase(args, inst, phase, cards, meter, prof)
             row = summarise_phase(inst, phase, raw, len(cards))
             row["outbox_before"] = pending
+            row["trace"] = raw.get("trace")
             if prof is not None:
                 row["profile"] = (
                     "CPU (py-spy --gil: the thread holding the GIL, i.e. the server's Python CPU):\n"
@@ -1061,6 +1228,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     if verdicts:
         parts.append(bl.markdown_table(["backend", "target", "measured", "verdict"], verdicts))
     for r in rows:
+        if r.get("trace"):
+            parts.append(f"Trace ({r['backend']}, {KIND_LABEL[r['kind']]}"
+                         + (f", {r['rate']:g} rec/s offered" if r["kind"] == "paced" else "") + f", {r['clients']} callers):\n\n"
+                         + "\n".join("    " + line for line in r["trace"].splitlines()))
         if r.get("profile"):
             parts.append(f"Profile of server A ({r['backend']}, {KIND_LABEL[r['kind']]}, {r['clients']} callers):\n\n"
                          + "\n".join("    " + line for line in r["profile"].splitlines()))
@@ -1116,6 +1287,9 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory and databases")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy server A during the largest single/pair phase (figures are then perturbed)")
+    parser.add_argument("--trace", action="store_true",
+                        help="sample PostgreSQL's waits, autovacuum, checkpoints, CPU every 50 ms and line them up "
+                             "against the slow recharges (PostgreSQL)")
     parser.add_argument("--cpu-burner", action="store_true",
                         help="keep one core busy during every phase (a spinning process started by the benchmark)")
     parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")

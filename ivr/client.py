@@ -16,7 +16,9 @@ by ``total_timeout`` (one second by default), which a caller does not notice.
 When no server answers, the dialog gets ``{"outcome": "service_unavailable"}``.
 
 A server that is overloaded refuses at once with 503 ``busy`` (and
-``Retry-After``): nothing was done, and its connection stays open.  The
+``Retry-After``): nothing was done, and its connection stays open.  A new
+connection closed by the server before its TLS handshake finished is the
+same answer (a busy server sheds handshakes that way).  The
 client moves on to the next server; when every server said busy, it backs
 off (a random pause, doubling each time from ``BACKOFF`` seconds) and tries
 them again, as long as the round's time allows; then it gives up with
@@ -269,7 +271,13 @@ class RechargeClient:
             elif conn is not None:
                 conn.close()
                 log.debug("call %s: the kept connection to %s:%d was closed while idle; opening a new one", call_id, host, port)
-            return self._attempt(index, _Connection.open(host, port, end, self.tls), method, path, body, end)
+            try:
+                fresh = _Connection.open(host, port, end, self.tls)
+            except (ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as e:
+                # Accepted and closed before the handshake finished: a busy server sheds new connections
+                # this way (recharge_server.tls), so it is a busy answer, not a dead server.
+                raise _Busy(f"closed the connection during the handshake ({type(e).__name__})") from None
+            return self._attempt(index, fresh, method, path, body, end)
         except _Closed as e:
             raise _TryNext(f"closed the connection without answering ({e})") from None
         except TimeoutError:

@@ -262,6 +262,8 @@ def _backlog(db: Database) -> dict[str, object]:
         return dict(outbox.backlog(s))
 
 
+SWITCH_INTERVAL = 0.001  # seconds; see run()
+
 # Twisted's default listen backlog is 50: a burst of callers (every AGI host
 # failing over at once) would see connections reset before the server runs.
 LISTEN_BACKLOG = 1024
@@ -431,6 +433,12 @@ def run(
     # passes, which would otherwise stall every request for tens of ms.
     gc.collect()
     gc.freeze()
+    # The reactor thread gives the interpreter lock up at every socket call and
+    # then waits for a pool thread to hand it back, by default up to 5 ms each
+    # time: under load the reactor, which reads every request and writes every
+    # answer, falls behind the pool it feeds.  1 ms keeps it in step (measured
+    # in bench/RESULTS.md).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     reactor.callWhenRunning(server.startService)
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
     reactor.run()
