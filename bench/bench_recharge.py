@@ -233,6 +233,11 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
             time.sleep(d)
             return d
 
+        def hang_up(answer: dict[str, Any]) -> None:
+            """Told "service unavailable": the dialog plays its prompt and says goodbye before this line calls again."""
+            if answer.get("outcome") == "service_unavailable" and spec["refused_pause"]:
+                _sleep_until(min(spec["stop_at"], time.monotonic() + spec["refused_pause"]))
+
         def step(serial: str, pin: str, call_id: str, account: str, caller: str, _n: int) -> None:
             if pause() is None:
                 return
@@ -241,6 +246,7 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
             t1 = time.monotonic()
             if q.get("outcome") != "ok":
                 rec.recharges.append((t0, t1, t1, False, r1, "quote:" + str(q.get("error") or q.get("outcome"))))
+                hang_up(q)
                 return
             # The pause is not the service's time: shift the start so that t2 - t0 is quote + commit.
             waited = pause()
@@ -252,6 +258,8 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
             t2 = time.monotonic()
             ok = c.get("outcome") == "ok"
             rec.recharges.append((t0, t1, t2, ok, r1 + r2, "ok" if ok else "commit:" + str(c.get("error") or c.get("outcome"))))
+            if not ok:
+                hang_up(c)
 
         return step
 
@@ -809,6 +817,7 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
             "timeout": args.client_timeout,
             "total_timeout": args.client_total_timeout,
             "retries": args.retries,
+            "refused_pause": args.refused_pause,
             "start_at": start_at,
             "stop_at": stop_at,
             "keep_requests": failover,
@@ -1248,7 +1257,8 @@ def note(args: argparse.Namespace) -> str:
         f"recharge when the last one is answered. Callers: {args.client_procs} client processes "
         f"(`multiprocessing`, spawn) of threads using `ivr.client.RechargeClient` (timeout {args.client_timeout:g} s, "
         f"round {args.client_total_timeout:g} s; a step answered `service_unavailable` is repeated up to "
-        f"{args.retries} times, as the dialog does). Each phase: {args.warmup:g} s warm-up not counted, then "
+        f"{args.retries} times, as the dialog does; a caller whose recharge still failed so waits "
+        f"{args.refused_pause:g} s, the dialog's prompt and goodbye, before the next). Each phase: {args.warmup:g} s warm-up not counted, then "
         f"{args.duration:g} s (failover: {args.failover_duration:g} s, A killed {args.kill_after:g} s in) or until "
         "the first caller runs out of cards; rec/s = recharges committed in that window / its length; latencies "
         "are of those recharges (quote start to commit answer; commit alone). Before each phase the outbox is "
@@ -1278,6 +1288,9 @@ def main() -> None:
     parser.add_argument("--client-timeout", type=float, default=0.5, help="RechargeClient timeout (default %(default)s)")
     parser.add_argument("--client-total-timeout", type=float, default=1.0)
     parser.add_argument("--retries", type=int, default=5, help="repeats of a step answered service_unavailable")
+    parser.add_argument("--refused-pause", type=float, default=1.0,
+                        help="seconds a caller told service_unavailable waits before its next recharge (the dialog's "
+                             "prompt and goodbye; default %(default)s)")
     parser.add_argument("--sql-max-conns", type=int, default=16, help="raw SQL: at most this many connections")
     parser.add_argument("--outbox-wait", type=float, default=90.0, help="seconds to let the outbox drain before a phase")
     parser.add_argument("--quiet-wait", type=float, default=10.0,

@@ -19,12 +19,14 @@ A server that is overloaded refuses at once with 503 ``busy`` (and
 ``Retry-After``): nothing was done, and its connection stays open.  A new
 connection closed by the server before its TLS handshake finished is the
 same answer (a busy server sheds handshakes that way).  The
-client moves on to the next server; when every server said busy, it backs
-off (a random pause, doubling each time from ``BACKOFF`` seconds) and tries
-them again, as long as the round's time allows; then it gives up with
-``{"outcome": "service_unavailable", "error": "busy"}``.  ``Retry-After``
-(whole seconds, HTTP's unit) is longer than a round, so the round's own
-deadline is what bounds the pauses.
+client moves on to the next server, and leaves the busy one alone for a
+random pause (from ``BACKOFF`` seconds, doubled at each refusal in a row up
+to ``MAX_BACKOFF``, the servers' ``Retry-After``; across requests of the
+same client).  When every server is resting, the round waits for the first
+to be asked again if its deadline allows, and otherwise ends at once with
+``{"outcome": "service_unavailable", "error": "busy"}``: a fast refusal,
+not a wait to the deadline, and no request that would only add to a busy
+server's load.
 
 The client keeps one HTTP/1.1 connection to each server open between
 requests (a call makes three or more), and ``close()`` (or leaving a ``with``
@@ -72,7 +74,8 @@ MAX_HEADERS = 100
 _RECV = 65536
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 BUSY = "busy"  # a server's refusal under load: nothing done, try elsewhere or later (recharge_server.api)
-BACKOFF = 0.05  # seconds: the first pause after every server said busy; doubled, randomised, within the round
+BACKOFF = 0.05  # seconds: how long a server that said busy is left alone at first; doubled, randomised
+MAX_BACKOFF = 1.0  # seconds: the longest such pause (the servers' Retry-After)
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:
@@ -131,6 +134,7 @@ class RechargeClient:
         self.clock = clock
         self.current = 0  # index of the server that answered last
         self.backoff = backoff
+        self._rest: dict[int, tuple[float, float]] = {}  # server index -> (not asked before, last pause) after "busy"
 
     # --- the four recharge requests and health ------------------------------------
 
@@ -191,43 +195,53 @@ class RechargeClient:
 
     def _round(self, endpoint: str, call_id: str, method: str, path: str, body: bytes) -> dict[str, Any]:
         deadline = time.monotonic() + self.total_timeout
-        pause = self.backoff
         while True:
             answer, busy = self._pass(endpoint, call_id, method, path, body, deadline)
             if answer is not None:
                 return answer
             if not busy:
                 break
-            if pause is None:
-                log.error("call %s: %s: the recharge servers are busy", call_id, endpoint)
+            # No answer, and a server is resting after a busy refusal: wait for the first one to be asked
+            # again, if the round leaves time for it; else the caller hears "busy" now, not at the deadline.
+            wake = min(self._rest[i][0] for i in self._rest) if self._rest and self.backoff is not None else None
+            if wake is None or wake + min(self.timeout, 0.05) > deadline:
+                log.warning("call %s: %s: the recharge servers are busy", call_id, endpoint)
                 return {"outcome": SERVICE_UNAVAILABLE, "error": BUSY}
-            # No answer, and a server refused for load: wait a little, at random (so that refused callers
-            # do not come back together), and try them all again if the round leaves time for it.
-            wait = pause * random.uniform(0.5, 1.5)
-            if deadline - time.monotonic() < wait + min(self.timeout, 0.05):
-                log.error("call %s: %s: every recharge server is busy", call_id, endpoint)
-                return {"outcome": SERVICE_UNAVAILABLE, "error": BUSY}
-            time.sleep(wait)
-            pause *= 2
+            time.sleep(max(0.0, wake - time.monotonic()))
         log.error("call %s: %s: no recharge server answered", call_id, endpoint)
         return {"outcome": SERVICE_UNAVAILABLE}
+
+    def _resting(self, index: int) -> bool:
+        rest = self._rest.get(index)
+        return rest is not None and rest[0] > time.monotonic()
+
+    def _refused(self, index: int) -> None:
+        """Server ``index`` said busy: not asked again for a random pause, doubled at each refusal in a row."""
+        if self.backoff is None:
+            return
+        last = self._rest.get(index)
+        pause = min(MAX_BACKOFF, last[1] * 2) if last is not None else self.backoff
+        self._rest[index] = (time.monotonic() + pause * random.uniform(0.5, 1.5), pause)
 
     def _pass(
         self, endpoint: str, call_id: str, method: str, path: str, body: bytes, deadline: float
     ) -> tuple[dict[str, Any] | None, bool]:
         """Each server once, in order: (the answer, False), or (None, whether any server said busy)."""
-        busy = tried = 0
+        busy = 0
         for index in self._order():
             host, port = self.servers[index]
+            if self._resting(index):
+                busy += 1  # it said busy a moment ago: asking again now would only add to its load
+                continue
             budget = min(self.timeout, deadline - time.monotonic())
             if budget <= 0.001:
                 log.warning("call %s: %s: no time left to try %s:%d", call_id, endpoint, host, port)
                 break
-            tried += 1
             try:
                 status, answer = self._exchange(index, call_id, method, path, body, time.monotonic() + budget)
             except _Busy:
                 busy += 1
+                self._refused(index)
                 log.info("call %s: %s: %s:%d is busy; trying the next server", call_id, endpoint, host, port)
                 continue
             except _TryNext as e:
@@ -240,6 +254,7 @@ class RechargeClient:
                     call_id, endpoint, host, port, type(e).__name__,
                 )
                 continue
+            self._rest.pop(index, None)
             if index != self.current:
                 log.warning("call %s: now using %s:%d", call_id, host, port)
                 self.current = index
