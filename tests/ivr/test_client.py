@@ -273,7 +273,11 @@ def test_a_client_needs_a_server() -> None:
 
 
 def test_the_client_and_the_protocol_name_unavailability_alike() -> None:
+    from recharge_server import api
+
     assert client_module.SERVICE_UNAVAILABLE == protocol.SERVICE_UNAVAILABLE
+    assert client_module.BUSY == api.BUSY
+    assert client_module.MAX_BACKOFF == int(api.RETRY_AFTER), "the longest pause is what the servers ask for"
 
 
 # --- kept-alive connections to the real Twisted API ------------------------------------
