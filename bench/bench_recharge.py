@@ -409,6 +409,10 @@ WORKERS = {"http": worker_http, "service": worker_service, "sql": worker_sql}
 
 
 def _worker_entry(spec: dict[str, Any], out: Any) -> None:
+    # Dozens of caller threads share this interpreter: with the default 5 ms switch interval a thread back
+    # from the socket waits for the lock long enough to miss its own deadlines, which no real caller
+    # (a process, or a FastAGI thread among few) would.
+    sys.setswitchinterval(0.001)
     try:
         out.put(WORKERS[spec["mode"]](spec))
     except BaseException as e:  # noqa: BLE001 - reported to the parent
@@ -598,7 +602,9 @@ class Tracer:
             last_srv = {n: bl.proc_cpu_seconds(p) or 0.0 for n, p in pids.items()}
             while not self._stop.wait(self.step):
                 rows = c.execute(
-                    "SELECT datname, backend_type, state, wait_event_type, wait_event "
+                    "SELECT datname, backend_type, state, wait_event_type, wait_event, "
+                    "CASE WHEN query ILIKE 'DELETE FROM request_nonces%%' THEN 'nonce prune' "
+                    "WHEN query ILIKE '%%post_status%%' THEN 'outbox' ELSE '' END "
                     "FROM pg_stat_activity WHERE pid <> pg_backend_pid()").fetchall()
                 t = time.monotonic()
                 machine = bl.machine_busy_seconds()
@@ -606,10 +612,13 @@ class Tracer:
                 waits: Counter[str] = Counter()
                 other_active = 0
                 autovac = []
-                for datname, btype, state, wtype, wevent in rows:
+                jobs: set[str] = set()
+                for datname, btype, state, wtype, wevent, job in rows:
                     if btype == "autovacuum worker":
                         autovac.append(f"{datname}{'*' if datname in ours else ''}")
                     if btype == "client backend" and state == "active":
+                        if datname in ours and job:
+                            jobs.add(job)
                         if datname in ours:
                             waits[f"{wtype}:{wevent}" if wtype else "cpu"] += 1
                         else:
@@ -619,7 +628,7 @@ class Tracer:
                         waits[f"{btype}:{wtype}:{wevent}"] += 1
                 dt_ = t - last_t
                 self.samples.append({
-                    "t": t, "waits": dict(waits), "autovacuum": autovac, "other_active": other_active,
+                    "t": t, "waits": dict(waits), "autovacuum": autovac, "jobs": sorted(jobs), "other_active": other_active,
                     "machine": (machine - last_machine) / dt_ if dt_ > 0 else 0.0,
                     "servers": {n: (srv[n] - last_srv.get(n, 0.0)) / dt_ if dt_ > 0 else 0.0 for n in srv},
                 })
@@ -643,6 +652,27 @@ class Tracer:
             if t0 - 1 <= t <= t1 + 1:
                 out.append((t, m.group(2), m.group(3)[:120]))
         return out
+
+    def gc_pauses(self, t0: float, t1: float) -> str:
+        """The servers' logged garbage-collection pauses (``recharge_server.service``) in the window."""
+        import datetime as dt
+
+        out = []
+        for name, server in sorted(self.inst.servers.items()):
+            pauses = []
+            try:
+                text = server.log.read_text(errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if "gc pause" not in line:
+                    continue
+                wall = dt.datetime.strptime(line[:24], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+                if t0 - 1 <= wall - self.wall0 <= t1 + 1:
+                    m = re.search(r"ms=([0-9.]+)", line)
+                    pauses.append(float(m.group(1)) if m else 0.0)
+            out.append(f"{name} {len(pauses)}" + (f" (longest {max(pauses):.1f} ms)" if pauses else ""))
+        return "garbage-collection pauses ≥ 5 ms logged by the servers in the window: " + ", ".join(out)
 
     def summary(self, recs: list[tuple[float, float, float, bool, int, str]], t0: float, t1: float,
                 slow_ms: float = 50.0) -> str:
@@ -679,6 +709,7 @@ class Tracer:
                 "waits": ", ".join(f"{k} {v}" for k, v in waits.most_common(4) if k != "cpu"),
                 "cpu": waits.get("cpu", 0),
                 "autovacuum": sorted({a for x in ss for a in x["autovacuum"]}),
+                "jobs": sorted({j for x in ss for j in x["jobs"]}),
                 "other_active": max((x["other_active"] for x in ss), default=0),
                 "checkpoint": any(a - 0.2 <= lo + 0.2 and hi <= b_ + 0.3 for a, b_ in cp_spans)
                 or any(lo - 0.3 <= t <= hi for t, _, _ in cps),
@@ -690,12 +721,14 @@ class Tracer:
         worst = sorted(slow, key=lambda b: -slow[b])[:12]
         lines.append(f"{n_slow} recharges over {slow_ms:g} ms in {len(slow)} of {len(total)} buckets of 100 ms; "
                      "the worst (time into the window: slow/all, machine busy cores max, server CPU max A/B, "
-                     "our backends' waits, active, autovacuum, other databases' active backends, checkpoint):")
+                     "our backends' waits, active, autovacuum, other databases' active backends, checkpoint, "
+                     "the leader's jobs seen in the database):")
         for b in sorted(worst):
             n = near(b)
             lines.append(f"  {b * bucket:5.1f}s {slow[b]}/{total[b]}  machine {n['machine']:.2f}  servers {n['servers']}  "
                          f"waits [{n['waits']}] active-on-cpu {n['cpu']}  autovacuum {n['autovacuum'] or '-'}  "
-                         f"others {n['other_active']}  checkpoint {'yes' if n['checkpoint'] else 'no'}")
+                         f"others {n['other_active']}  checkpoint {'yes' if n['checkpoint'] else 'no'}  "
+                         f"jobs {','.join(n['jobs']) or '-'}")
         # How much of the slowness the suspects cover: slow recharges in buckets where each was seen.
         cover: Counter[str] = Counter()
         buckets_with: Counter[str] = Counter()
@@ -703,14 +736,17 @@ class Tracer:
             n = near(b)
             flags = {"checkpoint": n["checkpoint"], "autovacuum": bool(n["autovacuum"]),
                      "WAL wait": "WAL" in n["waits"], "machine ≥ 1.9 cores": n["machine"] >= 1.9,
-                     "other databases busy": n["other_active"] > 0}
+                     "other databases busy": n["other_active"] > 0,
+                     "nonce prune": "nonce prune" in n["jobs"], "outbox": "outbox" in n["jobs"]}
             for k, v in flags.items():
                 if v:
                     cover[k] += slow[b]
                     buckets_with[k] += 1
+        lines.append(self.gc_pauses(t0, t1))
         lines.append("slow recharges in buckets where each suspect was seen (share of all slow; share of buckets): "
                      + "; ".join(f"{k} {cover[k] / n_slow if n_slow else 0:.0%} ({buckets_with[k] / len(total) if total else 0:.0%})"
-                                 for k in ("checkpoint", "autovacuum", "WAL wait", "machine ≥ 1.9 cores", "other databases busy")))
+                                 for k in ("checkpoint", "autovacuum", "WAL wait", "machine ≥ 1.9 cores",
+                                           "other databases busy", "nonce prune", "outbox")))
         return "\n".join(lines)
 
 
@@ -787,7 +823,8 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
         [s, p, f"{prefix}{i}", accounts[i % len(accounts)], f"139{i:08d}"] for i, (s, p) in enumerate(cards)
     ]
     lists = [jobs[i::n] for i in range(n)]
-    procs = 1 if phase.kind in ("sql", "service") else max(1, min(args.client_procs, n))
+    per_proc = args.callers_per_proc
+    procs = 1 if phase.kind in ("sql", "service") else max(1, min(max(args.client_procs, -(-n // per_proc)), n))
     ports = {name: s.port for name, s in inst.servers.items()}
     a = ("127.0.0.1", ports.get("A", 0))
     b = ("127.0.0.1", ports.get("B", 0))
@@ -1254,8 +1291,8 @@ def _reasons(r: dict[str, Any]) -> str:
 def note(args: argparse.Namespace) -> str:
     return (
         f"A recharge is quote + commit (2 signed HTTPS requests: TLS, a key per channel client). Closed loop, no think time: each caller starts its next "
-        f"recharge when the last one is answered. Callers: {args.client_procs} client processes "
-        f"(`multiprocessing`, spawn) of threads using `ivr.client.RechargeClient` (timeout {args.client_timeout:g} s, "
+        f"recharge when the last one is answered. Callers: {args.client_procs} client processes or more, "
+        f"at most {args.callers_per_proc} callers each (`multiprocessing`, spawn; switch interval 1 ms) of threads using `ivr.client.RechargeClient` (timeout {args.client_timeout:g} s, "
         f"round {args.client_total_timeout:g} s; a step answered `service_unavailable` is repeated up to "
         f"{args.retries} times, as the dialog does; a caller whose recharge still failed so waits "
         f"{args.refused_pause:g} s, the dialog's prompt and goodbye, before the next). Each phase: {args.warmup:g} s warm-up not counted, then "
@@ -1284,7 +1321,9 @@ def main() -> None:
     parser.add_argument("--paced-rates", default="100,200,300",
                         help="paced phases: recharges per second the callers offer together (default %(default)s)")
     parser.add_argument("--kill-after", type=float, default=3.0, help="failover: SIGKILL A this long into the window")
-    parser.add_argument("--client-procs", type=int, default=4, help="caller processes (default %(default)s)")
+    parser.add_argument("--client-procs", type=int, default=4, help="caller processes, at least (default %(default)s)")
+    parser.add_argument("--callers-per-proc", type=int, default=25,
+                        help="more caller processes when a phase has more callers than this each (default %(default)s)")
     parser.add_argument("--client-timeout", type=float, default=0.5, help="RechargeClient timeout (default %(default)s)")
     parser.add_argument("--client-total-timeout", type=float, default=1.0)
     parser.add_argument("--retries", type=int, default=5, help="repeats of a step answered service_unavailable")
