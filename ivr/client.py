@@ -21,8 +21,7 @@ connection closed by the server before its TLS handshake finished is the
 same answer (a busy server sheds handshakes that way).  The
 client moves on to the next server, and leaves the busy one alone for a
 random pause (from ``BACKOFF`` seconds, doubled at each refusal in a row up
-to ``MAX_BACKOFF``, the servers' ``Retry-After``; across requests of the
-same client).  When every server is resting, the round waits for the first
+to ``MAX_BACKOFF``; across requests of the same client).  When every server is resting, the round waits for the first
 to be asked again if its deadline allows, and otherwise ends at once with
 ``{"outcome": "service_unavailable", "error": "busy"}``: a fast refusal,
 not a wait to the deadline, and no request that would only add to a busy
@@ -74,8 +73,10 @@ MAX_HEADERS = 100
 _RECV = 65536
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 BUSY = "busy"  # a server's refusal under load: nothing done, try elsewhere or later (recharge_server.api)
-BACKOFF = 0.05  # seconds: how long a server that said busy is left alone at first; doubled, randomised
-MAX_BACKOFF = 1.0  # seconds: the longest such pause (the servers' Retry-After)
+BACKOFF = 0.025  # seconds: how long a server that said busy is left alone at first; doubled, randomised
+# The longest such pause: short enough that a round of one second still tries each server a few times
+# (the servers' Retry-After, whole seconds, is for clients with no deadline of their own).
+MAX_BACKOFF = 0.2
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:

