@@ -316,6 +316,12 @@ class RechargeClient:
             # the busy server a new TLS handshake.
             self._keep(index, conn, keep)
             raise
+        except TimeoutError:
+            if conn.owed:
+                self._keep(index, conn, True)  # its late answer is read before the next request
+            else:
+                conn.close()
+            raise
         except BaseException:
             conn.close()
             raise
@@ -389,6 +395,8 @@ class _Connection:
 
     def still_open(self) -> bool:
         """False when the server has closed or reset this idle connection, or sent something unasked."""
+        if self.owed:
+            return True  # bytes waiting are the late answer; a close shows when it is read (``settle``)
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return False  # decrypted bytes nobody asked for
         try:
@@ -407,37 +415,73 @@ class _Connection:
         Raises ``_Closed`` when the server closed or reset the connection
         before sending a byte of the answer, ``TimeoutError``, ``OSError``
         and ``_TryNext`` (an answer that is not HTTP as the servers speak it).
-        The caller closes the connection after any of them.
+        The caller closes the connection after any of them, except a time-out
+        that came before a byte of the answer (``owed``; see ``settle``).
         """
+        self.settle(end)
         try:
             self.sock.settimeout(_left(end))
             self.sock.sendall(request)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as e:
             raise _Closed(type(e).__name__) from None
         reader = _Reader(self.sock, end)
-        while True:
-            version, status = _status_line(reader.line())
-            headers = _headers(reader)
-            if not 100 <= status < 200:
-                break
-            # An interim answer (100 Continue): the real one follows.
-        te = headers.get("transfer-encoding")
-        length = headers.get("content-length")
-        framed = True
-        if status in (204, 304):
-            body = b""
-        elif te is not None:
-            if te.lower() != "chunked":
-                raise _TryNext(f"transfer coding {te[:20]!r} not understood")
-            body = _chunked(reader)
-        elif length is not None:
-            body = reader.exact(_content_length(length))
-        else:
-            body, framed = reader.rest(), False
-        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-        alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
-        # Bytes after the answer were never asked for: that connection is not to be trusted again.
-        return status, body, framed and alive and not reader.buffer
+        try:
+            return _answer(reader)
+        except TimeoutError:
+            if not reader.received:
+                self.owed = True  # the answer will come later, whole: keep the connection, read it then
+            raise
+
+    owed = False  # a request went out whose answer was not waited for
+
+    def settle(self, end: float) -> None:
+        """Read and drop the answer still owed on this connection, if any, by ``end``.
+
+        A request given up after its time (the server was slow, not gone)
+        leaves its answer to come later; reading it before the next request
+        keeps the connection, where closing it would cost the next request a
+        TLS handshake on both sides, the dearest thing an overloaded server
+        does.  The late answer's request was repeated elsewhere (the same
+        call id and sequence number: the servers answer a repeat alike).
+        """
+        if not self.owed:
+            return
+        reader = _Reader(self.sock, end)
+        try:
+            _status, _body, keep = _answer(reader)
+        except TimeoutError:
+            self.owed = False  # two time-outs in a row: hung, not slow; the caller closes it
+            raise
+        if not keep:
+            raise _Closed("the late answer closed the connection")
+        self.owed = False
+
+
+def _answer(reader: "_Reader") -> tuple[int, bytes, bool]:
+    """One answer from ``reader``: (status, body, whether its connection may serve another)."""
+    while True:
+        version, status = _status_line(reader.line())
+        headers = _headers(reader)
+        if not 100 <= status < 200:
+            break
+        # An interim answer (100 Continue): the real one follows.
+    te = headers.get("transfer-encoding")
+    length = headers.get("content-length")
+    framed = True
+    if status in (204, 304):
+        body = b""
+    elif te is not None:
+        if te.lower() != "chunked":
+            raise _TryNext(f"transfer coding {te[:20]!r} not understood")
+        body = _chunked(reader)
+    elif length is not None:
+        body = reader.exact(_content_length(length))
+    else:
+        body, framed = reader.rest(), False
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+    # Bytes after the answer were never asked for: that connection is not to be trusted again.
+    return status, body, framed and alive and not reader.buffer
 
 
 class _Reader:
