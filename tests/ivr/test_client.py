@@ -817,3 +817,19 @@ def test_a_round_of_busy_servers_ends_within_the_deadline_with_busy(raw_servers:
         took = time.monotonic() - started
     assert took <= 0.6 + 0.05, took
     assert 2 <= len(a.requests) <= 10, "backed off between tries, not a busy loop"
+
+
+def test_a_slow_servers_late_answer_is_read_and_its_connection_kept(apis: TwistedAPIs, api_key: bytes) -> None:
+    a_live, a = apis.start()
+    b_live, b = apis.start()
+    with RechargeClient([a_live.address, b_live.address], api_key, tls=TLS, timeout=0.5, total_timeout=1.0) as client:
+        assert client.account(call_id="1700000000.16", account_no="3100000001")["outcome"] == "ok"
+        apis.hang(a_live)
+        assert client.quote(call_id="1700000000.16", seq=1, account_no="3100000001", pin=PIN, caller="")["outcome"] == "ok"
+        assert client.current == 1, "A was too slow: B answered"
+        a_live.recharge.gate.set()  # A finishes: its late answer goes out on the kept connection
+        a_live.recharge.gate = None
+        client.current = 0
+        assert client.commit(call_id="1700000000.16", seq=1)["outcome"] == "ok"
+        assert client.current == 0, "A answered, on the connection that carried its late answer"
+    assert a.count == 1, "no new connection (no new TLS handshake) for the slow server"
