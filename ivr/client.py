@@ -53,7 +53,6 @@ never a PIN (request bodies are never logged).
 
 import json
 import logging
-import random
 import socket
 import ssl
 import time
@@ -220,6 +219,8 @@ class RechargeClient:
         """Server ``index`` said busy: not asked again for a random pause, doubled at each refusal in a row."""
         if self.backoff is None:
             return
+        import random  # only under load: an AGI's start-up imports nothing it may not need
+
         last = self._rest.get(index)
         pause = min(MAX_BACKOFF, last[1] * 2) if last is not None else self.backoff
         self._rest[index] = (time.monotonic() + pause * random.uniform(0.5, 1.5), pause)

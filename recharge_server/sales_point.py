@@ -78,7 +78,7 @@ def validate_sale(payload: Any) -> tuple[str, Selection]:
     return payload["key"], sel
 
 
-ROUND_PAUSE = 0.1  # seconds before a terminal's second round; doubled each round after, up to ROUND_PAUSE_MAX
+ROUND_PAUSE = 0.2  # seconds before a terminal's second round; doubled each round after, up to ROUND_PAUSE_MAX
 ROUND_PAUSE_MAX = 2.0
 
 

@@ -59,7 +59,7 @@ def server_options(key_dir: Path) -> ssl.CertificateOptions:
 class HandshakeGate:
     """How many TLS handshakes are in progress on a listener, bounded by ``limit``; see the module docstring."""
 
-    def __init__(self, reactor: Any, limit: int = 16, timeout: float = 2.0) -> None:
+    def __init__(self, reactor: Any, limit: int = 64, timeout: float = 2.0) -> None:
         self.reactor, self.limit, self.timeout = reactor, limit, timeout
         self.pending = 0
         self.refused = 0
