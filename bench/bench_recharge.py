@@ -51,6 +51,13 @@ concurrent callers, failover wait <= 2 s.
     .venv/bin/python bench/bench_recharge.py                            # both backends, 1/50/200 callers
     .venv/bin/python bench/bench_recharge.py --backend postgresql --record
     .venv/bin/python bench/bench_recharge.py --backend postgresql --clients 200 --phases single --profile
+    .venv/bin/python bench/bench_recharge.py --backend postgresql --phases pair --clients 50,100,200 --cpu-burner
+
+Overload: ``--phases pair --clients 50,100,200`` is the pair at about 1x, 2x
+and 4x the callers it needs to reach its peak; each row says how many of the
+callers' rounds (one client request, failover and back-off included) ended
+busy or unavailable, the longest, and how many took longer than the client's
+deadline.  ``--cpu-burner`` keeps one of the cores busy throughout each phase.
 """
 
 from __future__ import annotations
@@ -134,6 +141,9 @@ class _Recorder:
     def __init__(self, keep_requests: bool) -> None:
         self.recharges: list[tuple[float, float, float, bool, int, str]] = []
         self.requests: list[tuple[float, float, bool]] = []
+        # Every round of the client (one request, failover and back-off included): start, length,
+        # None if answered, else whether the last word was "busy".
+        self.rounds: list[tuple[float, float, bool | None]] = []
         self.keep_requests = keep_requests
         self.exhausted_at: float | None = None
         self.step: Any = None
@@ -172,6 +182,7 @@ def _run_threads(spec: dict[str, Any], make_caller: Any) -> dict[str, Any]:
         "cpu": (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime),
         "recharges": [r for rec in recorders for r in rec.recharges],
         "requests": [rec.requests for rec in recorders],
+        "rounds": [r for rec in recorders for r in rec.rounds],
         "exhausted": [rec.exhausted_at for rec in recorders if rec.exhausted_at is not None],
     }
 
@@ -200,6 +211,7 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
                 answer = f(**kw)
                 t1 = time.monotonic()
                 good = answer.get("outcome") != "service_unavailable"
+                rec.rounds.append((t0, t1 - t0, answer.get("error") == "busy" if not good else None))
                 if rec.keep_requests:
                     rec.requests.append((t0, t1, good))
                 if good or tries >= retries:
@@ -221,6 +233,11 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
             time.sleep(d)
             return d
 
+        def hang_up(answer: dict[str, Any]) -> None:
+            """Told "service unavailable": the dialog plays its prompt and says goodbye before this line calls again."""
+            if answer.get("outcome") == "service_unavailable" and spec["refused_pause"]:
+                _sleep_until(min(spec["stop_at"], time.monotonic() + spec["refused_pause"]))
+
         def step(serial: str, pin: str, call_id: str, account: str, caller: str, _n: int) -> None:
             if pause() is None:
                 return
@@ -229,6 +246,7 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
             t1 = time.monotonic()
             if q.get("outcome") != "ok":
                 rec.recharges.append((t0, t1, t1, False, r1, "quote:" + str(q.get("error") or q.get("outcome"))))
+                hang_up(q)
                 return
             # The pause is not the service's time: shift the start so that t2 - t0 is quote + commit.
             waited = pause()
@@ -240,6 +258,8 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
             t2 = time.monotonic()
             ok = c.get("outcome") == "ok"
             rec.recharges.append((t0, t1, t2, ok, r1 + r2, "ok" if ok else "commit:" + str(c.get("error") or c.get("outcome"))))
+            if not ok:
+                hang_up(c)
 
         return step
 
@@ -389,6 +409,10 @@ WORKERS = {"http": worker_http, "service": worker_service, "sql": worker_sql}
 
 
 def _worker_entry(spec: dict[str, Any], out: Any) -> None:
+    # Dozens of caller threads share this interpreter: with the default 5 ms switch interval a thread back
+    # from the socket waits for the lock long enough to miss its own deadlines, which no real caller
+    # (a process, or a FastAGI thread among few) would.
+    sys.setswitchinterval(0.001)
     try:
         out.put(WORKERS[spec["mode"]](spec))
     except BaseException as e:  # noqa: BLE001 - reported to the parent
@@ -539,6 +563,193 @@ class CpuMeter:
                 "load0": a["load"], "load1": b["load"]}
 
 
+PG_LOG = Path("/var/log/postgresql/postgresql-15-main.log")
+_CHECKPOINT_LINE = re.compile(r"^(\S+ \S+) UTC \[\d+\] LOG:  checkpoint (starting|complete): (.*)$")
+
+
+class Tracer:
+    """What might stall both servers at once, sampled every ``step`` seconds during a phase (``--trace``).
+
+    Per sample: the wait events of every active PostgreSQL backend (ours and
+    everybody else's: WAL flushes, I/O, locks), whether an autovacuum worker
+    runs (and on which database), the machine's busy cores, each server
+    process's CPU and its number of threads; afterwards the checkpoints the
+    server's log shows in the window.  ``summary`` lines these up against
+    the slow recharges, in 100 ms buckets.
+    """
+
+    def __init__(self, pg_admin_url: str, inst: Install, step: float = 0.05) -> None:
+        self.pg_admin_url, self.inst, self.step = pg_admin_url, inst, step
+        self.samples: list[dict[str, Any]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.wall0 = time.time() - time.monotonic()  # monotonic -> wall clock
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        ours = set(self.inst.pg_names())
+        pids = {n: s.proc.pid for n, s in self.inst.servers.items() if s.alive}
+        with psycopg.connect(self.pg_admin_url, autocommit=True) as c:
+            last_machine, last_t = bl.machine_busy_seconds(), time.monotonic()
+            last_srv = {n: bl.proc_cpu_seconds(p) or 0.0 for n, p in pids.items()}
+            while not self._stop.wait(self.step):
+                rows = c.execute(
+                    "SELECT datname, backend_type, state, wait_event_type, wait_event, "
+                    "CASE WHEN query ILIKE 'DELETE FROM request_nonces%%' THEN 'nonce prune' "
+                    "WHEN query ILIKE '%%post_status%%' THEN 'outbox' ELSE '' END "
+                    "FROM pg_stat_activity WHERE pid <> pg_backend_pid()").fetchall()
+                t = time.monotonic()
+                machine = bl.machine_busy_seconds()
+                srv = {n: bl.proc_cpu_seconds(p) or 0.0 for n, p in pids.items()}
+                waits: Counter[str] = Counter()
+                other_active = 0
+                autovac = []
+                jobs: set[str] = set()
+                for datname, btype, state, wtype, wevent, job in rows:
+                    if btype == "autovacuum worker":
+                        autovac.append(f"{datname}{'*' if datname in ours else ''}")
+                    if btype == "client backend" and state == "active":
+                        if datname in ours and job:
+                            jobs.add(job)
+                        if datname in ours:
+                            waits[f"{wtype}:{wevent}" if wtype else "cpu"] += 1
+                        else:
+                            other_active += 1
+                    if btype in ("checkpointer", "walwriter", "background writer") and wtype and wevent and \
+                            wtype not in ("Activity",):
+                        waits[f"{btype}:{wtype}:{wevent}"] += 1
+                dt_ = t - last_t
+                self.samples.append({
+                    "t": t, "waits": dict(waits), "autovacuum": autovac, "jobs": sorted(jobs), "other_active": other_active,
+                    "machine": (machine - last_machine) / dt_ if dt_ > 0 else 0.0,
+                    "servers": {n: (srv[n] - last_srv.get(n, 0.0)) / dt_ if dt_ > 0 else 0.0 for n in srv},
+                })
+                last_machine, last_t, last_srv = machine, t, srv
+
+    def checkpoints(self, t0: float, t1: float) -> list[tuple[float, str, str]]:
+        """(monotonic time, starting|complete, detail) of the checkpoints logged between t0 and t1."""
+        import datetime as dt
+
+        out = []
+        try:
+            lines = PG_LOG.read_text(errors="replace").splitlines()[-5000:]
+        except OSError:
+            return out
+        for line in lines:
+            m = _CHECKPOINT_LINE.match(line)
+            if not m:
+                continue
+            wall = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=dt.UTC).timestamp()
+            t = wall - self.wall0
+            if t0 - 1 <= t <= t1 + 1:
+                out.append((t, m.group(2), m.group(3)[:120]))
+        return out
+
+    def gc_pauses(self, t0: float, t1: float) -> str:
+        """The servers' logged garbage-collection pauses (``recharge_server.service``) in the window."""
+        import datetime as dt
+
+        out = []
+        for name, server in sorted(self.inst.servers.items()):
+            pauses = []
+            try:
+                text = server.log.read_text(errors="replace")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if "gc pause" not in line:
+                    continue
+                wall = dt.datetime.strptime(line[:24], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+                if t0 - 1 <= wall - self.wall0 <= t1 + 1:
+                    m = re.search(r"ms=([0-9.]+)", line)
+                    pauses.append(float(m.group(1)) if m else 0.0)
+            out.append(f"{name} {len(pauses)}" + (f" (longest {max(pauses):.1f} ms)" if pauses else ""))
+        return "garbage-collection pauses ≥ 5 ms logged by the servers in the window: " + ", ".join(out)
+
+    def summary(self, recs: list[tuple[float, float, float, bool, int, str]], t0: float, t1: float,
+                slow_ms: float = 50.0) -> str:
+        """The 100 ms buckets with slow recharges (by their end), with what the samples saw then and just before."""
+        bucket = 0.1
+        slow: Counter[int] = Counter()
+        total: Counter[int] = Counter()
+        for r in recs:
+            if r[3] and t0 <= r[2] <= t1:
+                b = int((r[2] - t0) / bucket)
+                total[b] += 1
+                if (r[2] - r[0]) * 1000 > slow_ms:
+                    slow[b] += 1
+        cps = self.checkpoints(t0, t1)
+        cp_spans = []
+        start = None
+        for t, kind, _ in cps:
+            if kind == "starting":
+                start = t
+            elif start is not None:
+                cp_spans.append((start, t))
+                start = None
+
+        def near(b: int) -> dict[str, Any]:
+            lo, hi = t0 + (b - 2) * bucket, t0 + (b + 1) * bucket  # the bucket and the 200 ms before it
+            ss = [x for x in self.samples if lo <= x["t"] < hi]
+            waits: Counter[str] = Counter()
+            for x in ss:
+                waits.update(x["waits"])
+            return {
+                "machine": max((x["machine"] for x in ss), default=0.0),
+                "servers": "/".join(f"{max((x['servers'].get(n, 0.0) for x in ss), default=0.0):.2f}"
+                                    for n in sorted(self.inst.servers)),
+                "waits": ", ".join(f"{k} {v}" for k, v in waits.most_common(4) if k != "cpu"),
+                "cpu": waits.get("cpu", 0),
+                "autovacuum": sorted({a for x in ss for a in x["autovacuum"]}),
+                "jobs": sorted({j for x in ss for j in x["jobs"]}),
+                "other_active": max((x["other_active"] for x in ss), default=0),
+                "checkpoint": any(a - 0.2 <= lo + 0.2 and hi <= b_ + 0.3 for a, b_ in cp_spans)
+                or any(lo - 0.3 <= t <= hi for t, _, _ in cps),
+            }
+
+        lines = [f"{len(cps)} checkpoint log lines in the window: "
+                 + "; ".join(f"{t - t0:+.2f}s {k}" + (f" ({d})" if k == "complete" else "") for t, k, d in cps)]
+        n_slow = sum(slow.values())
+        worst = sorted(slow, key=lambda b: -slow[b])[:12]
+        lines.append(f"{n_slow} recharges over {slow_ms:g} ms in {len(slow)} of {len(total)} buckets of 100 ms; "
+                     "the worst (time into the window: slow/all, machine busy cores max, server CPU max A/B, "
+                     "our backends' waits, active, autovacuum, other databases' active backends, checkpoint, "
+                     "the leader's jobs seen in the database):")
+        for b in sorted(worst):
+            n = near(b)
+            lines.append(f"  {b * bucket:5.1f}s {slow[b]}/{total[b]}  machine {n['machine']:.2f}  servers {n['servers']}  "
+                         f"waits [{n['waits']}] active-on-cpu {n['cpu']}  autovacuum {n['autovacuum'] or '-'}  "
+                         f"others {n['other_active']}  checkpoint {'yes' if n['checkpoint'] else 'no'}  "
+                         f"jobs {','.join(n['jobs']) or '-'}")
+        # How much of the slowness the suspects cover: slow recharges in buckets where each was seen.
+        cover: Counter[str] = Counter()
+        buckets_with: Counter[str] = Counter()
+        for b in total:
+            n = near(b)
+            flags = {"checkpoint": n["checkpoint"], "autovacuum": bool(n["autovacuum"]),
+                     "WAL wait": "WAL" in n["waits"], "machine ≥ 1.9 cores": n["machine"] >= 1.9,
+                     "other databases busy": n["other_active"] > 0,
+                     "nonce prune": "nonce prune" in n["jobs"], "outbox": "outbox" in n["jobs"]}
+            for k, v in flags.items():
+                if v:
+                    cover[k] += slow[b]
+                    buckets_with[k] += 1
+        lines.append(self.gc_pauses(t0, t1))
+        lines.append("slow recharges in buckets where each suspect was seen (share of all slow; share of buckets): "
+                     + "; ".join(f"{k} {cover[k] / n_slow if n_slow else 0:.0%} ({buckets_with[k] / len(total) if total else 0:.0%})"
+                                 for k in ("checkpoint", "autovacuum", "WAL wait", "machine ≥ 1.9 cores",
+                                           "other databases busy", "nonce prune", "outbox")))
+        return "\n".join(lines)
+
+
 def outbox_pending(inst: Install) -> int:
     from sqlalchemy import func, select
 
@@ -612,7 +823,8 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
         [s, p, f"{prefix}{i}", accounts[i % len(accounts)], f"139{i:08d}"] for i, (s, p) in enumerate(cards)
     ]
     lists = [jobs[i::n] for i in range(n)]
-    procs = 1 if phase.kind in ("sql", "service") else max(1, min(args.client_procs, n))
+    per_proc = args.callers_per_proc
+    procs = 1 if phase.kind in ("sql", "service") else max(1, min(max(args.client_procs, -(-n // per_proc)), n))
     ports = {name: s.port for name, s in inst.servers.items()}
     a = ("127.0.0.1", ports.get("A", 0))
     b = ("127.0.0.1", ports.get("B", 0))
@@ -642,6 +854,7 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
             "timeout": args.client_timeout,
             "total_timeout": args.client_total_timeout,
             "retries": args.retries,
+            "refused_pause": args.refused_pause,
             "start_at": start_at,
             "stop_at": stop_at,
             "keep_requests": failover,
@@ -654,6 +867,9 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
         p.start()
         workers.append(p)
     _sleep_until(start_at + args.warmup)
+    tracer = Tracer(args.pg_url, inst) if args.trace and inst.backend == "postgresql" else None
+    if tracer is not None:
+        tracer.start()
     before = meter.sample()
     spy = None
     if profile_out is not None and "A" in inst.servers:
@@ -666,6 +882,8 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
         bl.log(f"  SIGKILLed server A (pid {inst.servers['A'].proc.pid})")
     _sleep_until(stop_at)
     after = meter.sample()
+    if tracer is not None:
+        tracer.stop()
     results = []
     for _ in workers:
         r = out.get(timeout=120 + n)
@@ -679,9 +897,17 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
     if spy is not None:
         spy.wait(60)
     recorded = recharges_with_prefix(inst, prefix)
+    trace = None
+    if tracer is not None:
+        recs = [r for res in results for r in res["recharges"]]
+        trace = tracer.summary(recs, start_at + args.warmup, stop_at)
+        print(f"\n--- trace, {phase.label} ---\n{trace}\n", flush=True)
     return {
+        "trace": trace,
         "results": results, "t0": start_at + args.warmup, "stop": stop_at, "kill_at": kill_at, "cpu": CpuMeter.delta(before, after),
         "procs": procs, "recorded": recorded,
+        # A round may overrun its deadline by one socket wait's rounding; more is a caller left waiting.
+        "round_limit": args.client_total_timeout + 0.1, "burner": args.cpu_burner,
     }
 
 
@@ -697,6 +923,8 @@ def summarise_phase(inst: Install, phase: Phase, raw: dict[str, Any], n_cards: i
     total_ms = [(r[2] - r[0]) * 1000 for r in ok]
     commit_ms = [(r[2] - r[1]) * 1000 for r in ok]
     quote_ms = [(r[1] - r[0]) * 1000 for r in ok]
+    rounds = [r for res in raw["results"] for r in res.get("rounds", []) if t0 <= r[0] <= t_end]
+    late = [r for r in rounds if r[1] > raw["round_limit"]]
     cpu = raw["cpu"]
     m0, m1 = t0, t0 + cpu["wall"]
     done_in_meter = sum(1 for r in recs if r[3] and m0 <= r[2] <= m1)
@@ -716,6 +944,10 @@ def summarise_phase(inst: Install, phase: Phase, raw: dict[str, Any], n_cards: i
         "worker_cpu": worker_cpu, "server_cpu": cpu["server"], "pg_cpu": cpu["pg"], "machine_cpu": cpu["machine"],
         "cpu_wall": cpu["wall"], "load0": cpu["load0"], "load1": cpu["load1"],
         "told_ok": all_ok, "recorded": raw["recorded"], "done_in_meter": done_in_meter,
+        "rounds": len(rounds), "rounds_busy": sum(1 for r in rounds if r[2] is True),
+        "rounds_unavailable": sum(1 for r in rounds if r[2] is False),
+        "round_max": max((r[1] for r in rounds), default=None), "rounds_late": len(late),
+        "round_limit": raw["round_limit"], "burner": raw.get("burner", False),
         "ms_client": None if direct else per_worker,
         "ms_server": per_worker if direct else per(cpu["server"]),
         "ms_pg": per(cpu["pg"]),
@@ -858,9 +1090,24 @@ def plan(args: argparse.Namespace) -> list[Phase]:
     return phases
 
 
+BURNER = "import time\nend = time.monotonic() + {limit}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+def start_burner(limit: float) -> subprocess.Popen[bytes]:
+    """One process spinning on one core for at most ``limit`` seconds (stopped sooner by ``stop_burner``)."""
+    return subprocess.Popen([sys.executable, "-c", BURNER.format(limit=limit)])
+
+
+def stop_burner(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        proc.wait(10)
+
+
 def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> list[dict[str, Any]]:
     bl.log(f"{backend}: setting up ({args.cards:,} cards)")
     inst = install(ws, backend, args.cards)
+    burner = None
     meter = CpuMeter(args.pg_url, inst)
     phases = plan(args)
     from testkit.ports import free_tcp_port
@@ -882,8 +1129,13 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
                 bl.log(f"{backend}: the servers are still busy ({busy:.2f} cores) after {args.outbox_wait:g} s")
             pending = wait_outbox(inst, args.outbox_wait)
             ws.checkpoint(backend)
+            stop_burner(burner)
             if args.quiet_wait > 0:
                 bl.wait_for_quiet(args.quiet_wait)
+            if args.cpu_burner:
+                # Started after the wait for quiet (which it would defeat), bounded in case this process dies.
+                burner = start_burner(args.duration + args.warmup + 60 + phase.clients / 10)
+                bl.log(f"  CPU burner started (pid {burner.pid}): one core busy")
             weights = [WEIGHT[p.kind] for p in phases[i:]]
             n_cards = int(inst.left * weights[0] / sum(weights))
             cards = inst.take(n_cards)
@@ -895,6 +1147,7 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
             raw = run_phase(args, inst, phase, cards, meter, prof)
             row = summarise_phase(inst, phase, raw, len(cards))
             row["outbox_before"] = pending
+            row["trace"] = raw.get("trace")
             if prof is not None:
                 row["profile"] = (
                     "CPU (py-spy --gil: the thread holding the GIL, i.e. the server's Python CPU):\n"
@@ -911,9 +1164,12 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
             if row["recorded"] != row["told_ok"]:
                 bl.log(f"  NOTE: callers were told ok {row['told_ok']} times, the database holds {row['recorded']} recharges "
                        "for this phase (a commit done but its answer lost, or the reverse)")
+            stop_burner(burner)
+            burner = None
             if phase.kind == "failover":
                 inst.servers.pop("A").stop()
     finally:
+        stop_burner(burner)
         stop_servers(inst)
         if not args.keep:
             _drop(ws, inst)
@@ -978,8 +1234,28 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
               f(r["fo_longest_request"], 3), str(r["fo_unavailable_answers"]), str(r["fo_unanswered_callers"]),
               f(r["rps"], 0), f"{r['load0']:.2f}→{r['load1']:.2f}"] for r in fo]))
 
+    http = [r for r in rows if r["kind"] in ("single", "pair", "paced") and r.get("rounds")]
+    if http:
+        parts.append(bl.markdown_table(
+            ["backend", "setup", "callers", "CPU burner", "rec/s", "client rounds", "rounds ended busy",
+             "rounds ended unavailable", "longest round s", f"rounds over {http[0]['round_limit']:g} s",
+             "told ok / recorded", "load 1m"],
+            [[r["backend"], KIND_LABEL[r["kind"]] + (f", {r['rate']:g} rec/s offered" if r["kind"] == "paced" else ""),
+              str(r["clients"]), "one core" if r["burner"] else "no", f(r["rps"], 0), str(r["rounds"]),
+              str(r["rounds_busy"]), str(r["rounds_unavailable"]), f(r["round_max"], 3), str(r["rounds_late"]),
+              f"{r['told_ok']} / {r['recorded']}", f"{r['load0']:.2f}→{r['load1']:.2f}"] for r in http]))
+
     verdicts = []
     for backend in sorted({r["backend"] for r in rows}):
+        pairs = [r for r in rows if r["backend"] == backend and r["kind"] == "pair"]
+        if len(pairs) > 1:
+            peak = max(r["rps"] for r in pairs)
+            for r in pairs:
+                ok = r["rps"] >= 0.9 * peak and r["rounds_late"] == 0 and r["told_ok"] == r["recorded"]
+                verdicts.append([backend, f"overload, {r['clients']} closed-loop callers: ≥ 90 % of the peak "
+                                 f"({peak:.0f} rec/s), every round answered within {r['round_limit']:g} s",
+                                 f"{r['rps']:.0f} rec/s ({r['rps'] / peak:.0%}), {r['rounds_late']} late rounds, "
+                                 f"longest {f(r['round_max'], 3)} s", "PASS" if ok else "FAIL"])
         best = [r for r in rows if r["backend"] == backend and r["kind"] in ("single", "pair")]
         at200 = [r for r in rows if r["backend"] == backend and r["kind"] == "paced"]
         if best:
@@ -998,6 +1274,10 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     if verdicts:
         parts.append(bl.markdown_table(["backend", "target", "measured", "verdict"], verdicts))
     for r in rows:
+        if r.get("trace"):
+            parts.append(f"Trace ({r['backend']}, {KIND_LABEL[r['kind']]}"
+                         + (f", {r['rate']:g} rec/s offered" if r["kind"] == "paced" else "") + f", {r['clients']} callers):\n\n"
+                         + "\n".join("    " + line for line in r["trace"].splitlines()))
         if r.get("profile"):
             parts.append(f"Profile of server A ({r['backend']}, {KIND_LABEL[r['kind']]}, {r['clients']} callers):\n\n"
                          + "\n".join("    " + line for line in r["profile"].splitlines()))
@@ -1011,10 +1291,11 @@ def _reasons(r: dict[str, Any]) -> str:
 def note(args: argparse.Namespace) -> str:
     return (
         f"A recharge is quote + commit (2 signed HTTPS requests: TLS, a key per channel client). Closed loop, no think time: each caller starts its next "
-        f"recharge when the last one is answered. Callers: {args.client_procs} client processes "
-        f"(`multiprocessing`, spawn) of threads using `ivr.client.RechargeClient` (timeout {args.client_timeout:g} s, "
+        f"recharge when the last one is answered. Callers: {args.client_procs} client processes or more, "
+        f"at most {args.callers_per_proc} callers each (`multiprocessing`, spawn; switch interval 1 ms) of threads using `ivr.client.RechargeClient` (timeout {args.client_timeout:g} s, "
         f"round {args.client_total_timeout:g} s; a step answered `service_unavailable` is repeated up to "
-        f"{args.retries} times, as the dialog does). Each phase: {args.warmup:g} s warm-up not counted, then "
+        f"{args.retries} times, as the dialog does; a caller whose recharge still failed so waits "
+        f"{args.refused_pause:g} s, the dialog's prompt and goodbye, before the next). Each phase: {args.warmup:g} s warm-up not counted, then "
         f"{args.duration:g} s (failover: {args.failover_duration:g} s, A killed {args.kill_after:g} s in) or until "
         "the first caller runs out of cards; rec/s = recharges committed in that window / its length; latencies "
         "are of those recharges (quote start to commit answer; commit alone). Before each phase the outbox is "
@@ -1040,10 +1321,15 @@ def main() -> None:
     parser.add_argument("--paced-rates", default="100,200,300",
                         help="paced phases: recharges per second the callers offer together (default %(default)s)")
     parser.add_argument("--kill-after", type=float, default=3.0, help="failover: SIGKILL A this long into the window")
-    parser.add_argument("--client-procs", type=int, default=4, help="caller processes (default %(default)s)")
+    parser.add_argument("--client-procs", type=int, default=4, help="caller processes, at least (default %(default)s)")
+    parser.add_argument("--callers-per-proc", type=int, default=25,
+                        help="more caller processes when a phase has more callers than this each (default %(default)s)")
     parser.add_argument("--client-timeout", type=float, default=0.5, help="RechargeClient timeout (default %(default)s)")
     parser.add_argument("--client-total-timeout", type=float, default=1.0)
     parser.add_argument("--retries", type=int, default=5, help="repeats of a step answered service_unavailable")
+    parser.add_argument("--refused-pause", type=float, default=1.0,
+                        help="seconds a caller told service_unavailable waits before its next recharge (the dialog's "
+                             "prompt and goodbye; default %(default)s)")
     parser.add_argument("--sql-max-conns", type=int, default=16, help="raw SQL: at most this many connections")
     parser.add_argument("--outbox-wait", type=float, default=90.0, help="seconds to let the outbox drain before a phase")
     parser.add_argument("--quiet-wait", type=float, default=10.0,
@@ -1053,6 +1339,11 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work directory and databases")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy server A during the largest single/pair phase (figures are then perturbed)")
+    parser.add_argument("--trace", action="store_true",
+                        help="sample PostgreSQL's waits, autovacuum, checkpoints, CPU every 50 ms and line them up "
+                             "against the slow recharges (PostgreSQL)")
+    parser.add_argument("--cpu-burner", action="store_true",
+                        help="keep one core busy during every phase (a spinning process started by the benchmark)")
     parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")
     args = parser.parse_args()
     args.clients = [int(x) for x in args.clients.split(",") if x.strip()]
@@ -1083,7 +1374,8 @@ def main() -> None:
     print(body)
     if args.record:
         command = "bench/bench_recharge.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-        bl.record(f"bench_recharge, {','.join(map(str, args.clients))} callers", command, body,
+        bl.record(f"bench_recharge, {','.join(map(str, args.clients))} callers"
+                  + (", one core busy" if args.cpu_burner else ""), command, body,
                   args.pg_url if "postgresql" in chosen else None)
 
 

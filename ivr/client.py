@@ -15,6 +15,18 @@ nothing is spent twice.  The whole round, every server included, is bounded
 by ``total_timeout`` (one second by default), which a caller does not notice.
 When no server answers, the dialog gets ``{"outcome": "service_unavailable"}``.
 
+A server that is overloaded refuses at once with 503 ``busy`` (and
+``Retry-After``): nothing was done, and its connection stays open.  A new
+connection closed by the server before its TLS handshake finished is the
+same answer (a busy server sheds handshakes that way).  The
+client moves on to the next server, and leaves the busy one alone for a
+random pause (from ``BACKOFF`` seconds, doubled at each refusal in a row up
+to ``MAX_BACKOFF``; across requests of the same client).  When every server is resting, the round waits for the first
+to be asked again if its deadline allows, and otherwise ends at once with
+``{"outcome": "service_unavailable", "error": "busy"}``: a fast refusal,
+not a wait to the deadline, and no request that would only add to a busy
+server's load.
+
 The client keeps one HTTP/1.1 connection to each server open between
 requests (a call makes three or more), and ``close()`` (or leaving a ``with``
 block) closes them when the call ends.  A connection is dropped after any
@@ -59,6 +71,11 @@ MAX_LINE = 8192  # bytes in the status line, a header line or a chunk-size line
 MAX_HEADERS = 100
 _RECV = 65536
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+BUSY = "busy"  # a server's refusal under load: nothing done, try elsewhere or later (recharge_server.api)
+BACKOFF = 0.025  # seconds: how long a server that said busy is left alone at first; doubled, randomised
+# The longest such pause: short enough that a round of one second still tries each server a few times
+# (the servers' Retry-After, whole seconds, is for clients with no deadline of their own).
+MAX_BACKOFF = 0.2
 
 
 def tls_context(ca_file: str) -> ssl.SSLContext:
@@ -70,6 +87,10 @@ def tls_context(ca_file: str) -> ssl.SSLContext:
 
 class _TryNext(Exception):
     """This server did not give a usable answer; the reason is the message."""
+
+
+class _Busy(_TryNext):
+    """The server refused the request unseen because it is overloaded (503 ``busy``)."""
 
 
 class _Closed(Exception):
@@ -89,6 +110,7 @@ class RechargeClient:
         *,
         tls: ssl.SSLContext,
         client: str = "hotline",
+        backoff: float | None = BACKOFF,
     ) -> None:
         """``servers`` in order of preference; ``timeout`` per server, ``total_timeout`` for a whole round.
 
@@ -96,7 +118,9 @@ class RechargeClient:
         from ``tls_context`` that trusts the installation's CA.
 
         ``clock`` gives the wall-clock time that requests are signed with;
-        the time limits are measured on the monotonic clock.
+        the time limits are measured on the monotonic clock.  ``backoff`` is
+        the first pause after a busy refusal (``None``: no second try; the
+        round ends with the busy answer).
         """
         self._idle: dict[int, _Connection] = {}  # server index -> its open connection, while no request uses it
         if not servers:
@@ -109,6 +133,8 @@ class RechargeClient:
         self.total_timeout = total_timeout
         self.clock = clock
         self.current = 0  # index of the server that answered last
+        self.backoff = backoff
+        self._rest: dict[int, tuple[float, float]] = {}  # server index -> (not asked before, last pause) after "busy"
 
     # --- the four recharge requests and health ------------------------------------
 
@@ -169,14 +195,57 @@ class RechargeClient:
 
     def _round(self, endpoint: str, call_id: str, method: str, path: str, body: bytes) -> dict[str, Any]:
         deadline = time.monotonic() + self.total_timeout
+        while True:
+            answer, busy = self._pass(endpoint, call_id, method, path, body, deadline)
+            if answer is not None:
+                return answer
+            if not busy:
+                break
+            # No answer, and a server is resting after a busy refusal: wait for the first one to be asked
+            # again, if the round leaves time for it; else the caller hears "busy" now, not at the deadline.
+            wake = min(self._rest[i][0] for i in self._rest) if self._rest and self.backoff is not None else None
+            if wake is None or wake + min(self.timeout, 0.05) > deadline:
+                log.warning("call %s: %s: the recharge servers are busy", call_id, endpoint)
+                return {"outcome": SERVICE_UNAVAILABLE, "error": BUSY}
+            time.sleep(max(0.0, wake - time.monotonic()))
+        log.error("call %s: %s: no recharge server answered", call_id, endpoint)
+        return {"outcome": SERVICE_UNAVAILABLE}
+
+    def _resting(self, index: int) -> bool:
+        rest = self._rest.get(index)
+        return rest is not None and rest[0] > time.monotonic()
+
+    def _refused(self, index: int) -> None:
+        """Server ``index`` said busy: not asked again for a random pause, doubled at each refusal in a row."""
+        if self.backoff is None:
+            return
+        import random  # only under load: an AGI's start-up imports nothing it may not need
+
+        last = self._rest.get(index)
+        pause = min(MAX_BACKOFF, last[1] * 2) if last is not None else self.backoff
+        self._rest[index] = (time.monotonic() + pause * random.uniform(0.5, 1.5), pause)
+
+    def _pass(
+        self, endpoint: str, call_id: str, method: str, path: str, body: bytes, deadline: float
+    ) -> tuple[dict[str, Any] | None, bool]:
+        """Each server once, in order: (the answer, False), or (None, whether any server said busy)."""
+        busy = 0
         for index in self._order():
             host, port = self.servers[index]
+            if self._resting(index):
+                busy += 1  # it said busy a moment ago: asking again now would only add to its load
+                continue
             budget = min(self.timeout, deadline - time.monotonic())
             if budget <= 0.001:
                 log.warning("call %s: %s: no time left to try %s:%d", call_id, endpoint, host, port)
                 break
             try:
                 status, answer = self._exchange(index, call_id, method, path, body, time.monotonic() + budget)
+            except _Busy:
+                busy += 1
+                self._refused(index)
+                log.info("call %s: %s: %s:%d is busy; trying the next server", call_id, endpoint, host, port)
+                continue
             except _TryNext as e:
                 log.warning("call %s: %s via %s:%d failed (%s); trying the next server", call_id, endpoint, host, port, e)
                 continue
@@ -187,20 +256,20 @@ class RechargeClient:
                     call_id, endpoint, host, port, type(e).__name__,
                 )
                 continue
+            self._rest.pop(index, None)
             if index != self.current:
                 log.warning("call %s: now using %s:%d", call_id, host, port)
                 self.current = index
             if status == 200:
                 log.info("call %s: %s -> %s (%s:%d)", call_id, endpoint, answer.get("outcome", "-"), host, port)
-                return answer
+                return answer, False
             # A 4xx: this request is wrong, and would be wrong on the other server too.
             log.error(
                 "call %s: %s refused by %s:%d: HTTP %d %s: %s", call_id, endpoint, host, port, status,
                 answer.get("error", "-"), answer.get("message", "-"),
             )
-            return {"outcome": SERVICE_UNAVAILABLE, "error": answer.get("error", f"http_{status}")}
-        log.error("call %s: %s: no recharge server answered", call_id, endpoint)
-        return {"outcome": SERVICE_UNAVAILABLE}
+            return {"outcome": SERVICE_UNAVAILABLE, "error": answer.get("error", f"http_{status}")}, False
+        return None, busy > 0
 
     def _exchange(
         self, index: int, call_id: str, method: str, path: str, body: bytes, end: float
@@ -219,7 +288,13 @@ class RechargeClient:
             elif conn is not None:
                 conn.close()
                 log.debug("call %s: the kept connection to %s:%d was closed while idle; opening a new one", call_id, host, port)
-            return self._attempt(index, _Connection.open(host, port, end, self.tls), method, path, body, end)
+            try:
+                fresh = _Connection.open(host, port, end, self.tls)
+            except (ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as e:
+                # Accepted and closed before the handshake finished: a busy server sheds new connections
+                # this way (recharge_server.tls), so it is a busy answer, not a dead server.
+                raise _Busy(f"closed the connection during the handshake ({type(e).__name__})") from None
+            return self._attempt(index, fresh, method, path, body, end)
         except _Closed as e:
             raise _TryNext(f"closed the connection without answering ({e})") from None
         except TimeoutError:
@@ -237,12 +312,27 @@ class RechargeClient:
         try:
             status, raw, keep = conn.exchange(self._request(host, port, method, path, body), end)
             answer = _decode(status, raw, path)
+        except _Busy:
+            # A whole, deliberate refusal: the connection is sound, and coming back on it spares
+            # the busy server a new TLS handshake.
+            self._keep(index, conn, keep)
+            raise
+        except TimeoutError:
+            if conn.owed:
+                self._keep(index, conn, True)  # its late answer is read before the next request
+            else:
+                conn.close()
+            raise
         except BaseException:
             conn.close()
             raise
+        self._keep(index, conn, keep)
+        return status, answer
+
+    def _keep(self, index: int, conn: "_Connection", keep: bool) -> None:
+        """Keep ``conn`` for the next request to this server, unless it may not serve one or one is kept already."""
         if not keep or self._idle.setdefault(index, conn) is not conn:
             conn.close()
-        return status, answer
 
     def _request(self, host: str, port: int, method: str, path: str, body: bytes) -> bytes:
         """The request's bytes, signed now with a fresh nonce (every attempt is signed again)."""
@@ -258,6 +348,8 @@ class RechargeClient:
 
 def _decode(status: int, raw: bytes, path: str) -> dict[str, Any]:
     """The answer's JSON object, or ``_TryNext`` for a 5xx or an answer that is not one."""
+    if status == 503 and _error_of(raw) == BUSY:
+        raise _Busy("busy")
     if status >= 500:
         raise _TryNext(f"HTTP {status}")
     try:
@@ -267,6 +359,15 @@ def _decode(status: int, raw: bytes, path: str) -> dict[str, Any]:
     if not isinstance(answer, dict) or (status == 200 and path != "/v1/health" and not isinstance(answer.get("outcome"), str)):
         raise _TryNext(f"HTTP {status} with an answer of the wrong shape")
     return answer
+
+
+def _error_of(raw: bytes) -> object:
+    """The ``error`` field of a JSON object answer, or ``None``."""
+    try:
+        answer = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return answer.get("error") if isinstance(answer, dict) else None
 
 
 class _Connection:
@@ -295,6 +396,8 @@ class _Connection:
 
     def still_open(self) -> bool:
         """False when the server has closed or reset this idle connection, or sent something unasked."""
+        if self.owed:
+            return True  # bytes waiting are the late answer; a close shows when it is read (``settle``)
         if isinstance(self.sock, ssl.SSLSocket) and self.sock.pending():
             return False  # decrypted bytes nobody asked for
         try:
@@ -313,37 +416,73 @@ class _Connection:
         Raises ``_Closed`` when the server closed or reset the connection
         before sending a byte of the answer, ``TimeoutError``, ``OSError``
         and ``_TryNext`` (an answer that is not HTTP as the servers speak it).
-        The caller closes the connection after any of them.
+        The caller closes the connection after any of them, except a time-out
+        that came before a byte of the answer (``owed``; see ``settle``).
         """
+        self.settle(end)
         try:
             self.sock.settimeout(_left(end))
             self.sock.sendall(request)
         except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, ssl.SSLEOFError, ssl.SSLZeroReturnError) as e:
             raise _Closed(type(e).__name__) from None
         reader = _Reader(self.sock, end)
-        while True:
-            version, status = _status_line(reader.line())
-            headers = _headers(reader)
-            if not 100 <= status < 200:
-                break
-            # An interim answer (100 Continue): the real one follows.
-        te = headers.get("transfer-encoding")
-        length = headers.get("content-length")
-        framed = True
-        if status in (204, 304):
-            body = b""
-        elif te is not None:
-            if te.lower() != "chunked":
-                raise _TryNext(f"transfer coding {te[:20]!r} not understood")
-            body = _chunked(reader)
-        elif length is not None:
-            body = reader.exact(_content_length(length))
-        else:
-            body, framed = reader.rest(), False
-        tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
-        alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
-        # Bytes after the answer were never asked for: that connection is not to be trusted again.
-        return status, body, framed and alive and not reader.buffer
+        try:
+            return _answer(reader)
+        except TimeoutError:
+            if not reader.received:
+                self.owed = True  # the answer will come later, whole: keep the connection, read it then
+            raise
+
+    owed = False  # a request went out whose answer was not waited for
+
+    def settle(self, end: float) -> None:
+        """Read and drop the answer still owed on this connection, if any, by ``end``.
+
+        A request given up after its time (the server was slow, not gone)
+        leaves its answer to come later; reading it before the next request
+        keeps the connection, where closing it would cost the next request a
+        TLS handshake on both sides, the dearest thing an overloaded server
+        does.  The late answer's request was repeated elsewhere (the same
+        call id and sequence number: the servers answer a repeat alike).
+        """
+        if not self.owed:
+            return
+        reader = _Reader(self.sock, end)
+        try:
+            _status, _body, keep = _answer(reader)
+        except TimeoutError:
+            self.owed = False  # two time-outs in a row: hung, not slow; the caller closes it
+            raise
+        if not keep:
+            raise _Closed("the late answer closed the connection")
+        self.owed = False
+
+
+def _answer(reader: "_Reader") -> tuple[int, bytes, bool]:
+    """One answer from ``reader``: (status, body, whether its connection may serve another)."""
+    while True:
+        version, status = _status_line(reader.line())
+        headers = _headers(reader)
+        if not 100 <= status < 200:
+            break
+        # An interim answer (100 Continue): the real one follows.
+    te = headers.get("transfer-encoding")
+    length = headers.get("content-length")
+    framed = True
+    if status in (204, 304):
+        body = b""
+    elif te is not None:
+        if te.lower() != "chunked":
+            raise _TryNext(f"transfer coding {te[:20]!r} not understood")
+        body = _chunked(reader)
+    elif length is not None:
+        body = reader.exact(_content_length(length))
+    else:
+        body, framed = reader.rest(), False
+    tokens = {t.strip().lower() for t in headers.get("connection", "").split(",")}
+    alive = "keep-alive" in tokens if version == "HTTP/1.0" else "close" not in tokens
+    # Bytes after the answer were never asked for: that connection is not to be trusted again.
+    return status, body, framed and alive and not reader.buffer
 
 
 class _Reader:

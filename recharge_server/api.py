@@ -15,6 +15,17 @@ transaction, so a captured request is refused when replayed on *either*
 server (409).
 A domain answer, good or bad for the caller, is HTTP 200 with the answer.
 
+Admission control: the work in flight (requests queued for the pool or
+running in it) is bounded by ``max_in_flight``; a signed request that comes
+when the bound is reached is refused at once, before its signature is even
+checked, with 503 ``{"outcome": "service_unavailable", "error": "busy"}``
+and ``Retry-After``, and so is one that waited in the pool's queue longer
+than ``shed_after`` (its caller is about to give up on this server).  A
+busy answer means "nothing was done": the client tries the other server,
+or backs off and tries again within its own deadline (``ivr.client``).
+Without the bound an overloaded server queues work past every caller's
+deadline, its callers time out and re-send, and nothing useful gets done.
+
 ``POST /v1/sales`` is the sales-point API: a POS terminal (a channel client
 of channel ``pos``, bound to a hall) sells its hall's cards.  It passes the
 same gate (a client of another channel is refused, 403); its body is checked
@@ -41,6 +52,7 @@ one-line body and a log entry that names the call id, never the PIN.
 import datetime as dt
 import io
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -111,6 +123,38 @@ RunBlocking = Callable[..., defer.Deferred[Any]]
 
 class Overloaded(Exception):
     """The request waited in the queue longer than its caller will wait for it."""
+
+
+BUSY = "busy"  # the error code of a refusal by admission control (503, nothing done)
+RETRY_AFTER = b"1"  # seconds, HTTP's unit; a client with a deadline of its own backs off less (ivr.client)
+
+
+class InFlight:
+    """How many requests are queued for the pool or running in it, bounded by ``limit``.
+
+    ``enter`` is called on the reactor when a request is handed to the pool
+    (False: the bound is reached, refuse it); ``leave`` by the pool thread
+    when the work is really over, which may be after the request's time
+    limit has answered the caller: work still running is still in flight.
+    """
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.count = 0
+        self.refused = 0
+        self._lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self._lock:
+            if self.limit is not None and self.count >= self.limit:
+                self.refused += 1
+                return False
+            self.count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count -= 1
 
 
 class LimitedRequest(server.Request):
@@ -227,14 +271,14 @@ class _Exchange:
     def _log(self, status: int, outcome: str, elapsed: float) -> None:
         """One line per answer; refusals (4xx) within the refusal budget, with why."""
         fields = dict(endpoint=self.endpoint, call_id=self.call_id, status=status, outcome=outcome, ms=elapsed * 1000)
-        if 400 <= status < 500:
+        if 400 <= status < 500 or outcome == BUSY:
             if self.quiet:
                 return
             dropped = self.api.refusal_log.take()
             if dropped is None:
                 return
             log.warn(
-                "{endpoint} call_id={call_id} status={status} refused: {outcome}: {detail}{more}",
+                "{endpoint} call_id={call_id} status={status} refused: {outcome}: {detail} ms={ms:.1f}{more}",
                 detail=self.detail, more=f" ({dropped} more refusals not logged)" if dropped else "", **fields,
             )
             return
@@ -253,6 +297,12 @@ class _Exchange:
 
     def unavailable(self, reason: str) -> None:
         self.json(503, {"outcome": protocol.SERVICE_UNAVAILABLE}, reason)
+
+    def busy(self, message: str) -> None:
+        """Refused by admission control, nothing done: 503 with ``Retry-After``; logged within the refusal budget."""
+        self.detail = message
+        self.request.setHeader(b"retry-after", RETRY_AFTER)
+        self.json(503, {"outcome": protocol.SERVICE_UNAVAILABLE, "error": BUSY, "message": message}, BUSY)
 
     def text(self, status: int, text: str, content_type: str, outcome: str) -> None:
         self._finish(status, text.encode("utf-8"), content_type, outcome)
@@ -278,6 +328,7 @@ class RechargeAPI(Resource):
         backlog: Callable[[], Mapping[str, object]] | None = None,
         request_timeout: float = 2.0,
         shed_after: float = 0.4,
+        max_in_flight: int | None = None,
         max_skew: float = protocol.DEFAULT_MAX_SKEW,
         ops: bool = False,
         sales: Any = None,
@@ -312,6 +363,7 @@ class RechargeAPI(Resource):
         self.backlog = backlog
         self.request_timeout = request_timeout
         self.shed_after = shed_after
+        self.in_flight = InFlight(max_in_flight)
         self.max_skew = max_skew
         self.refusal_log = _LogBudget(reactor)
         self.ops = ops
@@ -355,12 +407,26 @@ class RechargeAPI(Resource):
         if getattr(request, "too_large", False):
             ex.error("too_large", f"the body is larger than {protocol.MAX_BODY} bytes")
             return
+        # Admission first: a refusal must cost next to nothing, and says nothing about the request.
+        if not self.in_flight.enter():
+            ex.busy(f"{self.in_flight.limit} requests in progress; try the other server or again shortly")
+            return
+        try:
+            started = self._post_admitted(ex, request, endpoint)
+        except BaseException:
+            self.in_flight.leave()
+            raise
+        if not started:
+            self.in_flight.leave()
+
+    def _post_admitted(self, ex: _Exchange, request: server.Request, endpoint: str) -> bool:
+        """The request, admitted: check it and hand it to the pool (True), or answer it here (False)."""
         body = request.content.read()
         try:
             headers = signed_headers(request)
         except BadHeader as e:
             ex.error("bad_request", str(e))
-            return
+            return False
         try:
             # The key is derived for whatever name is given, so an unknown name fails like a wrong key.
             client = protocol.client_of(headers)
@@ -370,25 +436,24 @@ class RechargeAPI(Resource):
             )
         except protocol.ProtocolError as e:
             ex.error(_AUTH_ERRORS.get(type(e), "bad_signature"), str(e))
-            return
+            return False
         try:
             entry = self._clients(client)
         except (UnknownClient, ClientRevoked) as e:
             self._log_refused_client(e.code, client, e.message)
             ex.error(e.code, e.message, logged=False)
-            return
+            return False
         except RegistryStale as e:
             self._log_refused_client(e.code, "-", e.message)
             ex.unavailable(e.code)
-            return
+            return False
         if endpoint == SALES:
-            self._sale(ex, entry, nonce, body)
-            return
+            return self._sale(ex, entry, nonce, body)
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):
             ex.error("bad_request", "the body is not JSON")
-            return
+            return False
         if isinstance(payload, dict) and isinstance(payload.get("call_id"), str):
             if protocol.CALL_ID.problem(payload["call_id"]) is None:
                 ex.call_id = payload["call_id"]
@@ -396,43 +461,48 @@ class RechargeAPI(Resource):
             fields = protocol.validate_request(endpoint, payload)
         except protocol.InvalidRequest as e:
             ex.error("bad_request", str(e))
-            return
+            return False
         d = self.run_blocking(self._serve, endpoint, nonce, fields, entry, time.monotonic())
         d.addTimeout(self.request_timeout, self.reactor)
         d.addCallbacks(lambda answer: ex.json(200, answer, str(answer.get("outcome", "-"))), self._failed, errbackArgs=(ex,))
         d.addErrback(self._crashed, ex)
+        return True
 
-    def _sale(self, ex: _Exchange, client: ClientEntry, nonce: str, body: bytes) -> None:
-        """A signed request of a known, unrevoked client to ``/v1/sales``: check it is a terminal's sale, then sell."""
+    def _sale(self, ex: _Exchange, client: ClientEntry, nonce: str, body: bytes) -> bool:
+        """A signed request of a known, unrevoked client to ``/v1/sales``: check it is a terminal's sale, then sell (True)."""
         if self.sales is None:
             ex.error("not_found", "this server has no sales-point API")
-            return
+            return False
         if client.channel != POS:
             ex.error("permission_denied", f"channel client {client.name!r} is a {client.channel} client; "
                                           "only a POS terminal sells cards")
-            return
+            return False
         try:
             payload = json.loads(body)
         except (ValueError, RecursionError):
             ex.error("bad_request", "the body is not JSON")
-            return
+            return False
         try:
             key, selection = sales_point.validate_sale(payload)
         except protocol.InvalidRequest as e:
             ex.error("bad_request", str(e))
-            return
+            return False
         ex.call_id = f"sale:{client.name}:{key}"
         d = self.run_blocking(self._sell, client.name, key, selection, nonce, time.monotonic())
         d.addTimeout(self.sale_timeout, self.reactor)
         d.addCallbacks(lambda answer: ex.json(200, answer, "repeated" if answer.get("repeated") else "ok"),
                        self._failed, errbackArgs=(ex,))
         d.addErrback(self._crashed, ex)
+        return True
 
     def _sell(self, terminal: str, key: str, selection: Any, nonce: str, queued_at: float) -> dict[str, Any]:
         """In the pool: shed a sale that waited too long (the terminal repeats it), else sell."""
-        if time.monotonic() - queued_at > self.sale_timeout / 2:
-            raise Overloaded()
-        return dict(self.sales.sell(terminal=terminal, key=key, selection=selection, nonce=nonce))
+        try:
+            if time.monotonic() - queued_at > self.sale_timeout / 2:
+                raise Overloaded()
+            return dict(self.sales.sell(terminal=terminal, key=key, selection=selection, nonce=nonce))
+        finally:
+            self.in_flight.leave()
 
     def _log_refused_client(self, code: str, client: str, message: str) -> None:
         """One line per refused client a minute, however many requests it sends: a revoked device may retry hard."""
@@ -451,16 +521,18 @@ class RechargeAPI(Resource):
         # The client gives up on a server after SHED_AFTER-ish; work started
         # after that is work nobody waits for (and a commit nobody hears), so
         # under overload the queue is drained quickly with 503s instead.
-        if time.monotonic() - queued_at > self.shed_after:
-            raise Overloaded()
-        return dict(_CALLS[endpoint](self.recharge, fields, nonce, client).to_dict())
+        try:
+            if time.monotonic() - queued_at > self.shed_after:
+                raise Overloaded()
+            return dict(_CALLS[endpoint](self.recharge, fields, nonce, client).to_dict())
+        finally:
+            self.in_flight.leave()
 
     def _failed(self, failure: Failure, ex: _Exchange) -> None:
         if failure.check(Replayed):
             ex.error("replay", failure.value.message)
         elif failure.check(Overloaded):
-            log.warn("{endpoint} call_id={call_id} shed: queued too long", endpoint=ex.endpoint, call_id=ex.call_id)
-            ex.unavailable("overloaded")
+            ex.busy("queued too long; try the other server or again shortly")
         elif failure.check(defer.TimeoutError):
             log.warn(
                 "{endpoint} call_id={call_id} timed out after {seconds}s",

@@ -18,6 +18,7 @@ server, so a sale is never made twice.
 
 import http.client
 import json
+import random
 import ssl
 import time
 from collections.abc import Sequence
@@ -77,6 +78,10 @@ def validate_sale(payload: Any) -> tuple[str, Selection]:
     return payload["key"], sel
 
 
+ROUND_PAUSE = 0.2  # seconds before a terminal's second round; doubled each round after, up to ROUND_PAUSE_MAX
+ROUND_PAUSE_MAX = 2.0
+
+
 class SalesPointClient:
     """A POS terminal's client: signed sales to the recharge servers, in order, failing over on 503.
 
@@ -95,11 +100,16 @@ class SalesPointClient:
         """Sell the cards (``serial=``, ``first_serial=``/``last_serial=`` or ``batch=``/``box=``) under ``key``.
 
         Returns the HTTP status and the JSON answer: 200 with the sale, or a
-        4xx error; a 503 after every server was tried ``rounds`` times.
+        4xx error; a 503 after every server was tried ``rounds`` times, with a
+        growing random pause between rounds.
         """
         body = json.dumps({"key": key, **cards}).encode()
         status, answer = 503, {"outcome": protocol.SERVICE_UNAVAILABLE}
-        for _ in range(self.rounds):
+        for n in range(self.rounds):
+            if n:
+                # Every server was busy or unreachable: a random pause, doubling, before the next round
+                # (a busy server refuses at once and closes new connections beyond its handshake bound).
+                time.sleep(min(ROUND_PAUSE_MAX, ROUND_PAUSE * 2 ** (n - 1)) * random.uniform(0.5, 1.5))
             for host, port in self.servers:
                 try:
                     status, answer = self._post(host, port, body)

@@ -14,6 +14,7 @@ the thread pool, close the databases.  ``run`` is what ``cli.py serve`` calls;
 import datetime as dt
 import gc
 import sys
+import time
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -70,6 +71,14 @@ class ServerOptions:
     # Measured (bench/RESULTS.md): 8 threads give the pair a lower latency
     # tail than 16 at the same rate; each holds one database connection.
     threads: int = 8
+    # Admission control (recharge_server.api): at most this many recharge
+    # requests queued for the pool or running in it; more are refused at
+    # once (503 busy) so that the client tries the other server within its
+    # round instead of waiting past it.  Measured in bench/RESULTS.md.
+    max_in_flight: int = 24
+    # A request still queued this long is refused busy when its turn comes: with the work it then
+    # needs it would be answered after the client's 0.5 s per server, to nobody.
+    shed_after: float = 0.4
     max_skew: float = 30.0
     # The revocation bound (cardmgmt.channel_clients): reload the client table this often, trust it this long.
     client_refresh: float = channel_clients.REFRESH_SECONDS
@@ -257,6 +266,25 @@ def _backlog(db: Database) -> dict[str, object]:
         return dict(outbox.backlog(s))
 
 
+SWITCH_INTERVAL = 0.001  # seconds; see run()
+GC_PAUSE_LOGGED = 0.005  # seconds: a collection this long is logged (it stalls every request of the process)
+
+
+class _GcWatch:
+    """Logs every garbage collection that stops the process for ``GC_PAUSE_LOGGED`` or longer."""
+
+    def __init__(self) -> None:
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+            return
+        took = time.perf_counter() - self._started
+        if took >= GC_PAUSE_LOGGED:
+            log.info("gc pause generation={generation} ms={ms:.1f} collected={collected}",
+                     generation=info.get("generation"), ms=took * 1000, collected=info.get("collected"))
+
 # Twisted's default listen backlog is 50: a burst of callers (every AGI host
 # failing over at once) would see connections reset before the server runs.
 LISTEN_BACKLOG = 1024
@@ -377,7 +405,8 @@ def makeService(
         name=name, client_key=keys.channel_client_key, clients=registry.lookup, recharge=recharge,
         run_blocking=run_blocking, reactor=reactor,
         metrics=metrics, status=keeper.status, db_ping=partial(_ping, db), backlog=partial(_backlog, db),
-        request_timeout=options.request_timeout, max_skew=options.max_skew,
+        request_timeout=options.request_timeout, max_skew=options.max_skew, max_in_flight=options.max_in_flight,
+        shed_after=options.shed_after,
         sales=sales, sale_timeout=options.sale_timeout,
     )
     api = RechargeAPI(**parts)
@@ -443,6 +472,13 @@ def run(
     # passes, which would otherwise stall every request for tens of ms.
     gc.collect()
     gc.freeze()
+    # The reactor thread gives the interpreter lock up at every socket call and
+    # then waits for a pool thread to hand it back, by default up to 5 ms each
+    # time: under load the reactor, which reads every request and writes every
+    # answer, falls behind the pool it feeds.  1 ms keeps it in step (measured
+    # in bench/RESULTS.md).
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    gc.callbacks.append(_GcWatch())
     reactor.callWhenRunning(server.startService)
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
     reactor.run()

@@ -5,6 +5,15 @@ presents ``tls-server.pem``; the peer heartbeat trusts only ``tls-ca.pem``
 and checks the peer's host name or address against its certificate
 (Twisted's ``optionsForClientTLS``, through ``service_identity``).  A plain
 HTTP request to a server fails its TLS handshake: the servers speak TLS only.
+
+A handshake is the dearest thing a connection asks of the reactor thread, so
+the listener bounds the handshakes in progress (``HandshakeGate``): a
+connection that comes while ``limit`` others are still handshaking is closed
+as it is accepted, which costs the server nothing and tells the client at
+once to try the other server or back off (``ivr.client`` takes it as
+"busy"); a handshake not done within ``timeout`` seconds is dropped.
+Without the bound, clients that time out and reconnect under overload turn
+every retry into a handshake, and the server spends itself on them.
 """
 
 # test-case-name: tests.recharge_server.test_tls
@@ -18,12 +27,15 @@ from twisted.internet import defer, ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint
 from twisted.internet.interfaces import (
+    IHandshakeListener,
     IListeningPort,
     IProtocolFactory,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
 from twisted.web.client import BrowserLikePolicyForHTTPS
 from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
 from zope.interface import implementer
@@ -44,6 +56,77 @@ def server_options(key_dir: Path) -> ssl.CertificateOptions:
     return ssl.CertificateOptions(privateKey=key, certificate=cert, raiseMinimumTo=ssl.TLSVersion.TLSv1_2)
 
 
+class HandshakeGate:
+    """How many TLS handshakes are in progress on a listener, bounded by ``limit``; see the module docstring."""
+
+    def __init__(self, reactor: Any, limit: int = 64, timeout: float = 2.0) -> None:
+        self.reactor, self.limit, self.timeout = reactor, limit, timeout
+        self.pending = 0
+        self.refused = 0
+
+    def admit(self) -> bool:
+        if self.pending >= self.limit:
+            self.refused += 1
+            return False
+        self.pending += 1
+        return True
+
+
+@implementer(IHandshakeListener)
+class _Handshaking(ProtocolWrapper):
+    """Between the TLS layer and the HTTP channel: gives the gate its place back when the handshake ends."""
+
+    factory: "_HandshakeWatch"
+    _counted = True
+
+    def makeConnection(self, transport: Any) -> None:
+        gate = self.factory.gate
+        self._timer: Any = gate.reactor.callLater(gate.timeout, self._too_slow)
+        super().makeConnection(transport)
+
+    def _release(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.factory.gate.pending -= 1
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def handshakeCompleted(self) -> None:
+        self._release()
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if self._counted:
+            self.transport.abortConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        self._release()
+        super().connectionLost(reason)
+
+
+class _HandshakeWatch(WrappingFactory):
+    protocol = _Handshaking  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(self, wrapped: IProtocolFactory, gate: HandshakeGate) -> None:
+        super().__init__(wrapped)
+        self.gate = gate
+
+
+class _GatedTLSFactory(TLSMemoryBIOFactory):
+    """The TLS layer, refusing (closing at accept) a connection while the gate is full."""
+
+    def __init__(self, options: Any, wrapped: IProtocolFactory, gate: HandshakeGate, clock: Any) -> None:
+        super().__init__(options, False, _HandshakeWatch(wrapped, gate), clock=clock)
+        self.gate = gate
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if not self.gate.admit():
+            return None  # Twisted closes the accepted socket at once
+        return super().buildProtocol(addr)
+
+
 @implementer(IStreamServerEndpoint)
 class TLSServerEndpoint:
     """``SSL4ServerEndpoint`` with the reactor it is given as the TLS layer's clock.
@@ -53,19 +136,24 @@ class TLSServerEndpoint:
     would sit unsent.  ``interface`` may be an IPv6 address.
     """
 
-    def __init__(self, reactor: Any, port: int, options: ssl.CertificateOptions, backlog: int, interface: str) -> None:
+    def __init__(
+        self, reactor: Any, port: int, options: ssl.CertificateOptions, backlog: int, interface: str,
+        gate: HandshakeGate | None = None,
+    ) -> None:
         self._tcp = TCP4ServerEndpoint(reactor, port, backlog=backlog, interface=interface)
         self._options, self._reactor = options, reactor
+        self.gate = gate or HandshakeGate(reactor)
 
     def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
-        return self._tcp.listen(TLSMemoryBIOFactory(self._options, False, factory, clock=self._reactor))
+        return self._tcp.listen(_GatedTLSFactory(self._options, factory, self.gate, self._reactor))
 
 
 def server_endpoint(
-    reactor: Any, host: str, port: int, options: ssl.CertificateOptions, backlog: int
-) -> IStreamServerEndpoint:
-    """A TLS listening endpoint on ``host``:``port`` (an IPv6 address is understood as such)."""
-    return TLSServerEndpoint(reactor, port, options, backlog, host)
+    reactor: Any, host: str, port: int, options: ssl.CertificateOptions, backlog: int,
+    gate: HandshakeGate | None = None,
+) -> TLSServerEndpoint:
+    """A TLS listening endpoint on ``host``:``port`` (an IPv6 address is understood as such), handshakes bounded by ``gate``."""
+    return TLSServerEndpoint(reactor, port, options, backlog, host, gate)
 
 
 @implementer(IStreamClientEndpoint)

@@ -273,7 +273,11 @@ def test_a_client_needs_a_server() -> None:
 
 
 def test_the_client_and_the_protocol_name_unavailability_alike() -> None:
+    from recharge_server import api
+
     assert client_module.SERVICE_UNAVAILABLE == protocol.SERVICE_UNAVAILABLE
+    assert client_module.BUSY == api.BUSY
+    assert client_module.MAX_BACKOFF <= int(api.RETRY_AFTER), "the longest pause is within what the servers ask for"
 
 
 # --- kept-alive connections to the real Twisted API ------------------------------------
@@ -454,10 +458,14 @@ def test_a_kept_connection_to_a_hung_server_fails_over_within_the_bound(apis: Tw
         elapsed = time.monotonic() - started
         assert 0.45 <= elapsed < 1.0
         assert client.current == 1
-        # The hung server's connection was dropped; the call goes on over one connection to the standby.
+        # The call goes on over one connection to the standby; the hung server's connection is kept
+        # for its late answer (a slow server's would come) and dropped when it fails to come again.
+        assert client.commit(call_id="1700000000.15", seq=1)["outcome"] == "ok"
+        assert client.commit(call_id="1700000000.15", seq=1)["outcome"] == "ok"
+        client.current = 0  # back to the hung one: its late answer does not come either
+        assert client.commit(call_id="1700000000.15", seq=1)["outcome"] == "ok"
+        assert client.current == 1
         assert wait_for(lambda: a.open_count() == 0)
-        assert client.commit(call_id="1700000000.15", seq=1)["outcome"] == "ok"
-        assert client.commit(call_id="1700000000.15", seq=1)["outcome"] == "ok"
     assert a.count == 1 and b.count == 1
 
 
@@ -777,3 +785,51 @@ def test_plain_http_to_a_server_is_refused(apis: TwistedAPIs, api_key: bytes) ->
             answer = b""
     assert not answer.startswith(b"HTTP/"), "a plain request got an HTTP answer"
     assert live.recharge.calls == []
+
+
+BUSY_ANSWER = _json_answer({"outcome": "service_unavailable", "error": "busy", "message": "24 requests in progress"}).replace(
+    b"200 OK", b"503 Service Unavailable\r\nRetry-After: 1"
+)
+
+
+def test_a_busy_server_moves_the_request_to_the_other_at_once(raw_servers: Any) -> None:
+    a, b = raw_servers([BUSY_ANSWER, OK_ANSWER]), raw_servers([OK_ANSWER])
+    with RechargeClient([a.address, b.address], KEY, tls=TLS) as client:
+        started = time.monotonic()
+        assert commit(client) == {"outcome": "ok", "served_by": "raw"}
+        assert time.monotonic() - started < 0.4, "no back-off when another server answers"
+        assert client.current == 1
+    assert len(a.requests) == 1 and len(b.requests) == 1
+
+
+def test_when_every_server_is_busy_the_client_backs_off_and_tries_again_on_the_same_connection(raw_servers: Any) -> None:
+    a, b = raw_servers([BUSY_ANSWER, OK_ANSWER]), raw_servers([BUSY_ANSWER])
+    with RechargeClient([a.address, b.address], KEY, tls=TLS) as client:
+        assert commit(client) == {"outcome": "ok", "served_by": "raw"}
+    assert len(a.requests) == 2 and a.accepted == 1, "a busy refusal keeps the connection (no new TLS handshake)"
+
+
+def test_a_round_of_busy_servers_ends_within_the_deadline_with_busy(raw_servers: Any) -> None:
+    a, b = raw_servers([BUSY_ANSWER] * 50), raw_servers([BUSY_ANSWER] * 50)
+    with RechargeClient([a.address, b.address], KEY, tls=TLS, timeout=0.5, total_timeout=0.6) as client:
+        started = time.monotonic()
+        assert commit(client) == {"outcome": "service_unavailable", "error": "busy"}
+        took = time.monotonic() - started
+    assert took <= 0.6 + 0.05, took
+    assert 2 <= len(a.requests) <= 10, "backed off between tries, not a busy loop"
+
+
+def test_a_slow_servers_late_answer_is_read_and_its_connection_kept(apis: TwistedAPIs, api_key: bytes) -> None:
+    a_live, a = apis.start()
+    b_live, b = apis.start()
+    with RechargeClient([a_live.address, b_live.address], api_key, tls=TLS, timeout=0.5, total_timeout=1.0) as client:
+        assert client.account(call_id="1700000000.16", account_no="3100000001")["outcome"] == "ok"
+        apis.hang(a_live)
+        assert client.quote(call_id="1700000000.16", seq=1, account_no="3100000001", pin=PIN, caller="")["outcome"] == "ok"
+        assert client.current == 1, "A was too slow: B answered"
+        a_live.recharge.gate.set()  # A finishes: its late answer goes out on the kept connection
+        a_live.recharge.gate = None
+        client.current = 0
+        assert client.commit(call_id="1700000000.16", seq=1)["outcome"] == "ok"
+        assert client.current == 0, "A answered, on the connection that carried its late answer"
+    assert a.count == 1, "no new connection (no new TLS handshake) for the slow server"

@@ -394,3 +394,57 @@ def test_a_revoked_client_is_refused_with_403_and_logged_once(
     assert live.recharge.calls == []
     assert len(lines) == 1 and "client_revoked" in lines[0] and "hotline" in lines[0]
     assert all(PIN not in line and api_key.hex() not in line for line in lines)
+
+
+def _wait_for_calls(stub: StubRecharge, n: int) -> None:
+    deadline = time.monotonic() + 5
+    while len(stub.calls) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(stub.calls) >= n
+
+
+def test_work_beyond_the_bound_is_refused_at_once_with_retry_after(
+    live_reactor: Any, sqlite_db: Database, api_key: bytes
+) -> None:
+    stub = StubRecharge(gate=threading.Event())
+    with serve_api(live_reactor, sqlite_db, stub, api_key, max_in_flight=1) as live:
+        first: list[tuple[int, dict[str, Any]]] = []
+        waiting = threading.Thread(target=lambda: first.append(post(live, api_key, "/v1/commit", COMMIT)))
+        waiting.start()
+        _wait_for_calls(stub, 1)  # the one request allowed is in the pool
+        started = time.monotonic()
+        body, headers = signed(api_key, "/v1/quote", QUOTE)
+        status, raw, answer_headers = send(live.port, "POST", "/v1/quote", body, headers)
+        assert time.monotonic() - started < 0.5, "refused at once, not queued"
+        assert status == 503 and answer_headers["retry-after"] == "1"
+        assert json.loads(raw) == {"outcome": "service_unavailable", "error": "busy", "message": json.loads(raw)["message"]}
+        assert [name for name, _ in stub.calls] == ["commit"], "the refused request reached nothing"
+        assert stub.gate is not None
+        stub.gate.set()
+        waiting.join(5)
+        assert first and first[0][0] == 200, "the admitted request completes"
+        stub.gate = None
+        still_serving(live, api_key)  # the bound was given back
+        assert live.api.in_flight.count == 0
+
+
+def test_a_request_queued_past_shed_after_is_refused_busy_unseen(
+    live_reactor: Any, sqlite_db: Database, api_key: bytes
+) -> None:
+    stub = StubRecharge(gate=threading.Event())
+    with serve_api(live_reactor, sqlite_db, stub, api_key, threads=1, shed_after=0.1) as live:
+        answers: list[tuple[int, dict[str, Any]]] = []
+        threads = [threading.Thread(target=lambda: answers.append(post(live, api_key, "/v1/commit", COMMIT)))
+                   for _ in range(2)]
+        threads[0].start()
+        _wait_for_calls(stub, 1)
+        threads[1].start()
+        time.sleep(0.3)  # the second waits behind the first, past shed_after
+        assert stub.gate is not None
+        stub.gate.set()
+        for t in threads:
+            t.join(5)
+        assert sorted(status for status, _ in answers) == [200, 503]
+        assert [a for s, a in answers if s == 503][0]["error"] == "busy"
+        assert len(stub.calls) == 1, "the shed request never reached the recharge core"
+        assert live.api.in_flight.count == 0

@@ -86,3 +86,16 @@ def test_the_signing_headers_and_the_body_limit_are_documented(spec: dict[str, A
 
 def test_the_pin_length_in_the_description_is_the_pin_length(spec: dict[str, Any]) -> None:
     assert f"a card PIN has {fields.PIN_DIGITS})" in spec["components"]["schemas"]["Pin"]["description"]
+
+
+def test_the_busy_refusal_is_documented_as_the_server_sends_it(spec: dict[str, Any]) -> None:
+    from recharge_server.api import BUSY, RETRY_AFTER
+
+    resolve = _resolver(spec)
+    schema = resolve(spec["components"]["schemas"]["ServiceUnavailable"])
+    assert schema["properties"]["error"]["enum"] == [BUSY]
+    assert schema["properties"]["outcome"]["enum"] == [protocol.SERVICE_UNAVAILABLE]
+    response = spec["components"]["responses"]["ServiceUnavailable"]
+    assert "Retry-After" in response["headers"] and int(RETRY_AFTER) >= response["headers"]["Retry-After"]["schema"]["minimum"]
+    for endpoint in protocol.REQUESTS:
+        assert spec["paths"][f"/v1/{endpoint}"]["post"]["responses"]["503"] == {"$ref": "#/components/responses/ServiceUnavailable"}

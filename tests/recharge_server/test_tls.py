@@ -84,3 +84,57 @@ def test_the_heartbeat_refuses_a_peer_of_another_installation(live_reactor: Any,
             live_reactor, lambda: fetch_health(live_reactor, f"https://127.0.0.1:{site_port}/v1/health", 2.0, agent)
         )
     assert "certificate" in repr(caught.value).lower() or "ssl" in repr(caught.value).lower()
+
+
+def _closed_at_once(port: int) -> bool:
+    """A new connection is closed by the server without a word (within a second)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+        s.settimeout(1.0)
+        try:
+            return s.recv(1) == b""
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+
+def test_handshakes_beyond_the_bound_are_closed_at_once_and_the_bound_is_given_back(
+    live_reactor: Any, tmp_path: Path
+) -> None:
+    from recharge_server.tls import HandshakeGate
+
+    gate = HandshakeGate(live_reactor, limit=1, timeout=0.5)
+    endpoint = server_endpoint(live_reactor, "127.0.0.1", 0, server_options(_key_dir(tmp_path, tls_test_certificates())), 50,
+                               gate)
+    listening = blockingCallFromThread(live_reactor, lambda: endpoint.listen(server.Site(_Health())))
+    port = listening.getHost().port
+    context = ssl.create_default_context(cafile=str(tls_test_certificates() / tls.CA_CERT))
+    try:
+        stalled = socket.create_connection(("127.0.0.1", port), timeout=2)  # connected, never says hello
+        try:
+            assert _closed_at_once(port), "a second handshake while one is in progress is refused"
+            assert gate.refused >= 1
+            # The stalled one is dropped after the gate's timeout, and its place given back.
+            stalled.settimeout(2)
+            try:
+                assert stalled.recv(1) == b""
+            except ConnectionResetError:
+                pass
+        finally:
+            stalled.close()
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.")
+        # A finished handshake gives its place back while the connection lives on.
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as raw, \
+                context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.")
+            with socket.create_connection(("127.0.0.1", port), timeout=2) as raw2, \
+                    context.wrap_socket(raw2, server_hostname="127.0.0.1") as s2:
+                s2.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                assert s2.recv(4096).startswith(b"HTTP/1.")
+        assert gate.pending <= 1  # the last connection may still be closing
+    finally:
+        blockingCallFromThread(live_reactor, listening.stopListening)
