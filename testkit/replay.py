@@ -448,7 +448,7 @@ class _Ear:
 
     def __init__(self, heard: Sequence[Heard], answered: float | None) -> None:
         self.heard = list(heard)
-        self.answered = answered or (heard[0].at if heard else 0.0)
+        self.answered = answered if answered is not None else (heard[0].at if heard else 0.0)
         self.cursor = 0  # index of the first sound not yet used by an expect
         prompts = [h.lang for h in heard if h.id not in BEFORE_LANGUAGE_CHOICE and not h.id.startswith("digits/")]
         self.lang = max(sorted(set(prompts)), key=prompts.count) if prompts else "zh"

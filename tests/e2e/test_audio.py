@@ -16,10 +16,10 @@ Needs what the rest of ``tests/e2e`` needs; nothing skips.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -130,21 +130,26 @@ def test_scripts_pass_audio_only(hotline: Hotline, pins: dict[str, str]) -> None
 
 
 @contextmanager
-def broken(hotline: Hotline, lang: str, name: str, replacement: tuple[str, str] | None) -> Iterator[None]:
-    """``sounds/<lang>/<name>.wav`` removed (``None``) or replaced by ``sounds/<lang2>/<name2>.wav``, then put back."""
+def broken(hotline: Hotline, faults: dict[tuple[str, str], tuple[str, str] | None]) -> Iterator[None]:
+    """Each ``sounds/<lang>/<name>.wav`` removed (``None``) or replaced by ``sounds/<lang2>/<name2>.wav``, then put back."""
     assert hotline.sandbox is not None
     sandbox = hotline.sandbox
-    target = sandbox.path(f"{CHROOT_SOUNDS_DIR}/{lang}/{name}.wav")
-    saved = target.with_suffix(".wav.saved")
-    shutil.copy2(target, saved)
+
+    def path(lang: str, name: str) -> Path:
+        return sandbox.path(f"{CHROOT_SOUNDS_DIR}/{lang}/{name}.wav")
+
+    saved = {}
     try:
-        if replacement is None:
-            target.unlink()
-        else:
-            shutil.copy2(sandbox.path(f"{CHROOT_SOUNDS_DIR}/{replacement[0]}/{replacement[1]}.wav"), target)
+        for (lang, name), replacement in faults.items():
+            saved[path(lang, name)] = path(lang, name).read_bytes()
+            if replacement is None:
+                path(lang, name).unlink()
+            else:
+                path(lang, name).write_bytes(path(*replacement).read_bytes())
         yield
     finally:
-        saved.replace(target)
+        for target, data in saved.items():
+            target.write_bytes(data)
 
 
 def failed_at(result: ScriptResult, source: str) -> str:
@@ -158,32 +163,37 @@ def failed_at(result: ScriptResult, source: str) -> str:
     return failed.detail
 
 
+# you-entered is played whole (no key can stop it), so nothing cut short can be mistaken for it.
+
+
 def test_a_missing_prompt_fails_its_step(hotline: Hotline) -> None:
-    with broken(hotline, "zh", "confirm-account", None):
+    # Both languages: Asterisk falls back to the English file when the Mandarin one is missing (the next test).
+    with broken(hotline, {("zh", "you-entered"): None, ("en", "you-entered"): None}):
         result = hotline.call("star-goes-back", values(30))
-    detail = failed_at(result, "expect prompt=confirm-account")
-    assert "confirm-account not heard" in detail
+    detail = failed_at(result, "expect prompt=you-entered")
+    assert detail.startswith("you-entered not heard; heard instead: "), detail
 
 
 def test_a_prompt_swapped_with_another_fails_its_step_in_both_modes(hotline: Hotline) -> None:
-    with broken(hotline, "zh", "enter-account", ("zh", "enter-pin")), ThreadPoolExecutor(2) as pool:
+    with broken(hotline, {("zh", "you-entered"): ("zh", "account-found")}), ThreadPoolExecutor(2) as pool:
         both = pool.submit(hotline.call, "star-goes-back", values(31))
         alone = pool.submit(hotline.call, "star-goes-back", values(35), audio="only")
         results = both.result(), alone.result()
     for result in results:
-        detail = failed_at(result, "expect prompt=enter-account")
-        assert "enter-account not heard; heard instead: enter-pin (zh)" in detail, report(result)
+        detail = failed_at(result, "expect prompt=you-entered")
+        assert detail.startswith("you-entered not heard; heard instead: account-found (zh)"), report(result)
 
 
 def test_the_english_file_in_place_of_the_mandarin_one_fails_its_step(hotline: Hotline) -> None:
-    with broken(hotline, "zh", "confirm-account", ("en", "confirm-account")):
+    with broken(hotline, {("zh", "you-entered"): ("en", "you-entered")}):
         result = hotline.call("star-goes-back", values(32))
-    detail = failed_at(result, "expect prompt=confirm-account")
-    assert "heard confirm-account (en)" in detail and "the call is in zh" in detail
+    detail = failed_at(result, "expect prompt=you-entered")
+    assert "heard you-entered (en)" in detail and "but the call is in zh" in detail
 
 
 def test_an_amount_read_wrong_fails_its_step(hotline: Hotline, pins: dict[str, str]) -> None:
-    with broken(hotline, "zh", "digits/50", ("zh", "digits/60")):  # 50 yuan is 五十元: digits/50
+    # 50 yuan is said 五十元: digits/50, then currency-yuan.
+    with broken(hotline, {("zh", "digits/50"): ("zh", "digits/60")}):
         result = hotline.call("decline", values(33, PIN=pins["amount-fault"]))
     detail = failed_at(result, "expect amount=${AMOUNT}")
     assert "heard amount 6000" in detail and "not 5000" in detail
