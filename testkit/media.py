@@ -53,6 +53,7 @@ TICK = 0.02  # one RTP packet of the caller's side every 20 ms
 SILENCE_ULAW = b"\xff" * FRAME
 DTMF_EVENTS = {**{str(d): d for d in range(10)}, "*": 10, "#": 11}
 DTMF_MS = 160
+EARLY_PACKETS = 50  # RTP packets kept from an address before its call's 200 is seen (one second)
 RESEND = (0.5, 1.0, 2.0, 4.0, 4.0, 4.0)  # seconds between copies of an injected MESSAGE
 
 
@@ -141,6 +142,7 @@ class MediaAgent:
         self.sipp: tuple[str, int] | None = None
         self.calls: dict[str, CallMedia] = {}
         self._by_rtp: dict[tuple[str, int], CallMedia] = {}
+        self._early: dict[tuple[str, int], list[tuple[bytes, float]]] = {}  # RTP from an address not known yet
         self._pending: dict[int, tuple[bytes, float, int]] = {}  # injected MESSAGEs: cseq -> (datagram, next send, copies)
         self._inject_cseq = 1000
         self._stop = threading.Event()
@@ -187,7 +189,8 @@ class MediaAgent:
         next_tick = time.monotonic()
         try:
             while not self._stop.is_set():
-                for key, _ in sel.select(max(0.0, next_tick - time.monotonic())):
+                ready = sel.select(max(0.0, next_tick - time.monotonic()))
+                for key, _ in sorted(ready, key=lambda r: r[0].fileobj is not self.sip):  # SIP first: a 200 before its RTP
                     handler: Callable[[], None] = key.data
                     handler()
                 now = time.monotonic()
@@ -270,6 +273,8 @@ class MediaAgent:
         if self.sounds is not None:
             call.listener = Listener(self.sounds, on_sound=(lambda h, c=call: self._inject(c, h)) if not self.texts
                                      else None)
+        for data, at in self._early.pop(call.remote, []):
+            self._feed(call, data, at)
 
     # --- RTP ----------------------------------------------------------------------------------------
 
@@ -279,7 +284,15 @@ class MediaAgent:
         except OSError:
             return
         call = self._by_rtp.get(addr)
-        if call is None or len(data) < 12:
+        if call is None:  # Asterisk's RTP can overtake the 200 that says where it comes from: keep it a moment
+            early = self._early.setdefault(addr, [])
+            if len(early) < EARLY_PACKETS:
+                early.append((data, time.time()))
+            return
+        self._feed(call, data, time.time())
+
+    def _feed(self, call: CallMedia, data: bytes, now: float) -> None:
+        if len(data) < 12:
             return
         pt = data[1] & 0x7F
         if pt not in (0, 8):
@@ -287,14 +300,13 @@ class MediaAgent:
         start = 12 + 4 * (data[0] & 0x0F)
         if data[0] & 0x10 and len(data) >= start + 4:  # a header extension
             start += 4 + 4 * struct.unpack("!H", data[start + 2:start + 4])[0]
-        now = time.time()
         if call.first_audio is None:
             call.first_audio = now
         call.frames += 1
         samples = decode(data[start:], pt)
         for i in range(0, max(1, len(samples)), FRAME):
             frame = samples[i:i + FRAME]
-            if len(frame) < FRAME:  # a file's short last frame: the next file starts on a frame of its own
+            if len(frame) < FRAME:  # a short packet (Asterisk joins one file's end to the next one's start)
                 frame = np.pad(frame, (0, FRAME - len(frame)))
             call.audio.append(frame)
             if call.listener is not None:

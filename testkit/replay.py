@@ -534,7 +534,8 @@ def _when_pressed(keys: Sequence[object], heard: Sequence[Heard], answered: floa
     first = keys[0]
     at, how = first.at, first.how  # type: ignore[attr-defined]
     base = answered or at
-    sent = f"{''.join(k.key for k in keys)} by {how} at {at - base:.2f} s"  # type: ignore[attr-defined]
+    # The keys themselves are never shown: they may be a PIN.
+    sent = f"{len(keys)} key{'s' if len(keys) > 1 else ''} by {how}, the first at {at - base:.2f} s"
     during = next((h for h in heard if h.at <= at <= h.until and not h.id.startswith("digits/")), None)
     if during is not None:
         return f"{sent}, {at - during.at:.2f} s into {during.id} (stopped {during.until - at:.2f} s later)"

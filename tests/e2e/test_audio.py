@@ -42,7 +42,7 @@ def pins() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def hotline(hotline_factory: Callable[[Callable[[Hotline], None]], Hotline], pins: dict[str, str]) -> Hotline:
     def prepare(h: Hotline) -> None:
-        names = ["one-card", "english", "quick", "wrong-then-right", "decline", "amount-fault"]
+        names = ["one-card", "english", "quick", "wrong-then-right", "decline", "amount-fault", "two-a", "two-b"]
         pins.update({name: pin for name, (_serial, pin) in zip(names, h.issue("A1", len(names)), strict=True)})
 
     return hotline_factory(prepare)
@@ -106,13 +106,15 @@ AUDIO_ONLY = {
     "wrong-pin-then-right": {"PIN": "wrong-then-right", "WRONG_PIN": WRONG_PIN},
     "decline": {"PIN": "decline"},
     "unknown-account": {"UNKNOWN_ACCOUNT": "9999999999"},
+    "recharge-two-cards": {"PIN": "two-a", "PIN2": "two-b"},
+    "reenter-account": {"WRONG_ACCOUNT": "3100000099"},
     "star-goes-back": {},
     "silence": {},
 }
 
 
 def test_scripts_pass_audio_only(hotline: Hotline, pins: dict[str, str]) -> None:
-    jobs = {name: values(10 + i, **{k: pins[v] if k == "PIN" else v for k, v in extra.items()})
+    jobs = {name: values(10 + i, **{k: pins[v] if k.startswith("PIN") else v for k, v in extra.items()})
             for i, (name, extra) in enumerate(AUDIO_ONLY.items())}
     with ThreadPoolExecutor(len(jobs)) as pool:
         futures = {name: pool.submit(hotline.call, name, v, audio="only") for name, v in jobs.items()}
@@ -163,37 +165,38 @@ def failed_at(result: ScriptResult, source: str) -> str:
     return failed.detail
 
 
-# you-entered is played whole (no key can stop it), so nothing cut short can be mistaken for it.
+# The faults are put in one at a time on you-entered, a prompt no key can stop (so nothing cut short can be mistaken
+# for it), and read-back.call reaches it in a few seconds; the amount's fault is on another file, alongside.
+READ_BACK = AUDIO_CALLS / "read-back.call"
 
 
 def test_a_missing_prompt_fails_its_step(hotline: Hotline) -> None:
-    # Both languages: Asterisk falls back to the English file when the Mandarin one is missing (the next test).
+    # Both languages: Asterisk falls back to the English file when the Mandarin one is missing (tested below).
     with broken(hotline, {("zh", "you-entered"): None, ("en", "you-entered"): None}):
-        result = hotline.call("star-goes-back", values(30))
+        result = hotline.call(READ_BACK, values(30))
     detail = failed_at(result, "expect prompt=you-entered")
-    assert detail.startswith("you-entered not heard; heard instead: "), detail
+    assert detail.startswith("you-entered not heard; heard instead: digits/3 (zh)"), detail
 
 
 def test_a_prompt_swapped_with_another_fails_its_step_in_both_modes(hotline: Hotline) -> None:
     with broken(hotline, {("zh", "you-entered"): ("zh", "account-found")}), ThreadPoolExecutor(2) as pool:
-        both = pool.submit(hotline.call, "star-goes-back", values(31))
-        alone = pool.submit(hotline.call, "star-goes-back", values(35), audio="only")
+        both = pool.submit(hotline.call, READ_BACK, values(31))
+        alone = pool.submit(hotline.call, READ_BACK, values(35), audio="only")
         results = both.result(), alone.result()
     for result in results:
         detail = failed_at(result, "expect prompt=you-entered")
         assert detail.startswith("you-entered not heard; heard instead: account-found (zh)"), report(result)
 
 
-def test_the_english_file_in_place_of_the_mandarin_one_fails_its_step(hotline: Hotline) -> None:
-    with broken(hotline, {("zh", "you-entered"): ("en", "you-entered")}):
-        result = hotline.call("star-goes-back", values(32))
-    detail = failed_at(result, "expect prompt=you-entered")
+def test_the_english_file_in_place_of_the_mandarin_one_and_an_amount_read_wrong_fail_their_steps(
+        hotline: Hotline, pins: dict[str, str]) -> None:
+    # 50 yuan is said 五十元: digits/50, then currency-yuan; no account number here has a 50 in it.
+    faults = {("zh", "you-entered"): ("en", "you-entered"), ("zh", "digits/50"): ("zh", "digits/60")}
+    with broken(hotline, faults), ThreadPoolExecutor(2) as pool:
+        english = pool.submit(hotline.call, READ_BACK, values(32))
+        amount = pool.submit(hotline.call, "decline", values(33, PIN=pins["amount-fault"]))
+        english_result, amount_result = english.result(), amount.result()
+    detail = failed_at(english_result, "expect prompt=you-entered")
     assert "heard you-entered (en)" in detail and "but the call is in zh" in detail
-
-
-def test_an_amount_read_wrong_fails_its_step(hotline: Hotline, pins: dict[str, str]) -> None:
-    # 50 yuan is said 五十元: digits/50, then currency-yuan.
-    with broken(hotline, {("zh", "digits/50"): ("zh", "digits/60")}):
-        result = hotline.call("decline", values(33, PIN=pins["amount-fault"]))
-    detail = failed_at(result, "expect amount=${AMOUNT}")
+    detail = failed_at(amount_result, "expect amount=${AMOUNT}")
     assert "heard amount 6000" in detail and "not 5000" in detail
