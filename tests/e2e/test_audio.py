@@ -4,10 +4,12 @@
 text and audio both checked (``Hotline.call``'s default).  This module runs
 the replay's other modes against a hotline of its own: the scripts of
 ``tests/calls/audio`` (keys pressed during and between prompts, RFC 4733
-keys), a handful of ``tests/calls`` scripts audio-only (no MESSAGE text
-reaches SIPp at all), and the faults: the sandbox's sound files are broken
-on purpose, one at a time, and the replay must fail on the step that names
-the broken prompt, saying what was heard instead.  The faults are put in
+keys), ten ``tests/calls`` scripts audio-only (no MESSAGE text reaches
+SIPp at all; the rest need card states or stopped servers that
+``test_hotline`` prepares), and the faults: the sandbox's sound files are
+broken on purpose (a prompt missing, swapped with another, the English file
+in place of the Mandarin one, a number sound wrong) and the replay must fail
+on the step that names the broken prompt, saying what was heard instead.  The faults are put in
 the sandbox's ``sounds`` folder and taken out again by each test (Asterisk
 reads a file each time it plays it, so nothing is restarted).
 
