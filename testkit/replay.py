@@ -418,8 +418,14 @@ def judge(compiled: Compiled, log: CallLog, errors: Sequence[str] = (), media: C
             if not ok:
                 detail = _not_seen(log, texts, cursor, errors)
             elif said and ear is not None and at is not None and log.answered is not None:
-                ok, _, heard = ear.check(said, log.answered + at / 1000)
+                text_at = log.answered + at / 1000
+                ok, _, heard = ear.check(said, text_at)
                 detail = heard
+                keyed = _keyed_over(text_at, keys, media.heard if media is not None else ())
+                if not ok and said.startswith("prompt=") and keyed is not None:
+                    results.append(StepResult(**base, status=SKIP, at_ms=at, detail=f"not heard: {keyed}",
+                                              heard=f"not heard: {keyed}"))
+                    continue
         else:
             want = {Digits: "sent", Pause: "wait", ExpectBye: "bye", HangUp: "hangup"}[type(step)]
             event = log.done.get(n)
@@ -525,6 +531,17 @@ class _Ear:
     def _instead(self, after: Sequence[int]) -> str:
         shown = [self._describe(self.heard[i]) for i in after[:4]]
         return f"; heard instead: {'; '.join(shown)}" if shown else "; nothing more was heard"
+
+
+def _keyed_over(text_at: float, keys: Sequence[object], heard: Sequence[Heard]) -> str | None:
+    """Why a prompt may rightly not have been heard: the caller keyed before any sound began after its text."""
+    key = next((k for k in keys if k.at >= text_at), None)  # type: ignore[attr-defined]
+    if key is None or key.at - text_at > 1.0:  # type: ignore[attr-defined]
+        return None
+    if any(text_at - TEXT_LEAD <= h.at < key.at for h in heard):  # type: ignore[attr-defined]
+        return None
+    return (f"the caller keyed {key.at - text_at:.2f} s after its text, before any of it was played "  # type: ignore[attr-defined]
+            "(barge-in on a busy Asterisk)")
 
 
 def _when_pressed(keys: Sequence[object], heard: Sequence[Heard], answered: float | None) -> str:

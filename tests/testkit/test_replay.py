@@ -267,3 +267,13 @@ def test_amounts_are_read_back_as_values_one_after_another() -> None:
     assert ok, said
     ok, _, said = ear.check("amount=5000", None)
     assert not ok and said.startswith("heard amount 6000 (60 currency-yuan") and said.endswith("not 5000")
+
+
+def test_a_prompt_keyed_over_before_it_began_is_not_a_failure_of_what_was_heard() -> None:
+    from testkit.media import Key
+    from testkit.replay import _keyed_over
+
+    heard = _heard(("enter-account", "zh", 10.5))
+    assert _keyed_over(10.0, [Key("1", 10.3, "info")], heard) is not None  # the key came before any sound
+    assert _keyed_over(10.0, [Key("1", 10.6, "info")], heard) is None  # the prompt had begun: it must be heard
+    assert _keyed_over(10.0, [Key("1", 12.0, "info")], []) is None  # no key soon after: the prompt is missing
