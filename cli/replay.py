@@ -42,13 +42,19 @@ def parse_vars(_ctx: click.Context, _param: click.Parameter, values: tuple[str, 
 @click.option("--timeout", type=click.FloatRange(0, min_open=True), metavar="SECONDS", help="Give up on a script after this long.")
 @click.option("--audio", type=click.Path(path_type=Path), default=CALLER_AUDIO, show_default=True, metavar="PCAP", help="The caller's voice (G.711 RTP), sent once the call is answered.")
 @click.option("--no-audio", is_flag=True, help="Send no caller audio (Asterisk's Answer() then waits 0.5 s).")
+@click.option("--audio-only", is_flag=True, help="Check only what the caller hears (no MESSAGE text needed: any Asterisk playing the hotline's prompts).")
+@click.option("--text-only", is_flag=True, help="Check only the texts the dialog sends (no listening).")
+@click.option("--prompts", type=click.Path(path_type=Path), metavar="DIR", help="The rendered prompts to listen for [default: the catalogue rendered once into ~/.cache/recharge-hotline/prompts].")
 def replay(scripts: tuple[Path, ...], host: str, port: int, variables: dict[str, str], secrets: tuple[str, ...],
            inject: Path | None, concurrent: int, calls: int | None, workdir: Path | None, timeout: float | None,
-           audio: Path, no_audio: bool) -> None:
+           audio: Path, no_audio: bool, audio_only: bool, text_only: bool, prompts: Path | None) -> None:
     """Phone the hotline with call scripts (SIPp) and check each step: what it said and what it decided.
 
     Works against the Asterisk sandbox (python -m testkit.sandbox start) or
-    any Asterisk running the hotline.  Prints each step's PASS or FAIL; exits 3
+    any Asterisk running the hotline.  Each expected prompt, number and amount
+    is checked in the dialog's text and in the call's audio (matched against
+    the rendered prompts); --audio-only needs no text, --text-only does not
+    listen.  Prints each step's PASS or FAIL; exits 3
     when a step failed, 1 (one line, nothing phoned) when a script, a value or
     the address is wrong.  Values read with --secret are never shown, and the
     files of the run that held them are deleted.
@@ -60,11 +66,14 @@ def replay(scripts: tuple[Path, ...], host: str, port: int, variables: dict[str,
     """
     from testkit import replay as replay_tool
 
+    if audio_only and text_only:
+        raise click.UsageError("--audio-only and --text-only exclude each other")
     try:
         ask = (lambda name: click.prompt(name, hide_input=True, err=True)) if sys.stdin.isatty() else None
         values = replay_tool.read_secrets(secrets, sys.stdin, ask=ask, given=variables)
         job = replay_tool.ReplayJob(scripts, host, port, {**variables, **values}, frozenset(values), inject,
-                                    concurrent, calls, workdir, timeout, None if no_audio else audio)
+                                    concurrent, calls, workdir, timeout, None if no_audio else audio,
+                                    "audio" if audio_only else "text" if text_only else "both", prompts)
         code = replay_tool.run_job(job, echo=click.echo)
     except replay_tool.ReplayError as e:
         raise click.ClickException(str(e)) from None

@@ -30,10 +30,19 @@ script's title.
     and the holder's name as ``digits=``, ``amount=``, ``holder=``).  The
     whole text must equal ``TEXT``; ``expect /REGEX/`` takes a POSIX
     extended regular expression instead, matched against the whole text.
-``send KEYS``
+``dtmf info`` or ``dtmf rfc4733``
+    Optional, after ``call`` and before the first step: how keys are sent,
+    as SIP INFO (the default) or as RFC 4733 events in the caller's RTP
+    (sent by ``testkit.media``'s relay, which answers the INFO instead of
+    passing it on).
+``send KEYS`` and ``send KEYS after DURATION``
     Press keys: ``0``-``9``, ``*``, ``#``; each is one SIP INFO
     (``application/dtmf-relay``), 300 ms after the one before (and 300 ms
     after whatever came before the first), as the sandbox notes require.
+    ``after DURATION`` presses the first key DURATION after the expect
+    before it was seen instead: the prompt's text comes as the prompt
+    starts, so ``send 1 after 1500ms`` presses 1.5 s into it (barge-in), and
+    a DURATION longer than the prompt presses once it has ended.
 ``wait DURATION``
     Do nothing for ``500ms``, ``2s`` or ``1.5s`` before the next ``send`` or
     ``hangup`` (a caller thinking, or staying silent).  Before an ``expect``
@@ -77,6 +86,15 @@ every one, answered or not) and checks every ``expect`` against them.  A
 BYE from the hotline while the scenario waits for a text or sends keys
 fails the call at once (it is answered); ``expect bye`` answers it as a pass.
 
+What can be heard
+-----------------
+``heard_text`` names the expects that audio can prove (``prompt=``,
+``digits=``, ``amount=``, written literally).  ``testkit.replay`` checks them
+in the call's audio as well as in its text; compiled ``audible_only`` the
+scenario waits only on ``prompt=`` expects, whose texts then come from the
+relay that heard them (``testkit.media``), and ``route_through`` points a
+compiled scenario at that relay.
+
 A keyed answer must reach Asterisk while the dialog is listening: between
 two AGI commands Asterisk drops the keys it receives.  Each key is sent
 300 ms after the text before it, and the dialog sends a question's text
@@ -108,6 +126,9 @@ DEFAULT_CALLER = "13800138000"
 KEY_GAP_MS = 300  # between DTMF INFOs, and before the first one
 KEYS = "0123456789*#"
 MAX_WAIT_MS = 600_000
+DTMF_MODES = ("info", "rfc4733")
+AUDIBLE = ("prompt=", "digits=", "amount=")  # texts that name what the caller hears, so audio can prove them
+LISTEN_BEFORE_HANGUP_MS = 1000  # see route_through
 SCENARIO_LIMIT = 65536  # bytes: SIPp's XML reader (xp_parser.c, XP_MAX_FILE_LEN) refuses longer scenario files
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -153,6 +174,7 @@ class Digits:
     gap_ms: int = KEY_GAP_MS
     line: int = 0
     source: str = ""
+    first_ms: int | None = None  # before the first key, when not ``gap_ms`` (``send KEYS after DURATION``)
 
     @property
     def keys(self) -> tuple[str, ...]:
@@ -218,11 +240,24 @@ class CallScript:
     name: str = "call"
     path: str = ""
     call_line: int = 0  # the line of ``call``, when the script has one
+    dtmf: str = "info"  # how keys are sent: ``info`` (SIP INFO) or ``rfc4733`` (RTP events); see ``DTMF_MODES``
 
     def variables(self) -> set[str]:
         """The ``${NAME}`` variables the script uses."""
         texts = [self.number, self.caller] + [s.source for s in self.steps]
         return {m.group(1) for t in texts for m in _VARIABLE.finditer(t)}
+
+
+def heard_text(step: ExpectText) -> str:
+    """The literal text of an ``expect`` that names something audible (``prompt=``, ``digits=``, ``amount=``), else "".
+
+    A ``/REGEX/`` expect, and texts the caller cannot hear (``result=``,
+    ``holder=``), are proved by the MESSAGE text only.
+    """
+    if step.source.startswith("expect /") or not (step.regexp.startswith("^") and step.regexp.endswith("$")):
+        return ""
+    text = re.sub(r"\\(.)", r"\1", step.regexp[1:-1])
+    return text if text.startswith(AUDIBLE) and "${" not in text and "[field" not in text else ""
 
 
 # --- parsing ---------------------------------------------------------------------------------
@@ -233,6 +268,7 @@ _Fail = Callable[[str], ScriptError]  # makes the error for the line being parse
 def parse(text: str, *, name: str = "call", path: str = "") -> CallScript:
     """Parse the text of a call script; ``ScriptError`` (with the line) on the first mistake."""
     steps: list[Step] = []
+    dtmf = "info"
     title: list[str] = []
     number, caller = DEFAULT_NUMBER, DEFAULT_CALLER
     call_line = 0
@@ -259,6 +295,12 @@ def parse(text: str, *, name: str = "call", path: str = "") -> CallScript:
                 raise fail("'call' must be the first command")
             number, caller = _parse_call(rest, fail)
             call_line = lineno
+        elif verb == "dtmf":
+            if steps:
+                raise fail("'dtmf' comes before the first step")
+            if rest not in DTMF_MODES:
+                raise fail(f"expected: dtmf {' or dtmf '.join(DTMF_MODES)}")
+            dtmf = rest
         elif verb == "expect":
             if not rest:
                 raise fail("'expect' needs a text, e.g. expect prompt=welcome")
@@ -271,13 +313,15 @@ def parse(text: str, *, name: str = "call", path: str = "") -> CallScript:
                     raise fail("a regular expression is written /REGEX/, with a closing slash")
                 steps.append(ExpectText(f"^{_escape_around_variables(rest)}$", line=lineno, source=line))
         elif verb == "send":
-            keys = rest.replace(" ", "")
+            keys, after, delay = rest.partition(" after ")
+            keys = keys.replace(" ", "")
             if not keys:
                 raise fail("'send' needs keys, e.g. send 1 or send ${PIN}#")
             bad = [c for c in _VARIABLE.sub("", keys) if c not in KEYS]
             if bad:
                 raise fail(f"{bad[0]!r} is not a phone key (keys are 0-9, * and #)")
-            steps.append(Digits(keys, line=lineno, source=line))
+            first = _parse_duration(delay, fail) if after else None
+            steps.append(Digits(keys, line=lineno, source=line, first_ms=first))
         elif verb == "wait":
             steps.append(Pause(_parse_duration(rest, fail), line=lineno, source=line))
         elif verb == "hangup":
@@ -285,7 +329,7 @@ def parse(text: str, *, name: str = "call", path: str = "") -> CallScript:
                 raise fail("'hangup' takes nothing after it")
             steps.append(HangUp(line=lineno, source=line))
         else:
-            raise fail(f"unknown command {verb!r}: expected call, expect, send, wait, expect bye or hangup")
+            raise fail(f"unknown command {verb!r}: expected call, dtmf, expect, send, wait, expect bye or hangup")
         seen_command = True
     if not steps:
         raise ScriptError("the script has no steps", path=path, line=0)
@@ -293,7 +337,7 @@ def parse(text: str, *, name: str = "call", path: str = "") -> CallScript:
         raise ScriptError("a call script ends with 'expect bye' (the hotline hangs up) or 'hangup' (the caller does)",
                           path=path, line=steps[-1].line)
     return CallScript(tuple(steps), number=number, caller=caller, title=next((t for t in title if t), ""), name=name,
-                      path=path, call_line=call_line)
+                      path=path, call_line=call_line, dtmf=dtmf)
 
 
 def load(path: str | Path) -> CallScript:
@@ -470,7 +514,7 @@ def bind(script: CallScript, variables: Mapping[str, str] | None = None,
         if isinstance(step, ExpectText):
             steps.append(ExpectText(sub(step.regexp, step.line, "regexp"), step.line, step.source))
         elif isinstance(step, Digits):
-            steps.append(Digits(sub(step.digits, step.line, "keys"), step.gap_ms, step.line, step.source))
+            steps.append(Digits(sub(step.digits, step.line, "keys"), step.gap_ms, step.line, step.source, step.first_ms))
         else:
             steps.append(step)
     first = script.call_line or script.steps[0].line
@@ -480,7 +524,7 @@ def bind(script: CallScript, variables: Mapping[str, str] | None = None,
             raise ScriptError(f"the {what} {value!r} may hold only letters, digits and + * # . _ -", path=script.path,
                               line=first)
     return CallScript(tuple(steps), number=number, caller=caller, title=script.title, name=script.name,
-                      path=script.path, call_line=script.call_line)
+                      path=script.path, call_line=script.call_line, dtmf=script.dtmf)
 
 
 # --- compiling ------------------------------------------------------------------------------
@@ -494,6 +538,7 @@ class Compiled:
     xml: str
     sync_steps: frozenset[int]  # the expects the scenario itself waits for (1-based step numbers)
     injection_csv: str | None = None
+    audible_only: bool = False  # compiled to wait only on what can be heard (see ``compile_script``)
 
     @property
     def steps(self) -> tuple[Step, ...]:
@@ -501,11 +546,19 @@ class Compiled:
 
 
 def compile_script(script: CallScript, variables: Mapping[str, str] | None = None,
-                   injection: Injection | None = None, *, audio: str | None = None) -> Compiled:
-    """Bind ``script``'s variables and compile it; see ``call_scenario`` for the scenario's shape."""
+                   injection: Injection | None = None, *, audio: str | None = None,
+                   audible_only: bool = False) -> Compiled:
+    """Bind ``script``'s variables and compile it; see ``call_scenario`` for the scenario's shape.
+
+    ``audible_only``: the scenario waits only on ``expect prompt=...`` steps
+    (before each action, on the last one before it), because in an
+    audio-only replay the only texts SIPp receives are the prompts the
+    replay heard (``testkit.media``).
+    """
     bound = bind(script, variables, injection)
-    xml, syncs = _build(bound.steps, caller=bound.caller, number=bound.number, name=bound.name, audio=audio)
-    return Compiled(bound, xml, frozenset(syncs), injection.csv_text() if injection else None)
+    xml, syncs = _build(bound.steps, caller=bound.caller, number=bound.number, name=bound.name, audio=audio,
+                        audible_only=audible_only)
+    return Compiled(bound, xml, frozenset(syncs), injection.csv_text() if injection else None, audible_only)
 
 
 def call_scenario(steps: Sequence[Step], *, caller: str = DEFAULT_CALLER, number: str = DEFAULT_NUMBER,
@@ -526,11 +579,11 @@ def call_scenario(steps: Sequence[Step], *, caller: str = DEFAULT_CALLER, number
     return xml
 
 
-def sync_points(steps: Sequence[Step]) -> list[int]:
-    """The 0-based indexes of the expects the scenario waits for: the last expect before each action."""
+def sync_points(steps: Sequence[Step], audible_only: bool = False) -> list[int]:
+    """The 0-based indexes of the expects the scenario waits for: the last expect (prompt) before each action."""
     syncs, last = [], None
     for i, step in enumerate(steps):
-        if isinstance(step, ExpectText):
+        if isinstance(step, ExpectText) and (not audible_only or heard_text(step).startswith("prompt=")):
             last = i
         elif isinstance(step, Digits | HangUp) or (isinstance(step, Pause) and _holds_back(steps, i)):
             if last is not None:
@@ -616,14 +669,14 @@ class _Dialog:
 
 
 def _build(steps: Sequence[Step], *, caller: str, number: str, name: str,
-           audio: str | None = None) -> tuple[str, list[int]]:
+           audio: str | None = None, audible_only: bool = False) -> tuple[str, list[int]]:
     steps = list(steps)
     if not steps or not isinstance(steps[-1], ExpectBye | HangUp):
         steps.append(ExpectBye())
     for s in steps[:-1]:
         if isinstance(s, ExpectBye | HangUp):
             raise ScriptError(f"{s.describe()} must be the last step")
-    syncs = sync_points(steps)
+    syncs = sync_points(steps, audible_only)
     dialog = _Dialog(caller, number)
     out = [
         '<?xml version="1.0" encoding="UTF-8" ?>\n<!DOCTYPE scenario SYSTEM "sipp.dtd">\n',
@@ -640,7 +693,8 @@ def _build(steps: Sequence[Step], *, caller: str, number: str, name: str,
         if isinstance(step, Digits):
             keys = step.keys
             for k, key in enumerate(keys):
-                out.append(f'  <pause milliseconds="{step.gap_ms}"/>\n')
+                pause = step.first_ms if k == 0 and step.first_ms is not None else step.gap_ms
+                out.append(f'  <pause milliseconds="{pause}"/>\n')
                 out.append(dialog.request("INFO", "application/dtmf-relay", f"Signal={key}\nDuration=160"))
                 out.append(_HUNG_UP)
                 last = f"    <action>{_log(f'{n} sent')}</action>\n" if k == len(keys) - 1 else ""
@@ -739,3 +793,24 @@ def _wait_for_bye(n: int) -> str:
         + f'  <label id="b{n}"/>\n'
         + _answer(' next="end"', f"{n} bye")
     )
+
+
+def route_through(xml: str, sip: tuple[str, int], rtp: tuple[str, int]) -> str:
+    """The scenario ``xml`` with its SIP addresses and SDP pointing at a ``testkit.media.MediaAgent``.
+
+    Via and Contact name the agent's SIP socket (so Asterisk answers and
+    calls back through it, whatever its ``force_rport``/``rewrite_contact``),
+    the SDP offers G.711 and RFC 4733 events at the agent's RTP socket, and
+    SIPp sends no pcap audio of its own (the agent sends the caller's side),
+    and ``hangup`` waits ``LISTEN_BEFORE_HANGUP_MS`` first.
+    """
+    xml = xml.replace("[local_ip]:[local_port]", f"{sip[0]}:{sip[1]}")
+    xml = re.sub(r"^a=rtpmap:[08] PCM[UA]/8000\n", "", xml, flags=re.M)
+    xml = re.sub(r"^c=IN IP\[media_ip_type\] \[media_ip\]$", f"c=IN IP4 {rtp[0]}", xml, flags=re.M)
+    xml = re.sub(r"^m=audio \[media_port\] RTP/AVP[ 0-9]*$",
+                 f"m=audio {rtp[1]} RTP/AVP 0 101\na=rtpmap:0 PCMU/8000\na=rtpmap:101 telephone-event/8000\n"
+                 "a=fmtp:101 0-16\na=ptime:20", xml, flags=re.M)
+    xml = re.sub(r"^  <nop><action><exec play_pcap_audio=.*\n", "", xml, flags=re.M)
+    # The caller hangs up a moment later than the text asks, so that the prompt expected last is heard too.
+    return xml.replace('  <send retrans="500">\n<![CDATA[\nBYE ', f'  <pause milliseconds="{LISTEN_BEFORE_HANGUP_MS}"/>\n'
+                       '  <send retrans="500">\n<![CDATA[\nBYE ')

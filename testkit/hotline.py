@@ -41,6 +41,7 @@ from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.callscript import Compiled, Injection, compile_script, load
 from testkit.dispatcher import Dispatcher
 from testkit.frontends import FrontEnds
+from testkit.hearing import Sounds
 from testkit.install import PASSWORDS, Installation
 from testkit.lifecycle import Bench, issued_batch, read_pins, sold_batch
 from testkit.pair import Server
@@ -71,6 +72,7 @@ class Hotline:
         self.sandboxes: list[Sandbox] = []
         self.dispatcher: Dispatcher | None = None
         self.front_ends: FrontEnds | None = None
+        self.sounds: Sounds | None = None  # what calls are checked to hear
         self.card_engine: Engine | None = None
         self.marketing_engine: Engine | None = None
 
@@ -174,6 +176,7 @@ class Hotline:
                                 ca_cert=ca_cert)
         self.sandboxes.append(sandbox)
         self.sandbox = self.sandbox or sandbox
+        self.sounds = Sounds.load(prompts)  # what calls are checked to hear (``call(..., audio=...)``)
         return sandbox
 
     def start_front_ends(self, root: Path, prompts: Path) -> Dispatcher:
@@ -185,6 +188,7 @@ class Hotline:
         self.dispatcher = edge.start(prompts, [("127.0.0.1", s.port) for s in self.inst.servers], api_key, ca_cert)
         self.sandboxes = edge.sandboxes
         self.sandbox = edge.sandboxes[0]
+        self.sounds = Sounds.load(prompts)
         return self.dispatcher
 
     @property
@@ -198,20 +202,24 @@ class Hotline:
     # --- calls ------------------------------------------------------------------------------------
 
     def compile(self, script: str | Path, variables: Mapping[str, str],
-                injection: Injection | None = None) -> Compiled:
+                injection: Injection | None = None, audible_only: bool = False) -> Compiled:
         path = Path(script) if Path(script).suffix == ".call" else CALLS / f"{script}.call"
         audio = str(CALLER_AUDIO) if CALLER_AUDIO.is_file() else None  # a caller's voice, as phones send it
-        return compile_script(load(path), variables, injection, audio=audio)
+        return compile_script(load(path), variables, injection, audio=audio, audible_only=audible_only)
 
     def call(self, script: str | Path, variables: Mapping[str, str], *, injection: Injection | None = None,
              calls: int = 1, concurrent: int = 1, rate: float | None = None, rate_period_ms: int = 1000,
-             timeout: float | None = None, trace_messages: bool = True) -> ScriptResult:
-        """Replay one script (``calls`` copies, ``concurrent`` at once) against this hotline's Asterisk."""
-        compiled = self.compile(script, variables, injection)
+             timeout: float | None = None, trace_messages: bool = True, audio: str = "both") -> ScriptResult:
+        """Replay one script (``calls`` copies, ``concurrent`` at once) against this hotline's Asterisk.
+
+        ``audio``: ``both`` checks what each call heard as well as its texts,
+        ``only`` what it heard alone (``testkit.replay``), ``none`` its texts.
+        """
+        compiled = self.compile(script, variables, injection, audible_only=audio == "only")
         workdir = self.workdir / "calls" / f"{compiled.script.name}-{time.monotonic_ns()}"
         return run_compiled(compiled, *self.sip_target, workdir, calls=calls,
                             concurrent=concurrent, rate=rate, rate_period_ms=rate_period_ms, timeout=timeout,
-                            trace_messages=trace_messages)
+                            trace_messages=trace_messages, sounds=self.sounds if audio != "none" else None)
 
     def call_many(self, jobs: Mapping[str, Mapping[str, str]]) -> dict[str, ScriptResult]:
         """Replay several scripts at once (one SIPp each), each with its variables; results by script name."""

@@ -62,8 +62,12 @@ from testkit.callscript import (
     Pause,
     ScriptError,
     compile_script,
+    heard_text,
     load,
+    route_through,
 )
+from testkit.hearing import UNITS, Heard, Sounds, spoken_amount
+from testkit.media import CallMedia, MediaAgent
 from testkit.ports import free_udp_port
 
 SIPP = "sipp"
@@ -77,7 +81,14 @@ CALLER_AUDIO = Path("/usr/share/sip-tester/g711a.pcap")  # 7 s of G.711 alaw RTP
 RECV_TIMEOUT_MS = 30_000  # longest silence between two messages: the longest prompt plus the dialog's digit timeout
 SHOWN_TEXTS = 8  # texts quoted in a failed step's explanation
 
-PASS, FAIL, NOT_REACHED = "PASS", "FAIL", "----"
+PASS, FAIL, NOT_REACHED, SKIP = "PASS", "FAIL", "----", "skip"
+TEXT_LEAD = 0.3  # s: a prompt's sound may begin this long before its text arrives (the two travel separately)
+TEXT_LAG = 2.0  # s: ... and must begin within this long after it (the dialog sends the text just before playing)
+SOUND_GAP = 1.0  # s: number sounds further apart than this are not one number
+# Prompts played before the caller chooses a language, so in the hotline's first language (the channel's default,
+# asterisk_conf/extensions.conf) as well as in the call's; every other prompt must be in the language most of the
+# call's prompts are in.
+BEFORE_LANGUAGE_CHOICE = {"welcome": "zh"}
 
 
 class ReplayError(Exception):
@@ -320,10 +331,11 @@ class StepResult:
     status: str
     at_ms: int | None = None
     detail: str = ""
+    heard: str = ""  # what the caller heard for this step (an audible expect) or when a key went (a send)
 
     @property
     def passed(self) -> bool:
-        return self.status == PASS
+        return self.status in (PASS, SKIP)
 
 
 @dataclass(frozen=True)
@@ -334,6 +346,7 @@ class CallResult:
     steps: tuple[StepResult, ...]
     texts: tuple[Text, ...] = ()
     answered: float | None = None  # epoch seconds
+    heard: tuple[Heard, ...] = ()  # every sound recognised in the call's audio, in order (when audio was checked)
 
     @property
     def passed(self) -> bool:
@@ -354,13 +367,23 @@ class CallResult:
         return None
 
 
-def judge(compiled: Compiled, log: CallLog, errors: Sequence[str] = ()) -> CallResult:
-    """Each step of one call, from what its scenario logged; the first failure ends the call's judgement."""
+def judge(compiled: Compiled, log: CallLog, errors: Sequence[str] = (), media: CallMedia | None = None) -> CallResult:
+    """Each step of one call, from what its scenario logged; the first failure ends the call's judgement.
+
+    With ``media`` (the call's audio and keys, ``testkit.media``), an
+    audible expect (``prompt=``, ``digits=``, ``amount=``) must also have been
+    heard: in the call's language, starting at most ``TEXT_LAG`` after its
+    text (in order, when the replay is audio-only and has no text), and the
+    step says what was heard, when and how closely it matched.  Audio-only,
+    an expect that cannot be heard (``result=``...) is ``skip``.
+    """
     steps = compiled.steps
     texts = log.ordered_texts()
     results: list[StepResult] = []
     failed = False
     cursor = -1  # CSeq of the text the last passed expect matched
+    ear = _Ear(media.heard, log.answered) if media is not None else None
+    keys = list(media.keys) if media is not None else []
 
     def ms(at: float | None) -> int | None:
         return None if at is None or log.answered is None else round((at - log.answered) * 1000)
@@ -370,9 +393,18 @@ def judge(compiled: Compiled, log: CallLog, errors: Sequence[str] = ()) -> CallR
         if failed:
             results.append(StepResult(**base, status=NOT_REACHED))
             continue
-        ok, at, detail = False, None, ""
+        ok, at, detail, heard = False, None, "", ""
+        said = heard_text(step) if ear is not None and isinstance(step, ExpectText) else ""
         if log.answered is None:
             detail = "the call was not answered" + _because(errors)
+        elif isinstance(step, ExpectText) and compiled.audible_only:
+            if not said:
+                results.append(StepResult(**base, status=SKIP, detail="cannot be heard (audio-only)"))
+                continue
+            assert ear is not None
+            ok, found, heard = ear.check(said, None)
+            at = ms(found)
+            detail = heard
         elif isinstance(step, ExpectText):
             if n in compiled.sync_steps:
                 event = log.done.get(n)
@@ -385,11 +417,23 @@ def judge(compiled: Compiled, log: CallLog, errors: Sequence[str] = ()) -> CallR
                     ok, cursor, at = True, found.cseq, ms(found.at)
             if not ok:
                 detail = _not_seen(log, texts, cursor, errors)
+            elif said and ear is not None and at is not None and log.answered is not None:
+                text_at = log.answered + at / 1000
+                ok, _, heard = ear.check(said, text_at)
+                detail = heard
+                keyed = _keyed_over(text_at, keys, media.heard if media is not None else ())
+                if not ok and said.startswith("prompt=") and keyed is not None:
+                    results.append(StepResult(**base, status=SKIP, at_ms=at, detail=f"not heard: {keyed}",
+                                              heard=f"not heard: {keyed}"))
+                    continue
         else:
             want = {Digits: "sent", Pause: "wait", ExpectBye: "bye", HangUp: "hangup"}[type(step)]
             event = log.done.get(n)
             if event and event[0] == want:
                 ok, at = True, ms(event[1])
+                if isinstance(step, Digits) and media is not None:
+                    pressed, keys = keys[:len(step.keys)], keys[len(step.keys):]
+                    heard = _when_pressed(pressed, media.heard, log.answered)
             elif isinstance(step, ExpectBye):
                 detail = "the hotline did not hang up" + _because(errors)
             elif log.hung_up is not None:
@@ -397,11 +441,123 @@ def judge(compiled: Compiled, log: CallLog, errors: Sequence[str] = ()) -> CallR
             else:
                 detail = "not done" + _because(errors)
         if ok:
-            results.append(StepResult(**base, status=PASS, at_ms=at))
+            results.append(StepResult(**base, status=PASS, at_ms=at, heard=heard))
         else:
             failed = True
-            results.append(StepResult(**base, status=FAIL, detail=detail))
-    return CallResult(log.call_id, tuple(results), tuple(texts), log.answered)
+            results.append(StepResult(**base, status=FAIL, detail=detail, heard=heard))
+    return CallResult(log.call_id, tuple(results), tuple(texts), log.answered,
+                      tuple(media.heard) if media is not None else ())
+
+
+class _Ear:
+    """Checks audible expects, in order, against the sounds a call heard (see ``judge``)."""
+
+    def __init__(self, heard: Sequence[Heard], answered: float | None) -> None:
+        self.heard = list(heard)
+        self.answered = answered if answered is not None else (heard[0].at if heard else 0.0)
+        self.cursor = 0  # index of the first sound not yet used by an expect
+        prompts = [h.lang for h in heard if h.id not in BEFORE_LANGUAGE_CHOICE and not h.id.startswith("digits/")]
+        self.lang = max(sorted(set(prompts)), key=prompts.count) if prompts else "zh"
+
+    def _t(self, at: float) -> str:
+        return f"{at - self.answered:.2f} s"
+
+    def _describe(self, h: Heard) -> str:
+        return h.describe().replace(f" at {h.at:.2f} s", f" at {self._t(h.at)}")
+
+    def check(self, said: str, text_at: float | None) -> tuple[bool, float | None, str]:
+        """Whether ``said`` (``prompt=ID``, ``digits=D``, ``amount=FEN``) was heard; (ok, when it began, what was heard)."""
+        kind, _, want = said.partition("=")
+        after = [i for i in range(self.cursor, len(self.heard))
+                 if text_at is None or self.heard[i].at >= text_at - TEXT_LEAD]
+        window = [i for i in after if text_at is None or self.heard[i].at <= text_at + TEXT_LAG]
+        if kind == "prompt":
+            if text_at is not None:  # the first sound after the text is the prompt, or the prompt is wrong
+                window = window[:1]
+            found = next((i for i in window if self.heard[i].id == want
+                          or f"{want} ({self.heard[i].lang})" in self.heard[i].rivals), None)
+            if found is None:
+                return False, None, f"{want} not heard" + self._instead(after)
+            h = self.heard[found]
+            self.cursor = found + 1
+            if h.lang not in (self.lang, BEFORE_LANGUAGE_CHOICE.get(want, self.lang)):
+                return False, h.at, f"heard {self._describe(h)}, but the call is in {self.lang}"
+            return True, h.at, "heard " + self._describe(h)
+        for i in window:
+            if not self.heard[i].id.startswith("digits/"):
+                continue
+            run = self._number(i, kind)
+            if not run:
+                continue
+            if kind == "amount":  # amounts can follow each other: the first whole number-and-units that says it
+                ends = [k + 1 for k, h in enumerate(run) if h.id in UNITS]
+                run = next((run[:k] for k in ends if spoken_amount([h.id for h in run[:k]], self.lang) == int(want)
+                            if want.isdigit()), run)
+            ids = [h.id for h in run]
+            value = "".join(x.removeprefix("digits/") for x in ids) if kind == "digits" else spoken_amount(ids, self.lang)
+            self.cursor = i + len(run)
+            words = " ".join(x.removeprefix("digits/") for x in ids)
+            shown = f"{words} at {self._t(run[0].at)}, match {min(h.confidence for h in run):.3f} or better"
+            langs = {h.lang for h in run}
+            if str(value) != want:
+                return False, run[0].at, f"heard {kind} {value} ({shown}), not {want}"
+            if langs != {self.lang}:
+                return False, run[0].at, f"heard {kind} {value} in {', '.join(sorted(langs))}, but the call is in {self.lang}"
+            return True, run[0].at, f"heard {kind} {value} ({shown})"
+        return False, None, f"no number heard for {said}" + self._instead(after)
+
+    def _number(self, i: int, kind: str) -> list[Heard]:
+        """The sounds from ``i`` that say one number: digits 0-9 for ``digits``; for ``amount``, numbers each followed
+        by a unit, the units getting smaller (元 角 分), so that the amount after it is not taken in."""
+        run: list[Heard] = []
+        pending: list[Heard] = []
+        unit = None
+        for h in self.heard[i:]:
+            if (pending or run) and h.at - (pending or run)[-1].until > SOUND_GAP:
+                break
+            if kind == "digits":
+                if not re.fullmatch(r"digits/\d", h.id):
+                    break
+                run.append(h)
+            elif h.id.startswith("digits/"):
+                pending.append(h)
+            elif h.id in UNITS and pending and (unit is None or UNITS[h.id] < UNITS[unit]):
+                run += [*pending, h]
+                pending, unit = [], h.id
+            else:
+                break
+        return run or pending
+
+    def _instead(self, after: Sequence[int]) -> str:
+        shown = [self._describe(self.heard[i]) for i in after[:4]]
+        return f"; heard instead: {'; '.join(shown)}" if shown else "; nothing more was heard"
+
+
+def _keyed_over(text_at: float, keys: Sequence[object], heard: Sequence[Heard]) -> str | None:
+    """Why a prompt may rightly not have been heard: the caller keyed before any sound began after its text."""
+    key = next((k for k in keys if k.at >= text_at), None)  # type: ignore[attr-defined]
+    if key is None or key.at - text_at > 1.0:  # type: ignore[attr-defined]
+        return None
+    if any(text_at - TEXT_LEAD <= h.at < key.at for h in heard):  # type: ignore[attr-defined]
+        return None
+    return (f"the caller keyed {key.at - text_at:.2f} s after its text, before any of it was played "  # type: ignore[attr-defined]
+            "(barge-in on a busy Asterisk)")
+
+
+def _when_pressed(keys: Sequence[object], heard: Sequence[Heard], answered: float | None) -> str:
+    """Where the first of ``keys`` fell: during which sound, how far into it, or between which sounds."""
+    if not keys:
+        return ""
+    first = keys[0]
+    at, how = first.at, first.how  # type: ignore[attr-defined]
+    base = answered or at
+    # The keys themselves are never shown: they may be a PIN.
+    sent = f"{len(keys)} key{'s' if len(keys) > 1 else ''} by {how}, the first at {at - base:.2f} s"
+    during = next((h for h in heard if h.at <= at <= h.until and not h.id.startswith("digits/")), None)
+    if during is not None:
+        return f"{sent}, {at - during.at:.2f} s into {during.id} (stopped {during.until - at:.2f} s later)"
+    before = [h for h in heard if h.until < at]
+    return f"{sent}, between prompts" + (f" ({before[-1].id} ended {at - before[-1].until:.2f} s before)" if before else "")
 
 
 def _matches(regexp: str, body: str) -> bool:
@@ -479,6 +635,8 @@ class ScriptResult:
             passed = sum(s.passed for s in per_call)
             failed = [s for s in per_call if s.status == FAIL]
             status = PASS if per_call and passed == len(per_call) else (FAIL if failed else NOT_REACHED)
+            if per_call and all(s.status == SKIP for s in per_call):
+                status = SKIP
             count = f"{passed}/{len(per_call)}" if len(per_call) != 1 else ""
             times = sorted(s.at_ms for s in per_call if s.at_ms is not None)
             when = f"{times[len(times) // 2] / 1000:.2f} s" if times else ""
@@ -486,6 +644,8 @@ class ScriptResult:
             lines.append(label)
             if failed:
                 lines.append(f"         {failed[0].detail}")
+            elif len(per_call) == 1 and per_call[0].heard:
+                lines.append(f"         {per_call[0].heard}")
         if len(self.calls) < self.expected_calls:
             lines.append(f"  only {len(self.calls)} of {self.expected_calls} calls were answered or started; "
                          + (self.run.explain().splitlines()[0] if self.run else ""))
@@ -493,19 +653,21 @@ class ScriptResult:
 
 
 def compile_scripts(scripts: Sequence[Path], variables: Mapping[str, str], injection: Injection | None = None, *,
-                    audio: Path | None = CALLER_AUDIO) -> list[Compiled]:
+                    audio: Path | None = CALLER_AUDIO, audible_only: bool = False) -> list[Compiled]:
     """Read, bind and compile every script; ``ScriptError`` (one line, naming file and line) on the first bad one.
 
     Every script is compiled before the first call, so that a mistake in the
     last one is not found an hour late.
     """
-    return [compile_script(load(path), variables, injection, audio=str(audio) if audio else None) for path in scripts]
+    return [compile_script(load(path), variables, injection, audio=str(audio) if audio else None,
+                           audible_only=audible_only) for path in scripts]
 
 
 def replay(scripts: Sequence[Path], host: str, port: int, variables: Mapping[str, str], workdir: Path, *,
            concurrent: int = 1, calls: int | None = None, injection: Injection | None = None,
            rate: float | None = None, timeout: float | None = None, recv_timeout_ms: int = RECV_TIMEOUT_MS,
-           trace_messages: bool = True, audio: Path | None = CALLER_AUDIO) -> list[ScriptResult]:
+           trace_messages: bool = True, audio: Path | None = CALLER_AUDIO, sounds: Sounds | None = None,
+           audio_only: bool = False) -> list[ScriptResult]:
     """Run each script in turn against the Asterisk at ``host``:``port``; one ``ScriptResult`` each.
 
     ``variables`` fill ``${NAME}``; ``injection`` gives per-call values
@@ -513,33 +675,58 @@ def replay(scripts: Sequence[Path], host: str, port: int, variables: Mapping[str
     ``audio`` is the caller's voice, sent once the call is answered (see
     ``testkit.callscript.call_scenario``); ``None`` sends none.  Each
     script's files (scenario, logs, SIPp's traces) go to ``workdir/NAME/``.
+    ``sounds`` (the rendered prompts, ``testkit.hearing.Sounds``) makes each
+    call's audio checked as well as its texts; ``audio_only`` checks the
+    audio alone (see ``judge``).
     A script that cannot be read or compiled raises ``ScriptError`` before
     any call is made; a missing ``sipp`` or audio file raises ``ReplayError``.
     """
     if audio is not None and not Path(audio).is_file():
         raise ReplayError(f"no such audio file: {audio}")
-    compiled = compile_scripts(scripts, variables, injection, audio=audio)
+    compiled = compile_scripts(scripts, variables, injection, audio=audio, audible_only=audio_only)
     total = calls if calls is not None else (len(injection.rows) if injection else concurrent)
     return [run_compiled(c, host, port, workdir / c.script.name, calls=total, concurrent=concurrent, rate=rate,
-                         timeout=timeout, recv_timeout_ms=recv_timeout_ms, trace_messages=trace_messages)
+                         timeout=timeout, recv_timeout_ms=recv_timeout_ms, trace_messages=trace_messages,
+                         sounds=sounds)
             for c in compiled]
 
 
 def run_compiled(compiled: Compiled, host: str, port: int, workdir: Path, *, calls: int = 1, concurrent: int = 1,
                  rate: float | None = None, rate_period_ms: int = 1000, timeout: float | None = None,
-                 recv_timeout_ms: int = RECV_TIMEOUT_MS, trace_messages: bool = True) -> ScriptResult:
-    """Run one compiled script (``calls`` copies, ``concurrent`` at once; see ``run_sipp``) and judge every call."""
+                 recv_timeout_ms: int = RECV_TIMEOUT_MS, trace_messages: bool = True,
+                 sounds: Sounds | None = None) -> ScriptResult:
+    """Run one compiled script (``calls`` copies, ``concurrent`` at once; see ``run_sipp``) and judge every call.
+
+    With ``sounds``, with RFC 4733 keys, or compiled audio-only, SIPp phones
+    through a ``testkit.media.MediaAgent``, which records and checks what
+    each call heard and sends its keys.
+    """
     budget = timeout if timeout is not None else _time_budget(compiled, calls, concurrent, recv_timeout_ms)
     if rate is not None:
         budget += calls / rate * rate_period_ms / 1000  # the time it takes to start them all
-    run = run_sipp(compiled.xml, port, workdir, host=host, calls=calls, concurrent=min(concurrent, calls), rate=rate,
-                   rate_period_ms=rate_period_ms, timeout=budget, recv_timeout_ms=recv_timeout_ms,
-                   name=compiled.script.name,
-                   injection_csv=compiled.injection_csv, trace_messages=trace_messages)
+    if compiled.audible_only and sounds is None:
+        raise ReplayError("an audio-only replay needs the rendered prompts to listen for")
+    agent = None
+    xml, sip_host, sip_port = compiled.xml, host, port
+    if sounds is not None or compiled.audible_only or compiled.script.dtmf == "rfc4733":
+        agent = MediaAgent((host, port), sounds, ip=local_ip_for(host, port), dtmf=compiled.script.dtmf,
+                           texts=not compiled.audible_only).start()
+        xml = route_through(xml, agent.sip_address, agent.rtp_address)
+        sip_host, sip_port = agent.sip_address
+    try:
+        run = run_sipp(xml, sip_port, workdir, host=sip_host, calls=calls, concurrent=min(concurrent, calls),
+                       rate=rate, rate_period_ms=rate_period_ms, timeout=budget, recv_timeout_ms=recv_timeout_ms,
+                       name=compiled.script.name,
+                       injection_csv=compiled.injection_csv, trace_messages=trace_messages)
+    finally:
+        media = agent.stop() if agent is not None else {}
+    for number, call in enumerate(media.values(), start=1):  # what each caller heard, for a person to listen to
+        call.save(workdir / f"{compiled.script.name}.{number}.heard.wav")
     logs = read_logs(run.logs)
     read_trace(run.messages, logs)
     errors = call_errors(run.errors)
-    judged = tuple(judge(compiled, log, errors.get(cid, ())) for cid, log in logs.items())
+    judged = tuple(judge(compiled, log, errors.get(cid, ()), media.get(cid) if agent is not None and sounds else None)
+                   for cid, log in logs.items())
     error = ""
     if not judged:
         complaint = sipp_complaint(run)
@@ -608,6 +795,30 @@ class ReplayJob:
     workdir: Path | None = None
     timeout: float | None = None
     audio: Path | None = CALLER_AUDIO
+    check: str = "both"  # what proves an expect: "both" text and audio, "audio" alone, "text" alone (see CHECKS)
+    prompts: Path | None = None  # the rendered prompts to listen for (default: rendered into DEFAULT_PROMPTS)
+
+
+CHECKS = ("both", "audio", "text")
+DEFAULT_PROMPTS = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "recharge-hotline" / "prompts"
+
+
+def load_sounds(prompts: Path | None) -> Sounds:
+    """The sounds to listen for: ``prompts`` (as ``voice_prompts.build`` writes them), else the catalogue rendered
+    into ``DEFAULT_PROMPTS`` (once; needs espeak-ng and sox).  ``ReplayError`` when neither can be had."""
+    from testkit.sandbox import build_prompts
+    from voice_prompts.build import BuildError
+
+    try:
+        if prompts is None:
+            prompts = build_prompts(DEFAULT_PROMPTS)
+        elif not prompts.is_dir():
+            raise ReplayError(f"no such prompts folder: {prompts}")
+        return Sounds.load(prompts)
+    except BuildError as e:
+        raise ReplayError(f"cannot render the prompts to listen for ({e}); give --prompts DIR or --text-only") from None
+    except (OSError, ValueError) as e:
+        raise ReplayError(f"cannot read the prompts in {prompts}: {e}") from None
 
 
 def run_job(job: ReplayJob, echo: Callable[[str], None] = print) -> int:
@@ -626,18 +837,22 @@ def run_job(job: ReplayJob, echo: Callable[[str], None] = print) -> int:
         raise ReplayError("--concurrent and --calls must be at least 1")
     if job.audio is not None and not job.audio.is_file():
         raise ReplayError(f"no such audio file: {job.audio} (give another with --audio, or --no-audio)")
+    if job.check not in CHECKS:
+        raise ReplayError(f"unknown check {job.check!r}: expected {', '.join(CHECKS)}")
     try:
         injection = Injection.from_csv(job.injection) if job.injection else None
-        compiled = compile_scripts(job.scripts, job.variables, injection, audio=job.audio)
+        compiled = compile_scripts(job.scripts, job.variables, injection, audio=job.audio,
+                                   audible_only=job.check == "audio")
     except ScriptError as e:
         raise ReplayError(str(e)) from None
     probe(job.host, job.port)
+    sounds = load_sounds(job.prompts) if job.check != "text" else None
     workdir = job.workdir or Path(tempfile.mkdtemp(prefix="replay-"))
     total = job.calls if job.calls is not None else (len(injection.rows) if injection else job.concurrent)
     results = []
     for c in compiled:
         results.append(run_compiled(c, job.host, job.port, workdir / c.script.name, calls=total,
-                                    concurrent=job.concurrent, timeout=job.timeout))
+                                    concurrent=job.concurrent, timeout=job.timeout, sounds=sounds))
         if job.secrets:
             forget_keys(workdir / c.script.name, c.script.name)
         echo(results[-1].report())
@@ -781,6 +996,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--audio", type=Path, default=CALLER_AUDIO, metavar="PCAP",
                         help=f"the caller's voice, sent after the answer (default {CALLER_AUDIO})")
     parser.add_argument("--no-audio", action="store_true", help="send no audio (Asterisk's Answer() then waits 0.5 s)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--audio-only", action="store_true",
+                      help="check only what the caller hears: needs no MESSAGE text (any Asterisk playing the prompts)")
+    only.add_argument("--text-only", action="store_true", help="check only the texts the dialog sends (no listening)")
+    parser.add_argument("--prompts", type=Path, metavar="DIR",
+                        help=f"the rendered prompts to listen for (default: rendered once into {DEFAULT_PROMPTS})")
     args = parser.parse_args(argv)
 
     try:
@@ -789,7 +1010,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                given=variables)
         job = ReplayJob(tuple(args.scripts), args.host, args.port, {**variables, **secrets},
                         frozenset(secrets), args.inject, args.concurrent, args.calls, args.workdir, args.timeout,
-                        None if args.no_audio else args.audio)
+                        None if args.no_audio else args.audio,
+                        "audio" if args.audio_only else "text" if args.text_only else "both", args.prompts)
         return run_job(job)
     except ReplayError as e:
         print(f"replay: error: {e}", file=sys.stderr)

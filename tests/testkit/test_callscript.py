@@ -16,8 +16,10 @@ from testkit.callscript import (
     Pause,
     ScriptError,
     compile_script,
+    heard_text,
     load,
     parse,
+    route_through,
 )
 
 CALLS = Path(__file__).resolve().parents[1] / "calls"
@@ -63,6 +65,9 @@ def test_a_script_is_parsed_into_numbered_steps_with_their_lines() -> None:
     ("expect prompt=a\nsend 1", 2, "ends with 'expect bye'"),
     ("send ${PIN\nexpect bye", 1, "a variable is written ${NAME}"),
     ("hangup now", 1, "'hangup' takes nothing"),
+    ("dtmf inband\nexpect bye", 1, "expected: dtmf info or dtmf rfc4733"),
+    ("expect prompt=a\ndtmf info\nexpect bye", 2, "'dtmf' comes before the first step"),
+    ("expect prompt=a\nsend 1 after soon\nexpect bye", 2, "expected a duration"),
 ])
 def test_a_bad_script_gets_one_line_naming_the_line(text: str, line: int, message: str) -> None:
     with pytest.raises(ScriptError) as caught:
@@ -131,8 +136,34 @@ def test_a_script_too_long_for_sipp_is_refused_before_sipp_sees_it() -> None:
         compile_script(parse(f"expect a=b\nsend {keys}\nexpect bye"), {})
 
 
+def test_a_key_can_be_pressed_a_set_time_into_a_prompt_and_keys_can_go_as_rfc4733() -> None:
+    script = parse("call 95598\ndtmf rfc4733\nexpect prompt=welcome\nsend 12 after 1.5s\nexpect bye")
+    assert script.dtmf == "rfc4733" and parse("expect bye").dtmf == "info"
+    xml = compile_script(script, {}).xml
+    assert re.findall(r'<pause milliseconds="(\d+)"/>', xml) == ["1500", "300"], "the first key 1.5 s after the prompt"
+
+
+def test_audio_only_scenarios_wait_only_on_prompts_and_audible_texts_are_known() -> None:
+    script = parse("expect prompt=welcome\nexpect result=lang-zh\nsend 1\nexpect prompt=enter-account\n"
+                   "expect /prompt=.*/\nexpect digits=${A}\nsend 2\nexpect bye")
+    assert compile_script(script, {"A": "31"}).sync_steps == {2, 6}
+    audio = compile_script(script, {"A": "31"}, audible_only=True)
+    assert audio.sync_steps == {1, 4} and audio.audible_only
+    assert [heard_text(s) for s in audio.steps if isinstance(s, ExpectText)] == [
+        "prompt=welcome", "", "prompt=enter-account", "", "digits=31"]
+
+
+def test_a_scenario_routed_through_the_media_agent_names_it_and_offers_rfc4733() -> None:
+    compiled = compile_script(parse("expect prompt=a\nhangup"), {}, audio="/x.pcap")
+    xml = route_through(compiled.xml, ("127.0.0.1", 5000), ("127.0.0.1", 6000))
+    assert "[local_port]" not in xml and "Contact: <sip:13800138000@127.0.0.1:5000>" in xml
+    assert "c=IN IP4 127.0.0.1\n" in xml and "m=audio 6000 RTP/AVP 0 101\n" in xml
+    assert "a=rtpmap:101 telephone-event/8000" in xml and "PCMA" not in xml and "play_pcap_audio" not in xml
+    assert '<pause milliseconds="1000"/>\n  <send retrans="500">\n<![CDATA[\nBYE ' in xml
+
+
 def test_every_library_script_compiles() -> None:
-    for path in sorted(CALLS.glob("*.call")):
+    for path in sorted(CALLS.glob("*.call")) + sorted((CALLS / "audio").glob("*.call")):
         script = load(path)
         assert script.title, f"{path.name} says what it is for in its first line"
         compiled = compile_script(script, {name: "1" * 18 for name in script.variables()})

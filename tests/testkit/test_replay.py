@@ -216,3 +216,64 @@ def test_sipp_runs_in_a_relative_workdir_and_a_scenario_it_refuses_is_named(
     broken = run_sipp("<scenario>", free_udp_port(), Path("work"), timeout=1.0, name="broken")
     assert not broken.started and not broken.ok
     assert sipp_complaint(broken).startswith("Unable to load or parse"), broken.screen
+
+
+# --- what the caller heard (testkit.hearing's sounds, judged without Asterisk) -----------------------------
+
+
+def _heard(*sounds: tuple[str, str, float]) -> list:
+    from testkit.hearing import Heard
+
+    return [Heard(sid, lang, at, at + 0.5, 1.0, 0.999, True) for sid, lang, at in sounds]
+
+
+def test_an_audible_expect_is_checked_in_the_call_language_and_says_what_was_heard() -> None:
+    from testkit.replay import _Ear
+
+    heard = _heard(("welcome", "zh", 0.1), ("enter-account", "en", 1.0), ("you-entered", "en", 5.0),
+                   ("digits/3", "en", 6.0), ("digits/1", "en", 6.6), ("confirm-account", "zh", 8.0))
+    ear = _Ear(heard, 0.0)
+    assert ear.lang == "en"
+    assert ear.check("prompt=welcome", 0.05) == (True, 0.1, "heard welcome (zh) at 0.10 s, match 0.999")
+    ok, _, said = ear.check("prompt=enter-account", 0.95)
+    assert ok and said.startswith("heard enter-account (en)")
+    ok, _, said = ear.check("prompt=you-entered", None)
+    assert ok
+    ok, _, said = ear.check("digits=31", None)
+    assert ok and said.startswith("heard digits 31 (3 1 at 6.00 s")
+    ok, _, said = ear.check("prompt=confirm-account", 7.9)
+    assert not ok and said == "heard confirm-account (zh) at 8.00 s, match 0.999, but the call is in en"
+
+
+def test_a_prompt_not_played_fails_naming_what_came_instead() -> None:
+    from testkit.replay import _Ear
+
+    ear = _Ear(_heard(("enter-pin", "zh", 1.0), ("goodbye", "zh", 9.0)), 0.0)
+    ok, at, said = ear.check("prompt=enter-account", 0.9)
+    assert not ok and at is None
+    assert said == "enter-account not heard; heard instead: enter-pin (zh) at 1.00 s, match 0.999; goodbye (zh) at 9.00 s, match 0.999"
+
+
+def test_amounts_are_read_back_as_values_one_after_another() -> None:
+    from testkit.replay import _Ear
+
+    ear = _Ear(_heard(("card-value", "zh", 0.0), ("digits/50", "zh", 2.0), ("currency-yuan", "zh", 2.6),
+                      ("digits/1", "zh", 3.2), ("currency-fen", "zh", 3.8), ("digits/60", "zh", 6.0),
+                      ("currency-yuan", "zh", 6.6)), 0.0)
+    assert ear.check("prompt=card-value", None)[0]
+    ok, _, said = ear.check("amount=5000", None)
+    assert ok and said.startswith("heard amount 5000 (50 currency-yuan")
+    ok, _, said = ear.check("amount=1", None)
+    assert ok, said
+    ok, _, said = ear.check("amount=5000", None)
+    assert not ok and said.startswith("heard amount 6000 (60 currency-yuan") and said.endswith("not 5000")
+
+
+def test_a_prompt_keyed_over_before_it_began_is_not_a_failure_of_what_was_heard() -> None:
+    from testkit.media import Key
+    from testkit.replay import _keyed_over
+
+    heard = _heard(("enter-account", "zh", 10.5))
+    assert _keyed_over(10.0, [Key("1", 10.3, "info")], heard) is not None  # the key came before any sound
+    assert _keyed_over(10.0, [Key("1", 10.6, "info")], heard) is None  # the prompt had begun: it must be heard
+    assert _keyed_over(10.0, [Key("1", 12.0, "info")], []) is None  # no key soon after: the prompt is missing
