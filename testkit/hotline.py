@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from sqlalchemy import create_engine, func, select, text, update
+from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -38,6 +38,7 @@ from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
 from ivr.client import RechargeClient
 from marketing_iface.standin import SAMPLE_ACCOUNTS
+from testkit import books
 from testkit.callscript import Compiled, Injection, compile_script, load
 from testkit.dispatcher import Dispatcher
 from testkit.frontends import FrontEnds
@@ -278,9 +279,7 @@ class Hotline:
 
     def unposted(self) -> int:
         assert self.card_engine is not None
-        with self.card_engine.connect() as c:
-            return int(c.execute(select(func.count()).select_from(Recharge)
-                                 .where(Recharge.post_status != "posted")).scalar_one())
+        return books.unposted(self.card_engine)
 
     def wait_until_posted(self, timeout: float = 60.0) -> bool:
         """Whether the outbox drained (every recharge posted to the marketing system) within ``timeout``."""

@@ -29,7 +29,7 @@ keeps the recording correct against any Asterisk.  One agent serves one
 SIPp run (any number of concurrent calls), on one thread.
 """
 
-# test-case-name: tests.testkit.test_media, tests.e2e.test_audio
+# test-case-name: tests.testkit.test_replay, tests.e2e.test_audio
 
 from __future__ import annotations
 

@@ -15,9 +15,6 @@ committing as fast as they can while the primary is killed find every
 acknowledged row on the promoted standby (synchronous commit).
 """
 
-import datetime as dt
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -26,16 +23,16 @@ import psycopg
 import pytest
 from sqlalchemy import create_engine
 
-from cardmgmt.days import business_day
 from cardmgmt.db import normalise_url
 from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
 from marketing_iface.standin import SAMPLE_ACCOUNTS
+from testkit import books
 from testkit.chaos import kill_db_primary, kill_leading_server, wait_for
 from testkit.install import PASSWORDS, Installation
 from testkit.lifecycle import Bench, sold_batch
 from testkit.load import SteadyLoad
-from testkit.pair import ROOT, Server
+from testkit.pair import Server
 from testkit.ports import free_tcp_port
 from tests.integration.test_server_pair import check_books
 
@@ -73,14 +70,6 @@ def ha(db_topology, tmp_path_factory, factory_key_files):
         inst.teardown()
 
 
-def reconcile_exit_code(inst) -> tuple[int, str]:
-    env = inst.env() | {"CARDS_PASSWORD": PASSWORDS["bob"]}
-    day = business_day(dt.datetime.now(dt.UTC)).isoformat()
-    done = subprocess.run([sys.executable, str(ROOT / "cli.py"), "-u", "bob", "marketing", "reconcile", day],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    return done.returncode, done.stdout + done.stderr
-
-
 def chaos(inst, slot: int, kill, *, in_flight: bool = False) -> float:
     """Steady load on one slice of cards; ``kill()`` mid-run returns what to restore; the books checked after."""
     cards = inst.cards[slot * CARDS_PER_SCENARIO:(slot + 1) * CARDS_PER_SCENARIO]
@@ -98,7 +87,7 @@ def chaos(inst, slot: int, kill, *, in_flight: bool = False) -> float:
         # Calls under way when the database died were answered service_unavailable and repeated by their key.
         assert any(c.repeats for c in calls), "the kill caught calls in flight"
     check_books(inst, [s for s, _ in cards], [(c.key, c.serial, c.answer) for c in calls])
-    code, out = reconcile_exit_code(inst)
+    code, out = books.reconciles(inst.env())
     assert code == 0, out
     print(f"resumed {resumed:.2f}s after the kill; {len(calls)} calls, {sum(1 for c in calls if c.repeats)} repeated a step")
     return resumed
