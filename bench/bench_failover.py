@@ -7,7 +7,7 @@ Two installations are built as the integration tests build one
 PostgreSQL server at 127.0.0.1:5432:
 
 ``single``  the card database as today: one database on 127.0.0.1:5432;
-``sync``    the card database on the failover topology (``testkit.topology``):
+``sync``    the card database on the failover topology (``testkit.dbcluster``):
             a pg_auto_failover monitor, a primary and a synchronous standby
             (``synchronous_commit = on``, ``ANY 1 (standby)``), reached by the
             multi-host URL.
@@ -51,11 +51,11 @@ from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.chaos import kill_db_primary, kill_leading_server, leader, wait_for
+from testkit.dbcluster import DbTopology
 from testkit.factory import make_factory_keys
 from testkit.install import PASSWORDS, Installation
 from testkit.lifecycle import Bench, sold_batch
 from testkit.load import SteadyLoad
-from testkit.topology import DbTopology
 
 ACCOUNTS = [a.account_no for a in SAMPLE_ACCOUNTS]
 

@@ -68,7 +68,7 @@ def kill_leading_server(inst: Any) -> tuple[float, Callable[[], None]]:
 
 
 def kill_db_primary(inst: Any) -> tuple[float, Callable[[], None]]:
-    """kill -9 the primary of ``inst.topology`` (a ``testkit.topology.DbTopology``)."""
+    """kill -9 the primary of ``inst.topology`` (a ``testkit.dbcluster.DbTopology``)."""
     topo = inst.topology
     old = topo.primary()
     assert old is not None and topo.healthy(), topo.states()

@@ -8,7 +8,7 @@ operator works with on a given database and key directory.
 tests of the hot-standby pair, the end-to-end hotline and the recharge
 benchmark: it creates a card database and a stand-in marketing database of
 its own on the tests' PostgreSQL server (or takes the card database it is
-given, such as the failover topology's ``testkit.topology``), migrates the
+given, such as the failover topology's ``testkit.dbcluster``), migrates the
 one and fills the other with the sample accounts, and starts ``cli.py serve A`` and
 ``cli.py serve B`` (``testkit.pair``) against them.  Its key directory is
 ``workdir/keys``, made by ``CardSystem.initialise`` on first use.

@@ -3,7 +3,7 @@
 ``Stack`` puts together the three topologies a utility runs on separate
 machines, for the demo, a tester's laptop and the tests::
 
-    database   testkit.topology.DbTopology   pg_auto_failover monitor, primary, synchronous standby
+    database   testkit.dbcluster.DbTopology  pg_auto_failover monitor, primary, synchronous standby
     servers    testkit.install.Installation  cli.py serve A and B on the card database's multi-host URL,
                                               the stand-in marketing system on the PostgreSQL at 127.0.0.1:5432
     phones     testkit.frontends.FrontEnds   two Asterisks (a sandbox root and its copy) behind Kamailio
@@ -29,11 +29,11 @@ from typing import Any
 
 from cardmgmt.system import CardSystem
 from testkit import databases
+from testkit.dbcluster import DbTopology, TopologyError
 from testkit.frontends import STATE as STATE_PHONES
 from testkit.frontends import FrontEnds
 from testkit.install import PASSWORDS, Installation
 from testkit.sandbox import build_prompts
-from testkit.topology import DbTopology, TopologyError
 
 STATE = "stack.json"
 

@@ -25,12 +25,12 @@ from cardmgmt.models import RequestNonce
 from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
 from testkit import databases
+from testkit.dbcluster import DbTopology, TopologyError
 from testkit.factory import make_factory_keys
 from testkit.install import PASSWORDS, settings_for
 from testkit.keys import copy_key_dir, make_key_dir
 from testkit.lifecycle import Bench
 from testkit.live_api import running_reactor
-from testkit.topology import DbTopology, TopologyError
 
 
 @pytest.fixture(scope="session")
