@@ -60,6 +60,14 @@ class KeyedChannel:
     def hangup(self) -> None:
         pass
 
+    # A terminal has no dialplan behind it: nothing to tell it when a commit goes out, and no agent to hand
+    # the call to (each question is answered once, so the repeated failures that transfer never happen).
+    def commit_sent(self) -> None:
+        pass
+
+    def transfer(self) -> None:
+        pass
+
 
 class ReportingBackend:
     """The recharge client, with each answer kept and the good news printed as it comes."""

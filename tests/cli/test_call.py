@@ -94,3 +94,10 @@ def test_a_declined_recharge_releases_the_card(inst: Installation, monkeypatch: 
     assert result.exit_code == 1 and "recharge declined; the card was not used" in result.stderr
     assert PIN not in result.output
     assert [name for name, _ in client.requests] == ["account", "quote", "cancel"]
+
+
+def test_the_keyed_channel_offers_everything_the_dialog_asks_of_a_channel() -> None:
+    from cli.call import KeyedChannel
+    from ivr.dialog import Channel
+
+    assert [n for n in vars(Channel) if not n.startswith("_") and not hasattr(KeyedChannel, n)] == []
