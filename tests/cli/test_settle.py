@@ -10,6 +10,7 @@ from cardmgmt.days import business_day
 from cardmgmt.models import utcnow
 from testkit.commandline import Installation, Refusals, assert_one_line_error
 
+
 def today() -> str:
     """Today's business day, asked when used: a run may pass midnight in Beijing (16:00 UTC) after collection."""
     return business_day(utcnow()).isoformat()
