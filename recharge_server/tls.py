@@ -30,6 +30,7 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     IListeningPort,
     IProtocolFactory,
+    IProtocolNegotiationFactory,
     IStreamClientEndpoint,
     IStreamServerEndpoint,
 )
@@ -105,6 +106,7 @@ class _Handshaking(ProtocolWrapper):
         super().connectionLost(reason)
 
 
+@implementer(IProtocolNegotiationFactory)
 class _HandshakeWatch(WrappingFactory):
     protocol = _Handshaking  # type: ignore[assignment]
     noisy = False
@@ -112,6 +114,12 @@ class _HandshakeWatch(WrappingFactory):
     def __init__(self, wrapped: IProtocolFactory, gate: HandshakeGate) -> None:
         super().__init__(wrapped)
         self.gate = gate
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """The wrapped site's ALPN protocols: a client that offers ALPN (browsers, curl) must get an answer."""
+        if IProtocolNegotiationFactory.providedBy(self.wrappedFactory):
+            return list(self.wrappedFactory.acceptableProtocols())
+        return [b"http/1.1"]
 
 
 class _GatedTLSFactory(TLSMemoryBIOFactory):

@@ -66,6 +66,16 @@ def test_a_client_trusting_the_ca_is_answered(site_port: int) -> None:
         assert s.recv(4096).startswith(b"HTTP/1.")
 
 
+def test_a_client_offering_alpn_is_answered_over_http_1_1(site_port: int) -> None:
+    """Browsers and curl offer ALPN (h2, http/1.1); the gated listener must answer it, not abort the handshake."""
+    context = ssl.create_default_context(cafile=str(tls_test_certificates() / tls.CA_CERT))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    with socket.create_connection(("127.0.0.1", site_port), timeout=2) as raw, context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+        assert s.selected_alpn_protocol() == "http/1.1"
+        s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.")
+
+
 def test_the_heartbeat_reaches_a_peer_with_the_installations_certificate(live_reactor: Any, site_port: int, tmp_path: Path) -> None:
     agent = quiet_agent(live_reactor, 2.0, peer_policy(_key_dir(tmp_path / "mine", tls_test_certificates())))
     health = blockingCallFromThread(
