@@ -140,6 +140,9 @@ class MediaAgent:
         self.rtp.bind((ip, 0))
         self.ip = ip
         self.sipp: tuple[str, int] | None = None
+        # Where each call's requests towards the caller came from: Asterisk itself when a SIP proxy in front of
+        # it (the dispatcher) stays out of the dialog; the caller's answers to them go back there.
+        self._far: dict[str, tuple[str, int]] = {}
         self.calls: dict[str, CallMedia] = {}
         self._by_rtp: dict[tuple[str, int], CallMedia] = {}
         self._early: dict[tuple[str, int], list[tuple[bytes, float]]] = {}  # RTP from an address not known yet
@@ -212,11 +215,13 @@ class MediaAgent:
         now = time.time()
         first, headers, body = _parse(data)
         call_id = headers.get("call-id", headers.get("i", ""))
-        if addr == self.asterisk:
-            self._from_asterisk(data, first, headers, body, call_id, now)
-        else:
+        if addr == self.sipp or (self.sipp is None and addr != self.asterisk):
             self.sipp = addr
             self._from_sipp(data, first, headers, body, call_id, now)
+        else:  # the far side: Asterisk, or the proxy in front of it
+            if not first.startswith("SIP/2.0"):
+                self._far[call_id] = addr
+            self._from_asterisk(data, first, headers, body, call_id, now)
 
     def _from_sipp(self, data: bytes, first: str, headers: dict[str, str], body: str, call_id: str, now: float) -> None:
         method = first.split(" ", 1)[0]
@@ -226,7 +231,7 @@ class MediaAgent:
                 if cseq[0].isdigit():
                     self._pending.pop(int(cseq[0]), None)
                 return
-            self.sip.sendto(data, self.asterisk)
+            self.sip.sendto(data, self._far.get(call_id, self.asterisk))
             return
         if method == "INVITE" and call_id not in self.calls:
             self.calls[call_id] = CallMedia(call_id, now, caller_from=headers.get("from", ""),
@@ -254,7 +259,7 @@ class MediaAgent:
         elif method == "MESSAGE" and call is not None:
             call.texts.append((now, body.strip().split("\n", 1)[0].strip()))
             if not self.texts:
-                self.sip.sendto(_response(headers, data), self.asterisk)
+                self.sip.sendto(_response(headers, data), self._far.get(call_id, self.asterisk))
                 return
         elif method == "BYE" and call is not None:
             call.bye = True
