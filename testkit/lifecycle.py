@@ -16,15 +16,20 @@ alice are signed in on demand with ``testkit.install.PASSWORDS``;
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import create_engine
+
 from cardmgmt import batches, checks, factories, factory_sim, halls, issuing, operators, sales, stock
+from cardmgmt.db import normalise_url
 from cardmgmt.operators import Permission, Role
 from cardmgmt.system import CardSystem
 from testkit import factory
-from testkit.install import PASSWORDS, settings_for
+from testkit.install import PASSWORDS, Installation, settings_for
 
 FAR_EXPIRY = dt.date.today() + dt.timedelta(days=730)
 
@@ -138,3 +143,34 @@ def sold_batch(bench: Bench, batch_no: str = "B1", quantity: int = 20, **kw: Any
     with bench.unit(Permission.SELL_CARDS) as ctx:
         sales.sell(ctx, "H01", stock.Selection(batch_no=batch_no))
     return pins
+
+
+@contextmanager
+def paired_installation(workdir: Path, factory_keys: tuple[Path, Path], batch_no: str, quantity: int, *,
+                        box_size: int = 10, card_url: str = "") -> Iterator[Installation]:
+    """An ``Installation`` on PostgreSQL (on ``card_url`` when given) with a batch sold, engines on both databases
+    (``card_engine``, ``marketing_engine``), the cards as ``cards`` (serial, PIN) and the server pair running."""
+    inst = Installation(workdir, given_card_url=card_url)
+    inst.card_engine = inst.marketing_engine = None  # type: ignore[attr-defined]
+    try:
+        inst.setup()
+        system = CardSystem(inst.settings())
+        bench = None
+        try:
+            system.initialise("alice", PASSWORDS["alice"])
+            bench = Bench(system, inst.workdir, factory_keys)
+            bench.add_operator("bob", Role.FINANCE)
+            inst.cards = list(sold_batch(bench, batch_no, quantity, box_size=box_size).items())  # type: ignore[attr-defined]
+        finally:
+            if bench is not None:
+                bench.close_others()
+            system.close()
+        inst.card_engine = create_engine(normalise_url(inst.card_url), pool_pre_ping=True)  # type: ignore[attr-defined]
+        inst.marketing_engine = create_engine(normalise_url(inst.marketing_url), pool_pre_ping=True)  # type: ignore[attr-defined]
+        inst.start_pair()
+        yield inst
+    finally:
+        for engine in (inst.card_engine, inst.marketing_engine):  # type: ignore[attr-defined]
+            if engine is not None:
+                engine.dispose()
+        inst.teardown()

@@ -21,16 +21,11 @@ from collections import Counter
 
 import psycopg
 import pytest
-from sqlalchemy import create_engine
 
-from cardmgmt.db import normalise_url
-from cardmgmt.operators import Role
-from cardmgmt.system import CardSystem
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit import books
 from testkit.chaos import kill_db_primary, kill_leading_server, wait_for
-from testkit.install import PASSWORDS, Installation
-from testkit.lifecycle import Bench, sold_batch
+from testkit.lifecycle import paired_installation
 from testkit.load import SteadyLoad
 from testkit.pair import Server
 from testkit.ports import free_tcp_port
@@ -45,29 +40,10 @@ RESUME_BOUND = 12.0
 
 @pytest.fixture(scope="module")
 def ha(db_topology, tmp_path_factory, factory_key_files):
-    inst = Installation(tmp_path_factory.mktemp("ha"), given_card_url=db_topology.url())
-    inst.card_engine = inst.marketing_engine = None
-    try:
-        inst.setup()
-        system = CardSystem(inst.settings())
-        try:
-            system.initialise("alice", PASSWORDS["alice"])
-            bench = Bench(system, inst.workdir, factory_key_files)
-            bench.add_operator("bob", Role.FINANCE)
-            inst.cards = list(sold_batch(bench, "H1", 3 * CARDS_PER_SCENARIO + 20, box_size=10).items())
-        finally:
-            bench.close_others()
-            system.close()
-        inst.card_engine = create_engine(normalise_url(inst.card_url), pool_pre_ping=True)
-        inst.marketing_engine = create_engine(normalise_url(inst.marketing_url), pool_pre_ping=True)
+    with paired_installation(tmp_path_factory.mktemp("ha"), factory_key_files, "H1", 3 * CARDS_PER_SCENARIO + 20,
+                             card_url=db_topology.url()) as inst:
         inst.topology = db_topology
-        inst.start_pair()
         yield inst
-    finally:
-        for engine in (inst.card_engine, inst.marketing_engine):
-            if engine is not None:
-                engine.dispose()
-        inst.teardown()
 
 
 def chaos(inst, slot: int, kill, *, in_flight: bool = False) -> float:

@@ -15,43 +15,21 @@ import time
 from collections import Counter
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import func, select, text
 
-from cardmgmt.operators import Role
-from cardmgmt.system import CardSystem
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit import books
 from testkit.chaos import leader, wait_for
 from testkit.databases import set_reachable
-from testkit.install import PASSWORDS, Installation
-from testkit.lifecycle import Bench, sold_batch
+from testkit.lifecycle import paired_installation
 
 ACCOUNTS = [a.account_no for a in SAMPLE_ACCOUNTS]
 
 
 @pytest.fixture(scope="module")
 def inst(tmp_path_factory, factory_key_files):
-    inst = Installation(tmp_path_factory.mktemp("pair"))
-    inst.card_engine = inst.marketing_engine = None
-    try:
-        inst.setup()
-        system = CardSystem(inst.settings())
-        try:
-            system.initialise("alice", PASSWORDS["alice"])
-            bench = Bench(system, inst.workdir, factory_key_files)
-            bench.add_operator("bob", Role.FINANCE)
-            inst.cards = list(sold_batch(bench, "P1", 600, box_size=100).items())
-        finally:
-            system.close()
-        inst.card_engine = create_engine(inst.card_url.replace("postgresql://", "postgresql+psycopg://"))
-        inst.marketing_engine = create_engine(inst.marketing_url.replace("postgresql://", "postgresql+psycopg://"), pool_pre_ping=True)
-        inst.start_pair()
+    with paired_installation(tmp_path_factory.mktemp("pair"), factory_key_files, "P1", 600, box_size=100) as inst:
         yield inst
-    finally:
-        for engine in (inst.card_engine, inst.marketing_engine):
-            if engine is not None:
-                engine.dispose()
-        inst.teardown()
 
 
 def check_books(inst, serials, calls):
