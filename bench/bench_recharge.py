@@ -653,26 +653,27 @@ class Tracer:
                 out.append((t, m.group(2), m.group(3)[:120]))
         return out
 
-    def gc_pauses(self, t0: float, t1: float) -> str:
-        """The servers' logged garbage-collection pauses (``recharge_server.service``) in the window."""
+    def stalls(self, t0: float, t1: float, what: str, title: str) -> str:
+        """How often, and how long at most, the servers logged ``what`` (a GC pause, a late reactor) in the window."""
         import datetime as dt
 
         out = []
         for name, server in sorted(self.inst.servers.items()):
-            pauses = []
+            stalls = []
             try:
                 text = server.log.read_text(errors="replace")
             except OSError:
                 continue
             for line in text.splitlines():
-                if "gc pause" not in line:
+                if what not in line:
                     continue
                 wall = dt.datetime.strptime(line[:24], "%Y-%m-%dT%H:%M:%S%z").timestamp()
                 if t0 - 1 <= wall - self.wall0 <= t1 + 1:
                     m = re.search(r"ms=([0-9.]+)", line)
-                    pauses.append(float(m.group(1)) if m else 0.0)
-            out.append(f"{name} {len(pauses)}" + (f" (longest {max(pauses):.1f} ms)" if pauses else ""))
-        return "garbage-collection pauses ≥ 5 ms logged by the servers in the window: " + ", ".join(out)
+                    stalls.append(float(m.group(1)) if m else 0.0)
+            out.append(f"{name} {len(stalls)}"
+                       + (f" (longest {max(stalls):.1f} ms, {sum(stalls) / 1000:.1f} s in all)" if stalls else ""))
+        return f"{title} logged by the servers in the window: " + ", ".join(out)
 
     def summary(self, recs: list[tuple[float, float, float, bool, int, str]], t0: float, t1: float,
                 slow_ms: float = 50.0) -> str:
@@ -742,7 +743,8 @@ class Tracer:
                 if v:
                     cover[k] += slow[b]
                     buckets_with[k] += 1
-        lines.append(self.gc_pauses(t0, t1))
+        lines.append(self.stalls(t0, t1, "gc pause", "garbage-collection pauses ≥ 5 ms"))
+        lines.append(self.stalls(t0, t1, "reactor late", "reactor timers ≥ 50 ms late"))
         lines.append("slow recharges in buckets where each suspect was seen (share of all slow; share of buckets): "
                      + "; ".join(f"{k} {cover[k] / n_slow if n_slow else 0:.0%} ({buckets_with[k] / len(total) if total else 0:.0%})"
                                  for k in ("checkpoint", "autovacuum", "WAL wait", "machine ≥ 1.9 cores",

@@ -327,7 +327,7 @@ class RechargeAPI(Resource):
         db_ping: Callable[[], object] | None = None,
         backlog: Callable[[], Mapping[str, object]] | None = None,
         request_timeout: float = 2.0,
-        shed_after: float = 0.4,
+        shed_after: float = 0.2,
         max_in_flight: int | None = None,
         max_skew: float = protocol.DEFAULT_MAX_SKEW,
         ops: bool = False,

@@ -15,6 +15,7 @@ import datetime as dt
 import gc
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -74,11 +75,16 @@ class ServerOptions:
     # Admission control (recharge_server.api): at most this many recharge
     # requests queued for the pool or running in it; more are refused at
     # once (503 busy) so that the client tries the other server within its
-    # round instead of waiting past it.  Measured in bench/RESULTS.md.
-    max_in_flight: int = 24
-    # A request still queued this long is refused busy when its turn comes: with the work it then
-    # needs it would be answered after the client's 0.5 s per server, to nobody.
-    shed_after: float = 0.4
+    # round instead of waiting past it.  A pool thread plus a short queue:
+    # measured on a quiet 2-core machine (bench/RESULTS.md), 10 kept the
+    # pair's goodput at 4x its capacity higher than 24 did, and 8 with 4
+    # threads lower.
+    max_in_flight: int = 10
+    # A request still queued this long is refused busy when its turn comes.
+    # The client waits 0.5 s per server, and the reactor can hold a request
+    # or its answer unseen for up to a further ~0.2 s under overload (the
+    # "reactor late" log lines), so work started later is answered to nobody.
+    shed_after: float = 0.2
     max_skew: float = 30.0
     # The revocation bound (cardmgmt.channel_clients): reload the client table this often, trust it this long.
     client_refresh: float = channel_clients.REFRESH_SECONDS
@@ -268,6 +274,7 @@ def _backlog(db: Database) -> dict[str, object]:
 
 SWITCH_INTERVAL = 0.001  # seconds; see run()
 GC_PAUSE_LOGGED = 0.005  # seconds: a collection this long is logged (it stalls every request of the process)
+REACTOR_LAG_LOGGED = 0.05  # seconds: a timer this late is logged (requests wait unseen meanwhile)
 
 
 class _GcWatch:
@@ -284,6 +291,32 @@ class _GcWatch:
         if took >= GC_PAUSE_LOGGED:
             log.info("gc pause generation={generation} ms={ms:.1f} collected={collected}",
                      generation=info.get("generation"), ms=took * 1000, collected=info.get("collected"))
+
+
+class _ReactorLag:
+    """Logs every time the reactor thread ran a timer ``REACTOR_LAG_LOGGED`` or more late.
+
+    The reactor reads every request and writes every answer: while it is late
+    (starved of the CPU or of the interpreter lock) requests wait in socket
+    buffers where no server-side timing sees them.
+    """
+
+    def __init__(self, reactor: Any, every: float = 0.05, clock: Callable[[], float] = time.monotonic) -> None:
+        self.reactor, self.every, self.clock = reactor, every, clock
+        self._due = 0.0
+
+    def start(self) -> None:
+        self._due = self.clock() + self.every
+        self.reactor.callLater(self.every, self._tick)
+
+    def _tick(self) -> None:
+        now = self.clock()
+        late = now - self._due
+        if late >= REACTOR_LAG_LOGGED:
+            log.info("reactor late ms={ms:.1f}", ms=late * 1000)
+        self._due = now + self.every
+        self.reactor.callLater(self.every, self._tick)
+
 
 # Twisted's default listen backlog is 50: a burst of callers (every AGI host
 # failing over at once) would see connections reset before the server runs.
@@ -479,6 +512,7 @@ def run(
     # in bench/RESULTS.md).
     sys.setswitchinterval(SWITCH_INTERVAL)
     gc.callbacks.append(_GcWatch())
+    reactor.callWhenRunning(_ReactorLag(reactor).start)
     reactor.callWhenRunning(server.startService)
     reactor.addSystemEventTrigger("before", "shutdown", server.stopService)
     reactor.run()

@@ -98,7 +98,7 @@ def _balances(inst) -> dict[str, int]:
 
 
 def test_excess_requests_are_refused_at_once_and_nothing_is_lost_or_doubled(inst):
-    """200 quotes at once on server A (bound: 24 in flight): the excess is refused busy at once, not queued;
+    """200 quotes at once on server A (bound: ServerOptions.max_in_flight): the excess is refused busy at once, not queued;
     the admitted ones complete; every caller, retrying as the hotline does, is recharged exactly once."""
     from cardmgmt.keys import load_api_key
     from ivr.client import RechargeClient

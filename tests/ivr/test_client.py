@@ -787,7 +787,7 @@ def test_plain_http_to_a_server_is_refused(apis: TwistedAPIs, api_key: bytes) ->
     assert live.recharge.calls == []
 
 
-BUSY_ANSWER = _json_answer({"outcome": "service_unavailable", "error": "busy", "message": "24 requests in progress"}).replace(
+BUSY_ANSWER = _json_answer({"outcome": "service_unavailable", "error": "busy", "message": "10 requests in progress"}).replace(
     b"200 OK", b"503 Service Unavailable\r\nRetry-After: 1"
 )
 

@@ -327,3 +327,19 @@ def test_a_marketing_mapping_that_does_not_fit_refuses_the_start(system: Any, li
     mapping.write_text("[accounts]\n")
     with pytest.raises(ServerStartError, match="lacks the \\[interface\\] section"):
         makeService(settings, "A", "127.0.0.1", 0, None, live_reactor)
+
+
+def test_a_reactor_that_runs_its_timers_late_is_logged_and_one_on_time_is_not() -> None:
+    from twisted.internet.task import Clock
+    from twisted.logger import capturedLogs
+
+    from recharge_server.service import _ReactorLag
+
+    clock = Clock()
+    with capturedLogs() as events:
+        _ReactorLag(clock, every=0.05, clock=clock.seconds).start()
+        clock.advance(0.05)  # on time
+        clock.advance(0.05 + 0.08)  # the next tick 80 ms late: a reactor busy elsewhere
+        clock.advance(0.05 + 0.01)  # 10 ms late: not worth a line
+    lines = [formatEvent(e) for e in events]
+    assert lines == ["reactor late ms=80.0"]
