@@ -38,9 +38,9 @@ from pathlib import Path
 import benchlib as bl
 
 from cardmgmt import audit, operators, reports, tls
+from cardmgmt.context import Permission, Role
 from cardmgmt.db import Database
 from cardmgmt.models import Batch, Factory, Hall, HallLevel, IssueRequest
-from cardmgmt.operators import Permission, Role
 from cardmgmt.serials import make_serial
 from cardmgmt.states import CardState, RequestStatus
 from cardmgmt.system import CardSystem

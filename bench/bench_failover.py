@@ -47,7 +47,7 @@ from pathlib import Path
 
 import benchlib as bl
 
-from cardmgmt.operators import Role
+from cardmgmt.context import Role
 from cardmgmt.system import CardSystem
 from marketing_iface.standin import SAMPLE_ACCOUNTS
 from testkit.chaos import kill_db_primary, kill_leading_server, leader, wait_for

@@ -43,9 +43,10 @@ def vm_hwm_mb() -> float:
 def setup(url: str, key_dir: Path, n: int) -> None:
     """A fresh installation with ``n`` in-stock cards of batch BENCH1 (50 yuan), hall H1 and finance officer bob."""
     from cardmgmt import halls
+    from cardmgmt.context import Permission, Role
     from cardmgmt.db import bulk_insert
     from cardmgmt.models import Batch, Factory
-    from cardmgmt.operators import Permission, Role, create
+    from cardmgmt.operators import create
     from cardmgmt.serials import make_serial
     from cardmgmt.system import CardSystem
     from testkit.install import PASSWORDS, settings_for
@@ -82,8 +83,8 @@ def measure(url: str, key_dir: Path, n: int) -> dict[str, float]:
     from sqlalchemy import func, select
 
     from cardmgmt import issuing
+    from cardmgmt.context import Permission
     from cardmgmt.models import Card
-    from cardmgmt.operators import Permission
     from cardmgmt.system import CardSystem
     from testkit.install import settings_for
 

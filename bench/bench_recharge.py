@@ -462,9 +462,9 @@ class Install:
 
 def install(ws: bl.Workspace, backend: str, n_cards: int) -> Install:
     """A fresh installation with ``n_cards`` issued cards and their PINs (``testkit.lifecycle``'s way)."""
+    from cardmgmt.context import Role
     from cardmgmt.db import make_engine, upgrade
     from cardmgmt.keys import load_api_key
-    from cardmgmt.operators import Role
     from cardmgmt.system import CardSystem
     from marketing_iface.standin import create_standin
     from testkit.install import PASSWORDS, settings_for

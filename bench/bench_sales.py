@@ -48,8 +48,8 @@ def prepare(ws: bl.Workspace, backend: str, label: str, n: int) -> tuple[bl.Inst
     from sqlalchemy import func, select, text, update
 
     from cardmgmt import batches, halls
+    from cardmgmt.context import Permission
     from cardmgmt.models import Card
-    from cardmgmt.operators import Permission
 
     inst = ws.install(backend, label)
     system = inst.system()
@@ -75,7 +75,7 @@ def prepare(ws: bl.Workspace, backend: str, label: str, n: int) -> tuple[bl.Inst
 
 def step_ours(inst: bl.Installation, facts: dict[str, Any]) -> dict[str, float]:
     from cardmgmt import sales, stock
-    from cardmgmt.operators import Permission
+    from cardmgmt.context import Permission
 
     system = inst.system()
     try:

@@ -206,7 +206,7 @@ class _Profiler:
 def step_ours_create(spec: dict[str, Any]) -> dict[str, Any]:
     """``batches.create`` in one authenticated unit of work, as ``cli.py batch create`` runs it."""
     from cardmgmt import batches
-    from cardmgmt.operators import Permission
+    from cardmgmt.context import Permission
 
     system = _system(spec)
     pid = _warm(system)
@@ -245,7 +245,7 @@ def step_ours_create(spec: dict[str, Any]) -> dict[str, Any]:
 def step_ours_check(spec: dict[str, Any]) -> dict[str, Any]:
     """``checks.check_file`` in one authenticated unit of work, as ``cli.py batch check`` runs it."""
     from cardmgmt import checks
-    from cardmgmt.operators import Permission
+    from cardmgmt.context import Permission
 
     system = _system(spec)
     pid = _warm(system)
@@ -487,8 +487,8 @@ class Workspace:
         """A migrated database, a key directory, an administrator, and the bench factory registered."""
         from cardmgmt import factories
         from cardmgmt.config import Settings
+        from cardmgmt.context import Permission
         from cardmgmt.db import make_engine, upgrade
-        from cardmgmt.operators import Permission
         from cardmgmt.system import CardSystem
         from testkit.keys import copy_key_dir
 

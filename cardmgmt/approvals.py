@@ -13,8 +13,8 @@ would be refused.
 
 from enum import StrEnum
 
+from cardmgmt.context import PERMISSIONS, Actor, Permission
 from cardmgmt.models import IssueRequest
-from cardmgmt.operators import PERMISSIONS, Actor, Permission
 from cardmgmt.states import RequestStatus
 
 
@@ -27,7 +27,7 @@ class NotDecidable(StrEnum):
 
 
 def may(actor: Actor, permission: Permission) -> bool:
-    """Whether the actor's role grants ``permission`` (the one table, ``operators.PERMISSIONS``)."""
+    """Whether the actor's role grants ``permission`` (the one table, ``cardmgmt.context.PERMISSIONS``)."""
     return permission in PERMISSIONS[actor.role]
 
 

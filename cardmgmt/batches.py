@@ -21,13 +21,12 @@ from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
 from cardmgmt import factories, pins, sealed_files
+from cardmgmt.context import Context, Permission
 from cardmgmt.db import bulk_insert
 from cardmgmt.errors import AlreadyExists, InvalidInput, NotFound
 from cardmgmt.models import Batch, Card, Counter
-from cardmgmt.operators import Permission
 from cardmgmt.serials import MAX_SEQUENCE, make_serial, parse_serial
 from cardmgmt.states import CardState
-from cardmgmt.system import Context
 
 NEW_CARD = "new-card"
 MAX_QUANTITY = 10_000_000

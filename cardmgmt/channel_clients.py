@@ -31,21 +31,20 @@ sales-point API (``cardmgmt.terminals``).
 import datetime as dt
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from cardmgmt import halls, tls
+from cardmgmt.context import Context, Permission
 from cardmgmt.errors import AlreadyExists, CardError, InvalidInput, KeyFileError, NotFound
 from cardmgmt.models import ChannelClient, Hall, utcnow
 from cardmgmt.secret_files import write_private
-
-if TYPE_CHECKING:  # cardmgmt.system imports this module
-    from cardmgmt.system import Context
 
 CHANNELS = ("hotline", "pos", "web", "partner")
 HOTLINE = "hotline"  # the client `cli.py init` registers, whose key goes to keys/api.key
@@ -116,7 +115,7 @@ def _get(session: Session, name: str) -> ChannelClient:
 
 
 def add(
-    ctx: "Context", name: str, channel: str, now: dt.datetime | None = None, *, log: bool = True,
+    ctx: Context, name: str, channel: str, now: dt.datetime | None = None, *, log: bool = True,
     hall: str | None = None,
 ) -> bytes:
     """Register client ``name`` on ``channel``; returns its signing key (to install on the client's host).
@@ -126,9 +125,6 @@ def add(
     ``hall`` binds a ``pos`` client to the one hall whose cards it sells
     (a ``pos`` client without one can recharge but not sell).
     """
-    from cardmgmt import halls
-    from cardmgmt.operators import Permission
-
     ctx.require(Permission.MANAGE_CLIENTS)
     check_name(name)
     check_channel(channel)
@@ -151,9 +147,8 @@ def add(
     return bytes(ctx.keys.channel_client_key(name))
 
 
-def key_of(ctx: "Context", name: str) -> bytes:
+def key_of(ctx: Context, name: str) -> bytes:
     """The signing key of registered, unrevoked client ``name`` again (a host reinstalled); logged."""
-    from cardmgmt.operators import Permission
 
     ctx.require(Permission.MANAGE_CLIENTS)
     row = _get(ctx.session, check_name(name))
@@ -163,9 +158,8 @@ def key_of(ctx: "Context", name: str) -> bytes:
     return bytes(ctx.keys.channel_client_key(name))
 
 
-def revoke(ctx: "Context", name: str, reason: str, now: dt.datetime | None = None) -> None:
+def revoke(ctx: Context, name: str, reason: str, now: dt.datetime | None = None) -> None:
     """Revoke client ``name``: both servers refuse its requests within ``MAX_AGE_SECONDS``."""
-    from cardmgmt.operators import Permission
 
     ctx.require(Permission.MANAGE_CLIENTS)
     check_name(name)
@@ -266,3 +260,14 @@ class ClientRegistry:
     @property
     def age(self) -> float | None:
         return None if self._loaded_at is None else self.clock() - self._loaded_at
+
+
+def reissue_server_certificate(ctx: Context, key_dir: Path, hosts: Sequence[str]) -> tuple[list[str], str]:
+    """Issue the servers' certificate (the CA first, if this installation has none), logged; its names and fingerprint."""
+    ctx.require(Permission.MANAGE_CLIENTS)
+    names = tls.check_host_names(hosts)
+    if not tls.ca_exists(key_dir):
+        tls.create_authority(key_dir, ctx.keys.fingerprint)
+    cert = tls.issue_server_certificate(key_dir, hosts)
+    ctx.log("keys.tls", "server certificate", after={"names": names, "certificate": tls.fingerprint(cert)})
+    return names, tls.fingerprint(cert)

@@ -43,13 +43,12 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from cardmgmt import batches, factories, sealed_files
+from cardmgmt.context import Context, Permission
 from cardmgmt.errors import FileRejected, InvalidInput
 from cardmgmt.models import Batch, Card, CheckFinding, FactoryFile
-from cardmgmt.operators import Permission
 from cardmgmt.pins import PIN_DIGITS
 from cardmgmt.serials import SERIAL_DIGITS, luhn_digit, make_serial, parse_serial
 from cardmgmt.states import Event, sources, target
-from cardmgmt.system import Context
 
 POST_PRODUCTION = "post-production"
 KINDS = ("matched", "missing", "extra", "duplicate", "altered", "damaged")

@@ -37,10 +37,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from cardmgmt import operators
+from cardmgmt.context import Actor, Permission, Role
 from cardmgmt.days import as_utc
 from cardmgmt.errors import AuthenticationFailed, InvalidInput
 from cardmgmt.models import ConsoleSession, Operator, utcnow
-from cardmgmt.operators import Actor, Permission, Role
 from cardmgmt.system import CardSystem, Context
 
 TOKEN_BYTES = 32

@@ -9,11 +9,10 @@ from Crypto.PublicKey.RSA import RsaKey
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cardmgmt.context import Context, Permission
 from cardmgmt.errors import AlreadyExists, InvalidInput, NotFound
 from cardmgmt.keys import load_public_key, public_key_fingerprint
 from cardmgmt.models import Factory
-from cardmgmt.operators import Permission
-from cardmgmt.system import Context
 
 MIN_RSA_BITS = 2048
 

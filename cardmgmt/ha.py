@@ -18,10 +18,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cardmgmt.context import Context, Permission
 from cardmgmt.days import as_utc
 from cardmgmt.models import Lease, ServerHeartbeat
-from cardmgmt.operators import Permission
-from cardmgmt.system import Context
 
 LEASE_NAME = "recharge-jobs"
 STALE_AFTER = 5.0  # seconds without a heartbeat before a server counts as silent

@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from cardmgmt.context import Context, Permission
 from cardmgmt.errors import AlreadyExists, InvalidInput, NotFound
 from cardmgmt.models import Batch, Card, Hall, HallLevel, Sale
-from cardmgmt.operators import Permission
 from cardmgmt.states import CardState
-from cardmgmt.system import Context
 
 CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 

@@ -66,6 +66,7 @@ from sqlalchemy.orm import Session
 
 from cardmgmt import approvals, halls, stock
 from cardmgmt.approvals import NotDecidable
+from cardmgmt.context import Context, Permission
 from cardmgmt.db import is_postgresql
 from cardmgmt.errors import (
     ConflictError,
@@ -77,10 +78,8 @@ from cardmgmt.errors import (
 )
 from cardmgmt.models import Batch, Card, Hall, IssueRequest, utcnow
 from cardmgmt.money import format_fen
-from cardmgmt.operators import Permission
 from cardmgmt.serials import SEQUENCE_DIGITS
 from cardmgmt.states import CardState, Event, RequestStatus, describe, sources, the_target
-from cardmgmt.system import Context
 
 MAX_REQUEST = 1_000_000
 UPDATE_CHUNK = 5_000

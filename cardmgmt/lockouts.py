@@ -16,13 +16,12 @@ from typing import Any
 from sqlalchemy import exists, func, select, update
 
 from cardmgmt import audit
+from cardmgmt.context import Context, Permission
 from cardmgmt.db import Database
 from cardmgmt.errors import InvalidInput, NotFound
 from cardmgmt.keys import KeyRing
 from cardmgmt.models import LogEntry, PinFailure, utcnow
-from cardmgmt.operators import Permission
 from cardmgmt.recharge import Policy
-from cardmgmt.system import Context
 
 KINDS = {"caller": PinFailure.caller, "account": PinFailure.account_no}
 # Which failures count towards each kind of lockout: an account is only ever

@@ -32,14 +32,13 @@ from sqlalchemy.orm import Session
 
 from cardmgmt import batches, stock
 from cardmgmt.channel_clients import CHANNELS
+from cardmgmt.context import Context, Permission
 from cardmgmt.days import BUSINESS_TZ, as_utc, day_bounds
 from cardmgmt.errors import InvalidInput, NotFound
 from cardmgmt.fields import ACCOUNT_DIGITS, ACCOUNT_PATTERN, mask_account
 from cardmgmt.models import Batch, Card, Hall, Intake, IssueRequest, Recharge, Sale
-from cardmgmt.operators import Permission
 from cardmgmt.serials import parse_serial
 from cardmgmt.states import RequestStatus
-from cardmgmt.system import Context
 
 Row = dict[str, Any]
 

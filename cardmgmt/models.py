@@ -91,7 +91,7 @@ class Operator(Base):
     __tablename__ = "operators"
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    # An operator's role (cardmgmt.operators.OPERATOR_ROLES): never ``terminal``, a POS terminal's.
+    # An operator's role (cardmgmt.context.OPERATOR_ROLES): never ``terminal``, a POS terminal's.
     role: Mapped[str] = mapped_column(String(16))
     password_hash: Mapped[str] = mapped_column(String(256))
     active: Mapped[bool] = mapped_column(Boolean, default=True)

@@ -23,10 +23,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from cardmgmt import operators
+from cardmgmt.context import Context, Permission, Role
 from cardmgmt.errors import AlreadyExists, ConflictError, IllegalTransition, InvalidInput, NotFound, PermissionDenied
 from cardmgmt.models import Operator, OperatorRequest, utcnow
-from cardmgmt.operators import NO_PASSWORD, Permission, Role
-from cardmgmt.system import Context
+from cardmgmt.operators import NO_PASSWORD
 
 
 class Kind(StrEnum):

@@ -23,55 +23,13 @@ import datetime as dt
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
-from enum import StrEnum
-from typing import TYPE_CHECKING
 
 from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from cardmgmt.errors import AlreadyExists, AuthenticationFailed, InvalidInput, NotFound, PermissionDenied
+from cardmgmt.context import OPERATOR_ROLES, Actor, Context, Permission, Role
+from cardmgmt.errors import AlreadyExists, AuthenticationFailed, InvalidInput, NotFound
 from cardmgmt.models import Operator, utcnow
-
-if TYPE_CHECKING:  # system.py imports this module to authenticate
-    from cardmgmt.system import Context
-
-
-class Role(StrEnum):
-    ADMIN = "admin"  # card administrator (卡管理员)
-    FINANCE = "finance"  # finance staff (财务)
-    AUDITOR = "auditor"  # reads reports and verifies the operation log
-    # A POS terminal selling through the sales-point API (cardmgmt.terminals): the
-    # actor of its sales, never an operator's role (OPERATOR_ROLES; a CHECK on operators.role).
-    TERMINAL = "terminal"
-
-
-class Permission(StrEnum):
-    MANAGE_OPERATORS = "manage operators"
-    MANAGE_CARDS = "manage cards"
-    SELL_CARDS = "record card sales at a business hall"
-    DECIDE_REQUESTS = "approve or reject issue requests"
-    VIEW = "view reports and listings"
-    VERIFY_LOG = "verify the operation log"
-    OWN_PASSWORD = "change their own password"
-    MANAGE_CLIENTS = "manage channel clients and the servers' certificate"
-    RECORD_PAYMENTS = "record and void halls' settlement payments"
-
-
-PERMISSIONS: dict[Role, frozenset[Permission]] = {
-    Role.ADMIN: frozenset({
-        Permission.MANAGE_OPERATORS, Permission.MANAGE_CARDS, Permission.SELL_CARDS, Permission.MANAGE_CLIENTS,
-        Permission.VIEW,
-        Permission.VERIFY_LOG, Permission.OWN_PASSWORD,
-    }),
-    Role.FINANCE: frozenset({Permission.DECIDE_REQUESTS, Permission.RECORD_PAYMENTS, Permission.VIEW,
-                             Permission.OWN_PASSWORD}),
-    Role.AUDITOR: frozenset({Permission.VIEW, Permission.VERIFY_LOG, Permission.OWN_PASSWORD}),
-    # Selling its own hall's cards and nothing else: no listing, no password, no sign-in.
-    Role.TERMINAL: frozenset({Permission.SELL_CARDS}),
-}
-# The roles a person can hold; the terminal's is given only by cardmgmt.terminals.
-OPERATOR_ROLES: tuple[Role, ...] = (Role.ADMIN, Role.FINANCE, Role.AUDITOR)
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 MIN_PASSWORD = 8
@@ -80,14 +38,6 @@ FAILURE_WINDOW = dt.timedelta(minutes=15)
 LOCKOUT = dt.timedelta(minutes=15)
 # Stored for an operator nobody has chosen a password for yet (a pending one): no password matches it.
 NO_PASSWORD = "!"
-
-
-@dataclass(frozen=True)
-class Actor:
-    """An authenticated operator, as the services see them."""
-
-    name: str
-    role: Role
 
 
 def hash_password(password: str) -> str:
@@ -192,12 +142,6 @@ def record_failure(session: Session, name: str, now: dt.datetime | None = None) 
     if row is None or row.failed_logins < MAX_FAILURES:
         return None
     return Role(row.role), until
-
-
-def require(actor: Actor, permission: Permission) -> None:
-    """Raise ``PermissionDenied`` unless the actor's role grants ``permission``."""
-    if permission not in PERMISSIONS[actor.role]:
-        raise PermissionDenied(f"operator {actor.name!r} ({actor.role}) may not {permission}")
 
 
 def parse_role(text: str) -> Role:

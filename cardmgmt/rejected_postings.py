@@ -21,12 +21,11 @@ import datetime as dt
 from sqlalchemy import update
 
 from cardmgmt import reversals
+from cardmgmt.context import Context, Permission
 from cardmgmt.days import as_utc
 from cardmgmt.errors import ConflictError, IllegalTransition, InvalidInput
 from cardmgmt.models import Recharge, Reversal, utcnow
-from cardmgmt.operators import Permission
 from cardmgmt.states import PostStatus
-from cardmgmt.system import Context
 
 REASON_MAX = 200
 

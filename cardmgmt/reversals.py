@@ -29,13 +29,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cardmgmt.approvals import NotDecidable, why_not_decide
+from cardmgmt.context import Actor, Context, Permission
 from cardmgmt.days import as_utc
 from cardmgmt.db import dialect_insert
 from cardmgmt.errors import AlreadyExists, ConflictError, IllegalTransition, InvalidInput, NotFound, PermissionDenied
 from cardmgmt.models import POSTING_REF_MAX, Recharge, Reversal, reversal_ref, utcnow
-from cardmgmt.operators import Actor, Permission
 from cardmgmt.states import PostStatus, ReversalStatus
-from cardmgmt.system import Context
 
 # A recharge's reference: its business day (yymmdd) and its record number (8 digits or more).
 _RECHARGE_REF = re.compile(r"(\d{6})(\d{8,})")

@@ -26,13 +26,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from cardmgmt import halls, stock
+from cardmgmt.context import Context, Permission
 from cardmgmt.days import business_day
 from cardmgmt.db import dialect_insert
 from cardmgmt.errors import ConflictError, InvalidInput, PermissionDenied
 from cardmgmt.models import Card, CardReturn, Hall, Sale, utcnow
-from cardmgmt.operators import Permission
 from cardmgmt.states import Event
-from cardmgmt.system import Context
 
 COUNTER = "counter"  # an operator recording a sale at cli.py
 POS = "pos"  # a signed sales-point terminal

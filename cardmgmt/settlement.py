@@ -34,14 +34,13 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from cardmgmt import halls
+from cardmgmt.context import Context, Permission
 from cardmgmt.days import business_day
 from cardmgmt.db import dialect_insert
 from cardmgmt.errors import AlreadyExists, ConflictError, InvalidInput, NotFound
 from cardmgmt.models import Hall, HallPayment, PaymentKind, Sale, utcnow
 from cardmgmt.money import MAX_FEN, format_fen, parse_yuan
-from cardmgmt.operators import Permission
 from cardmgmt.serials import parse_serial
-from cardmgmt.system import Context
 
 REFERENCE_MAX = HallPayment.__table__.c.reference.type.length  # type: ignore[attr-defined]
 NOTE_MAX = HallPayment.__table__.c.note.type.length  # type: ignore[attr-defined]

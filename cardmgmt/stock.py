@@ -20,12 +20,11 @@ from sqlalchemy import ColumnElement, func, literal, select, update
 from sqlalchemy.orm import Session
 
 from cardmgmt import batches
+from cardmgmt.context import Context, Permission
 from cardmgmt.errors import ConflictError, IllegalTransition, InvalidInput, NotFound
 from cardmgmt.models import Batch, Card, Hall, Intake, StockCount, StockCountFinding
-from cardmgmt.operators import Permission
 from cardmgmt.serials import parse_serial
 from cardmgmt.states import PAST, REMEMBERS_PRIOR, CardState, Event, describe, sources, target
-from cardmgmt.system import Context
 
 
 @dataclass(frozen=True)

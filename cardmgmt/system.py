@@ -15,43 +15,20 @@ cause is written to the operation log.
 
 # test-case-name: tests.cardmgmt.test_system
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.orm import Session
 
 from cardmgmt import audit, channel_clients, operators
 from cardmgmt.config import Settings
+from cardmgmt.context import Actor, Context, Permission, Role, require
 from cardmgmt.db import Database
 from cardmgmt.errors import InvalidInput, KeyFileError, PermissionDenied
 from cardmgmt.keys import KeyRing, create_keyring, load_keyring
 from cardmgmt.models import Setting
-from cardmgmt.operators import Actor, Permission, Role
 
 KEY_FINGERPRINT = "master_key_fingerprint"
-
-
-@dataclass
-class Context:
-    """What a service needs for one unit of work: the session, the keys and who is acting."""
-
-    session: Session
-    keys: KeyRing
-    actor: Actor
-    # The newest log entry this unit wrote, anchored outside the database once the unit commits.
-    head: tuple[int, str] | None = None
-
-    def log(
-        self, action: str, obj: str, before: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None
-    ) -> None:
-        """Record this unit's change in the operation log (same transaction)."""
-        entry = audit.record(self.session, self.keys.audit_key, self.actor.name, action, obj, before, after)
-        self.head = (entry.seq, entry.hash)
-
-    def require(self, permission: Permission) -> None:
-        operators.require(self.actor, permission)
 
 
 def check_keyring(session: Session, keys: KeyRing) -> None:
@@ -151,7 +128,7 @@ class CardSystem:
             actor = operators.sign_in(session, name, password,
                                       password_change=permission is Permission.OWN_PASSWORD)
             if actor is not None:
-                operators.require(actor, permission)
+                require(actor, permission)
                 ctx = Context(session, keys, actor)
                 yield ctx
         if actor is None:
@@ -173,7 +150,7 @@ class CardSystem:
         with self.db.transaction() as session:
             check_keyring(session, keys)
             actor = authenticate(session)
-            operators.require(actor, permission)
+            require(actor, permission)
             ctx = Context(session, keys, actor)
             yield ctx
         self._anchor(ctx)

@@ -13,7 +13,7 @@ of another hall is refused there, whole, with nothing changed.
 How a terminal acts: a sale runs under a ``Context`` whose actor is the
 terminal itself, ``Actor(<client name>, Role.TERMINAL)``.  ``Role.TERMINAL``
 grants ``SELL_CARDS`` and nothing else, and no operator can hold it
-(``operators.OPERATOR_ROLES``; a CHECK constraint on ``operators.role``),
+(``cardmgmt.context.OPERATOR_ROLES``; a CHECK constraint on ``operators.role``),
 so a terminal's key buys no operator's power and no operator's permissions
 were widened for it.  The sale records the terminal's name as its seller,
 channel ``pos``; the operation log names the terminal as the actor, and its
@@ -32,12 +32,11 @@ from sqlalchemy import select
 
 from cardmgmt import audit, nonces, sales, stock
 from cardmgmt.channel_clients import POS, ClientRevoked, UnknownClient
+from cardmgmt.context import Actor, Context, Role
 from cardmgmt.db import Database
 from cardmgmt.errors import PermissionDenied
 from cardmgmt.keys import KeyRing
 from cardmgmt.models import ChannelClient, Hall, utcnow
-from cardmgmt.operators import Actor, Role
-from cardmgmt.system import Context
 
 
 def answer(sold: sales.Sold) -> dict[str, Any]:

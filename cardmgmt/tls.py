@@ -30,15 +30,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-if TYPE_CHECKING:  # system.py imports keys, which imports this module
-    from cardmgmt.system import Context
 
 from cardmgmt.errors import InvalidInput, KeyFileError
 from cardmgmt.secret_files import check_key_dir, read_secret_file, write_private
@@ -205,22 +201,14 @@ def server_files(key_dir: Path) -> ServerFiles:
     return files
 
 
+def ca_exists(key_dir: Path) -> bool:
+    """Whether this installation has its certificate authority yet."""
+    return (key_dir / CA_CERT).exists()
+
+
 def ca_file(key_dir: Path) -> Path:
     """The CA certificate a client of this installation trusts."""
     path = key_dir / CA_CERT
     if not path.exists():
         raise KeyFileError(MISSING)
     return path
-
-
-def reissue(ctx: "Context", key_dir: Path, hosts: Sequence[str]) -> tuple[list[str], str]:
-    """Issue the servers' certificate (the CA first, if this installation has none), logged; its names and fingerprint."""
-    from cardmgmt.operators import Permission
-
-    ctx.require(Permission.MANAGE_CLIENTS)
-    names = check_host_names(hosts)
-    if not (key_dir / CA_CERT).exists():
-        create_authority(key_dir, ctx.keys.fingerprint)
-    cert = issue_server_certificate(key_dir, hosts)
-    ctx.log("keys.tls", "server certificate", after={"names": names, "certificate": fingerprint(cert)})
-    return names, fingerprint(cert)

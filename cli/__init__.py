@@ -36,10 +36,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from cardmgmt import csvfile
 from cardmgmt.config import Settings
+from cardmgmt.context import Permission
 from cardmgmt.errors import CardError, InvalidInput
 from cardmgmt.marketing import MarketingError
 from cardmgmt.money import format_fen, parse_yuan
-from cardmgmt.operators import Permission
 from cardmgmt.stock import Selection  # not `stock`: that name is the cli.stock module
 from cardmgmt.system import CardSystem, Context
 

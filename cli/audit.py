@@ -8,7 +8,7 @@ import sys
 import click
 
 from cardmgmt import audit
-from cardmgmt.operators import Permission
+from cardmgmt.context import Permission
 from cli import EXIT_DISCREPANCY, App, cli, emit, json_option, pass_app
 
 

@@ -13,8 +13,8 @@ from typing import TextIO
 import click
 
 from cardmgmt import batches, checks, reports
+from cardmgmt.context import Permission
 from cardmgmt.money import format_fen
-from cardmgmt.operators import Permission
 from cli import EXIT_DISCREPANCY, App, cli, emit, json_option, parse_date, parse_money, pass_app, progress
 
 BATCH_COLUMNS = ["batch_no", "face_value", "quantity", "expiry", "ordered", "produced", "in_stock", "issued", "redeemed", "voided", "frozen"]

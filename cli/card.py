@@ -8,9 +8,8 @@ from typing import Any
 import click
 
 from cardmgmt import issuing, lookups, stock
-from cardmgmt.operators import Permission
+from cardmgmt.context import Context, Permission
 from cardmgmt.states import PAST, Event
-from cardmgmt.system import Context
 from cli import App, cli, emit, emit_record, json_option, make_selection, pass_app, selection_options
 
 

@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 import click
 
 from cardmgmt import channel_clients, tls
+from cardmgmt.context import Permission
 from cardmgmt.keys import read_hex_key
 from cardmgmt.money import format_fen
-from cardmgmt.operators import Permission
 from cli import App, cli, emit, emit_json, json_option, pass_app
 
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import click
 
 from cardmgmt import factories, factory_sim
+from cardmgmt.context import Permission
 from cardmgmt.errors import InvalidInput
 from cardmgmt.keys import generate_rsa_pair, load_private_key, load_public_key
-from cardmgmt.operators import Permission
 from cli import App, cli, emit, json_option, pass_app
 
 

@@ -3,7 +3,7 @@
 # test-case-name: tests.cli.test_root, tests.recharge_server.test_leadership
 
 from cardmgmt import ha as pair
-from cardmgmt.operators import Permission
+from cardmgmt.context import Permission
 from cli import App, cli, emit, json_option, pass_app
 
 

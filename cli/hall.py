@@ -8,8 +8,8 @@ from dataclasses import asdict
 import click
 
 from cardmgmt import halls
+from cardmgmt.context import Permission
 from cardmgmt.models import HallLevel
-from cardmgmt.operators import Permission
 from cli import App, cli, emit, emit_json, json_option, parse_date, pass_app
 
 

@@ -4,10 +4,10 @@
 
 import click
 
-from cardmgmt import tls
+from cardmgmt import channel_clients, tls
+from cardmgmt.context import Permission
 from cardmgmt.db import current_revision, head_revision, make_engine, upgrade
 from cardmgmt.keys import create_keyring
-from cardmgmt.operators import Permission
 from cardmgmt.system import CardSystem
 from cli import App, cli, pass_app
 
@@ -109,6 +109,6 @@ def keys_tls(app: App, hosts: tuple[str, ...]) -> None:
     """
     key_dir = app.settings.key_dir
     with app.unit(Permission.MANAGE_CLIENTS) as ctx:
-        names, fingerprint = tls.reissue(ctx, key_dir, hosts)
+        names, fingerprint = channel_clients.reissue_server_certificate(ctx, key_dir, hosts)
     click.echo(f"server certificate {fingerprint} for {', '.join(names)} in {key_dir}")
     click.echo(f"install {key_dir / tls.CA_CERT} on every channel client's host")

@@ -5,7 +5,7 @@
 import click
 
 from cardmgmt import lockouts
-from cardmgmt.operators import Permission
+from cardmgmt.context import Permission
 from cardmgmt.recharge import Policy
 from cli import App, cli, emit, json_option, pass_app
 

@@ -10,10 +10,10 @@ from contextlib import contextmanager
 import click
 
 from cardmgmt import rejected_postings
+from cardmgmt.context import Permission
 from cardmgmt.marketing import MarketingError, MarketingUnavailable
 from cardmgmt.models import Reversal
 from cardmgmt.money import format_fen
-from cardmgmt.operators import Permission
 from cli import EXIT_DISCREPANCY, App, cli, emit, emit_json, json_option, parse_date, pass_app
 from marketing_iface import outbox, reconcile, sms
 from marketing_iface.sql import SqlMarketing

@@ -9,12 +9,12 @@ are typed at a prompt or read from the environment, never printed.
 
 import click
 
-from cardmgmt import operator_requests, operators
+from cardmgmt import context, operator_requests, operators
+from cardmgmt.context import Permission
 from cardmgmt.models import OperatorRequest
-from cardmgmt.operators import Permission
 from cli import App, cli, emit, json_option, pass_app
 
-ROLES = click.Choice([r.value for r in operators.OPERATOR_ROLES])
+ROLES = click.Choice([r.value for r in context.OPERATOR_ROLES])
 
 
 @cli.group()
@@ -43,7 +43,7 @@ def request_add(app: App, name: str, role: str, reason: str) -> None:
     Example: cli.py -u alice operator request add bob --role finance --reason "new finance officer"
     """
     with app.unit(Permission.MANAGE_OPERATORS) as ctx:
-        req = operator_requests.file_add(ctx, name, operators.Role(role), reason)
+        req = operator_requests.file_add(ctx, name, context.Role(role), reason)
     _filed(req)
 
 
@@ -58,7 +58,7 @@ def request_role(app: App, name: str, role: str, reason: str) -> None:
     Example: cli.py -u alice operator request role carol --role admin --reason "covers for dave"
     """
     with app.unit(Permission.MANAGE_OPERATORS) as ctx:
-        req = operator_requests.file_role(ctx, name, operators.Role(role), reason)
+        req = operator_requests.file_role(ctx, name, context.Role(role), reason)
     _filed(req)
 
 
@@ -136,7 +136,7 @@ def operator_add(app: App, name: str, role: str, reason: str) -> None:
     Example: cli.py -u alice operator add bob --role finance --reason "new finance officer"
     """
     with app.unit(Permission.MANAGE_OPERATORS) as ctx:
-        req = operator_requests.file_add(ctx, name, operators.Role(role), reason)
+        req = operator_requests.file_add(ctx, name, context.Role(role), reason)
     _filed(req)
 
 

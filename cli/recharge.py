@@ -6,7 +6,7 @@ import click
 
 from cardmgmt import lookups
 from cardmgmt.channel_clients import CHANNELS
-from cardmgmt.operators import Permission
+from cardmgmt.context import Permission
 from cli import App, cli, emit, json_option, pass_app
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from cardmgmt import reports
-from cardmgmt.operators import Permission
+from cardmgmt.context import Permission
 from cli import App, cli, csv_option, emit, emit_json, json_option, one_format, parse_date, pass_app
 
 

@@ -7,7 +7,7 @@ from collections.abc import Callable
 import click
 
 from cardmgmt import issuing, reports
-from cardmgmt.operators import Permission
+from cardmgmt.context import Permission
 from cli import App, cli, emit, json_option, parse_money, pass_app, progress_to
 
 

@@ -7,8 +7,8 @@ from collections.abc import Callable
 import click
 
 from cardmgmt import reversals
+from cardmgmt.context import Permission
 from cardmgmt.money import format_fen
-from cardmgmt.operators import Permission
 from cardmgmt.states import ReversalStatus
 from cli import App, cli, emit, emit_json, json_option, pass_app
 

@@ -8,9 +8,9 @@ from typing import Any
 import click
 
 from cardmgmt import sales
+from cardmgmt.context import Permission
 from cardmgmt.models import Sale
 from cardmgmt.money import format_fen
-from cardmgmt.operators import Permission
 from cli import App, cli, emit, json_option, make_selection, parse_date, pass_app, selection_options
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 import click
 
 from cardmgmt import settlement
+from cardmgmt.context import Permission
 from cardmgmt.money import format_fen
-from cardmgmt.operators import Permission
 from cli import EXIT_DISCREPANCY, App, cli, csv_option, emit, emit_json, json_option, parse_date, pass_app
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from cardmgmt import lookups, stock
-from cardmgmt.operators import Permission
+from cardmgmt.context import Permission
 from cli import EXIT_DISCREPANCY, App, cli, emit, emit_json, json_option, make_selection, pass_app, selection_options
 
 

@@ -48,9 +48,9 @@ import jinja2
 from sqlalchemy.exc import SQLAlchemyError
 
 from cardmgmt import approvals, console_sessions
+from cardmgmt.context import Actor, Permission
 from cardmgmt.errors import AuthenticationFailed, CardError
 from cardmgmt.models import utcnow
-from cardmgmt.operators import Actor, Permission
 from cardmgmt.system import CardSystem
 from console import i18n
 from console.pages import PAGES, Done, Env, Page, View

@@ -45,13 +45,12 @@ from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
 from cardmgmt import audit
+from cardmgmt.context import Context, Permission
 from cardmgmt.days import as_utc
 from cardmgmt.db import Database
 from cardmgmt.marketing import MarketingSystem, MarketingUnavailable, Posting, PostingRejected, Receipt, SmsPlatform
 from cardmgmt.models import Recharge, Reversal
-from cardmgmt.operators import Permission
 from cardmgmt.states import PostStatus
-from cardmgmt.system import Context
 from marketing_iface import sms
 from marketing_iface.drains import BATCH, backoff, unit_of_work
 

@@ -39,12 +39,11 @@ from typing import Any, NamedTuple
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from cardmgmt.context import Context, Permission
 from cardmgmt.days import day_bounds
 from cardmgmt.marketing import MarketingSystem, Posting
 from cardmgmt.models import Recharge, Reversal
-from cardmgmt.operators import Permission
 from cardmgmt.states import PostStatus, ReversalStatus
-from cardmgmt.system import Context
 from marketing_iface.outbox import posting_for, posting_for_reversal
 
 

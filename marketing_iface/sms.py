@@ -34,14 +34,13 @@ from dataclasses import dataclass
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
+from cardmgmt.context import Context, Permission
 from cardmgmt.days import as_utc
 from cardmgmt.db import Database, dialect_insert
 from cardmgmt.marketing import MarketingUnavailable, Posting, PostingRejected, Receipt, SmsMessage, SmsPlatform
 from cardmgmt.models import SmsNotice
 from cardmgmt.notices import notice_text
-from cardmgmt.operators import Permission
 from cardmgmt.states import NoticeStatus
-from cardmgmt.system import Context
 from marketing_iface.drains import BATCH, backoff, unit_of_work
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from twisted.internet.threads import blockingCallFromThread
 
 from cardmgmt import issuing, operators, tls
 from cardmgmt.config import Settings
-from cardmgmt.operators import Permission, Role
+from cardmgmt.context import Permission, Role
 from testkit.install import PASSWORDS
 from testkit.lifecycle import Bench
 

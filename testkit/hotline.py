@@ -32,9 +32,9 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from cardmgmt import stock
+from cardmgmt.context import Role
 from cardmgmt.keys import load_api_key
 from cardmgmt.models import Batch, Card, Recharge
-from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
 from ivr.client import RechargeClient
 from marketing_iface.standin import SAMPLE_ACCOUNTS

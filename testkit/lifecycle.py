@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy import create_engine
 
 from cardmgmt import batches, checks, factories, factory_sim, halls, issuing, operators, sales, stock
+from cardmgmt.context import Permission, Role
 from cardmgmt.db import normalise_url
-from cardmgmt.operators import Permission, Role
 from cardmgmt.system import CardSystem
 from testkit import factory
 from testkit.install import PASSWORDS, Installation, settings_for

@@ -21,8 +21,8 @@ from typing import Any
 
 from cardmgmt import channel_clients
 from cardmgmt.channel_clients import ClientRegistry
+from cardmgmt.context import Permission
 from cardmgmt.db import Database
-from cardmgmt.operators import Permission
 from cardmgmt.terminals import SalesPoint
 from ivr import protocol
 from recharge_server.sales_point import PATH

@@ -20,9 +20,9 @@ import pytest
 from sqlalchemy import delete
 from twisted.internet.selectreactor import SelectReactor
 
+from cardmgmt.context import Role
 from cardmgmt.db import Database
 from cardmgmt.models import RequestNonce
-from cardmgmt.operators import Role
 from cardmgmt.system import CardSystem
 from testkit import databases
 from testkit.dbcluster import DbTopology, TopologyError

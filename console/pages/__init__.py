@@ -22,9 +22,8 @@ from typing import Any
 from markupsafe import Markup
 
 from cardmgmt.config import Settings
+from cardmgmt.context import Context, Permission
 from cardmgmt.errors import InvalidInput
-from cardmgmt.operators import Permission
-from cardmgmt.system import Context
 from console.tables import Table
 
 Form = Mapping[str, str]

@@ -12,8 +12,7 @@ the log.
 import json
 
 from cardmgmt import approvals, audit
-from cardmgmt.operators import Permission
-from cardmgmt.system import Context
+from cardmgmt.context import Context, Permission
 from console.pages import Env, Form, Page, View, whole_number
 from console.tables import Column, Table
 

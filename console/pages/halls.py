@@ -3,9 +3,9 @@
 # test-case-name: tests.console.test_web
 
 from cardmgmt import halls
+from cardmgmt.context import Context
 from cardmgmt.models import HallLevel
 from cardmgmt.money import format_fen
-from cardmgmt.system import Context
 from console.charts import Bar, bar_chart
 from console.pages import Env, Form, Page, View, date_field
 from console.tables import Column, Table

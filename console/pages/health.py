@@ -8,8 +8,8 @@ table and two charts drawn from its rows.
 # test-case-name: tests.console.test_web
 
 from cardmgmt import ha, lockouts, reports
+from cardmgmt.context import Context
 from cardmgmt.recharge import Policy
-from cardmgmt.system import Context
 from console.charts import Bar, bar_chart
 from console.pages import Env, Form, Page, View
 from console.tables import Column, Table

@@ -23,10 +23,10 @@ from collections.abc import Iterable
 from markupsafe import Markup
 
 from cardmgmt import reports
+from cardmgmt.context import Context
 from cardmgmt.days import business_day
 from cardmgmt.money import format_fen
 from cardmgmt.states import CardState
-from cardmgmt.system import Context
 from console.charts import Bar, bar_chart
 from console.pages import Env, Form, Page, View, date_field
 from console.tables import Column, Row, Table

@@ -10,10 +10,9 @@ as ``cli.py request approve|reject``, which checks it all again.
 # test-case-name: tests.console.test_web
 
 from cardmgmt import approvals, issuing, reports
+from cardmgmt.context import Context, Permission
 from cardmgmt.errors import InvalidInput
-from cardmgmt.operators import Permission
 from cardmgmt.states import RequestStatus
-from cardmgmt.system import Context
 from console.pages import Action, Done, Env, Form, Page, View, whole_number
 from console.tables import Column, Table
 

@@ -11,10 +11,9 @@ decision is one line on the page and nothing changed.
 # test-case-name: tests.console.test_money_pages
 
 from cardmgmt import reversals
+from cardmgmt.context import Context, Permission
 from cardmgmt.errors import InvalidInput
-from cardmgmt.operators import Permission
 from cardmgmt.states import ReversalStatus
-from cardmgmt.system import Context
 from console.pages import Action, Done, Env, Form, Page, View, whole_number
 from console.tables import Column, Table
 

@@ -13,11 +13,10 @@ nothing changed.
 # test-case-name: tests.console.test_money_pages
 
 from cardmgmt import approvals, halls, reports, settlement
+from cardmgmt.context import Context, Permission
 from cardmgmt.days import business_day
 from cardmgmt.errors import InvalidInput
 from cardmgmt.models import HallLevel, PaymentKind
-from cardmgmt.operators import Permission
-from cardmgmt.system import Context
 from console.pages import Action, Done, Env, Form, Page, View, date_field, whole_number
 from console.tables import Column, Table
 

@@ -9,7 +9,7 @@ for those in no hall), so the sums are ``report stock --by state`` exactly
 # test-case-name: tests.console.test_web
 
 from cardmgmt import reports
-from cardmgmt.system import Context
+from cardmgmt.context import Context
 from console.charts import Bar, bar_chart
 from console.pages import Env, Form, Page, View
 from console.tables import Column, Table

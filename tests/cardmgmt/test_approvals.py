@@ -3,8 +3,8 @@
 import pytest
 
 from cardmgmt import approvals, issuing
+from cardmgmt.context import Actor, Permission, Role
 from cardmgmt.errors import CardError
-from cardmgmt.operators import Actor, Permission, Role
 from testkit.install import PASSWORDS
 
 

@@ -4,8 +4,8 @@ import pytest
 from sqlalchemy import delete, select, update
 
 from cardmgmt import audit
+from cardmgmt.context import Permission
 from cardmgmt.models import LogEntry, Setting
-from cardmgmt.operators import Permission
 
 
 def _fill(system, n=5):

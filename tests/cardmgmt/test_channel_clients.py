@@ -5,10 +5,10 @@ from pathlib import Path
 import pytest
 
 from cardmgmt import channel_clients as cc
+from cardmgmt.context import Permission
 from cardmgmt.errors import AlreadyExists, InvalidInput, KeyFileError, NotFound, PermissionDenied
 from cardmgmt.keys import load_api_key
 from cardmgmt.models import LogEntry
-from cardmgmt.operators import Permission
 from cardmgmt.system import CardSystem
 
 

@@ -4,10 +4,10 @@ import datetime as dt
 
 import pytest
 
-from cardmgmt import audit, console_sessions, operators
+from cardmgmt import audit, console_sessions, context, operators
+from cardmgmt.context import Permission, Role
 from cardmgmt.errors import AuthenticationFailed, InvalidInput, PermissionDenied
 from cardmgmt.models import utcnow
-from cardmgmt.operators import Permission, Role
 from testkit.install import PASSWORDS
 
 POLICY = console_sessions.Policy(idle=dt.timedelta(minutes=15), lifetime=dt.timedelta(hours=8))
@@ -20,7 +20,7 @@ def authenticate(system, token, now=None):
 
 def test_sign_in_opens_a_session_that_vouches_for_the_operator(bench):
     actor, token = console_sessions.sign_in(bench.system, "bob", PASSWORDS["bob"], policy=POLICY)
-    assert actor == operators.Actor("bob", Role.FINANCE)
+    assert actor == context.Actor("bob", Role.FINANCE)
     assert authenticate(bench.system, token) == actor
     with bench.system.unit_by(lambda s: console_sessions.authenticate(s, token, POLICY), Permission.DECIDE_REQUESTS) as ctx:
         assert ctx.actor.name == "bob"

@@ -6,9 +6,9 @@ import pytest
 from sqlalchemy import func, select
 
 from cardmgmt import factories
+from cardmgmt.context import Permission
 from cardmgmt.errors import AlreadyExists, InvalidInput
 from cardmgmt.models import Factory
-from cardmgmt.operators import Permission
 from cardmgmt.system import CardSystem
 
 

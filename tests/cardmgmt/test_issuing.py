@@ -7,6 +7,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cardmgmt import issuing
+from cardmgmt.context import Permission, Role
 from cardmgmt.errors import (
     ConflictError,
     IllegalTransition,
@@ -16,7 +17,6 @@ from cardmgmt.errors import (
     PermissionDenied,
 )
 from cardmgmt.models import Card
-from cardmgmt.operators import Permission, Role
 from cardmgmt.serials import make_serial
 
 
@@ -308,9 +308,8 @@ def test_200_concurrent_approvals_and_collections_against_limited_stock(stocked)
     """200 requests approved and collected at once against 40 + 260 cards: no card goes to two requests, counts add up."""
     import random
 
+    from cardmgmt.context import Actor, Context
     from cardmgmt.db import Database
-    from cardmgmt.operators import Actor
-    from cardmgmt.system import Context
 
     stocked.stocked_batch("B2", 260)
     rng = random.Random(5)

@@ -1,7 +1,7 @@
 """A whole card life through the services, on SQLite and PostgreSQL."""
 
 from cardmgmt import issuing
-from cardmgmt.operators import Permission
+from cardmgmt.context import Permission
 
 
 def test_card_life(bench):

@@ -5,9 +5,9 @@ import datetime as dt
 import pytest
 
 from cardmgmt import issuing, lookups, sales, stock
+from cardmgmt.context import Permission, Role
 from cardmgmt.errors import InvalidInput, NotFound
 from cardmgmt.fields import mask_account
-from cardmgmt.operators import Permission, Role
 from cardmgmt.serials import make_serial, parse_serial
 from marketing_iface.standin import create_standin
 from testkit.lifecycle import issued_batch

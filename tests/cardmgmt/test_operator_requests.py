@@ -15,6 +15,7 @@ import pytest
 from sqlalchemy import select, update
 
 from cardmgmt import audit, operator_requests, operators
+from cardmgmt.context import Permission, Role
 from cardmgmt.errors import (
     AlreadyExists,
     AuthenticationFailed,
@@ -25,7 +26,7 @@ from cardmgmt.errors import (
     PermissionDenied,
 )
 from cardmgmt.models import Operator
-from cardmgmt.operators import MAX_FAILURES, Permission, Role
+from cardmgmt.operators import MAX_FAILURES
 from cardmgmt.system import CardSystem, Context
 
 PW = "first-password-1"

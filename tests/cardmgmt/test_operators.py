@@ -3,8 +3,9 @@
 import pytest
 
 from cardmgmt import audit, operators
+from cardmgmt.context import PERMISSIONS, Actor, Permission, Role, require
 from cardmgmt.errors import AlreadyExists, AuthenticationFailed, InvalidInput, PermissionDenied
-from cardmgmt.operators import PERMISSIONS, Actor, Permission, Role, hash_password, require, verify_password
+from cardmgmt.operators import hash_password, verify_password
 
 
 def test_password_hash_is_salted_scrypt():

@@ -7,9 +7,9 @@ import pytest
 from sqlalchemy import func, select
 
 from cardmgmt import lockouts, sales, stock
+from cardmgmt.context import Permission
 from cardmgmt.errors import InvalidInput
 from cardmgmt.models import Card, PinFailure, Quote, Recharge
-from cardmgmt.operators import Permission
 from cardmgmt.recharge import Outcome, Policy, RechargeService
 from marketing_iface.sql import SqlMarketing
 from marketing_iface.standin import create_standin

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 
 from cardmgmt import issuing, reports, sales, stock
+from cardmgmt.context import Permission
 from cardmgmt.days import BUSINESS_TZ
 from cardmgmt.errors import InvalidInput
 from cardmgmt.models import Batch, Card, DayClose, Recharge, RechargeDay
-from cardmgmt.operators import Permission
 from cardmgmt.states import CardState, PostStatus
 from testkit.lifecycle import issued_batch
 

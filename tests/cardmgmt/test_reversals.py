@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import func, select
 
 from cardmgmt import audit, reports, reversals
+from cardmgmt.context import Permission, Role
 from cardmgmt.errors import (
     AlreadyExists,
     CardError,
@@ -22,7 +23,6 @@ from cardmgmt.errors import (
     PermissionDenied,
 )
 from cardmgmt.models import Card, LogEntry, Reversal
-from cardmgmt.operators import Permission, Role
 from cardmgmt.states import PostStatus, ReversalStatus
 from testkit.marketing import Ledger
 
@@ -296,7 +296,7 @@ def test_two_administrators_filing_at_once_make_one_reversal(bench, ledger):
 
 def test_why_not_says_before_decide_refuses(bench, ledger):
     from cardmgmt.approvals import NotDecidable
-    from cardmgmt.operators import Actor
+    from cardmgmt.context import Actor
 
     bench.add_operator("carol", Role.AUDITOR)
     rid = file(bench, posted(ledger))

@@ -8,11 +8,10 @@ import pytest
 from sqlalchemy import func, select
 
 from cardmgmt import halls, issuing, sales, stock
+from cardmgmt.context import Actor, Context, Permission, Role
 from cardmgmt.db import Database
 from cardmgmt.errors import CardError, ConflictError, IllegalTransition, InvalidInput, NotFound, PermissionDenied
 from cardmgmt.models import Card, CardReturn, Hall, HallLevel, LogEntry, Sale
-from cardmgmt.operators import Actor, Permission, Role
-from cardmgmt.system import Context
 from testkit.lifecycle import issued_batch
 
 

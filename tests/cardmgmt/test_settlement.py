@@ -8,12 +8,11 @@ import pytest
 from sqlalchemy import func, select
 
 from cardmgmt import halls, issuing, reports, sales, settlement, stock
+from cardmgmt.context import Actor, Context, Permission, Role
 from cardmgmt.days import BUSINESS_TZ
 from cardmgmt.db import Database
 from cardmgmt.errors import AlreadyExists, CardError, ConflictError, InvalidInput, NotFound, PermissionDenied
 from cardmgmt.models import HallPayment, LogEntry
-from cardmgmt.operators import Actor, Permission, Role
-from cardmgmt.system import Context
 from testkit.lifecycle import issued_batch
 
 D1, D2, D3, D4 = (dt.date(2026, 1, 5) + dt.timedelta(days=i) for i in range(4))

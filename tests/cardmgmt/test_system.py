@@ -4,10 +4,10 @@ import pytest
 from sqlalchemy import text
 
 from cardmgmt.config import Settings
+from cardmgmt.context import Permission
 from cardmgmt.db import Database, head_revision, make_engine
 from cardmgmt.errors import AuthenticationFailed, KeyFileError, PermissionDenied, SchemaError
 from cardmgmt.keys import create_keyring
-from cardmgmt.operators import Permission
 from cardmgmt.system import CardSystem
 from testkit.install import settings_for
 

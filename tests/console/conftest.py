@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from cardmgmt.operators import Role
+from cardmgmt.context import Role
 from cardmgmt.system import CardSystem
 from testkit import databases
 from testkit.console import ConsoleClient, prepare, running_console

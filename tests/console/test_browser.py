@@ -248,7 +248,7 @@ def test_the_recharges_chart_is_report_recharges_by_day_to_the_fen(bc, ledger):
 
 def test_finance_approves_a_reversal_the_filer_cannot(bc, ledger):
     from cardmgmt import reversals
-    from cardmgmt.operators import Permission
+    from cardmgmt.context import Permission
     from cardmgmt.states import PostStatus
 
     at = dt.datetime(2026, 5, 11, 2, tzinfo=dt.UTC)

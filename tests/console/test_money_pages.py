@@ -10,8 +10,8 @@ import datetime as dt
 import re
 
 from cardmgmt import audit, reports, reversals
+from cardmgmt.context import Permission
 from cardmgmt.days import day_bounds
-from cardmgmt.operators import Permission
 from cardmgmt.states import PostStatus
 from testkit.marketing import Ledger
 

@@ -11,8 +11,8 @@ import datetime as dt
 from sqlalchemy import select, update
 
 from cardmgmt import audit, issuing, operators
+from cardmgmt.context import Permission
 from cardmgmt.models import ConsoleSession, LogEntry
-from cardmgmt.operators import Permission
 from console.i18n import text as i18n_text
 from testkit.console import file_request
 from testkit.install import PASSWORDS

@@ -18,10 +18,10 @@ import pytest
 from sqlalchemy import insert, select
 
 from cardmgmt import audit, rejected_postings, reversals
+from cardmgmt.context import Permission, Role
 from cardmgmt.errors import CardError, ConflictError, IllegalTransition, InvalidInput, NotFound, PermissionDenied
 from cardmgmt.marketing import MarketingUnavailable, Posting, PostingRejected
 from cardmgmt.models import Recharge, Reversal, SmsNotice
-from cardmgmt.operators import Permission, Role
 from cardmgmt.states import PostStatus, ReversalStatus
 from marketing_iface import outbox
 from marketing_iface.outbox import DrainResult, drain, drain_all, drain_reversals, posting_for_reversal

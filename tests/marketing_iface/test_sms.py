@@ -14,11 +14,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import select
 
+from cardmgmt.context import Permission
 from cardmgmt.db import make_engine
 from cardmgmt.marketing import Account, MarketingUnavailable, Posting, Receipt, SmsMessage
 from cardmgmt.models import SmsNotice
 from cardmgmt.notices import notice_text
-from cardmgmt.operators import Permission
 from marketing_iface import outbox, sms
 from marketing_iface.outbox import DrainResult, drain, posting_for
 from marketing_iface.sms import SmsDrainResult

@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from cardmgmt import channel_clients, operator_requests, operators, sales
+from cardmgmt import channel_clients, context, operator_requests, operators, sales
+from cardmgmt.context import Actor, Context, Permission, Role
 from cardmgmt.errors import InvalidInput
 from cardmgmt.models import Card, ChannelClient, LogEntry, Operator, Sale
-from cardmgmt.operators import Actor, Permission, Role
-from cardmgmt.system import Context
 from ivr import protocol
 from marketing_iface.null import NullMarketing
 from recharge_server.sales_point import KEY, PATH, SalesPointClient
@@ -243,7 +242,7 @@ def test_a_terminal_is_bound_to_a_real_hall_and_no_operator_gets_its_role(bench:
         s.add(Operator(name="till", role="terminal", password_hash="!"))
         s.flush()
     # The terminal's role sells and does nothing else.
-    assert operators.PERMISSIONS[Role.TERMINAL] == {Permission.SELL_CARDS}
+    assert context.PERMISSIONS[Role.TERMINAL] == {Permission.SELL_CARDS}
     with bench.system.db.transaction() as s:
         ctx = Context(s, bench.system.keys(), Actor("pos-h01", Role.TERMINAL))
         for permission in set(Permission) - {Permission.SELL_CARDS}:

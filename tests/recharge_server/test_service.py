@@ -202,8 +202,8 @@ def test_the_channel_and_client_are_recorded_on_the_quote_and_the_recharge(pair:
     from sqlalchemy import select
 
     from cardmgmt import channel_clients
+    from cardmgmt.context import Permission
     from cardmgmt.models import Quote, Recharge
-    from cardmgmt.operators import Permission
 
     with bench.system.unit(Permission.MANAGE_CLIENTS) as ctx:
         pos_key = channel_clients.add(ctx, "pos-hall-1", "pos")
@@ -223,7 +223,7 @@ def test_a_revoked_client_is_refused_by_both_servers_within_the_bound(
     pair: dict[str, Any], bench: Any, log_lines: list[str]
 ) -> None:
     from cardmgmt import channel_clients
-    from cardmgmt.operators import Permission
+    from cardmgmt.context import Permission
 
     with bench.system.unit(Permission.MANAGE_CLIENTS) as ctx:
         key = channel_clients.add(ctx, "partner-x", "partner")
