@@ -496,11 +496,13 @@ def install(ws: bl.Workspace, backend: str, n_cards: int) -> Install:
     return Install(backend, home, card_url, mkt_url, key_dir, cards, load_api_key(key_dir))
 
 
-def start_server(inst: Install, name: str, ports: dict[str, int]) -> Any:
+def start_server(inst: Install, name: str, ports: dict[str, int], shared: bool = False) -> Any:
+    """Server ``name`` (A or B, or A2, B2 … with ``--processes-per-server``: more processes on A's or B's port)."""
     from testkit.pair import Server
 
-    peer = "B" if name == "A" else "A"
-    server = Server(name, ports[name], ports[peer], inst.env(), inst.home / f"server-{name}.log")
+    host = name[0]
+    peer = "B" if host == "A" else "A"
+    server = Server(name, ports[host], ports[peer], inst.env(), inst.home / f"server-{name}.log", shared=shared)
     server.start()
     server.wait_ready()
     inst.servers[name] = server
@@ -880,8 +882,9 @@ def run_phase(args: argparse.Namespace, inst: Install, phase: Phase, cards: list
     if failover:
         _sleep_until(start_at + args.warmup + args.kill_after)
         kill_at = time.monotonic()
-        inst.servers["A"].kill()
-        bl.log(f"  SIGKILLed server A (pid {inst.servers['A'].proc.pid})")
+        for name in sorted(n for n in inst.servers if n.startswith("A")):
+            inst.servers[name].kill()
+            bl.log(f"  SIGKILLed server {name} (pid {inst.servers[name].proc.pid})")
     _sleep_until(stop_at)
     after = meter.sample()
     if tracer is not None:
@@ -939,6 +942,7 @@ def summarise_phase(inst: Install, phase: Phase, raw: dict[str, Any], n_cards: i
     per = (lambda x: x * 1000 / done_in_meter) if done_in_meter >= 10 else (lambda x: None)
     out = {
         "backend": inst.backend, "kind": phase.kind, "clients": phase.clients, "rate": phase.rate, "procs": raw["procs"], "cards": n_cards,
+        "per_server": sum(1 for n in inst.servers if n.startswith("A")),
         "window": window, "committed": len(ok), "rps": len(ok) / window if window > 0 else 0.0,
         "failed": sum(fails.values()), "fail_reasons": dict(fails), "retries": sum(r[4] for r in in_window),
         "p50": pct(total_ms, 50), "p99": pct(total_ms, 99), "max": max(total_ms) if total_ms else None,
@@ -1118,12 +1122,14 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
     rows: list[dict[str, Any]] = []
     try:
         for i, phase in enumerate(phases):
-            want_servers = {"sql": set(), "service": set(), "single": {"A"}, "pair": {"A", "B"}, "paced": {"A", "B"},
-                            "failover": {"A", "B"}}[phase.kind]
+            hosts = {"sql": set(), "service": set(), "single": {"A"}, "pair": {"A", "B"}, "paced": {"A", "B"},
+                     "failover": {"A", "B"}}[phase.kind]
+            per_host = args.processes_per_server
+            want_servers = {host + (str(k) if k > 1 else "") for host in hosts for k in range(1, per_host + 1)}
             for name in sorted(set(inst.servers) - want_servers):
                 inst.servers.pop(name).stop()
             for name in sorted(want_servers - set(inst.servers)):
-                start_server(inst, name, ports)
+                start_server(inst, name, ports, shared=per_host > 1)
             if phase.kind == "failover":
                 time.sleep(2)  # both see each other; the lease settles
             busy = wait_servers_idle(inst, args.outbox_wait)
@@ -1169,7 +1175,8 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
             stop_burner(burner)
             burner = None
             if phase.kind == "failover":
-                inst.servers.pop("A").stop()
+                for name in sorted(n for n in inst.servers if n.startswith("A")):
+                    inst.servers.pop(name).stop()
     finally:
         stop_burner(burner)
         stop_servers(inst)
@@ -1179,6 +1186,13 @@ def run_backend(args: argparse.Namespace, ws: bl.Workspace, backend: str) -> lis
 
 
 # --- reporting -------------------------------------------------------------------------
+
+def kind_label(r: dict[str, Any]) -> str:
+    """The setup column: the phase's kind, its offered rate, and the processes per server when more than one."""
+    per = r.get("per_server", 1)
+    return (KIND_LABEL[r["kind"]] + (f", {r['rate']:g} rec/s offered" if r["kind"] == "paced" else "")
+            + (f", {per} processes per server" if per > 1 else ""))
+
 
 KIND_LABEL = {
     "sql": "direct: raw SQL",
@@ -1200,7 +1214,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     for r in rows:
         other = r["other_cpu"] / r["cpu_wall"] if r["cpu_wall"] else None
         body.append([
-            r["backend"], KIND_LABEL[r["kind"]] + (f", {r['rate']:g} rec/s offered" if r["kind"] == "paced" else ""),
+            r["backend"], kind_label(r),
             str(r["clients"]), f(r["rps"], 0), f(r["p50"]), f(r["p99"]),
             f(r["commit_p50"]), f(r["commit_p99"]), str(r["failed"]) + (f" ({_reasons(r)})" if r["failed"] else ""),
             str(r["retries"]), f(r.get("ms_client"), 2), f(r.get("ms_server"), 2),
@@ -1218,7 +1232,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         svc = by.get((backend, "service", n))
         sql_best = max((x["rps"] for x in rows if x["backend"] == backend and x["kind"] == "sql"), default=None)
         ratio_rows.append([
-            backend, KIND_LABEL[kind], str(n), f(r["rps"], 0),
+            backend, kind_label(r), str(n), f(r["rps"], 0),
             f(svc["rps"], 0) if svc else "n/a", f(r["rps"] / svc["rps"], 2) if svc and svc["rps"] else "n/a",
             f(sql_best, 0) if sql_best else "n/a", f(r["rps"] / sql_best, 2) if sql_best else "n/a",
         ])
@@ -1242,7 +1256,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             ["backend", "setup", "callers", "CPU burner", "rec/s", "client rounds", "rounds ended busy",
              "rounds ended unavailable", "longest round s", f"rounds over {http[0]['round_limit']:g} s",
              "told ok / recorded", "load 1m"],
-            [[r["backend"], KIND_LABEL[r["kind"]] + (f", {r['rate']:g} rec/s offered" if r["kind"] == "paced" else ""),
+            [[r["backend"], kind_label(r),
               str(r["clients"]), "one core" if r["burner"] else "no", f(r["rps"], 0), str(r["rounds"]),
               str(r["rounds_busy"]), str(r["rounds_unavailable"]), f(r["round_max"], 3), str(r["rounds_late"]),
               f"{r['told_ok']} / {r['recorded']}", f"{r['load0']:.2f}→{r['load1']:.2f}"] for r in http]))
@@ -1263,7 +1277,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         if best:
             top = max(best, key=lambda r: r["rps"])
             verdicts.append([backend, f"≥ {TARGET_RPS:g} committed recharges/s",
-                             f"{top['rps']:.0f} ({KIND_LABEL[top['kind']]}, {top['clients']} callers)",
+                             f"{top['rps']:.0f} ({kind_label(top)}, {top['clients']} callers)",
                              "PASS" if top["rps"] >= TARGET_RPS else "FAIL"])
         for r in at200:
             verdicts.append([backend, f"p99 < {TARGET_P99_MS:g} ms at {r['clients']} callers "
@@ -1277,8 +1291,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         parts.append(bl.markdown_table(["backend", "target", "measured", "verdict"], verdicts))
     for r in rows:
         if r.get("trace"):
-            parts.append(f"Trace ({r['backend']}, {KIND_LABEL[r['kind']]}"
-                         + (f", {r['rate']:g} rec/s offered" if r["kind"] == "paced" else "") + f", {r['clients']} callers):\n\n"
+            parts.append(f"Trace ({r['backend']}, {kind_label(r)}, {r['clients']} callers):\n\n"
                          + "\n".join("    " + line for line in r["trace"].splitlines()))
         if r.get("profile"):
             parts.append(f"Profile of server A ({r['backend']}, {KIND_LABEL[r['kind']]}, {r['clients']} callers):\n\n"
@@ -1344,6 +1357,8 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true",
                         help="sample PostgreSQL's waits, autovacuum, checkpoints, CPU every 50 ms and line them up "
                              "against the slow recharges (PostgreSQL)")
+    parser.add_argument("--processes-per-server", type=int, default=1,
+                        help="server processes sharing each server's port (serve --shared-port; default 1)")
     parser.add_argument("--cpu-burner", action="store_true",
                         help="keep one core busy during every phase (a spinning process started by the benchmark)")
     parser.add_argument("--record", action="store_true", help="append the results to bench/RESULTS.md")

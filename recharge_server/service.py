@@ -368,11 +368,14 @@ def makeService(
     recharge: Any = None,
     jobs: list[Job] | None = None,
     ops_port: int | None = None,
+    shared_port: bool = False,
 ) -> RechargeServer:
     """One recharge server, ready to start: nothing listens or runs until ``startService``.
 
     ``ops_port`` adds the operator's listener (``/metrics`` and the full
     ``/v1/health``) on ``OPS_HOST``, plain HTTP: loopback only, never the network.
+    ``shared_port`` lets other server processes of this host (each with a name
+    of its own) listen on the same port (``recharge_server.tls.shared_socket``).
 
     Refuses (``CardError``) a database not at the newest schema, a key
     directory that is not this database's, or one without the TLS
@@ -444,7 +447,8 @@ def makeService(
     )
     api = RechargeAPI(**parts)
     http = HTTPListener(
-        server_endpoint(reactor, listen_host, listen_port, tls_options, LISTEN_BACKLOG), make_site(api, reactor),
+        server_endpoint(reactor, listen_host, listen_port, tls_options, LISTEN_BACKLOG, shared=shared_port),
+        make_site(api, reactor),
         f"{listen_host}:{listen_port}",
     )
     ops = None
@@ -477,7 +481,8 @@ def warn_unreachable_hosts(url: str) -> list[str]:
 
 
 def run(
-    settings: Settings, name: str, port: int, peer: str | None, host: str = "127.0.0.1", ops_port: int | None = None
+    settings: Settings, name: str, port: int, peer: str | None, host: str = "127.0.0.1", ops_port: int | None = None,
+    shared_port: bool = False,
 ) -> None:
     """Run one recharge server in this process until it is stopped (SIGINT or SIGTERM)."""
     from twisted.internet import reactor
@@ -489,7 +494,7 @@ def run(
         textFileLogObserver,
     )
 
-    server = makeService(settings, name, host, port, peer, reactor, ops_port=ops_port)
+    server = makeService(settings, name, host, port, peer, reactor, ops_port=ops_port, shared_port=shared_port)
     try:
         server.privilegedStartService()
     except BaseException:

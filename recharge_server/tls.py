@@ -18,6 +18,7 @@ every retry into a handshake, and the server spends itself on them.
 
 # test-case-name: tests.recharge_server.test_tls
 
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from twisted.internet import defer, ssl
 from twisted.internet.abstract import isIPAddress, isIPv6Address
 from twisted.internet.endpoints import HostnameEndpoint, TCP4ServerEndpoint
+from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import (
     IHandshakeListener,
     IListeningPort,
@@ -146,22 +148,57 @@ class TLSServerEndpoint:
 
     def __init__(
         self, reactor: Any, port: int, options: ssl.CertificateOptions, backlog: int, interface: str,
-        gate: HandshakeGate | None = None,
+        gate: HandshakeGate | None = None, shared: bool = False,
     ) -> None:
         self._tcp = TCP4ServerEndpoint(reactor, port, backlog=backlog, interface=interface)
+        self._port, self._backlog, self._interface, self._shared = port, backlog, interface, shared
         self._options, self._reactor = options, reactor
         self.gate = gate or HandshakeGate(reactor)
 
     def listen(self, factory: IProtocolFactory) -> defer.Deferred[IListeningPort]:
-        return self._tcp.listen(_GatedTLSFactory(self._options, factory, self.gate, self._reactor))
+        tls_factory = _GatedTLSFactory(self._options, factory, self.gate, self._reactor)
+        if not self._shared:
+            return self._tcp.listen(tls_factory)
+        try:
+            sock = shared_socket(self._interface, self._port, self._backlog)
+        except OSError as e:
+            return defer.fail(CannotListenError(self._interface, self._port, e))
+        try:
+            return defer.succeed(self._reactor.adoptStreamPort(sock.fileno(), sock.family, tls_factory))
+        finally:
+            sock.close()  # the reactor listens on its own copy of the descriptor
+
+
+def shared_socket(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening socket that other processes of this host may bind too (``SO_REUSEPORT``).
+
+    Several server processes, each with its own name, then serve one port and
+    the kernel spreads new connections across them: one Python process is
+    bound by its interpreter lock to about one core, however many the host
+    has.  Only sockets that all ask for sharing, of the same user, share a
+    port: a server started without it still finds the port taken.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def server_endpoint(
     reactor: Any, host: str, port: int, options: ssl.CertificateOptions, backlog: int,
-    gate: HandshakeGate | None = None,
+    gate: HandshakeGate | None = None, shared: bool = False,
 ) -> TLSServerEndpoint:
-    """A TLS listening endpoint on ``host``:``port`` (an IPv6 address is understood as such), handshakes bounded by ``gate``."""
-    return TLSServerEndpoint(reactor, port, options, backlog, host, gate)
+    """A TLS listening endpoint on ``host``:``port`` (an IPv6 address is understood as such), handshakes bounded by
+    ``gate``; ``shared``: the port is shared with this host's other server processes (``shared_socket``)."""
+    return TLSServerEndpoint(reactor, port, options, backlog, host, gate, shared)
 
 
 @implementer(IStreamClientEndpoint)

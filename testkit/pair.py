@@ -37,21 +37,31 @@ class Server:
     env: dict[str, str]
     log: Path
     proc: subprocess.Popen | None = None  # type: ignore[type-arg]
+    shared: bool = False  # ``--shared-port``: one of several processes of a server host on one port
 
     def start(self) -> None:
         with self.log.open("ab") as log:  # the child keeps its own copy of the descriptor
             self.proc = subprocess.Popen(
                 [sys.executable, str(ROOT / "cli.py"), "serve", self.name, "--port", str(self.port),
-                 "--peer", f"https://127.0.0.1:{self.peer_port}"],
+                 "--peer", f"https://127.0.0.1:{self.peer_port}", *(["--shared-port"] if self.shared else [])],
                 env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             )
 
     def wait_ready(self, timeout: float = 20) -> None:
-        """Wait until the server accepts connections; ``RuntimeError`` naming its log if it exits or never does."""
+        """Wait until the server listens; ``RuntimeError`` naming its log if it exits or never does.
+
+        A process sharing its port may find it answered by another: it is
+        ready when its own log says it listens.
+        """
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc and self.proc.poll() is not None:
                 raise RuntimeError(f"server {self.name} exited with {self.proc.returncode}; see {self.log}")
+            if self.shared:
+                if f"recharge server {self.name} listening on" in self.log.read_text(errors="replace"):
+                    return
+                time.sleep(0.05)
+                continue
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return

@@ -148,3 +148,56 @@ def test_handshakes_beyond_the_bound_are_closed_at_once_and_the_bound_is_given_b
         assert gate.pending <= 1  # the last connection may still be closing
     finally:
         blockingCallFromThread(live_reactor, listening.stopListening)
+
+
+class _Named(Resource):
+    isLeaf = True
+
+    def __init__(self, name: str) -> None:
+        super().__init__()
+        self.name = name
+
+    def render_GET(self, request: Any) -> bytes:
+        return self.name.encode()
+
+
+def test_server_processes_sharing_a_port_are_each_reached_and_a_server_not_sharing_finds_it_taken(
+    live_reactor: Any, tmp_path: Path,
+) -> None:
+    """``serve --shared-port``: the kernel spreads new connections across the listeners of one port."""
+    from twisted.internet.error import CannotListenError
+
+    from testkit.ports import free_tcp_port
+
+    options = server_options(_key_dir(tmp_path, tls_test_certificates()))
+    number = free_tcp_port()
+    ports = [
+        blockingCallFromThread(
+            live_reactor, lambda name=name: server_endpoint(live_reactor, "127.0.0.1", number, options, 50, shared=True)
+            .listen(server.Site(_Named(name)))
+        )
+        for name in ("A1", "A2")
+    ]
+    try:
+        context = ssl.create_default_context(cafile=str(tls_test_certificates() / tls.CA_CERT))
+        seen = set()
+        for _ in range(40):
+            with socket.create_connection(("127.0.0.1", number), timeout=2) as raw, \
+                    context.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+                s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+                seen.add(s.recv(4096).split(b"\r\n\r\n", 1)[-1])
+        assert seen == {b"A1", b"A2"}
+        alone = server_endpoint(live_reactor, "127.0.0.1", number, options, 50)
+        with pytest.raises(CannotListenError):
+            blockingCallFromThread(live_reactor, lambda: alone.listen(server.Site(_Named("B"))))
+    finally:
+        for port in ports:
+            blockingCallFromThread(live_reactor, port.stopListening)
+    taken = blockingCallFromThread(live_reactor, lambda: server_endpoint(live_reactor, "127.0.0.1", number, options, 50)
+                                   .listen(server.Site(_Named("C"))))
+    try:
+        shared = server_endpoint(live_reactor, "127.0.0.1", number, options, 50, shared=True)
+        with pytest.raises(CannotListenError):
+            blockingCallFromThread(live_reactor, lambda: shared.listen(server.Site(_Named("D"))))
+    finally:
+        blockingCallFromThread(live_reactor, taken.stopListening)
