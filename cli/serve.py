@@ -31,10 +31,11 @@ def serve(app: App, name: str, port: int, peer: str, host: str, ops_port: int | 
     with its own name: the kernel spreads connections across them, and every
     process is a member of the pair for the jobs lease and the heartbeats.
 
+    \b
     Example: cli.py serve A --port 8441 --peer https://127.0.0.1:8442 --ops-port 9441
-
-    Example (two processes on host A): cli.py serve A1 --port 8441 --shared-port --peer https://10.0.0.12:8441
-    and cli.py serve A2 --port 8441 --shared-port --peer https://10.0.0.12:8441
+    Two processes on host A, whose peer is host B:
+      cli.py serve A1 --port 8441 --shared-port --peer https://10.0.0.12:8441
+      cli.py serve A2 --port 8441 --shared-port --peer https://10.0.0.12:8441
     """
     from recharge_server.service import run  # Twisted is only loaded by the servers
 
