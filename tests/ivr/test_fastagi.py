@@ -79,6 +79,8 @@ class Asterisk:
         try:
             while self.sock.recv(4096):
                 pass
+        except ConnectionResetError:
+            pass  # closed with our last line unread: a reset is a close too
         finally:
             self.close()
         return time.monotonic() - start
