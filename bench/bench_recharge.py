@@ -1294,7 +1294,7 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
             parts.append(f"Trace ({r['backend']}, {kind_label(r)}, {r['clients']} callers):\n\n"
                          + "\n".join("    " + line for line in r["trace"].splitlines()))
         if r.get("profile"):
-            parts.append(f"Profile of server A ({r['backend']}, {KIND_LABEL[r['kind']]}, {r['clients']} callers):\n\n"
+            parts.append(f"Profile of server A ({r['backend']}, {kind_label(r)}, {r['clients']} callers):\n\n"
                          + "\n".join("    " + line for line in r["profile"].splitlines()))
     return "\n\n".join(parts)
 

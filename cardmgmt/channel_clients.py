@@ -149,7 +149,6 @@ def add(
 
 def key_of(ctx: Context, name: str) -> bytes:
     """The signing key of registered, unrevoked client ``name`` again (a host reinstalled); logged."""
-
     ctx.require(Permission.MANAGE_CLIENTS)
     row = _get(ctx.session, check_name(name))
     if row.revoked_at is not None:
@@ -160,7 +159,6 @@ def key_of(ctx: Context, name: str) -> bytes:
 
 def revoke(ctx: Context, name: str, reason: str, now: dt.datetime | None = None) -> None:
     """Revoke client ``name``: both servers refuse its requests within ``MAX_AGE_SECONDS``."""
-
     ctx.require(Permission.MANAGE_CLIENTS)
     check_name(name)
     reason = " ".join((reason or "").split())

@@ -208,7 +208,6 @@ def ca_exists(key_dir: Path) -> bool:
 
 def ca_file(key_dir: Path) -> Path:
     """The CA certificate a client of this installation trusts."""
-    path = key_dir / CA_CERT
-    if not path.exists():
+    if not ca_exists(key_dir):
         raise KeyFileError(MISSING)
-    return path
+    return key_dir / CA_CERT
