@@ -51,13 +51,18 @@ concurrent callers, failover wait <= 2 s.
     .venv/bin/python bench/bench_recharge.py                            # both backends, 1/50/200 callers
     .venv/bin/python bench/bench_recharge.py --backend postgresql --record
     .venv/bin/python bench/bench_recharge.py --backend postgresql --clients 200 --phases single --profile
-    .venv/bin/python bench/bench_recharge.py --backend postgresql --phases pair --clients 50,100,200 --cpu-burner
+    .venv/bin/python bench/bench_recharge.py --backend postgresql --phases pair --clients 5,10,20,40,200 --cpu-burner
 
-Overload: ``--phases pair --clients 50,100,200`` is the pair at about 1x, 2x
-and 4x the callers it needs to reach its peak; each row says how many of the
-callers' rounds (one client request, failover and back-off included) ended
-busy or unavailable, the longest, and how many took longer than the client's
-deadline.  ``--cpu-burner`` keeps one of the cores busy throughout each phase.
+Overload: ``--phases pair --clients 5,10,20,40,200``.  The pair's capacity
+is the fewest closed-loop callers that reach 95 % of the run's peak rate
+(callers with no think time: from there on more callers only queue), found
+in the same run; each row is named as a multiple of it, and the target
+(≥ 90 % of the peak, every round answered within the client's deadline)
+applies from 1x to 4x; rows outside are shown against it without a verdict.
+Each row says how many of the callers' rounds (one client request, failover
+and back-off included) ended busy or unavailable, the longest, and how many
+took longer than the client's deadline.  ``--cpu-burner`` keeps one of the
+cores busy throughout each phase.
 """
 
 from __future__ import annotations
@@ -203,6 +208,10 @@ def worker_http(spec: dict[str, Any]) -> dict[str, Any]:
             [tuple(s) for s in spec["servers"][i]], key, timeout=spec["timeout"], total_timeout=spec["total_timeout"],
             tls=tls,
         )
+        # A call's first request (the account look-up, not measured here) opens its connection to the
+        # server it prefers: so does each caller before the phase starts, so that a paced phase's few
+        # recharges per caller are not charged a TLS handshake a real call pays earlier.
+        client.health()
 
         def ask(f: Any, **kw: Any) -> tuple[dict[str, Any], int]:
             tries = 0
@@ -1204,6 +1213,17 @@ KIND_LABEL = {
 }
 
 
+# Overload (issue 12): the goodput target holds up to this multiple of the pair's capacity.
+OVERLOAD_UP_TO = 4
+CAPACITY_SHARE = 0.95  # capacity: the fewest callers reaching this share of the peak rate
+
+
+def capacity_callers(pairs: list[dict[str, Any]]) -> int:
+    """The fewest closed-loop callers whose rate reached ``CAPACITY_SHARE`` of the peak: the pair's capacity."""
+    peak = max(r["rps"] for r in pairs)
+    return min(r["clients"] for r in pairs if r["rps"] >= CAPACITY_SHARE * peak)
+
+
 def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
     f = bl.fmt
     headers = ["backend", "setup", "callers", "rec/s", "p50 ms", "p99 ms", "commit p50", "commit p99", "failed",
@@ -1266,12 +1286,17 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         pairs = [r for r in rows if r["backend"] == backend and r["kind"] == "pair"]
         if len(pairs) > 1:
             peak = max(r["rps"] for r in pairs)
+            capacity = capacity_callers(pairs)
             for r in pairs:
+                times = r["clients"] / capacity
                 ok = r["rps"] >= 0.9 * peak and r["rounds_late"] == 0 and r["told_ok"] == r["recorded"]
-                verdicts.append([backend, f"overload, {r['clients']} closed-loop callers: ≥ 90 % of the peak "
-                                 f"({peak:.0f} rec/s), every round answered within {r['round_limit']:g} s",
+                verdict = (("PASS" if ok else "FAIL") if 1 <= times <= OVERLOAD_UP_TO
+                           else "(below capacity)" if times < 1 else f"(beyond {OVERLOAD_UP_TO:g}×)")
+                verdicts.append([backend, f"overload, {r['clients']} closed-loop callers ({times:g}× the capacity of "
+                                 f"{capacity} callers): ≥ 90 % of the peak ({peak:.0f} rec/s), every round answered "
+                                 f"within {r['round_limit']:g} s",
                                  f"{r['rps']:.0f} rec/s ({r['rps'] / peak:.0%}), {r['rounds_late']} late rounds, "
-                                 f"longest {f(r['round_max'], 3)} s", "PASS" if ok else "FAIL"])
+                                 f"longest {f(r['round_max'], 3)} s", verdict])
         best = [r for r in rows if r["backend"] == backend and r["kind"] in ("single", "pair")]
         at200 = [r for r in rows if r["backend"] == backend and r["kind"] == "paced"]
         if best:

@@ -20,7 +20,7 @@ also locked ``FOR UPDATE SKIP LOCKED`` while it is being posted, so two
 workers never post the same record at the same time in the first place.
 
 When the marketing system acknowledges a record, the same card transaction
-that marks it ``posted`` queues its SMS notice (``sms.queue_notice``, at
+that marks it ``posted`` queues its SMS notice (``sms.queue_notices``, at
 most one per posting), from the ``Receipt`` the marketing system answered
 in the posting's own transaction (balance after it, phone); ``sms.drain``
 hands notices to the SMS platform.
@@ -195,6 +195,7 @@ def _post_and_mark(
         log.warning("outbox: %s not posted (attempt %d): %s", postings[0].recharge_ref, probe.post_attempts, e)
         return []
     outcomes: list[tuple[str, str | None]] = []
+    notices: list[tuple[Posting, Receipt, int | None]] = []
     for row, posting, outcome in zip(rows, postings, results, strict=True):
         row.post_attempts += 1
         if isinstance(outcome, PostingRejected):
@@ -210,9 +211,9 @@ def _post_and_mark(
         if isinstance(outcome, Receipt):
             # A repeat still gets its notice if the mark that would have
             # queued it was lost; one that has it already is left alone.
-            sms.queue_notice(session, posting, outcome, now,
-                             recharge_id=row.id if isinstance(row, Recharge) else None)
+            notices.append((posting, outcome, row.id if isinstance(row, Recharge) else None))
         outcomes.append(("posted" if written else "repeated", None))
+    sms.queue_notices(session, notices, now)  # one statement for the batch, after the marks
     return outcomes
 
 

@@ -1,7 +1,7 @@
 """SMS notices (短信告知): queued when the marketing system acknowledges a posting, handed to the SMS platform exactly once.
 
-The same outbox pattern as the recharges'.  *Queued once*: ``queue_notice``
-writes the notice into ``sms_notices`` in the card-database transaction
+The same outbox pattern as the recharges'.  *Queued once*: ``queue_notices``
+writes the notices into ``sms_notices`` in the card-database transaction
 that marks the posting done (``outbox._post_batch`` for recharges; the
 reversal workflow calls it the same way for reversals), with
 ``posting_ref`` unique and ``INSERT ... ON CONFLICT DO NOTHING``: a posting
@@ -64,24 +64,35 @@ class SmsDrainResult:
 
 def queue_notice(session: Session, posting: Posting, receipt: Receipt, now: dt.datetime, *,
                  recharge_id: int | None = None) -> bool:
-    """Queue the notice of ``posting`` in ``session``'s transaction unless it has one; whether it was queued now.
+    """Queue the notice of ``posting`` unless it has one; whether it was queued now (``queue_notices`` of one)."""
+    return queue_notices(session, [(posting, receipt, recharge_id)], now) == 1
 
-    Call it in the transaction that marks the posting done, with the
-    ``Receipt`` the marketing system answered for it.
+
+def queue_notices(session: Session, items: Sequence[tuple[Posting, Receipt, int | None]], now: dt.datetime) -> int:
+    """Queue the notices of ``(posting, receipt, recharge id)`` items in ``session``'s transaction; how many were new.
+
+    Call it in the transaction that marks the postings done, with the
+    ``Receipt`` the marketing system answered for each.  One statement for
+    the whole batch (an outbox batch is hundreds of postings): a posting
+    that has its notice already is left alone (``ON CONFLICT DO NOTHING``).
     """
+    if not items:
+        return 0
     now = as_utc(now)
-    phone = (receipt.phone or "").strip()[:_PHONE_LENGTH] or None
-    text = notice_text(ref=posting.recharge_ref, account_no=posting.account_no, amount=posting.amount,
-                       balance=receipt.balance, masked_name=receipt.masked_name, reverses=posting.reverses)
-    row = dict(
-        posting_ref=posting.recharge_ref, recharge_id=recharge_id, account_no=posting.account_no, phone=phone,
-        text=text, status=(NoticeStatus.PENDING if phone else NoticeStatus.SKIPPED).value, attempts=0,
-        created_at=now, next_attempt_at=now, sent_at=None, last_error=None if phone else NO_PHONE,
-    )
+    rows = []
+    for posting, receipt, recharge_id in items:
+        phone = (receipt.phone or "").strip()[:_PHONE_LENGTH] or None
+        text = notice_text(ref=posting.recharge_ref, account_no=posting.account_no, amount=posting.amount,
+                           balance=receipt.balance, masked_name=receipt.masked_name, reverses=posting.reverses)
+        rows.append(dict(
+            posting_ref=posting.recharge_ref, recharge_id=recharge_id, account_no=posting.account_no, phone=phone,
+            text=text, status=(NoticeStatus.PENDING if phone else NoticeStatus.SKIPPED).value, attempts=0,
+            created_at=now, next_attempt_at=now, sent_at=None, last_error=None if phone else NO_PHONE,
+        ))
     dialect = session.get_bind().dialect.name
     table = SmsNotice.__table__
-    statement = dialect_insert(dialect, table).values(row).on_conflict_do_nothing().returning(table.c.id)  # type: ignore[attr-defined]
-    return session.execute(statement).first() is not None
+    statement = dialect_insert(dialect, table).on_conflict_do_nothing().returning(table.c.id)  # type: ignore[attr-defined]
+    return len(session.execute(statement, rows).all())
 
 
 def drain(cards: Engine | Database, platform: SmsPlatform, now: dt.datetime, limit: int = 500) -> SmsDrainResult:

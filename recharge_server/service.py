@@ -77,8 +77,8 @@ class ServerOptions:
     # once (503 busy) so that the client tries the other server within its
     # round instead of waiting past it.  A pool thread plus a short queue:
     # measured on a quiet 2-core machine (bench/RESULTS.md), 10 kept the
-    # pair's goodput at 4x its capacity higher than 24 did, and 8 with 4
-    # threads lower.
+    # pair's goodput at 200 closed-loop callers higher than 24 did, and 8
+    # with 4 threads lower.
     max_in_flight: int = 10
     # A request still queued this long is refused busy when its turn comes.
     # The client waits 0.5 s per server, and the reactor can hold a request

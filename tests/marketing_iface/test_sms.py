@@ -143,6 +143,19 @@ def test_a_posting_marked_twice_still_has_one_notice(system, ledger, null):
     assert len(notices(system)) == 1 and "当前余额178.50元" in notices(system)[0].text
 
 
+def test_a_batch_queues_one_notice_per_posting_and_skips_those_that_have_one(system, ledger, null):
+    first = ledger.add("3100000001", 5000, T0)
+    drain(system.db, null, LATER)  # its notice is queued
+    others = [ledger.add("3100000001", 1000 * k, T0) for k in (1, 2, 3)]
+    receipt = Receipt(balance=1, phone="13800000000", masked_name="张*明", written=True)
+    items = [(posting_for(ledger.get(rid)), receipt, rid) for rid in [first, *others]]
+    with system.db.transaction() as s:
+        assert sms.queue_notices(s, items, LATER) == 3
+        assert sms.queue_notices(s, items, LATER) == 0
+        assert sms.queue_notices(s, [], LATER) == 0
+    assert sorted(n.recharge_id for n in notices(system)) == sorted([first, *others])
+
+
 def test_a_reversal_notice_is_queued_by_whoever_marks_the_reversal(system, null):
     original = Posting("24030100000001", "3100000001", 5000, "900000000001", "hotline", T0)
     reversal = Posting("V24030100000001", "3100000001", -5000, "900000000001", "hotline", LATER, reverses=original.recharge_ref)
