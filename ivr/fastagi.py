@@ -32,7 +32,16 @@ stdin/stdout.
 - *Supervised.*  ``--supervise`` runs the service as a child and starts it
   again when it dies (after 1 s, backing off to 30 s while it keeps dying at
   once); a host with systemd uses ``Restart=always`` instead
-  (``asterisk_conf/README.md``).
+  (``asterisk_conf/README.md``).  A service that is alive but frozen (a
+  stopped process, a deadlock) would take Asterisk's connections into its
+  listen queue and leave those callers in silence, so the supervisor also
+  asks it every ``--probe-every`` seconds (2) for the script ``health``,
+  which the service answers with one ``NOOP`` and a close (a full service's
+  close at once is an answer too).  After ``PROBE_FAILURES`` probes in a row
+  without an answer within ``--probe-every`` seconds it kills the service,
+  which ends its calls as a death does (the dialplan says service-unavailable
+  on the calls it had, and runs process AGI for the ones it never answered),
+  and starts it again.
 
 Runs under the Asterisk host's Python (3.11 to 3.14) like the process AGI:
 standard library, pyst2 and ``ivr`` only.  Logging as ``ivr.agi_main``
@@ -69,6 +78,9 @@ MAX_HEADER_LINES = 100
 MAX_CALLS = 400
 BACKLOG = 512  # a rush of calls connects within one second
 DIALOG_MARK = ("RECHARGE_DIALOG", "fastagi")
+HEALTH_SCRIPT = "health"  # agi://HOST:PORT/health: the supervisor's probe, answered with one NOOP
+PROBE_EVERY = 2.0
+PROBE_FAILURES = 3
 
 _HEADER_LINE = re.compile(r"^agi_[a-z0-9_]{1,40}: ?[^\x00]*$")
 
@@ -241,6 +253,9 @@ class FastAGIServer:
                     self.dropped += 1
                 log.warning("a connection from %s:%d is dropped: %s", peer[0], peer[1], e)
                 return
+            if env.get("agi_network_script") == HEALTH_SCRIPT:
+                stream.write("NOOP healthy\n")
+                return
             agi = SocketAGI(stream, env)
             try:
                 agi.set_variable(*DIALOG_MARK)
@@ -297,12 +312,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--answer-timeout", type=_positive(float), default=ANSWER_TIMEOUT, metavar="SECONDS",
                    help=f"for each answer of Asterisk's within a call (default {ANSWER_TIMEOUT:g})")
     p.add_argument("--supervise", action="store_true",
-                   help="run the service as a child process and start it again whenever it dies")
+                   help="run the service as a child process and start it again whenever it dies or stops answering")
+    p.add_argument("--probe-every", type=_positive(float), default=PROBE_EVERY, metavar="SECONDS",
+                   help=f"with --supervise: how often the service is asked whether it answers (default {PROBE_EVERY:g})")
     return p
 
 
-def supervise(argv: Sequence[str]) -> int:
-    """Run ``python3 -m ivr.fastagi ARGV`` (without ``--supervise``) again and again until SIGTERM or SIGINT."""
+def supervise(argv: Sequence[str], listen: tuple[str, int], probe_every: float = PROBE_EVERY) -> int:
+    """Run ``python3 -m ivr.fastagi ARGV`` (without ``--supervise``) again and again until SIGTERM or SIGINT.
+
+    The service listening on ``listen`` is probed every ``probe_every``
+    seconds once it has answered a first probe; see the module docstring.
+    """
     child: list[subprocess.Popen[bytes]] = []
     stopping = threading.Event()
 
@@ -317,7 +338,7 @@ def supervise(argv: Sequence[str]) -> int:
     while not stopping.is_set():
         started = time.monotonic()
         child[:] = [subprocess.Popen([sys.executable, "-m", "ivr.fastagi", *argv])]
-        status = child[0].wait()
+        status = _watch(child[0], listen, probe_every, stopping)
         if stopping.is_set():
             break
         delay = 1.0 if time.monotonic() - started > 30 else min(delay * 2, 30.0)
@@ -326,13 +347,50 @@ def supervise(argv: Sequence[str]) -> int:
     return 0
 
 
+def _watch(proc: subprocess.Popen[bytes], listen: tuple[str, int], every: float, stopping: threading.Event) -> int:
+    """Wait for ``proc`` to end, killing it after ``PROBE_FAILURES`` unanswered probes in a row; its exit status."""
+    answered_once = False
+    failures = 0
+    while True:
+        try:
+            return proc.wait(every)
+        except subprocess.TimeoutExpired:
+            pass
+        if stopping.is_set():
+            continue  # SIGTERM is on its way to the service
+        if probe(listen, every):
+            answered_once, failures = True, 0
+            continue
+        if not answered_once:
+            continue  # still starting (the configuration, the listening socket)
+        failures += 1
+        if failures >= PROBE_FAILURES:
+            log.error("the FastAGI service (pid %d) did not answer %d probes in %.0f s; killing it",
+                      proc.pid, failures, failures * every)
+            proc.kill()
+
+
+def probe(listen: tuple[str, int], timeout: float) -> bool:
+    """Whether the service on ``listen`` answers a ``health`` request (a line or a close) within ``timeout`` s."""
+    host, port = listen
+    header = f"agi_network: yes\nagi_network_script: {HEALTH_SCRIPT}\nagi_request: agi://{host}:{port}/{HEALTH_SCRIPT}\n\n"
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(timeout)
+            sock.sendall(header.encode("ascii"))
+            sock.recv(64)  # "NOOP healthy", or b"" when a full service closed it at once
+        return True
+    except OSError:  # refused, reset, or no answer in time (socket.timeout is one)
+        return False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python3 -m ivr.fastagi [--config PATH] [--listen HOST:PORT] [--supervise]``; see the module docstring."""
     args_list = list(sys.argv[1:] if argv is None else argv)
     args = parser().parse_args(args_list)
     setup_logging()
     if args.supervise:
-        return supervise([a for a in args_list if a != "--supervise"])
+        return supervise([a for a in args_list if a != "--supervise"], args.listen, args.probe_every)
     try:
         setup = prepare(args.config)
     except ConfigError as e:

@@ -410,19 +410,23 @@ def test_when_no_agent_answers_the_caller_hears_so_and_goodbye(hotline: Hotline,
     assert rang < (AGENT_RING + 10) * 1000, "bounded: the ring time and the transfer prompt"
 
 
-def test_a_service_that_dies_mid_call_leaves_no_silence_and_is_started_again(hotline: Hotline,
-                                                                            library: Library) -> None:
+# A frozen service (alive, listening, answering nobody) is killed by its supervisor after three unanswered
+# probes (ivr.fastagi), and its calls then end as on a death.
+@pytest.mark.parametrize("fault", [signal.SIGKILL, signal.SIGSTOP], ids=["dies", "freezes"])
+def test_a_service_that_dies_or_freezes_mid_call_leaves_no_silence_and_is_started_again(
+    hotline: Hotline, library: Library, fault: signal.Signals
+) -> None:
     sandbox = hotline.sandbox
     assert sandbox is not None
     worker = sandbox.fastagi_worker()
     assert worker is not None
 
-    def kill_service() -> None:
-        os.kill(worker, signal.SIGKILL)
+    def fail_service() -> None:
+        os.kill(worker, fault)
 
     name = "dialog-lost"
     result = hotline.call_while(name, variables(name), when_step=_step(hotline, name, "expect prompt=enter-account"),
-                                action=kill_service)
+                                action=fail_service)
     assert result.passed, report(result)
     assert "the dialog ended without ending the call" in sandbox.messages_log()
     end = time.monotonic() + 15

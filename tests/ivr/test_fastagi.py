@@ -7,6 +7,7 @@ runs to "service unavailable" after the account is confirmed; the dialog
 itself is tested in ``test_dialog``, the whole path by the SIPp call scripts.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from ivr.agi_main import prepare
-from ivr.fastagi import FastAGIServer
+from ivr.fastagi import PROBE_FAILURES, FastAGIServer, probe
 from testkit.ports import free_tcp_port
 from tests.ivr.test_agi_main import CA, KEY_HEX, python_path, write_config
 
@@ -158,21 +159,61 @@ def test_help_has_an_example_and_a_bad_configuration_is_one_line(tmp_path: Path)
     assert wrong.returncode == 2 and "is not HOST:PORT" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
-def test_the_supervisor_starts_the_service_again_when_it_dies(config: Path) -> None:
+@contextlib.contextmanager
+def supervisor(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``python3 -m ivr.fastagi --supervise`` on a free port: (the supervisor, the port); stopped with SIGTERM."""
     port = free_tcp_port()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path(), "LANG": "C"}
     parent = subprocess.Popen([sys.executable, "-m", "ivr.fastagi", "--config", str(config), "--listen",
-                               f"127.0.0.1:{port}", "--supervise"], env=env, stderr=subprocess.DEVNULL)
+                               f"127.0.0.1:{port}", "--supervise", *extra], env=env, stderr=subprocess.DEVNULL)
     try:
+        yield parent, port
+    finally:
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(10) == 0
+
+
+def test_the_supervisor_starts_the_service_again_when_it_dies(config: Path) -> None:
+    with supervisor(config) as (parent, port):
         first = wait_for_child(parent.pid, None)
         assert Asterisk(("127.0.0.1", port)).run(["3100000001", "1"])[-1] == "HANGUP"
         os.kill(first, signal.SIGKILL)
         second = wait_for_child(parent.pid, first)
         assert second != first
         assert Asterisk(("127.0.0.1", port)).run(["3100000001", "1"])[-1] == "HANGUP"
-    finally:
-        parent.send_signal(signal.SIGTERM)
-        assert parent.wait(10) == 0
+
+
+def test_the_health_probe_is_answered_and_is_not_a_call(server: FastAGIServer) -> None:
+    assert probe(server.address, 2.0)
+    with socket.create_connection(server.address, timeout=2) as sock:
+        sock.sendall(b"agi_network: yes\nagi_network_script: health\nagi_request: agi://127.0.0.1/health\n\n")
+        assert sock.makefile("rb").read() == b"NOOP healthy\n"  # then closed
+    assert (server.served, server.dropped) == (0, 0)
+    assert not probe(("127.0.0.1", free_tcp_port()), 0.5), "nobody listening is no answer"
+
+
+def test_a_frozen_service_is_killed_and_started_again(config: Path) -> None:
+    with supervisor(config, "--probe-every", "0.3") as (parent, port):
+        first = wait_for_child(parent.pid, None)
+        time.sleep(0.5)  # it has answered a probe
+        os.kill(first, signal.SIGSTOP)  # alive, listening, and answering nobody
+        start = time.monotonic()
+        second = wait_for_child(parent.pid, first, timeout=10)
+        assert time.monotonic() - start < 0.3 * (PROBE_FAILURES + 2) + 5  # its probes, then a new start
+        assert not Path(f"/proc/{first}").exists() or "Z" in Path(f"/proc/{first}/stat").read_text().split()[2]
+        assert Asterisk(("127.0.0.1", port)).run(["3100000001", "1"])[-1] == "HANGUP"
+        assert second != first
+
+
+def test_a_full_service_is_not_taken_for_a_frozen_one(config: Path) -> None:
+    with supervisor(config, "--probe-every", "0.3", "--max-calls", "1") as (parent, port):
+        first = wait_for_child(parent.pid, None)
+        held = Asterisk(("127.0.0.1", port), "3.1")
+        assert held.command().startswith("SET VARIABLE")  # the one place is taken, and the call waits
+        time.sleep(0.3 * (PROBE_FAILURES + 3))
+        assert wait_for_child(parent.pid, None) == first, "refused at once is an answer"
+        held.answer("HANGUP")
+        held.closed_within(3.0)
 
 
 def wait_for_child(pid: int, not_this: int | None, timeout: float = 15.0) -> int:
