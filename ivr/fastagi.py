@@ -31,17 +31,17 @@ stdin/stdout.
   service-unavailable and goodbye) or never did (it runs process AGI).
 - *Supervised.*  ``--supervise`` runs the service as a child and starts it
   again when it dies (after 1 s, backing off to 30 s while it keeps dying at
-  once); a host with systemd uses ``Restart=always`` instead
-  (``asterisk_conf/README.md``).  A service that is alive but frozen (a
-  stopped process, a deadlock) would take Asterisk's connections into its
-  listen queue and leave those callers in silence, so the supervisor also
-  asks it every ``--probe-every`` seconds (2) for the script ``health``,
-  which the service answers with one ``NOOP`` and a close (a full service's
-  close at once is an answer too).  After ``PROBE_FAILURES`` probes in a row
-  without an answer within ``--probe-every`` seconds it kills the service,
-  which ends its calls as a death does (the dialplan says service-unavailable
-  on the calls it had, and runs process AGI for the ones it never answered),
-  and starts it again.
+  once; a host with systemd runs the supervisor itself with
+  ``Restart=always``, ``asterisk_conf/README.md``).  A service that is alive
+  but frozen (a stopped process, a deadlock) would take Asterisk's
+  connections into its listen queue and leave those callers in silence, so
+  the supervisor also asks it every ``--probe-every`` seconds (2) for the
+  script ``health``, which the service answers with one ``NOOP`` and a close
+  (a full service's close at once is an answer too).  After
+  ``PROBE_FAILURES`` probes in a row without an answer within
+  ``--probe-every`` seconds it kills the service, which ends its calls as a
+  death does (the dialplan says service-unavailable on the calls it had, and
+  runs process AGI for the ones it never answered), and starts it again.
 
 Runs under the Asterisk host's Python (3.11 to 3.14) like the process AGI:
 standard library, pyst2 and ``ivr`` only.  Logging as ``ivr.agi_main``

@@ -62,12 +62,6 @@ class SmsDrainResult:
     rejected: int = 0
 
 
-def queue_notice(session: Session, posting: Posting, receipt: Receipt, now: dt.datetime, *,
-                 recharge_id: int | None = None) -> bool:
-    """Queue the notice of ``posting`` unless it has one; whether it was queued now (``queue_notices`` of one)."""
-    return queue_notices(session, [(posting, receipt, recharge_id)], now) == 1
-
-
 def queue_notices(session: Session, items: Sequence[tuple[Posting, Receipt, int | None]], now: dt.datetime) -> int:
     """Queue the notices of ``(posting, receipt, recharge id)`` items in ``session``'s transaction; how many were new.
 

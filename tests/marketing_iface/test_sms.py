@@ -139,7 +139,7 @@ def test_a_posting_marked_twice_still_has_one_notice(system, ledger, null):
     posting = posting_for(ledger.get(rid))
     receipt = Receipt(balance=1, phone="13800000000", masked_name="张*明", written=False)
     with system.db.transaction() as s:
-        assert sms.queue_notice(s, posting, receipt, LATER, recharge_id=rid) is False
+        assert sms.queue_notices(s, [(posting, receipt, rid)], LATER) == 0
     assert len(notices(system)) == 1 and "当前余额178.50元" in notices(system)[0].text
 
 
@@ -162,7 +162,7 @@ def test_a_reversal_notice_is_queued_by_whoever_marks_the_reversal(system, null)
     [_, receipt] = null.post_recharges([original, reversal], receipts=True)
     assert isinstance(receipt, Receipt) and receipt.balance == 12_850
     with system.db.transaction() as s:
-        assert sms.queue_notice(s, reversal, receipt, LATER) is True
+        assert sms.queue_notices(s, [(reversal, receipt, None)], LATER) == 1
     [n] = notices(system)
     assert n.recharge_id is None and "扣回50.00元" in n.text
     assert sms.drain(system.db, null, LATER) == SmsDrainResult(sent=1)
