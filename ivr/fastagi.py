@@ -375,13 +375,19 @@ def probe(listen: tuple[str, int], timeout: float) -> bool:
     host, port = listen
     header = f"agi_network: yes\nagi_network_script: {HEALTH_SCRIPT}\nagi_request: agi://{host}:{port}/{HEALTH_SCRIPT}\n\n"
     try:
-        with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError:  # nobody listening, or not accepted in time
+        return False
+    with sock:
+        try:
             sock.settimeout(timeout)
             sock.sendall(header.encode("ascii"))
             sock.recv(64)  # "NOOP healthy", or b"" when a full service closed it at once
-        return True
-    except OSError:  # refused, reset, or no answer in time (socket.timeout is one)
-        return False
+        except (ConnectionResetError, BrokenPipeError):
+            pass  # a full service closed it at once, with the header unread: a reset, and an answer
+        except OSError:  # no answer in time (socket.timeout is one)
+            return False
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -206,14 +206,30 @@ def test_a_frozen_service_is_killed_and_started_again(config: Path) -> None:
 
 
 def test_a_full_service_is_not_taken_for_a_frozen_one(config: Path) -> None:
-    with supervisor(config, "--probe-every", "0.3", "--max-calls", "1") as (parent, port):
+    with supervisor(config, "--probe-every", "0.5", "--max-calls", "1") as (parent, port):
         first = wait_for_child(parent.pid, None)
         held = Asterisk(("127.0.0.1", port), "3.1")
-        assert held.command().startswith("SET VARIABLE")  # the one place is taken, and the call waits
-        time.sleep(0.3 * (PROBE_FAILURES + 3))
-        assert wait_for_child(parent.pid, None) == first, "refused at once is an answer"
-        held.answer("HANGUP")
-        held.closed_within(3.0)
+        try:
+            assert held.command().startswith("SET VARIABLE")  # the one place is taken, and the call waits
+            time.sleep(0.5 * (PROBE_FAILURES + 3))
+            assert wait_for_child(parent.pid, None) == first, "refused at once is an answer"
+            held.answer("HANGUP")
+            held.closed_within(3.0)
+        finally:
+            held.close()
+
+
+def test_a_probe_of_a_full_service_is_answered(server: FastAGIServer) -> None:
+    held = [Asterisk(server.address, f"4.{i}") for i in range(3)]
+    try:
+        for call in held:
+            assert call.command().startswith("SET VARIABLE")
+        # Closed at once, before or after the probe's header arrived (a reset then): either is an answer.
+        assert all(probe(server.address, 1.0) for _ in range(20))
+        assert server.refused == 20
+    finally:
+        for call in held:
+            call.close()
 
 
 def wait_for_child(pid: int, not_this: int | None, timeout: float = 15.0) -> int:
