@@ -18,6 +18,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from marketing_iface.standin import SAMPLE_ACCOUNTS
+from recharge_server.service import ServerOptions
 from testkit import books
 from testkit.chaos import leader, wait_for
 from testkit.databases import set_reachable
@@ -128,7 +129,8 @@ def test_excess_requests_are_refused_at_once_and_nothing_is_lost_or_doubled(inst
     [t.join() for t in threads]
     outcomes = Counter(answer.get("error") or answer["outcome"] for answer, _ in rush.values())
     assert set(outcomes) <= {"ok", "busy"}, outcomes
-    assert outcomes["busy"] >= 1 and outcomes["ok"] >= 24, outcomes
+    # At least the bound's worth admitted (places freed during the rush are taken again, how often is timing).
+    assert outcomes["busy"] >= 1 and outcomes["ok"] >= ServerOptions().max_in_flight, outcomes
     refused = sorted(took for answer, took in rush.values() if answer.get("error") == "busy")
     admitted = sorted(took for answer, took in rush.values() if answer["outcome"] == "ok")
     # The server's own account (its log; the client's clock also counts this machine's scheduling of 200
