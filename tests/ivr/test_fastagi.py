@@ -142,9 +142,13 @@ def test_calls_beyond_the_limit_are_refused_at_once(server: FastAGIServer) -> No
     assert server.refused == 1
 
 
+def module_env() -> dict[str, str]:
+    """The environment ``python3 -m ivr.fastagi`` runs in: this tree on the path, nothing else inherited."""
+    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path(), "LANG": "C"}
+
+
 def run_module(*args: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path(), "LANG": "C"}
-    return subprocess.run([sys.executable, "-m", "ivr.fastagi", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "ivr.fastagi", *args], capture_output=True, text=True, env=module_env(),
                           timeout=30, **kw)  # type: ignore[call-overload]
 
 
@@ -163,9 +167,8 @@ def test_help_has_an_example_and_a_bad_configuration_is_one_line(tmp_path: Path)
 def supervisor(config: Path, *extra: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """``python3 -m ivr.fastagi --supervise`` on a free port: (the supervisor, the port); stopped with SIGTERM."""
     port = free_tcp_port()
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": python_path(), "LANG": "C"}
     parent = subprocess.Popen([sys.executable, "-m", "ivr.fastagi", "--config", str(config), "--listen",
-                               f"127.0.0.1:{port}", "--supervise", *extra], env=env, stderr=subprocess.DEVNULL)
+                               f"127.0.0.1:{port}", "--supervise", *extra], env=module_env(), stderr=subprocess.DEVNULL)
     try:
         yield parent, port
     finally:
